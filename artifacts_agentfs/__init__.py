@@ -1,0 +1,1 @@
+"""Agent file-operation API: readFile, writeFile, appendFile, ... over the VFS."""

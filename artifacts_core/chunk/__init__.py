@@ -1,0 +1,1 @@
+"""Chunk store: slices cut into framed, checksummed, compressed blocks; caches; readahead."""

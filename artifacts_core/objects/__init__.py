@@ -1,0 +1,1 @@
+"""Object stores: bytes under keys (S3 via aiobotocore, local directory, memory)."""

@@ -1,0 +1,1 @@
+"""The VFS: file handles, write buffers, read views and the path API over chunk + meta."""

@@ -1,0 +1,1 @@
+"""FUSE frontend (mfusepy): mounts a workspace over the VFS inode API."""

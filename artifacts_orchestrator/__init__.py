@@ -1,0 +1,1 @@
+"""The orchestrator: accounts, workspaces, Redis ACLs, tenants, grants and mount tickets."""
