@@ -48,9 +48,8 @@ def free_port(*, grpc_offset: bool = False) -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((LOOPBACK, 0))
             port = s.getsockname()[1]
-        if grpc_offset:
-            if port >= _PORT_CEILING or not _port_is_free(port + 10000):
-                continue
+        if grpc_offset and (port >= _PORT_CEILING or not _port_is_free(port + 10000)):
+            continue
         return port
     raise RuntimeError("no free loopback port found")
 
@@ -291,11 +290,12 @@ class SeaweedS3:
         return self._signed_request("GET", "/")[0] == 200
 
     def _signed_request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        import botocore.auth  # noqa: PLC0415
-        import botocore.awsrequest  # noqa: PLC0415
-        import botocore.credentials  # noqa: PLC0415
-        import urllib.request  # noqa: PLC0415
-        import urllib.error  # noqa: PLC0415
+        import urllib.error
+        import urllib.request
+
+        import botocore.auth
+        import botocore.awsrequest
+        import botocore.credentials
 
         url = self.endpoint + path
         req = botocore.awsrequest.AWSRequest(method=method, url=url, data=body,

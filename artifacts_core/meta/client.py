@@ -1,0 +1,299 @@
+"""The one choke point between the metadata engine and Redis.
+
+``MetaClient`` owns the connection pool for one workspace and offers exactly three ways to talk
+to Redis: ``call`` (one ``FCALL``/``FCALL_RO``: one round trip), ``pipeline`` (several reads in
+one round trip) and ``command`` (a single plain command). Each maps Redis errors once:
+
+- ``ENOENT something`` returned by a function -> the matching errno exception;
+- ``NOPERM`` / "can't access" (ACL denial, a revoked session) -> EACCES;
+- ``OOM command not allowed`` -> ENOSPC;
+- connection loss and timeouts -> :class:`MetaUnavailable` naming the server; the pool
+  reconnects by itself when Redis returns;
+- a missing or older function library -> loaded (when this client may) and the call retried once.
+
+Redis Cluster: a workspace lives in one hash slot, so the client talks to that slot's master
+directly through a plain ``redis.Redis`` (redis-py's cluster client would spend an extra
+``COMMAND GETKEYS`` round trip on every ``FCALL``). A ``MOVED`` reply refreshes the slot map.
+
+Every round trip is counted (``round_trips``), for ``.stats`` and for the tests that prove one
+round trip per operation.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+import redis.exceptions as rex
+
+from artifacts_core.errors import (
+    ArtifactsError,
+    ConfigError,
+    MetaUnavailable,
+    NoSpace,
+    PermissionDenied,
+    error_for,
+)
+from artifacts_core.meta import library
+from artifacts_core.meta.keys import Keys
+
+log = logging.getLogger("artifacts.meta")
+
+_ERRNO_REPLY = re.compile(r"^(E[A-Z0-9]+)\s?(.*)$", re.S)
+
+#: Socket timeout for one Redis command. Functions are short (every check, then a few writes);
+#: a reply slower than this means Redis is stuck or unreachable, which the caller must hear.
+DEFAULT_TIMEOUT = 10.0
+#: Pool size: FUSE serves many threads at once; each holds a connection only for one round trip.
+DEFAULT_POOL = 64
+
+
+class RedisTarget:
+    """A parsed metadata URL: ``redis://``, ``rediss://`` or ``redis+cluster://`` seeds."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+            raise ConfigError(f"unsupported metadata URL scheme {parts.scheme!r}",
+                              hint="use redis://, rediss:// or redis+cluster://host:port,host:port")
+        self.tls = parts.scheme.startswith("rediss")
+        self.cluster = parts.scheme.endswith("+cluster")
+        netloc = parts.netloc
+        self.username: str | None = None
+        self.password: str | None = None
+        if "@" in netloc:
+            userinfo, netloc = netloc.rsplit("@", 1)
+            user, sep, password = userinfo.partition(":")
+            if sep:
+                self.username, self.password = unquote(user) or None, unquote(password)
+            else:
+                self.password = unquote(user)
+        self.hosts: list[tuple[str, int]] = []
+        for hostport in netloc.split(","):
+            host, _, port = hostport.rpartition(":")
+            if not host:
+                host, port = port, "6379"
+            try:
+                self.hosts.append((host.strip("[]"), int(port)))
+            except ValueError:
+                raise ConfigError(f"invalid port in metadata URL host {hostport!r}") from None
+        self.db = 0
+        path = parts.path.strip("/")
+        if path:
+            if self.cluster:
+                raise ConfigError("a Redis Cluster URL has no database number")
+            try:
+                self.db = int(path)
+            except ValueError:
+                raise ConfigError(f"invalid database number {path!r} in metadata URL") from None
+        if not self.cluster and len(self.hosts) != 1:
+            raise ConfigError("a redis:// URL names exactly one host; use redis+cluster:// for a Cluster")
+
+    def redacted(self) -> str:
+        """The URL without secrets, for logs and ``.config``."""
+        scheme = ("rediss" if self.tls else "redis") + ("+cluster" if self.cluster else "")
+        user = f"{self.username}:***@" if self.username else ("***@" if self.password else "")
+        hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
+        return f"{scheme}://{user}{hosts}" + ("" if self.cluster else f"/{self.db}")
+
+    def connect(self, host: str, port: int, *, pool_size: int, timeout: float) -> redis.Redis:
+        return redis.Redis(host=host, port=port, db=self.db, username=self.username,
+                           password=self.password, ssl=self.tls, socket_timeout=timeout,
+                           socket_connect_timeout=min(timeout, 5.0), max_connections=pool_size,
+                           health_check_interval=30, decode_responses=False)
+
+
+class MetaClient:
+    """Connections and the call choke point for one workspace (``keys.prefix``)."""
+
+    def __init__(self, url: str, keys: Keys, *, pool_size: int = DEFAULT_POOL,
+                 timeout: float = DEFAULT_TIMEOUT, may_load_library: bool = True) -> None:
+        self.target = RedisTarget(url)
+        self.keys = keys
+        self._pool_size = pool_size
+        self._timeout = timeout
+        self._may_load = may_load_library
+        self._lock = threading.Lock()
+        self._node: redis.Redis | None = None
+        self._cluster: redis.RedisCluster | None = None
+        self.round_trips = 0
+        self.errors = 0
+        self.denied = 0
+        self._checked_library = False
+
+    # -- connections ---------------------------------------------------------------------------
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.target.cluster
+
+    def node(self) -> redis.Redis:
+        """The plain client of the master that owns this workspace's slot."""
+        node = self._node
+        if node is not None:
+            return node
+        with self._lock:
+            if self._node is None:
+                self._node = self._connect_owner()
+            return self._node
+
+    def _connect_owner(self) -> redis.Redis:
+        t = self.target
+        if not t.cluster:
+            host, port = t.hosts[0]
+            return t.connect(host, port, pool_size=self._pool_size, timeout=self._timeout)
+        if self._cluster is None:
+            nodes = [redis.cluster.ClusterNode(h, p) for h, p in t.hosts]
+            self._cluster = redis.RedisCluster(
+                startup_nodes=nodes, username=t.username, password=t.password, ssl=t.tls,
+                socket_timeout=self._timeout, socket_connect_timeout=min(self._timeout, 5.0))
+        owner = self._cluster.get_node_from_key(self.keys.setting)
+        return t.connect(owner.host, owner.port, pool_size=self._pool_size, timeout=self._timeout)
+
+    def master_clients(self) -> list[redis.Redis]:
+        """One client per master (a Function library must be loaded on each of them)."""
+        if not self.target.cluster:
+            return [self.node()]
+        self.node()
+        assert self._cluster is not None
+        return [self.target.connect(n.host, n.port, pool_size=2, timeout=self._timeout)
+                for n in self._cluster.get_primaries()]
+
+    def _refresh_owner(self) -> None:
+        with self._lock:
+            old, self._node = self._node, None
+            if self._cluster is not None:
+                self._cluster.nodes_manager.initialize()
+        if old is not None:
+            old.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._node is not None:
+                self._node.close()
+                self._node = None
+            if self._cluster is not None:
+                self._cluster.close()
+                self._cluster = None
+
+    # -- the choke point -----------------------------------------------------------------------
+
+    def call(self, function: str, *args: Any, ro: bool = False) -> Any:
+        """One ``FCALL``/``FCALL_RO`` of ``function`` with the setting key as KEYS[1]."""
+        command = "FCALL_RO" if ro else "FCALL"
+        return self._run(lambda r: r.execute_command(command, function, 1, self.keys.setting, *args),
+                         what=function)
+
+    def command(self, *args: Any) -> Any:
+        """One plain command (reads of keys this workspace owns)."""
+        return self._run(lambda r: r.execute_command(*args), what=str(args[0]))
+
+    def pipeline(self, build: Callable[[Any], None]) -> list[Any]:
+        """Several commands in one round trip (no MULTI: reads only)."""
+        def run(r: redis.Redis) -> list[Any]:
+            pipe = r.pipeline(transaction=False)
+            build(pipe)
+            return pipe.execute(raise_on_error=True)
+        return self._run(run, what="pipeline")
+
+    def _run(self, op: Callable[[redis.Redis], Any], *, what: str) -> Any:
+        loaded = False
+        moved = 0
+        while True:
+            self.round_trips += 1
+            try:
+                return op(self.node())
+            except (rex.MovedError, rex.AskError) as e:
+                if moved >= 3:
+                    raise MetaUnavailable(f"the workspace's hash slot keeps moving ({e})") from e
+                moved += 1
+                self._refresh_owner()
+            except rex.ResponseError as e:
+                text = str(e)
+                if ("Function not found" in text or "No such function" in text) and not loaded:
+                    self.ensure_library(force=True)
+                    loaded = True
+                    continue
+                raise self._translate(e, what) from e
+            except (rex.AuthenticationError, rex.AuthorizationError) as e:
+                self.denied += 1
+                raise PermissionDenied(
+                    "Redis refused this workspace's credentials",
+                    hint="the mount session may have been revoked or expired; mount again") from e
+            except (rex.ConnectionError, rex.TimeoutError) as e:
+                self.errors += 1
+                if isinstance(e.__cause__, PermissionError) or "NOPERM" in str(e):
+                    raise PermissionDenied("Redis denied access to this workspace",
+                                           hint="the mount session was revoked") from e
+                where = ",".join(f"{h}:{p}" for h, p in self.target.hosts)
+                kind = "timed out" if isinstance(e, rex.TimeoutError) else "is unreachable"
+                raise MetaUnavailable(
+                    f"the metadata server at {where} {kind} during {what}",
+                    hint="check that Redis is running; operations resume when it returns") from e
+
+    def _translate(self, e: rex.ResponseError, what: str) -> ArtifactsError:
+        text = str(e)
+        m = _ERRNO_REPLY.match(text)
+        if m:
+            return error_for(m.group(1), m.group(2) or what)
+        self.errors += 1
+        if text.startswith("NOPERM") or "can't access" in text or "no permissions" in text.lower():
+            self.denied += 1
+            return PermissionDenied(f"Redis denied {what}",
+                                    hint="the session is read-only, revoked, or not for this workspace")
+        if text.startswith("OOM"):
+            return NoSpace("the metadata server is out of memory",
+                           hint="free memory in Redis or raise maxmemory")
+        log.error("unexpected Redis error in %s: %s", what, text)
+        return ArtifactsError(f"metadata operation {what} failed: {text}")
+
+    # -- the function library ------------------------------------------------------------------
+
+    def ensure_library(self, *, force: bool = False) -> None:
+        """Load the function library on every master where it is missing or older."""
+        if self._checked_library and not force:
+            return
+        ours = library.parse_version(library.version_string())
+        assert ours is not None
+        for client in self.master_clients():
+            try:
+                theirs = library.loaded_version(client)
+                if theirs is not None and theirs[0] > ours[0]:
+                    raise ConfigError(
+                        f"Redis holds metadata library v{theirs[0]}, newer than this client's v{ours[0]}",
+                        hint="upgrade artifacts on this host")
+                if theirs != ours:
+                    if not self._may_load:
+                        raise ConfigError("the metadata function library is missing or outdated",
+                                          hint="ask the orchestrator to load it (it does so at start)")
+                    client.execute_command("FUNCTION", "LOAD", "REPLACE", library.library_code())
+                    log.info("loaded metadata library %s", library.version_string())
+            except (rex.ConnectionError, rex.TimeoutError) as e:
+                raise MetaUnavailable(f"cannot reach Redis to check the function library: {e}") from e
+            finally:
+                if client is not self._node:
+                    client.close()
+        self._checked_library = True
+
+
+def wait_until_ready(client: MetaClient, *, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.command("PING")
+            return
+        except MetaUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def fcall_args(values: Sequence[Any]) -> list[Any]:
+    """Arguments as Redis sends them (``None`` becomes an empty string)."""
+    return ["" if v is None else v for v in values]

@@ -1,0 +1,44 @@
+"""``RedisMetaEngine``: the metadata engine of one workspace, composed by concern.
+
+| module | concern |
+|---|---|
+| ``client.py`` | connections, the call choke point, error mapping, the function library |
+| ``format.py`` | the volume ``setting``, format, Redis configuration checks |
+| ``namespace.py`` | lookup, getattr/setattr, access, mknod/mkdir/symlink/link, unlink, rmdir, rename, readdir, xattrs, statfs, quotas |
+| ``data.py`` | slice ids, chunk slice lists, commit (incl. inline and append slices), truncate, fallocate, copy_file_range |
+| ``sessions.py`` | session registration, heartbeat, open-file registration, stale-session cleanup |
+| ``locks.py`` | BSD flock and POSIX record locks |
+| ``reclaim.py`` | deleting released data, trash expiry, compaction of chunks |
+
+Each concern is a mixin over the same state (``self.client``, ``self.keys``, ``self.setting``,
+``self.sid``); every mutating method is one ``self.client.call(...)``: one round trip.
+"""
+
+from __future__ import annotations
+
+from artifacts_core.meta.client import MetaClient
+from artifacts_core.meta.data import DataOps
+from artifacts_core.meta.keys import Keys
+from artifacts_core.meta.locks import LockOps
+from artifacts_core.meta.namespace import NamespaceOps
+from artifacts_core.meta.reclaim import ReclaimOps
+from artifacts_core.meta.sessions import SessionOps
+
+
+class RedisMetaEngine(NamespaceOps, DataOps, SessionOps, LockOps, ReclaimOps):
+    """The metadata engine for the workspace whose keys start with ``prefix``."""
+
+    def __init__(self, url: str, prefix: str, *, may_load_library: bool = True, **client_options) -> None:
+        self.keys = Keys(prefix)
+        self.client = MetaClient(url, self.keys, may_load_library=may_load_library, **client_options)
+        self.setting = None  # the volume's Setting, read by open()/format()
+        self.sid = 0  # this client's session id, 0 until a session is registered
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> RedisMetaEngine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

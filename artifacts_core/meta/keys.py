@@ -1,0 +1,150 @@
+"""Every Redis key of a workspace, spelled in one place.
+
+A workspace's keys all start with its prefix ``{u_<account id>_w_<workspace id>}:`` (numeric ids
+only: names would collide through ``_``). The braces are a Redis Cluster hash tag, so one
+workspace lives in one slot and every function call may touch any of its keys.
+
+The same layout is spelled once more, in Lua, in ``lua/00_common.lua`` (the functions compute keys
+from the prefix); ``tests/test_meta_keys.py`` checks that the two spellings agree.
+
+| key | type | value |
+|---|---|---|
+| ``setting`` | string | the volume's format (msgspec JSON) — declared as KEYS[1] by every call |
+| ``nextinode`` / ``nextslice`` / ``nextsession`` | string int | highest id handed out |
+| ``usedspace`` / ``totalinodes`` / ``inlinebytes`` | string int | volume totals |
+| ``i<ino>`` | string | the inode's attributes, fixed binary layout (``attrs.py``) |
+| ``d<ino>`` | hash | directory entries: name -> type u8 + ino u64 |
+| ``p<ino>`` | hash | parent ino -> link count, for hard-linked files (attr parent = 0) |
+| ``c<ino>_<chunk>`` | list | 25-byte slice records, in commit order |
+| ``b<slice>`` | string | the bytes of an inline slice |
+| ``s<ino>`` | string | symlink target |
+| ``x<ino>`` | hash | xattr name -> value |
+| ``o<ino>`` | hash | session id -> open count (opens registered across hosts) |
+| ``sliceref`` | hash | ``<slice>_<size>`` -> references - 1 (missing = 1 reference) |
+| ``delfiles`` | zset | ``<ino>:<length>`` scored by deletion time: data to release |
+| ``delslices`` | zset | ``<slice>_<size>`` scored by time: blocks to delete from S3 |
+| ``sessions`` | zset | session id scored by expiry time |
+| ``sessioninfo`` | hash | session id -> JSON (host, pid, mountpoint, version) |
+| ``sess<sid>`` | set | inodes this session holds open |
+| ``lockf<ino>`` / ``lockp<ino>`` | hash | flock / POSIX record locks, field ``<sid>_<owner>`` |
+| ``locked<sid>`` | set | inodes whose lock hashes hold this session's locks |
+| ``jobs`` | hash | job name -> last run time (elections for background work) |
+| ``limits`` | hash | capacity, inodes, inline_limit, inline_cap, trash_days (the fields of ``setting`` the functions need) |
+"""
+
+from __future__ import annotations
+
+import re
+
+from artifacts_core.errors import ConfigError
+from artifacts_core.types import Ino, SliceId
+
+#: ``{u_<account id>_w_<workspace id>}:`` — numeric ids only.
+PREFIX_RE = re.compile(r"^\{u_(\d{1,19})_w_(\d{1,19})\}:$")
+
+
+def workspace_prefix(account_id: int, workspace_id: int) -> str:
+    """The key prefix of a workspace; the only place prefixes are built."""
+    if account_id < 0 or workspace_id < 0:
+        raise ConfigError(f"account and workspace ids must be non-negative, got {account_id}, {workspace_id}")
+    return f"{{u_{account_id}_w_{workspace_id}}}:"
+
+
+def check_prefix(prefix: str) -> str:
+    if not PREFIX_RE.match(prefix):
+        raise ConfigError(
+            f"invalid workspace key prefix {prefix!r}",
+            hint="expected {u_<account id>_w_<workspace id>}: with numeric ids")
+    return prefix
+
+
+class Keys:
+    """Key builders for one workspace. Every key carries the checked prefix."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = check_prefix(prefix)
+
+    def own(self, key: str | bytes) -> bool:
+        """Whether ``key`` belongs to this workspace."""
+        if isinstance(key, bytes):
+            key = key.decode("utf-8", "surrogateescape")
+        return key.startswith(self.prefix)
+
+    @property
+    def setting(self) -> str:
+        return self.prefix + "setting"
+
+    @property
+    def pattern(self) -> str:
+        """Glob matching every key of the workspace (SCAN MATCH, ACL ``~`` selectors)."""
+        return self.prefix.replace("{", "\\{").replace("}", "\\}") + "*"
+
+    def counter(self, name: str) -> str:
+        assert name in ("nextinode", "nextslice", "nextsession", "usedspace", "totalinodes", "inlinebytes")
+        return self.prefix + name
+
+    def inode(self, ino: Ino) -> str:
+        return f"{self.prefix}i{ino}"
+
+    def entries(self, ino: Ino) -> str:
+        return f"{self.prefix}d{ino}"
+
+    def parents(self, ino: Ino) -> str:
+        return f"{self.prefix}p{ino}"
+
+    def chunk(self, ino: Ino, index: int) -> str:
+        return f"{self.prefix}c{ino}_{index}"
+
+    def inline(self, slice_id: SliceId) -> str:
+        return f"{self.prefix}b{slice_id}"
+
+    def symlink(self, ino: Ino) -> str:
+        return f"{self.prefix}s{ino}"
+
+    def xattrs(self, ino: Ino) -> str:
+        return f"{self.prefix}x{ino}"
+
+    def opens(self, ino: Ino) -> str:
+        return f"{self.prefix}o{ino}"
+
+    def flocks(self, ino: Ino) -> str:
+        return f"{self.prefix}lockf{ino}"
+
+    def plocks(self, ino: Ino) -> str:
+        return f"{self.prefix}lockp{ino}"
+
+    def locked(self, sid: int) -> str:
+        return f"{self.prefix}locked{sid}"
+
+    def session_held(self, sid: int) -> str:
+        return f"{self.prefix}sess{sid}"
+
+    @property
+    def sliceref(self) -> str:
+        return self.prefix + "sliceref"
+
+    @property
+    def delfiles(self) -> str:
+        return self.prefix + "delfiles"
+
+    @property
+    def delslices(self) -> str:
+        return self.prefix + "delslices"
+
+    @property
+    def sessions(self) -> str:
+        return self.prefix + "sessions"
+
+    @property
+    def sessioninfo(self) -> str:
+        return self.prefix + "sessioninfo"
+
+    @property
+    def jobs(self) -> str:
+        return self.prefix + "jobs"
+
+    @property
+    def limits(self) -> str:
+        return self.prefix + "limits"

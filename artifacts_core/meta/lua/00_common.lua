@@ -1,0 +1,224 @@
+-- 00_common.lua: what every function of the library shares.
+--
+-- The library is assembled by artifacts_core/meta/library.py from the files of this folder in
+-- name order, as ONE Lua chunk: locals defined here are visible to every later file.
+--
+-- Conventions (every function follows them):
+-- * KEYS[1] is the workspace's `setting` key. It routes the call in Redis Cluster; every other
+--   key is computed from the prefix it carries (all in the same hash slot).
+-- * ARGV carries the operation's arguments as strings; inode numbers stay strings when they only
+--   build keys.
+-- * Errors are returned as `return fail('ENOENT', 'message')`: the errno name is the first word,
+--   mapped back once in Python (meta/client.py).
+-- * Lua does not roll back: a function runs EVERY check before its first write.
+-- * Implicit timestamps come from the server clock (`now()`), so hosts with skewed clocks agree.
+-- * Layouts below must match artifacts_core/meta/attrs.py (tested).
+
+local LIB_VERSION = '@LIB_VERSION@'
+
+local ATTR_FMT = '>BHI4I4i8I4i8I4i8I4I4I8I4I8i8I4I8'
+local ENTRY_FMT = '>BI8'
+local SLICE_FMT = '>I4I8I4I4I4B'
+local SLICE_SIZE = 25
+local CHUNK_SIZE = 67108864  -- 64 MiB: the unit of one slice list
+
+local T_FIFO, T_CHR, T_DIR, T_BLK, T_FILE, T_SYMLINK, T_SOCK = 1, 2, 4, 6, 8, 10, 12
+local ROOT_INO = '1'
+local FLAG_SUSTAINED = 1
+
+local S_ISUID, S_ISGID, S_ISVTX = 2048, 1024, 512  -- 0o4000, 0o2000, 0o1000
+
+local function fail(code, msg)
+  return redis.error_reply(code .. ' ' .. (msg or ''))
+end
+
+-- Integer to decimal string without exponent notation (Lua 5.1 numbers are doubles).
+local function istr(n)
+  if type(n) == 'string' then return n end
+  return string.format('%d', n)
+end
+
+-- The workspace prefix from KEYS[1], checked: `{u_<digits>_w_<digits>}:setting`.
+local function prefix_of(keys)
+  local sk = keys[1]
+  local p = string.match(sk, '^({u_%d+_w_%d+}:)setting$')
+  if not p then
+    error('EINVAL first key must be a workspace setting key, got ' .. tostring(sk))
+  end
+  return p
+end
+
+-- Key builders: the Lua spelling of meta/keys.py.
+local function k_inode(p, ino) return p .. 'i' .. istr(ino) end
+local function k_entries(p, ino) return p .. 'd' .. istr(ino) end
+local function k_parents(p, ino) return p .. 'p' .. istr(ino) end
+local function k_chunk(p, ino, indx) return p .. 'c' .. istr(ino) .. '_' .. istr(indx) end
+local function k_inline(p, id) return p .. 'b' .. istr(id) end
+local function k_symlink(p, ino) return p .. 's' .. istr(ino) end
+local function k_xattrs(p, ino) return p .. 'x' .. istr(ino) end
+local function k_opens(p, ino) return p .. 'o' .. istr(ino) end
+local function k_flocks(p, ino) return p .. 'lockf' .. istr(ino) end
+local function k_plocks(p, ino) return p .. 'lockp' .. istr(ino) end
+local function k_locked(p, sid) return p .. 'locked' .. istr(sid) end
+local function k_held(p, sid) return p .. 'sess' .. istr(sid) end
+local function k_named(p, name) return p .. name end  -- setting, counters, sliceref, delfiles, ...
+
+-- Server time as (seconds, nanoseconds).
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]), tonumber(t[2]) * 1000
+end
+
+local function attr_unpack(s)
+  local a = {}
+  a.flags, a.mode, a.uid, a.gid, a.atime, a.atime_ns, a.mtime, a.mtime_ns, a.ctime, a.ctime_ns,
+    a.nlink, a.length, a.rdev, a.parent, a.btime, a.btime_ns, a.gen = struct.unpack(ATTR_FMT, s)
+  return a
+end
+
+local function attr_pack(a)
+  return struct.pack(ATTR_FMT, a.flags, a.mode, a.uid, a.gid, a.atime, a.atime_ns, a.mtime,
+    a.mtime_ns, a.ctime, a.ctime_ns, a.nlink, a.length, a.rdev, a.parent, a.btime, a.btime_ns, a.gen)
+end
+
+-- The attr table of an inode, or nil.
+local function attr_get(p, ino)
+  local s = redis.call('GET', k_inode(p, ino))
+  if not s then return nil end
+  return attr_unpack(s)
+end
+
+local function attr_put(p, ino, a)
+  redis.call('SET', k_inode(p, ino), attr_pack(a))
+end
+
+local function ftype(a) return math.floor(a.mode / 4096) end
+local function perm_bits(a) return a.mode % 4096 end
+
+-- Mark a change: ctime (and mtime when `data`) to the server clock, bump the change counter.
+local function touch(a, data, sec, ns)
+  a.ctime, a.ctime_ns = sec, ns
+  if data then a.mtime, a.mtime_ns = sec, ns end
+  a.gen = a.gen + 1
+end
+
+local function entry_pack(typ, ino) return struct.pack(ENTRY_FMT, typ, tonumber(ino)) end
+local function entry_unpack(s)
+  local typ, ino = struct.unpack(ENTRY_FMT, s)
+  return typ, istr(ino)
+end
+
+-- The caller: uid and the set of its group ids, from "uid" and "gid,gid,..." arguments.
+local function caller(uid, gids)
+  local c = { uid = tonumber(uid), gids = {} }
+  for g in string.gmatch(gids or '', '%d+') do c.gids[tonumber(g)] = true end
+  return c
+end
+
+local function bit_set(n, b) return math.floor(n / b) % 2 == 1 end
+
+-- POSIX access check: may caller `c` access inode attrs `a` for `mask` (4 read, 2 write, 1 exec)?
+-- Root passes read/write always and exec when any exec bit is set (or it is a directory).
+local function may(a, c, mask)
+  local perm = perm_bits(a)
+  if c.uid == 0 then
+    if mask % 2 == 1 and ftype(a) ~= T_DIR then
+      return bit_set(perm, 64) or bit_set(perm, 8) or bit_set(perm, 1)
+    end
+    return true
+  end
+  local bits
+  if c.uid == a.uid then
+    bits = math.floor(perm / 64) % 8
+  elseif c.gids[a.gid] then
+    bits = math.floor(perm / 8) % 8
+  else
+    bits = perm % 8
+  end
+  local function has(m) return math.floor(bits / m) % 2 == 1 end
+  if mask >= 4 and not has(4) then return false end
+  if mask % 4 >= 2 and not has(2) then return false end
+  if mask % 2 == 1 and not has(1) then return false end
+  return true
+end
+
+-- Sticky directory rule: in a sticky dir only the owner of the entry, of the dir, or root may
+-- remove or rename it.
+local function sticky_allows(dir, victim, c)
+  if not bit_set(perm_bits(dir), S_ISVTX) then return true end
+  return c.uid == 0 or c.uid == dir.uid or c.uid == victim.uid
+end
+
+-- af_version: the library's version string, so a client can tell whether to (re)load it.
+-- KEYS: any key (routes the call in a Cluster). ARGV: none. Returns "<version>".
+redis.register_function{
+  function_name = 'af_version',
+  callback = function(keys, args) return LIB_VERSION end,
+  flags = { 'no-writes' },
+}
+
+-- ---- volume limits ----------------------------------------------------------------------
+-- `limits` (hash) mirrors the fields of the JSON `setting` that functions need, written at
+-- format in the same call: capacity (bytes, 0 = unlimited), inodes (0 = unlimited),
+-- inline_limit (bytes per inline slice), inline_cap (inline bytes per volume), trash_days.
+local function limits(p)
+  local v = redis.call('HMGET', k_named(p, 'limits'), 'capacity', 'inodes', 'inline_limit',
+    'inline_cap', 'trash_days')
+  return {
+    capacity = tonumber(v[1]) or 0, inodes = tonumber(v[2]) or 0,
+    inline_limit = tonumber(v[3]) or 0, inline_cap = tonumber(v[4]) or 0,
+    trash_days = tonumber(v[5]) or 0,
+  }
+end
+
+-- Space is accounted in 4 KiB units per file, at least one unit per inode (as JuiceFS does),
+-- so df agrees with what the files would take on a block device.
+local function space_of(length)
+  return math.max(4096, math.ceil(length / 4096) * 4096)
+end
+
+-- Checks that `dspace` more bytes and `dinodes` more inodes fit; returns an error reply or nil.
+local function check_quota(p, dspace, dinodes)
+  local lim = limits(p)
+  if dspace > 0 and lim.capacity > 0 then
+    local used = tonumber(redis.call('GET', k_named(p, 'usedspace')) or '0')
+    if used + dspace > lim.capacity then return fail('ENOSPC', 'volume capacity reached') end
+  end
+  if dinodes > 0 and lim.inodes > 0 then
+    local total = tonumber(redis.call('GET', k_named(p, 'totalinodes')) or '0')
+    if total + dinodes > lim.inodes then return fail('ENOSPC', 'volume inode limit reached') end
+  end
+  return nil
+end
+
+local function alloc_inode(p)
+  return istr(redis.call('INCR', k_named(p, 'nextinode')))
+end
+
+-- ---- the end of an inode's life ---------------------------------------------------------
+-- free_inode: the inode has no links and no open handle anywhere. Its attributes go at once;
+-- its data is released in the background: `delfiles` gets "<ino>:<length>" and the reclaim job
+-- (40_reclaim.lua) walks the chunk lists, drops slice references and deletes inline bytes.
+local function free_inode(p, ino, a, sec)
+  if ftype(a) == T_FILE then
+    redis.call('ZADD', k_named(p, 'delfiles'), sec, istr(ino) .. ':' .. istr(a.length))
+  end
+  redis.call('DEL', k_inode(p, ino), k_xattrs(p, ino), k_symlink(p, ino), k_parents(p, ino),
+    k_opens(p, ino))
+  redis.call('DECRBY', k_named(p, 'usedspace'), space_of(ftype(a) == T_FILE and a.length or 0))
+  redis.call('DECR', k_named(p, 'totalinodes'))
+end
+
+-- drop_last_link: the last name of `ino` is gone. If the inode is open anywhere (registered in
+-- o<ino> by af_open), it is kept, flagged sustained, until the last close or the holder's
+-- session expiry; otherwise it is freed now. The caller has already removed the entry.
+local function drop_last_link(p, ino, a, sec, ns)
+  a.nlink = 0
+  if redis.call('EXISTS', k_opens(p, ino)) == 1 then
+    if a.flags % 2 == 0 then a.flags = a.flags + FLAG_SUSTAINED end
+    touch(a, false, sec, ns)
+    attr_put(p, ino, a)
+  else
+    free_inode(p, ino, a, sec)
+  end
+end
