@@ -9,6 +9,8 @@ Ino = NewType("Ino", int)
 SliceId = NewType("SliceId", int)
 
 ROOT_INO = Ino(1)
+#: The trash root: a directory never linked into the tree, shown as ``/.trash`` by the VFS.
+TRASH_INO = Ino(2)
 
 #: A file is cut into chunks of 64 MiB: the unit of the metadata slice lists (JuiceFS-proven:
 #: large enough that a 1 GiB file needs 16 lists, small enough that one list stays short).

@@ -64,3 +64,36 @@ def s3_prefix() -> str:
 def key_prefix() -> str:
     """A workspace key prefix ``{u_X_w_Y}:`` no other test in this run uses (numeric ids only)."""
     return f"{{u_{os.getpid()}_w_{next(_workspace_ids)}}}:"
+
+
+@pytest.fixture
+def meta_factory(redis_url):
+    """Makes formatted metadata engines: ``meta_factory(prefix, **setting_fields)``. A second call
+    with the same prefix opens another client (another "host") on the same workspace."""
+    from artifacts_core.meta.engine import RedisMetaEngine
+    from artifacts_core.meta.format import Setting, new_uuid
+
+    engines = []
+    formatted: dict[str, str] = {}
+
+    def make(prefix: str, *, url: str | None = None, **fields):
+        engine = RedisMetaEngine(url or redis_url, prefix)
+        if prefix not in formatted:
+            fields.setdefault("trash_days", 0)
+            setting = Setting(name="test", uuid=new_uuid(), **fields)
+            engine.format(setting, require_aof=False)
+            formatted[prefix] = setting.uuid
+        else:
+            engine.load(require_aof=False)
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.close()
+
+
+@pytest.fixture
+def meta(meta_factory, key_prefix):
+    """A metadata engine on a freshly formatted workspace (trash off)."""
+    return meta_factory(key_prefix)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from artifacts_core.meta.client import MetaClient
 from artifacts_core.meta.data import DataOps
+from artifacts_core.meta.format import Setting, check_redis_config, format_meta, load_setting
 from artifacts_core.meta.keys import Keys
 from artifacts_core.meta.locks import LockOps
 from artifacts_core.meta.namespace import NamespaceOps
@@ -33,6 +34,19 @@ class RedisMetaEngine(NamespaceOps, DataOps, SessionOps, LockOps, ReclaimOps):
         self.client = MetaClient(url, self.keys, may_load_library=may_load_library, **client_options)
         self.setting = None  # the volume's Setting, read by open()/format()
         self.sid = 0  # this client's session id, 0 until a session is registered
+
+    def format(self, setting: Setting, *, require_aof: bool = True) -> bool:
+        """Format this workspace's namespace (see ``format.format_meta``)."""
+        formatted = format_meta(self.client, setting, require_aof=require_aof)
+        self.setting = load_setting(self.client)
+        return formatted
+
+    def load(self, *, require_aof: bool = True) -> Setting:
+        """Open an existing volume: check Redis, the function library and the setting."""
+        check_redis_config(self.client, require_aof=require_aof)
+        self.client.ensure_library()
+        self.setting = load_setting(self.client)
+        return self.setting
 
     def close(self) -> None:
         self.client.close()

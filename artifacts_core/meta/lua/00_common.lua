@@ -24,6 +24,7 @@ local CHUNK_SIZE = 67108864  -- 64 MiB: the unit of one slice list
 
 local T_FIFO, T_CHR, T_DIR, T_BLK, T_FILE, T_SYMLINK, T_SOCK = 1, 2, 4, 6, 8, 10, 12
 local ROOT_INO = '1'
+local TRASH_INO = '2'  -- the trash root directory, shown as /.trash by the VFS
 local FLAG_SUSTAINED = 1
 
 local S_ISUID, S_ISGID, S_ISVTX = 2048, 1024, 512  -- 0o4000, 0o2000, 0o1000

@@ -1,0 +1,35 @@
+-- 05_format.lua: formatting a workspace's namespace.
+
+-- af_format: write the volume's setting, its limits, the root directory and the trash directory.
+-- KEYS: setting. ARGV: setting JSON, uuid, capacity, inodes, inline_limit, inline_cap, trash_days.
+-- Returns 1 when formatted now, 0 when this same volume (same uuid) was already formatted.
+-- Errors: EEXIST when another volume (other uuid) is formatted under this prefix.
+-- All checks before the first write.
+redis.register_function('af_format', function(keys, args)
+  local p = prefix_of(keys)
+  local existing = redis.call('GET', keys[1])
+  if existing then
+    local ok, decoded = pcall(cjson.decode, existing)
+    if ok and type(decoded) == 'table' and decoded.uuid == args[2] then return 0 end
+    return fail('EEXIST', 'this workspace prefix already holds another volume')
+  end
+  local sec, ns = now()
+  redis.call('SET', keys[1], args[1])
+  redis.call('HSET', k_named(p, 'limits'), 'capacity', args[3], 'inodes', args[4],
+    'inline_limit', args[5], 'inline_cap', args[6], 'trash_days', args[7])
+  -- Root: a world-writable directory (0777, as JuiceFS), since agents and users of many uids
+  -- share a workspace; the trash (inode 2) is root-only and never linked into the tree.
+  local root = { flags = 0, mode = T_DIR * 4096 + 511, uid = 0, gid = 0, atime = sec, atime_ns = ns,
+    mtime = sec, mtime_ns = ns, ctime = sec, ctime_ns = ns, nlink = 2, length = 0, rdev = 0,
+    parent = 1, btime = sec, btime_ns = ns, gen = 1 }
+  attr_put(p, ROOT_INO, root)
+  root.mode = T_DIR * 4096 + 365  -- 0555
+  root.parent = 1
+  attr_put(p, TRASH_INO, root)
+  -- Inodes up to 15 are reserved for the system (1 root, 2 trash); nextinode is the last used.
+  redis.call('SET', k_named(p, 'nextinode'), 15)
+  redis.call('SETNX', k_named(p, 'nextslice'), 0)
+  redis.call('SET', k_named(p, 'totalinodes'), 2)
+  redis.call('SET', k_named(p, 'usedspace'), 2 * space_of(0))
+  return 1
+end)
