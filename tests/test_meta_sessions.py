@@ -1,0 +1,283 @@
+"""Sessions, open-file registration and stale-session cleanup, on the real Redis.
+
+Two engines on one workspace are two hosts. Expiry is exercised with the sweep's injected clock
+offset (never by sleeping for the timeout).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+import threading
+import time
+
+import pytest
+
+from artifacts_core.errors import IsADirectory, NotFound, PermissionDenied
+from artifacts_core.meta import sessions as sessions_mod
+from artifacts_core.meta.attrs import FLAG_SUSTAINED, Attr, pack_attr, unpack_attr
+from artifacts_core.meta.sessions import SessionLost
+from artifacts_core.types import ROOT_INO, Caller, Ino
+
+# -- test-only inode helpers (the namespace's create/unlink are another engineer's) -----------
+
+
+def make_file(engine, mode: int = 0o644, uid: int = 0, gid: int = 0) -> Ino:
+    """A regular file inode, written as a create would (attr, usedspace, totalinodes)."""
+    ino = engine.client.command("INCR", engine.keys.counter("nextinode"))
+    now = time.time_ns()
+    attr = Attr(mode=stat.S_IFREG | mode, uid=uid, gid=gid, atime_ns=now, mtime_ns=now,
+                ctime_ns=now, nlink=1, length=0, parent=ROOT_INO, btime_ns=now, gen=1)
+    engine.client.command("SET", engine.keys.inode(ino), pack_attr(attr))
+    engine.client.command("INCRBY", engine.keys.counter("usedspace"), 4096)
+    engine.client.command("INCR", engine.keys.counter("totalinodes"))
+    return Ino(ino)
+
+
+def unlink_open_file(engine, ino: Ino) -> None:
+    """What the namespace's unlink does (drop_last_link) to a file that is open somewhere:
+    nlink 0 and flagged sustained, kept until the last close."""
+    assert engine.client.command("EXISTS", engine.keys.opens(ino)) == 1, "the file must be open"
+    attr = attr_of(engine, ino)
+    engine.client.command("SET", engine.keys.inode(ino), pack_attr(
+        Attr(**{**{f: getattr(attr, f) for f in attr.__struct_fields__}, "nlink": 0,
+                "flags": attr.flags | FLAG_SUSTAINED})))
+
+
+def attr_of(engine, ino: Ino) -> Attr | None:
+    raw = engine.client.command("GET", engine.keys.inode(ino))
+    return unpack_attr(raw) if raw else None
+
+
+def delfiles(engine) -> set[bytes]:
+    return set(engine.client.command("ZRANGE", engine.keys.delfiles, 0, -1))
+
+
+def fcall_calls(engine) -> int:
+    stats = engine.client.node().info("commandstats")
+    return int(stats.get("cmdstat_fcall", {}).get("calls", 0))
+
+
+@pytest.fixture
+def hosts(meta_factory, key_prefix):
+    """Two clients ("hosts") on one workspace, each with its own session."""
+    a, b = meta_factory(key_prefix), meta_factory(key_prefix)
+    for engine in (a, b):
+        engine.cleanup_interval = 0.0  # every sweep call is elected: tests decide when
+        engine.new_session({"host": f"host-{'ab'[engine is b]}", "mountpoint": "/mnt/ws"})
+    return a, b
+
+
+# -- the session -----------------------------------------------------------------------------
+
+
+def test_session_register_heartbeat_close(meta):
+    sid = meta.new_session({"host": "h1", "mountpoint": "/mnt/x", "version": "9.9"}, timeout=30)
+    assert sid > 0 and meta.sid == sid
+    (info,) = meta.list_sessions()
+    assert info["sid"] == sid and info["host"] == "h1" and info["mountpoint"] == "/mnt/x"
+    assert info["pid"] == os.getpid() and info["read_only"] is False
+    server_now = float(meta.client.command("TIME")[0])
+    assert server_now + 25 < info["expire"] <= server_now + 31
+
+    meta.session_timeout = 50
+    before = meta.client.round_trips
+    meta.heartbeat()
+    assert meta.client.round_trips - before == 1
+    (info,) = meta.list_sessions()
+    assert info["expire"] > server_now + 45
+
+    second = meta.new_session()
+    assert second > sid  # ids are never reused
+    meta.close_session()
+    assert meta.sid == 0
+    assert [s["sid"] for s in meta.list_sessions()] == [sid]
+
+
+def test_open_registers_in_one_round_trip(hosts):
+    a, _b = hosts
+    ino = make_file(a)
+    before, calls = a.client.round_trips, fcall_calls(a)
+    attr = a.open(ino, os.O_RDWR)
+    assert a.client.round_trips - before == 1 and fcall_calls(a) - calls == 1
+    assert attr.is_file and attr.nlink == 1
+    a.open(ino)
+    assert a.client.command("HGET", a.keys.opens(ino), a.sid) == b"2"
+    assert a.client.command("SISMEMBER", a.keys.session_held(a.sid), ino) == 1
+    assert a.close_file(ino) is False
+    assert a.client.command("HGET", a.keys.opens(ino), a.sid) == b"1"
+    a.close_file(ino)
+    assert a.client.command("EXISTS", a.keys.opens(ino)) == 0
+    assert a.client.command("SISMEMBER", a.keys.session_held(a.sid), ino) == 0
+    assert attr_of(a, ino) is not None  # closing a linked file frees nothing
+
+
+def test_open_checks_existence_and_access(hosts):
+    a, _ = hosts
+    ino = make_file(a, mode=0o640, uid=1000, gid=100)
+    with pytest.raises(NotFound):
+        a.open(Ino(987654))
+    with pytest.raises(PermissionDenied) as e:
+        a.open(ino, os.O_RDONLY, Caller(2000, 2000))
+    assert e.value.errno == errno.EACCES
+    with pytest.raises(PermissionDenied):
+        a.open(ino, os.O_WRONLY, Caller(2000, 100))  # group may read, not write
+    with pytest.raises(PermissionDenied):
+        a.open(ino, os.O_RDONLY | os.O_TRUNC, Caller(2000, 100))  # O_TRUNC needs write
+    a.open(ino, os.O_RDONLY, Caller(2000, 100))
+    a.open(ino, os.O_RDWR, Caller(1000, 1))
+    with pytest.raises(IsADirectory):
+        a.open(ROOT_INO, os.O_WRONLY)
+    a.open(ROOT_INO, os.O_RDONLY)
+    # a refused open registers nothing: exactly the two that succeeded on ino
+    assert a.client.command("HGET", a.keys.opens(ino), a.sid) == b"2"
+
+
+def test_close_many_is_one_round_trip(hosts):
+    a, _ = hosts
+    x, y = make_file(a), make_file(a)
+    for ino in (x, x, y):
+        a.open(ino)
+    before = a.client.round_trips
+    assert a.close_many([x, y, x]) == 0
+    assert a.client.round_trips - before == 1
+    assert a.client.command("EXISTS", a.keys.opens(x), a.keys.opens(y)) == 0
+    assert a.client.command("EXISTS", a.keys.session_held(a.sid)) == 0
+
+
+def test_unlinked_file_open_on_another_host_lives_until_it_closes(hosts):
+    a, b = hosts
+    ino = make_file(a)
+    b.open(ino)
+    b.open(ino)
+    unlink_open_file(a, ino)  # host A unlinks; host B still holds it twice
+    assert attr_of(a, ino).nlink == 0
+    assert b.close_file(ino) is False
+    assert attr_of(a, ino) is not None
+    assert b.close_file(ino) is True  # the last close frees it
+    assert attr_of(a, ino) is None
+    assert f"{ino}:0".encode() in delfiles(a)
+    assert a.client.command("EXISTS", a.keys.opens(ino)) == 0
+
+
+def test_clean_close_frees_sustained_files_only_when_no_one_else_holds_them(hosts):
+    a, b = hosts
+    shared, only_a = make_file(a), make_file(a)
+    a.open(shared)
+    b.open(shared)
+    a.open(only_a)
+    unlink_open_file(a, shared)
+    unlink_open_file(a, only_a)
+    a.close_session()
+    assert attr_of(b, only_a) is None and f"{only_a}:0".encode() in delfiles(b)
+    assert attr_of(b, shared) is not None  # B still holds it
+    assert b.client.command("HKEYS", b.keys.opens(shared)) == [str(b.sid).encode()]
+    b.close_session()
+    assert attr_of(b, shared) is None
+
+
+def test_stale_session_is_cleaned_up_by_another_host(hosts):
+    a, b = hosts
+    held, shared, locked = make_file(a), make_file(a), make_file(a)
+    a.open(held)
+    a.open(shared)
+    b.open(shared)
+    a.flock(locked, 7, fcntl.LOCK_EX)
+    a.setlk(shared, 7, fcntl.F_WRLCK, 0, 99, pid=123)
+    unlink_open_file(b, held)
+    unlink_open_file(b, shared)
+    with pytest.raises(BlockingIOError):
+        b.flock(locked, 1, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    with pytest.raises(BlockingIOError):
+        b.setlk(shared, 1, fcntl.F_RDLCK, 50, 50)
+
+    assert b.cleanup_stale_sessions() == 0  # A's expiry (60 s) has not passed
+    # A stops heartbeating; 120 s later (injected), B's sweep ends A's session.
+    assert b.cleanup_stale_sessions(now_offset=120) == 1
+    assert [s["sid"] for s in b.list_sessions()] == [b.sid]  # B never sweeps itself
+    b.heartbeat()
+
+    b.flock(locked, 1, fcntl.LOCK_EX | fcntl.LOCK_NB)  # A's flock is gone ...
+    b.setlk(shared, 1, fcntl.F_WRLCK, 0, 99)  # ... and its POSIX lock
+    assert attr_of(b, held) is None and f"{held}:0".encode() in delfiles(b)  # A held it alone
+    assert attr_of(b, shared) is not None  # B still holds it open
+    for key in (a.keys.session_held(a.sid), a.keys.locked(a.sid)):
+        assert b.client.command("EXISTS", key) == 0
+    assert b.client.command("HEXISTS", b.keys.sessioninfo, a.sid) == 0
+
+    # A was alive after all: its heartbeat, opens and locks say so clearly.
+    with pytest.raises(SessionLost) as e:
+        a.heartbeat()
+    assert e.value.errno == errno.ESTALE and a.session_lost
+    with pytest.raises(SessionLost):
+        a.open(shared)
+    with pytest.raises(SessionLost):
+        a.flock(shared, 7, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    a.close_file(shared)  # closing what the sweep already released is harmless
+    assert attr_of(b, shared) is not None
+    b.close_file(shared)
+    assert attr_of(b, shared) is None
+    # A may start over with a new session.
+    assert a.new_session() > b.sid and not a.session_lost
+    a.heartbeat()
+
+
+def test_only_one_client_per_interval_wins_the_sweep(hosts, meta_factory, key_prefix):
+    a, b = hosts
+    dead = meta_factory(key_prefix)
+    dead.new_session()
+    a.cleanup_interval = b.cleanup_interval = 60.0
+    assert a.cleanup_stale_sessions() == 0  # elected; nothing expired yet
+    assert b.cleanup_stale_sessions(now_offset=120) == 0  # not elected: A ran it just now
+    assert dead.sid in [s["sid"] for s in b.list_sessions()]
+    b.cleanup_interval = 0.0
+    # every live session looks expired at +120 s except the sweeper's own
+    assert b.cleanup_stale_sessions(now_offset=120) == 2
+    assert [s["sid"] for s in b.list_sessions()] == [b.sid]
+
+
+def test_large_sessions_are_released_in_bounded_steps(hosts, monkeypatch):
+    a, b = hosts
+    monkeypatch.setattr(sessions_mod, "CLEANUP_BUDGET", 3)
+    files = [make_file(a) for _ in range(10)]
+    for ino in files:
+        a.open(ino)
+        a.flock(ino, 1, fcntl.LOCK_SH)
+    for ino in files[:5]:
+        unlink_open_file(a, ino)
+    before = b.client.round_trips
+    assert b.cleanup_stale_sessions(now_offset=120) == 1
+    assert b.client.round_trips - before >= 7  # 20 inode records, 3 per call
+    assert [attr_of(b, ino) is None for ino in files] == [True] * 5 + [False] * 5
+    assert all(b.client.command("EXISTS", b.keys.flocks(ino)) == 0 for ino in files)
+
+    other = [make_file(b) for _ in range(7)]
+    for ino in other:
+        b.open(ino)
+    before, sid = b.client.round_trips, b.sid
+    b.close_session()
+    assert b.client.round_trips - before == 3  # 7 opens, 3 per call
+    assert b.client.command("EXISTS", b.keys.session_held(sid), b.keys.sessions) == 0
+
+
+def test_heartbeat_thread_reports_a_lost_session(hosts):
+    a, b = hosts
+    a.heartbeat_interval = 0.02
+    lost = threading.Event()
+    stop = a.start_heartbeat(on_lost=lambda e: lost.set())
+    try:
+        time.sleep(0.1)
+        assert not lost.is_set() and a.list_sessions()  # beating fine
+        b.cleanup_stale_sessions(now_offset=120)
+        assert lost.wait(2.0)
+    finally:
+        stop.set()
+
+
+def test_no_session_means_no_registration(meta):
+    ino = make_file(meta)
+    assert meta.open(ino).is_file
+    assert meta.client.command("EXISTS", meta.keys.opens(ino)) == 0
+    assert meta.close_file(ino) is False
