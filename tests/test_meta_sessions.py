@@ -281,3 +281,34 @@ def test_no_session_means_no_registration(meta):
     assert meta.open(ino).is_file
     assert meta.client.command("EXISTS", meta.keys.opens(ino)) == 0
     assert meta.close_file(ino) is False
+
+
+@pytest.mark.cluster
+def test_sessions_opens_and_locks_on_a_cluster(redis_cluster, meta_factory):
+    """Smoke run on a 3-master Cluster: two workspaces on different slots, two hosts each."""
+    from redis.cluster import key_slot
+
+    prefixes = [f"{{u_{os.getpid()}_w_{900 + i}}}:" for i in range(40)]
+    p1 = prefixes[0]
+    p2 = next(p for p in prefixes if key_slot(p.encode()) != key_slot(p1.encode()))
+    for prefix in (p1, p2):
+        a = meta_factory(prefix, url=redis_cluster.url)
+        b = meta_factory(prefix, url=redis_cluster.url)
+        for engine in (a, b):
+            engine.cleanup_interval = 0.0
+            engine.new_session()
+        ino = make_file(a)
+        b.open(ino)
+        unlink_open_file(a, ino)
+        a.flock(ino, 1, fcntl.LOCK_EX)
+        a.setlk(ino, 1, fcntl.F_WRLCK, 0, 9)
+        with pytest.raises(BlockingIOError):
+            b.flock(ino, 2, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        assert b.getlk(ino, 2, fcntl.F_RDLCK, 5, 5) == (fcntl.F_WRLCK, 0, 9, 0)
+        assert b.cleanup_stale_sessions(now_offset=120) == 1  # A is swept
+        b.flock(ino, 2, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SessionLost):
+            a.heartbeat()
+        assert attr_of(b, ino) is not None
+        b.close_session()  # B held the unlinked file last
+        assert attr_of(b, ino) is None and f"{ino}:0".encode() in delfiles(b)
