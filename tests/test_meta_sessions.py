@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import os
-import stat
 import threading
 import time
 
@@ -17,33 +17,30 @@ import pytest
 
 from artifacts_core.errors import IsADirectory, NotFound, PermissionDenied
 from artifacts_core.meta import sessions as sessions_mod
-from artifacts_core.meta.attrs import FLAG_SUSTAINED, Attr, pack_attr, unpack_attr
+from artifacts_core.meta.attrs import FLAG_SUSTAINED, Attr, unpack_attr
 from artifacts_core.meta.sessions import SessionLost
 from artifacts_core.types import ROOT_INO, Caller, Ino
 
-# -- test-only inode helpers (the namespace's create/unlink are another engineer's) -----------
+# -- inode helpers: the namespace's create and unlink ------------------------------------------
+
+_names: dict[tuple[str, int], bytes] = {}
+_counter = itertools.count()
 
 
 def make_file(engine, mode: int = 0o644, uid: int = 0, gid: int = 0) -> Ino:
-    """A regular file inode, written as a create would (attr, usedspace, totalinodes)."""
-    ino = engine.client.command("INCR", engine.keys.counter("nextinode"))
-    now = time.time_ns()
-    attr = Attr(mode=stat.S_IFREG | mode, uid=uid, gid=gid, atime_ns=now, mtime_ns=now,
-                ctime_ns=now, nlink=1, length=0, parent=ROOT_INO, btime_ns=now, gen=1)
-    engine.client.command("SET", engine.keys.inode(ino), pack_attr(attr))
-    engine.client.command("INCRBY", engine.keys.counter("usedspace"), 4096)
-    engine.client.command("INCR", engine.keys.counter("totalinodes"))
-    return Ino(ino)
+    """A regular file in the root directory, owned by uid:gid."""
+    name = f"f{next(_counter)}".encode()
+    ino, _attr, _ = engine.create(ROOT_INO, name, mode, Caller(uid, gid))
+    _names[engine.keys.prefix, ino] = name
+    return ino
 
 
 def unlink_open_file(engine, ino: Ino) -> None:
-    """What the namespace's unlink does (drop_last_link) to a file that is open somewhere:
-    nlink 0 and flagged sustained, kept until the last close."""
+    """Unlink the file's only name while it is open somewhere: it stays, sustained."""
     assert engine.client.command("EXISTS", engine.keys.opens(ino)) == 1, "the file must be open"
+    assert engine.unlink(ROOT_INO, _names[engine.keys.prefix, ino]) == 0
     attr = attr_of(engine, ino)
-    engine.client.command("SET", engine.keys.inode(ino), pack_attr(
-        Attr(**{**{f: getattr(attr, f) for f in attr.__struct_fields__}, "nlink": 0,
-                "flags": attr.flags | FLAG_SUSTAINED})))
+    assert attr.nlink == 0 and attr.flags & FLAG_SUSTAINED
 
 
 def attr_of(engine, ino: Ino) -> Attr | None:
