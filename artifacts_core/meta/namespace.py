@@ -261,11 +261,18 @@ class NamespaceOps:
     def setattr(self, ino: Ino, *, mode: int | None = None, uid: int | None = None,
                 gid: int | None = None, atime_ns: int | None = None, mtime_ns: int | None = None,
                 atime_now: bool = False, mtime_now: bool = False, ctime_ns: int | None = None,
-                caller: Caller = ROOT_CALLER) -> Attr:
-        """chmod / chown / utimens in one call (sizes are truncate's). Returns the new attrs."""
+                size: int | None = None, caller: Caller = ROOT_CALLER) -> Attr:
+        """chmod / chown / utimens in one call; returns the new attrs. ``size`` is delegated to
+        ``truncate`` (DataOps) with the write-permission check of truncate(2) by path, one more
+        round trip; a holder of a writable handle calls ``truncate(..., check_access=False)``."""
         for t in (atime_ns, mtime_ns, ctime_ns):
             if t is not None and t < 0:
                 raise error_for("EINVAL", "times before 1970 are not supported")
+        if size is not None:
+            attr = self.truncate(ino, size, caller=caller, check_access=True)
+            if mode is None and uid is None and gid is None and not (atime_now or mtime_now) and \
+                    atime_ns is None and mtime_ns is None and ctime_ns is None:
+                return attr
         raw = self.client.call(
             "af_setattr", ino, caller.uid, caller.gid_arg(),
             "" if mode is None else mode & 0o7777, "" if uid is None else uid, "" if gid is None else gid,
