@@ -11,7 +11,8 @@
 -- Invariants kept by every function of these files:
 -- * a directory has exactly one parent, stored in its attr; its nlink is 2 + its subdirectories;
 -- * a non-directory with one name has attr parent = that directory; from its second name on,
---   attr parent = 0 and `p<ino>` maps directory -> number of names in it (as JuiceFS);
+--   attr parent = 0 and `p<ino>` maps directory -> number of names in it (as JuiceFS); back to
+--   one name, the parent is restored and `p<ino>` deleted;
 -- * every entry change touches the directory's mtime/ctime and bumps its `gen`.
 
 local ns = {}
@@ -88,11 +89,19 @@ function ns.link_added(p, ino, a, dino)
   redis.call('HINCRBY', k_parents(p, ino), istr(dino), 1)
 end
 
--- A name of `a` in `dino` is gone while other names remain.
+-- A name of `a` in `dino` is gone while other names remain (a.nlink already counts the loss).
+-- Back to one name, the file gets its single parent back and p<ino> goes.
 function ns.link_removed(p, ino, a, dino)
   if a.parent == 0 then
     local key = k_parents(p, ino)
     if redis.call('HINCRBY', key, istr(dino), -1) <= 0 then redis.call('HDEL', key, istr(dino)) end
+    if a.nlink == 1 then
+      local left = redis.call('HKEYS', key)
+      if #left == 1 then
+        a.parent = tonumber(left[1])
+        redis.call('DEL', key)
+      end
+    end
   end
 end
 
