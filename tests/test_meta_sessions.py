@@ -309,3 +309,45 @@ def test_sessions_opens_and_locks_on_a_cluster(redis_cluster, meta_factory):
         assert attr_of(b, ino) is not None
         b.close_session()  # B held the unlinked file last
         assert attr_of(b, ino) is None and f"{ino}:0".encode() in delfiles(b)
+
+
+def test_read_only_session_works_within_its_acl(redis_url, meta_factory, key_prefix):
+    """A read-only session's ACL user (DESIGN.md §10: read everything of the workspace, write
+    session and lock keys only) can register, open, lock and close; what it cannot free (an
+    unlinked file it held last) is freed by a read-write client's sweep."""
+    from artifacts_core.meta.engine import RedisMetaEngine
+
+    rw = meta_factory(key_prefix)
+    rw.cleanup_interval = 0.0
+    rw.new_session()
+    p = key_prefix
+    user = f"ro_{os.getpid()}_{next(_counter)}"
+    rw.client.command("ACL", "SETUSER", user, "on", ">secret", f"%R~{p}*", f"%RW~{p}sess*",
+                      f"%RW~{p}o*", f"%RW~{p}lock*", f"%RW~{p}nextsession", "-@all", "+@read",
+                      "+@write", "-@scripting", "-@dangerous", "+fcall", "+fcall_ro", "+ping",
+                      "+hello", "+time")
+    ro = RedisMetaEngine(redis_url.replace("redis://", f"redis://{user}:secret@"), p)
+    try:
+        ino = make_file(rw)
+        ro.new_session({"read_only": True})
+        assert ro.open(ino).is_file
+        ro.flock(ino, 1, fcntl.LOCK_SH)
+        ro.setlk(ino, 1, fcntl.F_RDLCK, 0, 9)
+        assert ro.getlk(ino, 1, fcntl.F_WRLCK, 0, 9)[0] == fcntl.F_UNLCK
+        ro.heartbeat()
+        with pytest.raises(PermissionDenied):  # the ACL is real: no namespace writes
+            ro.unlink(ROOT_INO, _names[p, ino])
+        unlink_open_file(rw, ino)
+        assert ro.close_file(ino) is False  # it cannot free: its registration stays
+        assert rw.client.command("HKEYS", rw.keys.opens(ino)) == [str(ro.sid).encode()]
+        ro_sid = ro.sid
+        ro.close_session()
+        rw.flock(ino, 2, fcntl.LOCK_EX | fcntl.LOCK_NB)  # its locks are released at once
+        assert rw.client.command("HEXISTS", rw.keys.sessioninfo, ro_sid) == 0
+        assert ro.cleanup_stale_sessions(now_offset=120) == 0  # read-only never sweeps
+        assert attr_of(rw, ino) is not None
+        assert rw.cleanup_stale_sessions(now_offset=120) == 1
+        assert attr_of(rw, ino) is None and f"{ino}:0".encode() in delfiles(rw)
+    finally:
+        ro.close()
+        rw.client.command("ACL", "DELUSER", user)

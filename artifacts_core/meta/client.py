@@ -184,10 +184,14 @@ class MetaClient:
 
     # -- the choke point -----------------------------------------------------------------------
 
-    def call(self, function: str, *args: Any, ro: bool = False) -> Any:
-        """One ``FCALL``/``FCALL_RO`` of ``function`` with the setting key as KEYS[1]."""
+    def call(self, function: str, *args: Any, ro: bool = False, key: str | None = None) -> Any:
+        """One ``FCALL``/``FCALL_RO`` of ``function`` with the setting key as KEYS[1] (or ``key``,
+        another key of this workspace: FCALL needs write permission on its declared key, so the
+        session and lock functions of read-only sessions declare ``sessions``)."""
         command = "FCALL_RO" if ro else "FCALL"
-        return self._run(lambda r: r.execute_command(command, function, 1, self.keys.setting, *args),
+        routed = self.keys.setting if key is None else key
+        assert self.keys.own(routed), routed
+        return self._run(lambda r: r.execute_command(command, function, 1, routed, *args),
                          what=function)
 
     def command(self, *args: Any) -> Any:

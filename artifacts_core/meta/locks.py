@@ -68,7 +68,8 @@ def owner_hex(owner: int) -> str:
 
 
 class LockOps:
-    """Mixin: flock and POSIX locks. Uses ``self.client`` and ``self.sid``."""
+    """Mixin: flock and POSIX locks. Uses ``self.sid`` and SessionOps' ``_scall`` /
+    ``_session_call`` (one function call on the ``sessions`` key; ESTALE -> SessionLost)."""
 
     #: Lock function calls made (one per attempt; a blocking wait adds one per retry).
     lock_round_trips: int = 0
@@ -108,8 +109,8 @@ class LockOps:
         if type not in (fcntl.F_RDLCK, fcntl.F_WRLCK):
             raise InvalidArgument(f"invalid lock type {type} for F_GETLK")
         self.lock_round_trips += 1
-        raw = self.client.call("af_getlk", ino, self.sid, owner_hex(owner), _TO_WIRE[type],
-                               start, end, ro=True)
+        raw = self._scall("af_getlk", ino, self.sid, owner_hex(owner), _TO_WIRE[type],
+                          start, end, ro=True)
         if raw is None:
             return fcntl.F_UNLCK, start, end, 0
         t, pid, s, e = _RECORD.unpack(raw)
@@ -123,7 +124,7 @@ class LockOps:
         if not which or not self.sid:
             return 0
         self.lock_round_trips += 1
-        return int(self.client.call("af_lock_release", ino, self.sid, owner_hex(owner), which))
+        return int(self._scall("af_lock_release", ino, self.sid, owner_hex(owner), which))
 
     def _lock_loop(self, function: str, args: tuple, *, wait: bool, timeout: float | None,
                    cancel: threading.Event | None) -> None:

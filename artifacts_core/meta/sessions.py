@@ -74,6 +74,9 @@ class SessionOps:
     heartbeat_interval: float = HEARTBEAT_INTERVAL
     cleanup_interval: float = CLEANUP_INTERVAL
     session_lost: bool = False
+    #: A read-only session's Redis ACL lets it write only session and lock keys (DESIGN.md §10):
+    #: it never frees inodes nor sweeps; what it would free is left to a read-write client.
+    session_read_only: bool = False
 
     # -- the session ---------------------------------------------------------------------------
 
@@ -87,10 +90,11 @@ class SessionOps:
         desc = {"host": socket.gethostname(), "pid": os.getpid(), "mountpoint": "",
                 "version": __version__, "read_only": False}
         desc.update(info or {})
-        sid = int(self.client.call("af_session_new", json.dumps(desc, sort_keys=True),
+        sid = int(self._scall("af_session_new", json.dumps(desc, sort_keys=True),
                                    _secs(self.session_timeout)))
         self.sid = sid
         self.session_lost = False
+        self.session_read_only = bool(desc.get("read_only"))
         return sid
 
     def heartbeat(self) -> None:
@@ -98,18 +102,20 @@ class SessionOps:
         session was cleaned up as stale meanwhile; it is not silently re-registered."""
         if not self.sid:
             raise InvalidArgument("no session registered", hint="call new_session() first")
-        if not self.client.call("af_session_beat", self.sid, _secs(self.session_timeout)):
+        if not self._scall("af_session_beat", self.sid, _secs(self.session_timeout)):
             self.session_lost = True
             raise SessionLost(f"session {self.sid} expired and was cleaned up by another client",
                               hint="its open files and locks were released; reopen files")
 
     def close_session(self) -> None:
         """End this session cleanly: release its locks and opens (freeing unlinked files no one
-        else holds) and remove it. Usually one round trip; a huge session takes a few."""
+        else holds) and remove it. Usually one round trip; a huge session takes a few. A
+        read-only session releases its locks and leaves its opens to the sweep."""
         if not self.sid:
             return
         while True:
-            done, _freed = self.client.call("af_session_close", self.sid, CLEANUP_BUDGET)
+            done, _freed = self._scall("af_session_close", self.sid, CLEANUP_BUDGET,
+                                            self._may_free())
             if done:
                 break
         self.sid = 0
@@ -117,7 +123,10 @@ class SessionOps:
     def cleanup_stale_sessions(self, now_offset: float = 0.0) -> int:
         """If this client wins the election (at most once per ``cleanup_interval`` across all
         clients), end every session whose expiry passed; returns how many were ended (0 when
-        another client won). ``now_offset`` (seconds) shifts the server clock, for tests."""
+        another client won, or this session is read-only). ``now_offset`` (seconds) shifts the
+        server clock, for tests."""
+        if self.session_read_only:
+            return 0
         ended = 0
         force = 0
         while True:
@@ -186,7 +195,7 @@ class SessionOps:
         open anywhere. Returns whether it was freed. One round trip."""
         if not self.sid:
             return False
-        return bool(self.client.call("af_close", self.sid, ino))
+        return bool(self._scall("af_close", self.sid, self._may_free(), ino))
 
     def close_many(self, inos: Iterable[Ino]) -> int:
         """Deregister one open per item (an inode twice = two closes), in one round trip: the
@@ -194,12 +203,21 @@ class SessionOps:
         inos = list(inos)
         if not self.sid or not inos:
             return 0
-        return int(self.client.call("af_close", self.sid, *inos))
+        return int(self._scall("af_close", self.sid, self._may_free(), *inos))
+
+    def _may_free(self) -> int:
+        return 0 if self.session_read_only else 1
+
+    def _scall(self, function: str, *args: Any, ro: bool = False) -> Any:
+        """One call of a session or lock function. It declares the ``sessions`` key, not
+        ``setting``: FCALL needs write permission on its declared key, and a read-only session's
+        ACL user may write session and lock keys only."""
+        return self.client.call(function, *args, ro=ro, key=self.keys.sessions)
 
     def _session_call(self, function: str, *args: Any) -> Any:
-        """``client.call`` that turns the engine's ESTALE (session swept) into SessionLost."""
+        """``_scall`` that turns the engine's ESTALE (session swept) into SessionLost."""
         try:
-            return self.client.call(function, *args)
+            return self._scall(function, *args)
         except ArtifactsError as e:
             if e.errno == errno.ESTALE and not isinstance(e, SessionLost):
                 self.session_lost = True

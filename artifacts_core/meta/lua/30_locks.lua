@@ -26,6 +26,14 @@ local LK_REC_FMT = '>I4I4I4I4I4I4'  -- type, pid, start hi/lo, end hi/lo (= '>II
 local LK_REC_SIZE = 24
 local TWO32 = 4294967296
 
+-- Session and lock functions accept the workspace's `sessions` key as KEYS[1] instead of
+-- `setting`: FCALL needs write permission on its declared keys (checked on Redis 7.0), and a
+-- read-only session's ACL user may write only session and lock keys (DESIGN.md §10).
+local function sprefix_of(keys)
+  local p = string.match(keys[1] or '', '^({u_%d+_w_%d+}:)sessions$')
+  return p or prefix_of(keys)
+end
+
 -- Whether session `sid` is live (registered and not yet swept: the sweep drops the info first).
 local function session_alive(p, sid)
   return redis.call('HEXISTS', k_named(p, 'sessioninfo'), sid) == 1
@@ -150,14 +158,15 @@ local function lock_target_error(p, sid, ino)
 end
 
 -- af_flock: take, convert or drop a BSD flock.
--- KEYS: setting. ARGV: ino, sid, owner (hex), op ('R' shared, 'W' exclusive, 'U' unlock).
+-- KEYS: setting or sessions. ARGV: ino, sid, owner (hex), op ('R' shared, 'W' exclusive,
+-- 'U' unlock).
 -- Returns 1 when done, 0 on a conflict with another owner (the caller waits or says EAGAIN).
 -- As Linux does, a conversion that conflicts first drops the lock already held (flock(2): "the
 -- existing lock is first removed"); otherwise two shared holders upgrading would deadlock.
 -- Errors: EINVAL (op), ENOLCK (no session), ESTALE (session swept), ENOENT (no inode).
 -- All checks before the first write.
 redis.register_function('af_flock', function(keys, args)
-  local p = prefix_of(keys)
+  local p = sprefix_of(keys)
   local ino, sid, op = args[1], args[2], args[4]
   local field = sid .. '_' .. args[3]
   local key = k_flocks(p, ino)
@@ -191,12 +200,12 @@ redis.register_function('af_flock', function(keys, args)
 end)
 
 -- af_setlk: set a POSIX record lock range of one owner (F_SETLK; F_SETLKW loops in Python).
--- KEYS: setting. ARGV: ino, sid, owner (hex), type (0 F_RDLCK, 1 F_WRLCK, 2 F_UNLCK), start,
--- end (inclusive; >= 2^53 = to end of file), pid.
+-- KEYS: setting or sessions. ARGV: ino, sid, owner (hex), type (0 F_RDLCK, 1 F_WRLCK,
+-- 2 F_UNLCK), start, end (inclusive; >= 2^53 = to end of file), pid.
 -- Returns 1 when done, 0 when another owner holds a conflicting range (nothing changed).
 -- Errors: EINVAL (type or range), ENOLCK, ESTALE, ENOENT. All checks before the first write.
 redis.register_function('af_setlk', function(keys, args)
-  local p = prefix_of(keys)
+  local p = sprefix_of(keys)
   local ino, sid = args[1], args[2]
   local field = sid .. '_' .. args[3]
   local t, s, e, pid = tonumber(args[4]), lk_offset(args[5]), lk_offset(args[6]), tonumber(args[7]) or 0
@@ -229,7 +238,8 @@ redis.register_function('af_setlk', function(keys, args)
 end)
 
 -- af_getlk: F_GETLK — the first range of another owner that would block [start, end] of `type`.
--- KEYS: setting. ARGV: ino, sid, owner (hex), type (0 F_RDLCK, 1 F_WRLCK), start, end.
+-- KEYS: setting or sessions. ARGV: ino, sid, owner (hex), type (0 F_RDLCK, 1 F_WRLCK), start,
+-- end.
 -- Returns nil when nothing conflicts, else one packed 24-byte record (type, pid, start, end).
 -- The pid is reported only for a holder in the caller's own session: another host's pid would
 -- name an unrelated process here (JuiceFS does the same); it is 0 otherwise.
@@ -237,7 +247,7 @@ end)
 redis.register_function{
   function_name = 'af_getlk',
   callback = function(keys, args)
-    local p = prefix_of(keys)
+    local p = sprefix_of(keys)
     local ino, sid = args[1], args[2]
     local t, s, e = tonumber(args[4]), lk_offset(args[5]), lk_offset(args[6])
     if t ~= F_RDLCK and t ~= F_WRLCK then return fail('EINVAL', 'lock type') end
@@ -252,10 +262,10 @@ redis.register_function{
 }
 
 -- af_lock_release: drop one owner's locks on an inode (flush drops its POSIX locks, release
--- drops the handle's flock). KEYS: setting. ARGV: ino, sid, owner (hex), which ('p', 'f' or
+-- drops the handle's flock). KEYS: setting or sessions. ARGV: ino, sid, owner (hex), which ('p', 'f' or
 -- 'pf'). Returns how many lock fields were removed. Errors: none.
 redis.register_function('af_lock_release', function(keys, args)
-  local p = prefix_of(keys)
+  local p = sprefix_of(keys)
   local ino, sid, which = args[1], args[2], args[4]
   local field = sid .. '_' .. args[3]
   local n = 0

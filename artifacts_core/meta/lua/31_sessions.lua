@@ -60,10 +60,11 @@ local function session_end(p, sid, sec, budget)
 end
 
 -- af_session_new: register a client session.
--- KEYS: setting. ARGV: info JSON, timeout (seconds). Returns the new session id (> 0).
+-- KEYS: setting or sessions. ARGV: info JSON, timeout (seconds).
+-- Returns the new session id (> 0).
 -- Errors: EINVAL (timeout).
 redis.register_function('af_session_new', function(keys, args)
-  local p = prefix_of(keys)
+  local p = sprefix_of(keys)
   local timeout = tonumber(args[2])
   if not timeout or timeout <= 0 then return fail('EINVAL', 'session timeout') end
   local t = now_f()
@@ -74,12 +75,12 @@ redis.register_function('af_session_new', function(keys, args)
 end)
 
 -- af_session_beat: heartbeat; push the session's expiry to now + timeout.
--- KEYS: setting. ARGV: sid, timeout (seconds).
+-- KEYS: setting or sessions. ARGV: sid, timeout (seconds).
 -- Returns 1, or 0 when the session is gone (it missed heartbeats and was cleaned up, or was
 -- closed): it is NOT re-registered, since its opens and locks were already released.
 -- Errors: EINVAL (timeout).
 redis.register_function('af_session_beat', function(keys, args)
-  local p = prefix_of(keys)
+  local p = sprefix_of(keys)
   local sid, timeout = args[1], tonumber(args[2])
   if not timeout or timeout <= 0 then return fail('EINVAL', 'session timeout') end
   if not session_alive(p, sid) then return 0 end
@@ -90,23 +91,32 @@ end)
 
 -- af_session_close: a clean end of this client's session: its locks released, its opens
 -- deregistered (unlinked files nobody else holds are freed), its records removed.
--- KEYS: setting. ARGV: sid, budget (inodes handled per call, bounds the time Redis is busy).
+-- KEYS: setting or sessions. ARGV: sid, budget (inodes handled per call: bounds the time
+-- Redis is busy), may_free ('0' for a read-only session, whose ACL allows writing only session and lock keys:
+-- it releases its locks and ends its liveness, and leaves its opens to the stale-session sweep
+-- of a read-write client, which frees what needs freeing once the expiry passes).
 -- Returns {done (1/0), inodes freed}; call again while done is 0. Errors: none.
 redis.register_function('af_session_close', function(keys, args)
-  local p = prefix_of(keys)
+  local p = sprefix_of(keys)
+  local sid, budget = args[1], tonumber(args[2]) or 1000
   local _, sec = now_f()
-  local done, freed = session_end(p, args[1], sec, tonumber(args[2]) or 1000)
+  if args[3] == '0' then
+    redis.call('HDEL', k_named(p, 'sessioninfo'), sid)
+    release_session_locks(p, sid, budget)
+    return { redis.call('EXISTS', k_locked(p, sid)) == 0 and 1 or 0, 0 }
+  end
+  local done, freed = session_end(p, sid, sec, budget)
   return { done and 1 or 0, freed }
 end)
 
 -- af_session_sweep: clean up sessions whose expiry has passed (missed heartbeats).
--- KEYS: setting. ARGV: own sid (never swept), now offset (seconds added to the server clock
--- when comparing expiries: tests), election interval (seconds), force (1: continue a sweep this
+-- KEYS: setting or sessions. ARGV: own sid (never swept), now offset (seconds added to the
+-- server clock when comparing expiries: tests), election interval (seconds), force (1: continue a sweep this
 -- client won without a new election), max sessions per call, budget (inodes per call).
 -- Returns {-1, 0, 0} when another client won the election within the interval, else
 -- {sessions ended, more (1 when expired sessions remain), inodes freed}. Errors: none.
 redis.register_function('af_session_sweep', function(keys, args)
-  local p = prefix_of(keys)
+  local p = sprefix_of(keys)
   local own, offset = args[1], tonumber(args[2]) or 0
   local interval, force = tonumber(args[3]) or 0, args[4] == '1'
   local max_sessions, budget = tonumber(args[5]) or 100, tonumber(args[6]) or 1000
@@ -132,12 +142,12 @@ redis.register_function('af_session_sweep', function(keys, args)
 end)
 
 -- af_open: the open-time attribute fetch, registering the open in the same call.
--- KEYS: setting. ARGV: ino, access mask (4 read, 2 write, 0 none), uid, gids, sid (0: no
--- session, nothing registered).
+-- KEYS: setting or sessions. ARGV: ino, access mask (4 read, 2 write, 0 none), uid, gids,
+-- sid (0: no session, nothing registered).
 -- Returns the packed attr. Errors: ENOENT, EISDIR (write on a directory), EACCES, ESTALE (this
 -- session was swept). All checks before the first write.
 redis.register_function('af_open', function(keys, args)
-  local p = prefix_of(keys)
+  local p = sprefix_of(keys)
   local ino, mask, sid = args[1], tonumber(args[2]) or 0, args[5]
   local s = redis.call('GET', k_inode(p, ino))
   if not s then return fail('ENOENT', 'inode ' .. ino) end
@@ -158,29 +168,34 @@ end)
 
 -- af_close: deregister opens (one per inode argument; repeat an inode to close it twice). An
 -- unlinked (sustained) inode with no open left anywhere is freed.
--- KEYS: setting. ARGV: sid, ino, ino, ... Returns the number of inodes freed. An open the
--- session no longer holds (already swept) is ignored. Errors: none.
+-- KEYS: setting or sessions. ARGV: sid, may_free ('0' for a read-only session: the last open
+-- of an inode that would be freed stays registered, so the session's sweep frees it), ino, ...
+-- Returns the number of inodes freed. An open the session no longer holds (already swept) is
+-- ignored. Errors: none.
 redis.register_function('af_close', function(keys, args)
-  local p = prefix_of(keys)
-  local sid = args[1]
+  local p = sprefix_of(keys)
+  local sid, may_free = args[1], args[2] ~= '0'
   local _, sec = now_f()
   local freed = 0
-  for i = 2, #args do
+  for i = 3, #args do
     local ino = args[i]
     local okey = k_opens(p, ino)
     local count = tonumber(redis.call('HGET', okey, sid))
+    local last = count == 1 and redis.call('HLEN', okey) == 1
+    local a = last and attr_get(p, ino)
+    local sustained = a and a.nlink == 0 and a.flags % 2 == 1
     if count and count > 1 then
       redis.call('HINCRBY', okey, sid, -1)
+    elseif sustained and not may_free then
+      -- keep the registration: the read-only session cannot free it; its sweep will
+    elseif sustained then
+      redis.call('HDEL', okey, sid)
+      redis.call('SREM', k_held(p, sid), ino)
+      free_inode(p, ino, a, sec)
+      freed = freed + 1
     elseif count then
       redis.call('HDEL', okey, sid)
       redis.call('SREM', k_held(p, sid), ino)
-      if redis.call('EXISTS', okey) == 0 then
-        local a = attr_get(p, ino)
-        if a and a.nlink == 0 and a.flags % 2 == 1 then
-          free_inode(p, ino, a, sec)
-          freed = freed + 1
-        end
-      end
     end
   end
   return freed
