@@ -1,5 +1,216 @@
-"""Placeholder: the data concern of the metadata engine (see engine.py)."""
+"""The data map of the metadata engine: slice ids, chunk slice lists, commits (inline and append
+slices), truncate, fallocate and copy_file_range. Functions: ``lua/20_data.lua``, ``21_resize.lua``.
+
+Moving parts:
+
+- **Slice ids** come from ``nextslice`` in batches of ``SLICE_ID_BATCH`` per client
+  (``new_slice_id`` serves the local batch under a lock; DESIGN.md §10).
+- **Reading** a chunk is one ``FCALL_RO``: the records and the bytes of its inline slices together
+  (``read_chunk``); ``slices.build_view`` merges them.
+- **Committing** is one ``FCALL``: the record, the length, mtime/ctime, used space and -- for an
+  inline slice -- its bytes (``commit_slice``). A commit of an already committed slice id is a
+  no-op (the id is remembered for ten minutes in ``commits``), so a retry after a timeout never
+  applies a write twice. ``append=True`` lets Redis place the slice at the file's length at
+  commit time; an append crossing a chunk boundary is split into two records by the function,
+  so it always lands whole and contiguous.
+- **Inline refusal**: over the inline limit, over the volume's inline cap, or while Redis is past
+  ``INLINE_MEMORY_FRACTION`` of its ``maxmemory`` (a flag refreshed by
+  ``refresh_inline_pressure``, which the client's background ticker calls: INFO cannot run inside
+  a function), ``commit_slice`` raises :class:`InlineRefused` and the caller stores the slice in
+  S3 instead -- never ENOSPC for that reason.
+
+Invariant (kept by the Lua side, relied on by reads and reclaim): no visible data lies beyond a
+file's length, so a file's chunks are exactly ``0 .. (length - 1) // CHUNK_SIZE``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+
+import msgspec
+
+from artifacts_core.errors import ArtifactsError, PermissionDenied
+from artifacts_core.meta.attrs import Attr, SliceRecord, unpack_attr, unpack_slices
+from artifacts_core.meta.slices import needs_compaction
+from artifacts_core.types import CHUNK_SIZE, ROOT_CALLER, Caller, Ino, SliceId
+
+log = logging.getLogger("artifacts.meta")
+
+#: Slice ids reserved per INCRBY: JuiceFS's batch. One round trip per 4096 slices; an id lost
+#: when a client exits unused costs nothing (ids are 64-bit).
+SLICE_ID_BATCH = 4096
+#: No new inline data once Redis uses more than this share of maxmemory (DESIGN.md §10): the
+#: rest is headroom for metadata, which must never hit OOM.
+INLINE_MEMORY_FRACTION = 0.70
+#: Seconds a slice dropped by truncate or compaction stays readable, so a reader holding an old
+#: view (another host's cached slice list) still finds its blocks. A read takes well under this.
+DEFAULT_SLICE_GRACE = 60.0
+
+#: Bytes one ``af_copy_range`` call shares at most (21_resize.lua's COPY_MAX: 16 chunks).
+COPY_MAX = 16 * CHUNK_SIZE
+
+#: fallocate(2) mode bits (linux/falloc.h).
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+
+
+class InlineRefused(ArtifactsError):
+    """This slice may not be stored inline (limit, volume cap, Redis memory): store it in S3."""
+
+    default_errno = errno.EAGAIN
+
+
+class CommitResult(msgspec.Struct, frozen=True):
+    """What a commit did. ``attr`` is the file's new attr (None only for a duplicate commit of a
+    file deleted since); ``offset`` the file offset where the slice's data landed (for an append,
+    decided by Redis; -1 for a duplicate); ``records`` the length of the chunk list after it."""
+
+    attr: Attr | None
+    offset: int
+    records: int
+    duplicate: bool = False
+
+    @property
+    def compaction(self) -> int:
+        """``slices.COMPACT_NONE`` / ``COMPACT_SOON`` / ``COMPACT_NOW`` (compact before committing
+        more to this chunk)."""
+        return needs_compaction(self.records)
+
+
+def _ok(value) -> str:
+    return str(int(value))
 
 
 class DataOps:
-    pass
+    """Mixin of ``RedisMetaEngine``: the data map. Needs ``self.client`` and ``self.keys``."""
+
+    slice_grace: float = DEFAULT_SLICE_GRACE
+    _slice_lock = threading.Lock()  # guards the per-engine batch below (held for one INCRBY at most)
+    _slice_next = 0
+    _slice_end = 0
+    _inline_pressure = False
+    _pressure_checked = 0.0
+
+    # -- slice ids -----------------------------------------------------------------------------
+
+    def new_slice_ids(self, n: int) -> range:
+        """Reserve ``n`` fresh slice ids (one INCRBY); returns them as a range."""
+        if n <= 0:
+            raise ValueError("reserve at least one slice id")
+        last = int(self.client.command("INCRBY", self.keys.counter("nextslice"), n))
+        return range(last - n + 1, last + 1)
+
+    def new_slice_id(self) -> SliceId:
+        """One fresh slice id from this client's batch (a round trip once per SLICE_ID_BATCH)."""
+        with self._slice_lock:
+            if self._slice_next >= self._slice_end:
+                ids = self.new_slice_ids(SLICE_ID_BATCH)
+                self._slice_next, self._slice_end = ids.start, ids.stop
+            sid = self._slice_next
+            self._slice_next = sid + 1
+        return SliceId(sid)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def read_chunk(self, ino: Ino, index: int) -> tuple[list[SliceRecord], dict[SliceId, bytes]]:
+        """The slice records of chunk ``index`` (commit order) and the bytes of its inline slices."""
+        _, records, inline = self.read_chunk_attr(ino, index)
+        return records, inline
+
+    def read_chunk_attr(self, ino: Ino, index: int) -> tuple[Attr | None, list[SliceRecord],
+                                                              dict[SliceId, bytes]]:
+        """As ``read_chunk``, plus the file's attr at the same instant (None if the inode is gone)."""
+        reply = self.client.call("af_read_chunk", _ok(ino), _ok(index), ro=True)
+        attr = unpack_attr(reply[0]) if reply[0] else None
+        records = unpack_slices(reply[1] or b"")
+        inline = {SliceId(int(reply[k])): reply[k + 1] for k in range(2, len(reply), 2)}
+        return attr, records, inline
+
+    # -- committing ----------------------------------------------------------------------------
+
+    def refresh_inline_pressure(self) -> bool:
+        """Re-read Redis memory use (INFO memory; one round trip) and return whether inline data
+        is refused for memory. A client whose ACL forbids INFO keeps inline on: Redis's own OOM
+        refusal still maps to ENOSPC, and the orchestrator watches memory."""
+        try:
+            info = self.client.command("INFO", "memory")
+        except PermissionDenied:
+            info = {}
+        used, cap = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+        self._inline_pressure = cap > 0 and used > INLINE_MEMORY_FRACTION * cap
+        self._pressure_checked = time.monotonic()
+        return self._inline_pressure
+
+    def commit_slice(self, ino: Ino, index: int, record: SliceRecord, *, data: bytes | None = None,
+                     append: bool = False, caller: Caller = ROOT_CALLER) -> CommitResult:
+        """Commit ``record`` (a slice already stored in S3, or inline with ``data``) to chunk
+        ``index`` of ``ino``: one round trip.
+
+        ``append``: the position is the file's length at commit time (``index`` and
+        ``record.pos`` are ignored). Raises NotFound when the inode is gone and the slice was not
+        committed before (the caller then deletes the uploaded blocks), InlineRefused when inline
+        storage is refused (store in S3 and commit again with the same or a new id), NoSpace over
+        capacity.
+        """
+        if data is not None and self._inline_pressure:
+            raise InlineRefused("Redis memory is past the inline threshold")
+        args = [_ok(ino), _ok(0 if append else index), _ok(record.pos), _ok(record.id),
+                _ok(record.size), _ok(record.off), _ok(record.len), "1" if append else "0",
+                _ok(caller.uid)]
+        if data is not None:
+            args.append(data)
+        try:
+            reply = self.client.call("af_commit", *args)
+        except ArtifactsError as e:
+            if e.errno == errno.EAGAIN:
+                raise InlineRefused(e.strerror or "inline refused") from e
+            raise
+        attr = unpack_attr(reply[0]) if reply[0] else None
+        return CommitResult(attr, int(reply[2]), int(reply[1]), bool(int(reply[3])))
+
+    # -- truncate, fallocate, copy -------------------------------------------------------------
+
+    def truncate(self, ino: Ino, length: int, *, caller: Caller = ROOT_CALLER,
+                 check_access: bool = False) -> Attr:
+        """Set a regular file's length (one round trip). ``check_access``: the caller needs write
+        permission (truncate by path); without it the caller holds a writable fd."""
+        reply = self.client.call("af_truncate", _ok(ino), _ok(length), _ok(caller.uid),
+                                 caller.gid_arg(), "1" if check_access else "0", repr(self.slice_grace))
+        return unpack_attr(reply)
+
+    def fallocate(self, ino: Ino, mode: int, offset: int, length: int, *,
+                  caller: Caller = ROOT_CALLER) -> Attr:
+        """fallocate(2): mode 0, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE[|KEEP_SIZE]."""
+        reply = self.client.call("af_fallocate", _ok(ino), _ok(mode), _ok(offset), _ok(length),
+                                 _ok(caller.uid))
+        return unpack_attr(reply)
+
+    def copy_file_range(self, src: Ino, src_off: int, dst: Ino, dst_off: int, length: int, *,
+                        caller: Caller = ROOT_CALLER) -> tuple[int, Attr | None]:
+        """Share ``length`` bytes of ``src`` at ``src_off`` into ``dst`` at ``dst_off`` without
+        copying data. Returns (bytes copied, dst attr). One round trip per 1 GiB (16 chunks); a
+        copy stopping at the source's end returns fewer bytes, as copy_file_range(2)."""
+        copied, attr = 0, None
+        while True:
+            reply = self.client.call("af_copy_range", _ok(src), _ok(src_off + copied), _ok(dst),
+                                     _ok(dst_off + copied), _ok(length - copied), _ok(caller.uid))
+            attr = unpack_attr(reply[0])
+            n = int(reply[1])
+            copied += n
+            if n < COPY_MAX or copied >= length:  # short: the source ended
+                return copied, attr
+
+    # -- totals --------------------------------------------------------------------------------
+
+    def inline_bytes(self) -> int:
+        """Bytes of inline slices stored in Redis for this volume (for ``.stats``)."""
+        return int(self.client.command("GET", self.keys.counter("inlinebytes")) or 0)
+
+
+def chunk_length(file_length: int, index: int) -> int:
+    """The part of chunk ``index`` inside a file of ``file_length`` bytes (build_view's bound)."""
+    return max(0, min(CHUNK_SIZE, file_length - index * CHUNK_SIZE))

@@ -23,6 +23,8 @@ from the prefix); ``tests/test_meta_keys.py`` checks that the two spellings agre
 | ``sliceref`` | hash | ``<slice>_<size>`` -> references - 1 (missing = 1 reference) |
 | ``delfiles`` | zset | ``<ino>:<length>`` scored by deletion time: data to release |
 | ``delslices`` | zset | ``<slice>_<size>`` scored by time: blocks to delete from S3 |
+| ``commits`` | zset | slice ids committed in the last minutes (a retried commit is a no-op) |
+| ``inlinechunks`` | zset | ``<ino>_<chunk>`` holding inline slices, scored by last inline write |
 | ``sessions`` | zset | session id scored by expiry time |
 | ``sessioninfo`` | hash | session id -> JSON (host, pid, mountpoint, version) |
 | ``sess<sid>`` | set | inodes this session holds open |
@@ -132,6 +134,14 @@ class Keys:
     @property
     def delslices(self) -> str:
         return self.prefix + "delslices"
+
+    @property
+    def commits(self) -> str:
+        return self.prefix + "commits"
+
+    @property
+    def inlinechunks(self) -> str:
+        return self.prefix + "inlinechunks"
 
     @property
     def sessions(self) -> str:

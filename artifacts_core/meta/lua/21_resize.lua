@@ -1,0 +1,179 @@
+-- 21_resize.lua: truncate, fallocate and copy_file_range on the data map (helpers: 20_data.lua).
+--
+-- No function here writes data bytes: zeros are hole records (id 0), shared data is records
+-- copied with one more reference each. Compaction later drops what holes hide.
+
+DATA.FALLOC_KEEP_SIZE, DATA.FALLOC_PUNCH_HOLE, DATA.FALLOC_ZERO_RANGE = 1, 2, 16  -- Linux values
+-- copy_file_range copies at most this many bytes per call (16 chunks: the records of 17 source
+-- chunks are read into the function); the caller loops, as Linux callers do on a short copy.
+DATA.COPY_MAX = 16 * CHUNK_SIZE
+
+-- The file shrinks from `oldlen` to `newlen`: hide the rest of the new last chunk behind a hole
+-- and drop every chunk past it, their slices released with a grace period until `when`.
+function DATA.drop_tail(p, ino, newlen, oldlen, when, t)
+  local indx = math.floor(newlen / CHUNK_SIZE)
+  local pos = newlen - indx * CHUNK_SIZE
+  if pos > 0 then
+    redis.call('RPUSHX', k_chunk(p, ino, indx), DATA.hole(pos, CHUNK_SIZE - pos))
+    indx = indx + 1
+  end
+  for i = indx, math.floor((oldlen - 1) / CHUNK_SIZE) do DATA.drop_chunk(p, ino, i, when, t) end
+end
+
+-- af_truncate: set a regular file's length (shrinking or growing), as truncate(2)/ftruncate(2).
+-- KEYS: setting. ARGV: ino, length, uid, "gid,gid,...", check ('1': the caller needs write
+--   permission, as truncate(2) by path; '0': an fd opened for writing), grace (seconds a dropped
+--   slice stays readable for readers holding an old view).
+-- Returns the new attr. mtime/ctime change when the length does (ext4); a non-root caller
+-- clears setuid (and setgid when group-exec is set). Growing adds no record (no data lies past
+-- the old length); shrinking hides the tail and drops whole chunks past the new length.
+-- Errors: ENOENT, EISDIR, EINVAL (negative length, not a regular file), EFBIG, EACCES, ENOSPC.
+-- All checks before the first write.
+redis.register_function('af_truncate', function(keys, args)
+  local p = prefix_of(keys)
+  local ino, newlen = args[1], tonumber(args[2])
+  local a, err = DATA.file_attr(p, ino)
+  if not a then return err end
+  if not newlen or newlen < 0 then return fail('EINVAL', 'negative length') end
+  if newlen > DATA.MAX_LENGTH then return fail('EFBIG', 'file too large') end
+  local c = caller(args[3], args[4])
+  if args[5] == '1' and not may(a, c, 2) then return fail('EACCES', 'no write permission') end
+  local dspace, qerr = DATA.space_delta(p, a, newlen)
+  if not dspace then return qerr end
+  local t, sec, ns_ = DATA.now_f()
+  if newlen < a.length then
+    DATA.drop_tail(p, ino, newlen, a.length, t + (tonumber(args[6]) or 0), t)
+  end
+  local changed = newlen ~= a.length
+  local killed = DATA.kill_suid(a, c.uid)
+  if changed or killed then
+    a.length = newlen
+    touch(a, changed, sec, ns_)
+    attr_put(p, ino, a)
+  end
+  if dspace ~= 0 then redis.call('INCRBY', k_named(p, 'usedspace'), dspace) end
+  return attr_pack(a)
+end)
+
+-- af_fallocate: fallocate(2) on a regular file, through hole records.
+-- KEYS: setting. ARGV: ino, mode, offset, length, uid.
+--   mode 0: the length grows to offset+length if shorter (nothing else: the range reads as it
+--   did); KEEP_SIZE alone: nothing; PUNCH_HOLE|KEEP_SIZE: zeros over the range (within the
+--   length); ZERO_RANGE (with or without KEEP_SIZE): zeros over the range, growing the file
+--   unless KEEP_SIZE.
+-- Returns the new attr (mtime/ctime change when the length changes or zeros are written).
+-- Errors: EOPNOTSUPP (other mode bits, PUNCH_HOLE without KEEP_SIZE, PUNCH_HOLE with
+--   ZERO_RANGE: as Linux), EINVAL (offset < 0, length <= 0), EFBIG, ENOENT, EISDIR, ENODEV
+--   (not a regular file), ENOSPC.
+-- All checks before the first write.
+redis.register_function('af_fallocate', function(keys, args)
+  local p = prefix_of(keys)
+  local ino, mode = args[1], tonumber(args[2]) or -1
+  local offset, length = tonumber(args[3]), tonumber(args[4])
+  local keep = bit_set(mode, DATA.FALLOC_KEEP_SIZE)
+  local punch = bit_set(mode, DATA.FALLOC_PUNCH_HOLE)
+  local zero = bit_set(mode, DATA.FALLOC_ZERO_RANGE)
+  local known = (keep and DATA.FALLOC_KEEP_SIZE or 0) + (punch and DATA.FALLOC_PUNCH_HOLE or 0)
+    + (zero and DATA.FALLOC_ZERO_RANGE or 0)
+  if mode < 0 or known ~= mode then return fail('EOPNOTSUPP', 'unsupported fallocate mode') end
+  if punch and (zero or not keep) then
+    return fail('EOPNOTSUPP', 'PUNCH_HOLE needs KEEP_SIZE and excludes ZERO_RANGE')
+  end
+  if not offset or not length or offset < 0 or length <= 0 then
+    return fail('EINVAL', 'invalid offset or length')
+  end
+  if offset + length > DATA.MAX_LENGTH then return fail('EFBIG', 'file too large') end
+  local a, err = DATA.file_attr(p, ino, 'ENODEV')
+  if not a then return err end
+  local newlen = a.length
+  if not keep and offset + length > newlen then newlen = offset + length end
+  local dspace, qerr = DATA.space_delta(p, a, newlen)
+  if not dspace then return qerr end
+  local zeroing = (punch or zero) and offset < newlen
+  if zeroing then DATA.push_holes(p, ino, offset, math.min(offset + length, newlen)) end
+  local changed = newlen ~= a.length
+  if changed or zeroing then
+    local _, sec, ns_ = DATA.now_f()
+    DATA.kill_suid(a, tonumber(args[5]) or 0)
+    a.length = newlen
+    touch(a, true, sec, ns_)
+    attr_put(p, ino, a)
+  end
+  if dspace ~= 0 then redis.call('INCRBY', k_named(p, 'usedspace'), dspace) end
+  return attr_pack(a)
+end)
+
+-- af_copy_range: copy_file_range(2) by sharing slices: the source records that intersect the
+-- range are copied (cut to it, split at destination chunk boundaries) after a hole over the
+-- destination range, each copy taking one more reference to its slice (inline slices are
+-- shared the same way: their bytes stay in one `b<id>` until the last reference goes).
+-- KEYS: setting. ARGV: src ino, src offset, dst ino, dst offset, length, uid.
+-- Returns {dst attr, bytes copied}: at most min(length, src length - src offset, COPY_MAX);
+--   0 at or past the source's end.
+-- Errors: EINVAL (negative offsets/length, not regular files, overlapping ranges of one file),
+--   EISDIR, ENOENT, EFBIG, ENOSPC.
+-- All checks before the first write.
+redis.register_function('af_copy_range', function(keys, args)
+  local p = prefix_of(keys)
+  local src, dst = args[1], args[3]
+  local soff, doff, want = tonumber(args[2]), tonumber(args[4]), tonumber(args[5])
+  if not (soff and doff and want) or soff < 0 or doff < 0 or want < 0 then
+    return fail('EINVAL', 'invalid offset or length')
+  end
+  local sa, err = DATA.file_attr(p, src)
+  if not sa then return err end
+  local da, derr = DATA.file_attr(p, dst)
+  if not da then return derr end
+  local n = math.min(want, sa.length - soff, DATA.COPY_MAX)
+  if n <= 0 then return { attr_pack(da), 0 } end
+  if src == dst and soff < doff + n and doff < soff + n then
+    return fail('EINVAL', 'overlapping ranges in one file')
+  end
+  if doff + n > DATA.MAX_LENGTH then return fail('EFBIG', 'file too large') end
+  local newlen = math.max(da.length, doff + n)
+  local dspace, qerr = DATA.space_delta(p, da, newlen)
+  if not dspace then return qerr end
+  -- Read every source record first (src may be dst).
+  local out = {}
+  local send = soff + n
+  for ci = math.floor(soff / CHUNK_SIZE), math.floor((send - 1) / CHUNK_SIZE) do
+    local cs = ci * CHUNK_SIZE
+    local lo, hi = math.max(soff, cs) - cs, math.min(send, cs + CHUNK_SIZE) - cs
+    for _, s in ipairs(redis.call('LRANGE', k_chunk(p, src, ci), 0, -1)) do
+      local r = DATA.rec_unpack(s)
+      local a, b = math.max(r.pos, lo), math.min(r.pos + r.len, hi)
+      if a < b then
+        -- absolute destination range [da0, da0 + (b - a)), split at destination chunk ends
+        local d0, roff = cs + a - soff + doff, r.off + (a - r.pos)
+        local left = b - a
+        while left > 0 do
+          local di = math.floor(d0 / CHUNK_SIZE)
+          local dpos = d0 - di * CHUNK_SIZE
+          local m = math.min(left, CHUNK_SIZE - dpos)
+          out[#out + 1] = { di, dpos, r.id, r.size, roff, m, r.kind }
+          d0, roff, left = d0 + m, roff + m, left - m
+        end
+      end
+    end
+  end
+  -- writes
+  local t, sec, ns_ = DATA.now_f()
+  DATA.push_holes(p, dst, doff, doff + n)
+  for _, o in ipairs(out) do
+    if o[3] == 0 then
+      redis.call('RPUSHX', k_chunk(p, dst, o[1]), DATA.hole(o[2], o[6]))
+    else
+      redis.call('RPUSH', k_chunk(p, dst, o[1]), DATA.rec_pack(o[2], o[3], o[4], o[5], o[6], o[7]))
+      DATA.ref_add(p, o[3], o[4], 1)
+      if o[7] == DATA.KIND_INLINE then
+        redis.call('ZADD', k_named(p, 'inlinechunks'), t, DATA.chunk_member(dst, o[1]))
+      end
+    end
+  end
+  DATA.kill_suid(da, tonumber(args[6]) or 0)
+  da.length = newlen
+  touch(da, true, sec, ns_)
+  attr_put(p, dst, da)
+  if dspace ~= 0 then redis.call('INCRBY', k_named(p, 'usedspace'), dspace) end
+  return { attr_pack(da), n }
+end)
