@@ -351,3 +351,35 @@ def test_read_only_session_works_within_its_acl(redis_url, meta_factory, key_pre
     finally:
         ro.close()
         rw.client.command("ACL", "DELUSER", user)
+
+
+def test_a_short_expiry_passes_on_the_server_clock(hosts):
+    """No offset: a session registered with a 50 ms expiry is stale 150 ms later."""
+    a, b = hosts
+    a.session_timeout = 0.05
+    a.heartbeat()
+    assert b.cleanup_stale_sessions() == 0
+    time.sleep(0.15)
+    assert b.cleanup_stale_sessions() == 1
+    with pytest.raises(SessionLost):
+        a.heartbeat()
+
+
+def test_a_lock_waiter_whose_session_is_swept_stops_with_session_lost(hosts):
+    a, b = hosts
+    ino = make_file(a)
+    b.flock(ino, 1, fcntl.LOCK_EX)
+    result: dict = {}
+
+    def wait():
+        try:
+            a.flock(ino, 2, fcntl.LOCK_EX, timeout=10)
+        except BaseException as e:
+            result["error"] = e
+
+    t = threading.Thread(target=wait, daemon=True)
+    t.start()
+    time.sleep(0.1)
+    b.cleanup_stale_sessions(now_offset=120)
+    t.join(5)
+    assert isinstance(result.get("error"), SessionLost)
