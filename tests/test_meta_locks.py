@@ -261,36 +261,47 @@ def test_locks_need_a_live_session(meta_factory, key_prefix):
 
 # -- the range logic against a byte model ----------------------------------------------------
 
-_ops = st.lists(st.tuples(st.sampled_from([RD, WR, UN]), st.integers(0, 24), st.integers(0, 8)),
-                min_size=1, max_size=12)
+_ops = st.lists(st.tuples(st.sampled_from([0, 1]), st.sampled_from([RD, WR, UN]), st.integers(0, 24),
+                          st.integers(0, 8)), min_size=1, max_size=14)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=_ops)
-def test_posix_ranges_match_a_per_byte_model(hosts, ops):
-    """One owner's ranges after any sequence of set/unlock calls: sorted, disjoint, maximally
-    merged, and covering exactly the bytes a per-byte model says, each with its type."""
-    a, b = hosts
-    ino = make_file(a)
-    model: dict[int, int] = {}
-    for typ, start, length in ops:
-        a.setlk(ino, 1, typ, start, start + length)
-        for i in range(start, start + length + 1):
+def test_posix_locks_of_two_hosts_match_a_per_byte_model(hosts, ops):
+    """Owners on two hosts lock, convert and unlock random ranges. Every request is granted or
+    refused (EAGAIN) exactly as a per-byte model says, and each owner's stored ranges stay
+    sorted, disjoint, maximally merged, and cover exactly the model's bytes with their types."""
+    engines = hosts
+    ino = make_file(engines[0])
+    owners = (1, 2)
+    model: list[dict[int, int]] = [{}, {}]
+    for who, typ, start, length in ops:
+        span = range(start, start + length + 1)
+        other = model[1 - who]
+        blocked = typ != UN and any(
+            i in other and (typ == WR or other[i] == WR) for i in span)
+        if blocked:
+            with pytest.raises(WouldBlock):
+                engines[who].setlk(ino, owners[who], typ, start, start + length)
+            continue
+        engines[who].setlk(ino, owners[who], typ, start, start + length)
+        for i in span:
             if typ == UN:
-                model.pop(i, None)
+                model[who].pop(i, None)
             else:
-                model[i] = {RD: 0, WR: 1}[typ]
-    recs = ranges(a, ino, 1)
-    got: dict[int, int] = {}
-    for i, (t, _pid, s, e) in enumerate(recs):
-        assert s <= e
-        if i:
-            pt, _, _ps, pe = recs[i - 1]
-            assert pe < s and not (pt == t and pe + 1 == s)  # disjoint, merged
-        for x in range(s, e + 1):
-            got[x] = t
-    assert got == model
-    # another owner's getlk sees the first write-locked byte of the model
-    writes = sorted(i for i, t in model.items() if t == 1)
-    holder = b.getlk(ino, 2, RD, 0, MAX_OFFSET)
-    assert (holder[0] == WR and holder[1] == writes[0]) if writes else holder[0] == UN
+                model[who][i] = typ
+    for who in (0, 1):
+        recs = ranges(engines[who], ino, owners[who])
+        got: dict[int, int] = {}
+        for i, (t, _pid, s, e) in enumerate(recs):
+            assert s <= e
+            if i:
+                pt, _, _ps, pe = recs[i - 1]
+                assert pe < s and not (pt == t and pe + 1 == s)  # disjoint, merged
+            for x in range(s, e + 1):
+                got[x] = {0: RD, 1: WR}[t]
+        assert got == model[who]
+        # F_GETLK by the other owner reports this owner's first conflicting range
+        held = sorted(model[who])
+        kind, s, _e, _pid = engines[1 - who].getlk(ino, owners[1 - who], WR, 0, MAX_OFFSET)
+        assert (kind, s) == ((model[who][held[0]], held[0]) if held else (UN, 0))
