@@ -97,3 +97,47 @@ def meta_factory(redis_url):
 def meta(meta_factory, key_prefix):
     """A metadata engine on a freshly formatted workspace (trash off)."""
     return meta_factory(key_prefix)
+
+
+@pytest.fixture
+def storage_url(s3_server, s3_prefix, monkeypatch) -> str:
+    """An s3:// storage URL on the real SeaweedFS under this test's own prefix; the credentials
+    come from the host environment, as they do for users."""
+    monkeypatch.setenv("ARTIFACTS_S3_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("ARTIFACTS_S3_SECRET_ACCESS_KEY", s3_server.secret_key)
+    return f"s3://{TEST_BUCKET}/{s3_prefix.rstrip('/')}?endpoint={s3_server.endpoint}&region={s3_server.region}"
+
+
+@pytest.fixture
+def volume_factory(redis_url, storage_url, key_prefix, tmp_path):
+    """Opens volumes on one freshly formatted workspace: each call is another client ("host").
+    Kernel-like TTL caches are off so tests see other hosts' changes at once."""
+    from artifacts_core.config import profile_config
+    from artifacts_core.volume import format_volume, open_volume
+
+    volumes = []
+    state = {"formatted": False}
+
+    def make(*, format_options: dict | None = None, **config):
+        if not state["formatted"]:
+            options = {"trash_days": 0, **(format_options or {})}
+            format_volume(redis_url, storage_url, "testvol", key_prefix=key_prefix, require_aof=False,
+                          **options)
+            state["formatted"] = True
+        config.setdefault("entry_ttl", 0.0)
+        config.setdefault("attr_ttl", 0.0)
+        config.setdefault("cache_dir", str(tmp_path / f"cache{len(volumes)}"))
+        vol = open_volume(redis_url, key_prefix=key_prefix, require_aof=False,
+                          config=profile_config("interactive", **config))
+        volumes.append(vol)
+        return vol
+
+    yield make
+    for vol in volumes:
+        vol.close()
+
+
+@pytest.fixture
+def vol(volume_factory):
+    """An open volume on a fresh workspace (real Redis and SeaweedFS)."""
+    return volume_factory()

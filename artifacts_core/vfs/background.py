@@ -1,0 +1,52 @@
+"""The volume's background thread: what runs while a volume is open, in every client.
+
+Every ``TICK`` seconds it commits dirty files whose data has waited past ``flush_interval`` or
+been idle past ``flush_idle``; every ``heartbeat`` it refreshes the session; and, when
+``background_jobs`` is on, it offers to run the elected jobs (stale-session cleanup, reclaiming
+deleted data, trash expiry, migration of quiet inline data to S3). Elections happen in Redis, so
+with many clients each job runs in one of them at a time.
+
+A job's failure is logged and counted, never raised: the next tick tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("artifacts.vfs")
+
+#: Granularity of the timers: fine enough for the 1 s idle flush, coarse enough to cost nothing.
+TICK = 0.2
+
+
+class Background:
+    def __init__(self, *, tick_jobs: list[tuple[str, float, Callable[[], object]]], metrics) -> None:
+        self._jobs = [[name, interval, fn, 0.0] for name, interval, fn in tick_jobs]
+        self._metrics = metrics
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="artifacts-bg", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _main(self) -> None:
+        while not self._stop.wait(TICK):
+            now = time.monotonic()
+            for job in self._jobs:
+                name, interval, fn, last = job
+                if now - last < interval:
+                    continue
+                job[3] = now
+                try:
+                    fn()
+                except Exception as e:
+                    self._metrics.inc("background_errors", job=name)
+                    log.warning("background job %s failed: %s", name, e)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=30)

@@ -1,0 +1,204 @@
+"""``VFS``: the inode API every frontend uses (the FUSE adapter calls it directly; the path API and
+the agent API resolve paths and then call it).
+
+It owns what is per client: open handles, each inode's dirty data (``FileWriter``) and cached
+chunk views, the internal files, the access log and counters, and the background thread. It
+delegates the namespace to the metadata engine (one Redis round trip per operation) and the bytes
+to the chunk store. Namespace methods here stay thin: check what only the client knows (internal
+files, the read-only flag, the trash), call the engine once, keep the local caches coherent.
+
+Concurrency: thread-safe. One lock guards the handle and inode tables; each inode's writer has its
+own lock, so writes to different files never wait on each other.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from artifacts_core.config import VolumeConfig
+from artifacts_core.errors import InvalidArgument, PermissionDenied, ReadOnly, error_for
+from artifacts_core.meta.attrs import Attr
+from artifacts_core.metrics import Metrics
+from artifacts_core.paths import check_name
+from artifacts_core.types import ROOT_CALLER, ROOT_INO, TRASH_INO, Caller, Ino
+from artifacts_core.vfs import internal
+from artifacts_core.vfs.files import FileOps
+
+log = logging.getLogger("artifacts.vfs")
+
+#: Linux renameat2 flags.
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+class VFS(FileOps):
+    def __init__(self, meta, chunks, config: VolumeConfig, *, read_only: bool = False,
+                 metrics: Metrics | None = None, describe_config=None) -> None:
+        self.meta = meta
+        self.chunks = chunks
+        self.config = config
+        self.read_only = read_only
+        self.metrics = metrics or Metrics()
+        self._describe_config = describe_config or (lambda: "{}")
+        self._lock = threading.RLock()
+        FileOps.__init__(self)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _op(self, name: str, *args: object, caller: Caller = ROOT_CALLER) -> Iterator[None]:
+        with self.metrics.operation(name, *args, uid=caller.uid, pid=caller.pid):
+            yield
+
+    def _writable(self, *parents: Ino, caller: Caller = ROOT_CALLER) -> None:
+        if self.read_only:
+            raise ReadOnly("the workspace is mounted read-only")
+        for p in parents:
+            if internal.is_internal(p):
+                raise PermissionDenied("internal files cannot be changed")
+            if p == TRASH_INO and caller.uid != 0:
+                raise PermissionDenied("the trash is read-only", hint="only root may restore from .trash")
+
+    # -- lookups and attributes ----------------------------------------------------------------
+
+    def lookup(self, parent: Ino, name: str, caller: Caller = ROOT_CALLER) -> tuple[Ino, Attr]:
+        with self._op("lookup", parent, name, caller=caller):
+            if parent == ROOT_INO:
+                f = internal.BY_NAME.get(name)
+                if f is not None:
+                    return f.ino, internal.internal_attr(f)
+                if name == internal.TRASH_NAME:
+                    return TRASH_INO, self.meta.getattr(TRASH_INO)
+            ino, attr = self.meta.lookup(parent, name, caller)
+            return ino, self._preview(ino, attr)
+
+    def getattr(self, ino: Ino) -> Attr:
+        with self._op("getattr", ino):
+            f = internal.BY_INO.get(ino)
+            if f is not None:
+                return internal.internal_attr(f)
+            return self._preview(ino, self.meta.getattr(ino))
+
+    def setattr(self, ino: Ino, *, mode: int | None = None, uid: int | None = None, gid: int | None = None,
+                size: int | None = None, atime_ns: int | None = None, mtime_ns: int | None = None,
+                atime_now: bool = False, mtime_now: bool = False, caller: Caller = ROOT_CALLER) -> Attr:
+        with self._op("setattr", ino, caller=caller):
+            self._writable(ino, caller=caller)
+            attr = None
+            if size is not None:
+                attr = self.truncate(ino, size, caller=caller)
+            if any(v is not None for v in (mode, uid, gid, atime_ns, mtime_ns)) or atime_now or mtime_now:
+                attr = self.meta.setattr(ino, mode=mode, uid=uid, gid=gid, atime_ns=atime_ns,
+                                         mtime_ns=mtime_ns, atime_now=atime_now, mtime_now=mtime_now,
+                                         caller=caller)
+            return self._preview(ino, attr if attr is not None else self.meta.getattr(ino))
+
+    def access(self, ino: Ino, mask: int, caller: Caller = ROOT_CALLER) -> None:
+        with self._op("access", ino, mask, caller=caller):
+            if internal.is_internal(ino):
+                return
+            if mask & 2 and self.read_only:
+                raise ReadOnly("the workspace is mounted read-only")
+            self.meta.access(ino, mask, caller)
+
+    # -- namespace -----------------------------------------------------------------------------
+
+    def mknod(self, parent: Ino, name: str, mode: int, rdev: int = 0,
+              caller: Caller = ROOT_CALLER) -> tuple[Ino, Attr]:
+        with self._op("mknod", parent, name, oct(mode), caller=caller):
+            self._writable(parent, caller=caller)
+            return self.meta.mknod(parent, check_name(name), mode, rdev, caller)
+
+    def mkdir(self, parent: Ino, name: str, mode: int, caller: Caller = ROOT_CALLER) -> tuple[Ino, Attr]:
+        with self._op("mkdir", parent, name, oct(mode), caller=caller):
+            self._writable(parent, caller=caller)
+            return self.meta.mkdir(parent, check_name(name), mode, caller)
+
+    def symlink(self, parent: Ino, name: str, target: str, caller: Caller = ROOT_CALLER) -> tuple[Ino, Attr]:
+        with self._op("symlink", parent, name, target, caller=caller):
+            self._writable(parent, caller=caller)
+            if not target or "\0" in target or len(target.encode("utf-8", "surrogateescape")) > 4096:
+                raise InvalidArgument("invalid symlink target", path=name)
+            return self.meta.symlink(parent, check_name(name), target, caller)
+
+    def readlink(self, ino: Ino) -> str:
+        with self._op("readlink", ino):
+            return self.meta.readlink(ino).decode("utf-8", "surrogateescape")
+
+    def link(self, ino: Ino, new_parent: Ino, new_name: str, caller: Caller = ROOT_CALLER) -> Attr:
+        with self._op("link", ino, new_parent, new_name, caller=caller):
+            self._writable(new_parent, ino, caller=caller)
+            return self.meta.link(ino, new_parent, check_name(new_name), caller)
+
+    def unlink(self, parent: Ino, name: str, caller: Caller = ROOT_CALLER) -> None:
+        with self._op("unlink", parent, name, caller=caller):
+            if parent == ROOT_INO and (name in internal.BY_NAME or name == internal.TRASH_NAME):
+                raise PermissionDenied("internal files cannot be removed", path=name)
+            self._writable(parent, caller=caller)
+            self.meta.unlink(parent, name, caller)
+
+    def rmdir(self, parent: Ino, name: str, caller: Caller = ROOT_CALLER) -> None:
+        with self._op("rmdir", parent, name, caller=caller):
+            if parent == ROOT_INO and name == internal.TRASH_NAME:
+                raise PermissionDenied("the trash cannot be removed", path=name)
+            self._writable(parent, caller=caller)
+            self.meta.rmdir(parent, name, caller)
+
+    def rename(self, parent: Ino, name: str, new_parent: Ino, new_name: str, flags: int = 0,
+               caller: Caller = ROOT_CALLER) -> None:
+        with self._op("rename", parent, name, new_parent, new_name, flags, caller=caller):
+            for p, n in ((parent, name), (new_parent, new_name)):
+                if p == ROOT_INO and (n in internal.BY_NAME or n == internal.TRASH_NAME):
+                    raise PermissionDenied("internal files cannot be renamed", path=n)
+            if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
+                raise InvalidArgument("unsupported rename flags")
+            self._writable(parent, new_parent, caller=caller)
+            self.meta.rename(parent, name, new_parent, check_name(new_name), flags, caller)
+
+    def readdir(self, ino: Ino, cursor: int = 0, count: int = 1000, *, plus: bool = False,
+                caller: Caller = ROOT_CALLER):
+        """One page of entries ``(name, ino, attr-or-type)`` and the next cursor (0 when done).
+        The root's first page also lists the internal files and ``.trash``."""
+        with self._op("readdir", ino, cursor, caller=caller):
+            page, nxt = self.meta.readdir(ino, cursor, count, caller, plus=plus)
+            entries = [(e.name.decode("utf-8", "surrogateescape"), e.ino, e.attr if plus else e.type)
+                       for e in page]
+            if ino == ROOT_INO and cursor == 0:
+                extra = [(f.name, f.ino, internal.internal_attr(f) if plus else f.mode >> 12)
+                         for f in internal.BY_NAME.values()]
+                trash_attr = self.meta.getattr(TRASH_INO)
+                extra.append((internal.TRASH_NAME, TRASH_INO, trash_attr if plus else trash_attr.type))
+                entries = [*extra, *entries]
+            return entries, nxt
+
+    def statfs(self):
+        with self._op("statfs"):
+            return self.meta.statfs()
+
+    # -- xattrs --------------------------------------------------------------------------------
+
+    def getxattr(self, ino: Ino, name: str) -> bytes:
+        with self._op("getxattr", ino, name):
+            if internal.is_internal(ino):
+                raise error_for(errno.ENODATA, "no such attribute")
+            return self.meta.getxattr(ino, name)
+
+    def setxattr(self, ino: Ino, name: str, value: bytes, flags: int = 0, caller: Caller = ROOT_CALLER) -> None:
+        with self._op("setxattr", ino, name, caller=caller):
+            self._writable(ino, caller=caller)
+            self.meta.setxattr(ino, name, value, flags, caller)
+
+    def listxattr(self, ino: Ino) -> list[str]:
+        with self._op("listxattr", ino):
+            if internal.is_internal(ino):
+                return []
+            return [n.decode("utf-8", "surrogateescape") for n in self.meta.listxattr(ino)]
+
+    def removexattr(self, ino: Ino, name: str, caller: Caller = ROOT_CALLER) -> None:
+        with self._op("removexattr", ino, name, caller=caller):
+            self._writable(ino, caller=caller)
+            self.meta.removexattr(ino, name, caller)

@@ -1,0 +1,347 @@
+"""The path API for Python programs: ``os``/``shutil``-shaped methods over the VFS inode API.
+
+Paths are workspace paths (``/a/b`` or ``a/b``), validated once by ``paths.canonicalize``. Names
+and exceptions follow ``os``: ``vol.remove`` of a missing file raises ``FileNotFoundError``,
+``vol.rmdir`` of a non-empty directory ``OSError(ENOTEMPTY)``, and so on.
+
+Symlinks: targets are stored verbatim (tar and venvs need absolute ones); when a path is
+resolved here, a link is followed only while it stays inside the workspace — a relative target
+is resolved against the link's directory, and one that climbs above the root, or an absolute
+target, is refused with EACCES (the kernel, on a mount, resolves them as the host sees them).
+
+Resolution walks the tree one lookup (one Redis round trip) per component; directory entries are
+cached for the profile's ``entry_ttl`` and the cache is cleared by every local namespace change.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as _stat
+import threading
+import time
+from collections.abc import Iterator
+
+from artifacts_core.errors import (
+    ArtifactsError,
+    Exists,
+    InvalidArgument,
+    IsADirectory,
+    NotADirectory,
+    NotFound,
+    PermissionDenied,
+    error_for,
+)
+from artifacts_core.meta.attrs import Attr
+from artifacts_core.paths import Parts, canonicalize, join
+from artifacts_core.types import ROOT_INO, Ino
+from artifacts_core.vfs.fileio import VFSRawIO, mode_flags, wrap
+
+#: Symlinks followed in one resolution before ELOOP (Linux's limit).
+MAX_SYMLINKS = 40
+
+
+def stat_result(ino: int, a: Attr) -> os.stat_result:
+    blocks = (a.length + 511) // 512
+    return os.stat_result(
+        (a.mode, ino, 0, a.nlink, a.uid, a.gid, a.length,
+         a.atime_ns // 10**9, a.mtime_ns // 10**9, a.ctime_ns // 10**9),
+        {"st_atime": a.atime_ns / 1e9, "st_mtime": a.mtime_ns / 1e9, "st_ctime": a.ctime_ns / 1e9,
+         "st_atime_ns": a.atime_ns, "st_mtime_ns": a.mtime_ns, "st_ctime_ns": a.ctime_ns,
+         "st_blksize": 4096, "st_blocks": blocks, "st_rdev": a.rdev})
+
+
+class DirEntry:
+    """What ``scandir`` yields (the ``os.DirEntry`` interface)."""
+
+    def __init__(self, api: PathAPI, parent: str, name: str, ino: int, attr: Attr | None, typ: int) -> None:
+        self._api = api
+        self.name = name
+        self.path = parent.rstrip("/") + "/" + name
+        self._ino = ino
+        self._attr = attr
+        self._type = typ
+
+    def inode(self) -> int:
+        return self._ino
+
+    def is_dir(self, *, follow_symlinks: bool = True) -> bool:
+        if follow_symlinks and self._type == _stat.S_IFLNK >> 12:
+            return self._api.isdir(self.path)
+        return self._type == _stat.S_IFDIR >> 12
+
+    def is_file(self, *, follow_symlinks: bool = True) -> bool:
+        if follow_symlinks and self._type == _stat.S_IFLNK >> 12:
+            return self._api.isfile(self.path)
+        return self._type == _stat.S_IFREG >> 12
+
+    def is_symlink(self) -> bool:
+        return self._type == _stat.S_IFLNK >> 12
+
+    def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+        if self._attr is not None and not (follow_symlinks and self.is_symlink()):
+            return stat_result(self._ino, self._attr)
+        return self._api.stat(self.path) if follow_symlinks else self._api.lstat(self.path)
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def __repr__(self) -> str:
+        return f"<DirEntry {self.name!r}>"
+
+
+class PathAPI:
+    """Mixin of ``Volume``: expects ``self.vfs`` and ``self.config``."""
+
+    def _init_paths(self) -> None:
+        self._entries: dict[tuple[int, str], tuple[Ino, int, float]] = {}
+        self._entries_lock = threading.Lock()
+
+    # -- resolution ----------------------------------------------------------------------------
+
+    def _lookup(self, parent: Ino, name: str) -> tuple[Ino, Attr | None, int]:
+        ttl = self.config.entry_ttl
+        key = (parent, name)
+        if ttl > 0:
+            hit = self._entries.get(key)
+            if hit is not None and hit[2] > time.monotonic():
+                return hit[0], None, hit[1]
+        ino, attr = self.vfs.lookup(parent, name)
+        if ttl > 0 and attr.is_dir:
+            with self._entries_lock:
+                self._entries[key] = (ino, attr.type, time.monotonic() + ttl)
+        return ino, attr, attr.type
+
+    def _forget_entries(self) -> None:
+        with self._entries_lock:
+            self._entries.clear()
+
+    def _resolve(self, path, *, follow: bool = True) -> tuple[Ino, Parts]:
+        """The inode a path names (and its canonical parts after following symlinks)."""
+        parts = list(canonicalize(path))
+        hops = 0
+        while True:
+            ino, done = ROOT_INO, []
+            restarted = False
+            for i, name in enumerate(parts):
+                child, _attr, typ = self._lookup(ino, name)
+                last = i == len(parts) - 1
+                if typ == _stat.S_IFLNK >> 12 and (follow or not last):
+                    hops += 1
+                    if hops > MAX_SYMLINKS:
+                        raise error_for("ELOOP", "too many levels of symbolic links", path=join(tuple(parts)))
+                    parts = self._link_target(child, done) + parts[i + 1:]
+                    restarted = True
+                    break
+                if not last and typ != _stat.S_IFDIR >> 12:
+                    raise NotADirectory("not a directory", path=join((*done, name)))
+                ino = child
+                done.append(name)
+            if not restarted:
+                return ino, tuple(done)
+
+    def _link_target(self, link: Ino, where: list[str]) -> list[str]:
+        target = self.vfs.readlink(link)
+        if target.startswith("/"):
+            raise PermissionDenied("symlink points outside the workspace", path=target,
+                                   hint="absolute symlink targets are only followed on a mount")
+        return list(canonicalize("/".join([*where, target]), strict=True))
+
+    def _parent(self, path) -> tuple[Ino, str, Parts]:
+        parts = canonicalize(path)
+        if not parts:
+            raise InvalidArgument("the workspace root cannot be used here", path="/")
+        parent, _ = self._resolve(join(parts[:-1]))
+        return parent, parts[-1], parts
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def open(self, path, mode: str = "r", buffering: int = -1, encoding: str | None = None,
+             errors: str | None = None, newline: str | None = None):
+        flags, binary, _ = mode_flags(mode)
+        parent, name, parts = self._parent(path)
+        if flags & os.O_CREAT:
+            try:
+                ino, _, typ = self._lookup(parent, name)
+                if typ == _stat.S_IFLNK >> 12:
+                    ino, _ = self._resolve(path)
+                if flags & os.O_EXCL:
+                    raise Exists("file exists", path=join(parts))
+                fh = self.vfs.open(ino, flags & ~(os.O_CREAT | os.O_EXCL))
+            except NotFound:
+                fh, ino, _ = self.vfs.create(parent, name, 0o666, flags)
+        else:
+            ino, _ = self._resolve(path)
+            fh = self.vfs.open(ino, flags)
+        try:
+            raw = VFSRawIO(self.vfs, fh, ino, join(parts), flags)
+            return wrap(raw, binary=binary, buffering=buffering, encoding=encoding, errors=errors,
+                        newline=newline)
+        except BaseException:
+            self.vfs.release(fh)
+            raise
+
+    def read_bytes(self, path) -> bytes:
+        with self.open(path, "rb") as f:
+            return f.read()
+
+    def write_bytes(self, path, data: bytes) -> int:
+        with self.open(path, "wb") as f:
+            return f.write(data)
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    def stat(self, path, *, follow_symlinks: bool = True) -> os.stat_result:
+        ino, _ = self._resolve(path, follow=follow_symlinks)
+        return stat_result(ino, self.vfs.getattr(ino))
+
+    def lstat(self, path) -> os.stat_result:
+        return self.stat(path, follow_symlinks=False)
+
+    def exists(self, path) -> bool:
+        try:
+            self._resolve(path)
+            return True
+        except (NotFound, NotADirectory, PermissionDenied):
+            return False
+
+    def isdir(self, path) -> bool:
+        try:
+            return _stat.S_ISDIR(self.stat(path).st_mode)
+        except ArtifactsError:
+            return False
+
+    def isfile(self, path) -> bool:
+        try:
+            return _stat.S_ISREG(self.stat(path).st_mode)
+        except ArtifactsError:
+            return False
+
+    def chmod(self, path, mode: int) -> None:
+        ino, _ = self._resolve(path)
+        self.vfs.setattr(ino, mode=mode & 0o7777)
+
+    def chown(self, path, uid: int, gid: int) -> None:
+        ino, _ = self._resolve(path)
+        self.vfs.setattr(ino, uid=None if uid == -1 else uid, gid=None if gid == -1 else gid)
+
+    def utime(self, path, times: tuple[float, float] | None = None, *, ns: tuple[int, int] | None = None) -> None:
+        ino, _ = self._resolve(path)
+        if ns is not None:
+            self.vfs.setattr(ino, atime_ns=ns[0], mtime_ns=ns[1])
+        elif times is not None:
+            self.vfs.setattr(ino, atime_ns=int(times[0] * 1e9), mtime_ns=int(times[1] * 1e9))
+        else:
+            self.vfs.setattr(ino, atime_now=True, mtime_now=True)
+
+    def truncate(self, path, length: int) -> None:
+        ino, _ = self._resolve(path)
+        if self.vfs.getattr(ino).is_dir:
+            raise IsADirectory("is a directory", path=str(path))
+        self.vfs.truncate(ino, length)
+
+    def statvfs(self) -> os.statvfs_result:
+        total, avail, used_inodes, avail_inodes = self.vfs.statfs()
+        bsize = 4096
+        return os.statvfs_result((bsize, bsize, total // bsize, avail // bsize, avail // bsize,
+                                  used_inodes + avail_inodes, avail_inodes, avail_inodes, 0, 255))
+
+    # -- directories ---------------------------------------------------------------------------
+
+    def _entries_of(self, ino: Ino, *, plus: bool) -> Iterator[tuple[str, int, object]]:
+        cursor = 0
+        while True:
+            entries, cursor = self.vfs.readdir(ino, cursor, 1000, plus=plus)
+            yield from entries
+            if not cursor:
+                return
+
+    def listdir(self, path=".") -> list[str]:
+        ino, _ = self._resolve(path)
+        if not self.vfs.getattr(ino).is_dir:
+            raise NotADirectory("not a directory", path=str(path))
+        return [name for name, _, _ in self._entries_of(ino, plus=False)]
+
+    def scandir(self, path=".") -> Iterator[DirEntry]:
+        ino, parts = self._resolve(path)
+        if not self.vfs.getattr(ino).is_dir:
+            raise NotADirectory("not a directory", path=str(path))
+        base = join(parts)
+        for name, child, attr in self._entries_of(ino, plus=True):
+            yield DirEntry(self, base, name, child, attr, attr.type)
+
+    def walk(self, top=".", topdown: bool = True) -> Iterator[tuple[str, list[str], list[str]]]:
+        try:
+            entries = list(self.scandir(top))
+        except ArtifactsError:
+            return
+        dirs = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+        files = [e.name for e in entries if not e.is_dir(follow_symlinks=False)]
+        base = join(canonicalize(top))
+        if topdown:
+            yield base, dirs, files
+        for d in dirs:
+            yield from self.walk(base.rstrip("/") + "/" + d, topdown)
+        if not topdown:
+            yield base, dirs, files
+
+    def mkdir(self, path, mode: int = 0o777) -> None:
+        parent, name, _ = self._parent(path)
+        self.vfs.mkdir(parent, name, mode)
+
+    def makedirs(self, path, mode: int = 0o777, exist_ok: bool = False) -> None:
+        parts = canonicalize(path)
+        for i in range(1, len(parts) + 1):
+            try:
+                self.mkdir(join(parts[:i]), mode)
+            except Exists:
+                if i == len(parts) and not exist_ok:
+                    raise
+                if not self.isdir(join(parts[:i])):
+                    raise
+        if not parts and not exist_ok:
+            raise Exists("file exists", path="/")
+
+    def remove(self, path) -> None:
+        parent, name, _ = self._parent(path)
+        self.vfs.unlink(parent, name)
+        self._forget_entries()
+
+    unlink = remove
+
+    def rmdir(self, path) -> None:
+        parent, name, _ = self._parent(path)
+        self.vfs.rmdir(parent, name)
+        self._forget_entries()
+
+    def rmtree(self, path) -> None:
+        for entry in list(self.scandir(path)):
+            if entry.is_dir(follow_symlinks=False):
+                self.rmtree(entry.path)
+            else:
+                self.remove(entry.path)
+        self.rmdir(path)
+
+    def rename(self, src, dst) -> None:
+        self._rename(src, dst, 0)
+
+    def replace(self, src, dst) -> None:
+        self._rename(src, dst, 0)
+
+    def _rename(self, src, dst, flags: int) -> None:
+        sp, sn, _ = self._parent(src)
+        dp, dn, _ = self._parent(dst)
+        self.vfs.rename(sp, sn, dp, dn, flags)
+        self._forget_entries()
+
+    def symlink(self, target: str, path) -> None:
+        parent, name, _ = self._parent(path)
+        self.vfs.symlink(parent, name, os.fspath(target))
+
+    def readlink(self, path) -> str:
+        ino, _ = self._resolve(path, follow=False)
+        return self.vfs.readlink(ino)
+
+    def link(self, src, dst) -> None:
+        ino, _ = self._resolve(src, follow=False)
+        parent, name, _ = self._parent(dst)
+        self.vfs.link(ino, parent, name)

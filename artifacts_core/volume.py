@@ -1,0 +1,221 @@
+"""Opening a volume: the public surface of DESIGN.md §9.
+
+``format_volume`` creates a workspace's volume (the ``setting`` and root in Redis, the
+``artifacts_uuid`` object in the bucket); ``open_volume`` returns a ``Volume``: the VFS, its
+path API (``vol.open``, ``vol.stat``, ``vol.listdir``, ...) and the machinery under it — one
+metadata engine, one event-loop thread owning the object store, one chunk store with its caches,
+one session, one background thread. ``close()`` is deterministic: commit dirty data, end the
+session, stop the background thread and the loop thread.
+
+Storage objects of a volume live under ``<volume name>/`` in the storage URL's bucket and prefix.
+Secrets (S3 keys, Redis passwords) are never logged or shown: ``.config`` prints redacted URLs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+
+import msgspec
+
+from artifacts_core import __version__
+from artifacts_core.aio import LoopThread
+from artifacts_core.chunk.disk_cache import DiskCache
+from artifacts_core.chunk.store import ChunkStore
+from artifacts_core.config import VolumeConfig, profile_config, xdg_dir
+from artifacts_core.errors import ConfigError, Exists, NotFound
+from artifacts_core.meta.engine import RedisMetaEngine
+from artifacts_core.meta.format import Setting, load_setting, new_uuid
+from artifacts_core.metrics import Metrics
+from artifacts_core.objects.base import ObjectStore
+from artifacts_core.objects.prefix import PrefixedObjectStore
+from artifacts_core.objects.url import redact_url, store_from_url
+from artifacts_core.vfs.background import Background
+from artifacts_core.vfs.core import VFS
+from artifacts_core.vfs.pathapi import PathAPI
+
+log = logging.getLogger("artifacts")
+
+UUID_OBJECT = "artifacts_uuid"
+
+
+def _volume_store(storage_url: str, name: str) -> ObjectStore:
+    return PrefixedObjectStore(store_from_url(storage_url), f"{name}/")
+
+
+async def _check_bucket(store: ObjectStore) -> None:
+    """PUT, GET and DELETE a probe object, so a wrong endpoint or key fails at format time."""
+    key = f"testing/{new_uuid()}"
+    await store.put(key, b"artifacts")
+    if await store.get(key) != b"artifacts":
+        raise ConfigError("the storage returned different bytes than were written")
+    await store.delete(key)
+
+
+def format_volume(meta_url: str, storage_url: str, name: str, *, key_prefix: str,
+                  block_size: int = 4 << 20, compression: str = "lz4", inline_limit: int = 16 << 10,
+                  inline_cap: int = 64 << 20, trash_days: int = 1, capacity: int = 0, inodes: int = 0,
+                  require_aof: bool = True) -> Setting:
+    """Format a volume, or finish formatting the same one (re-running is safe). Refuses a prefix
+    holding another volume, in Redis or in the bucket."""
+    meta = RedisMetaEngine(meta_url, key_prefix)
+    loop = LoopThread("artifacts-format")
+    store = _volume_store(storage_url, name)
+    try:
+        meta.client.ensure_library()
+        try:
+            existing = load_setting(meta.client)
+        except ConfigError:
+            existing = None
+        if existing is not None and existing.name != name:
+            raise Exists(f"workspace prefix {key_prefix} already holds volume {existing.name!r}")
+        uuid = existing.uuid if existing is not None else new_uuid()
+
+        async def bucket_side() -> None:
+            await _check_bucket(store)
+            try:
+                other = (await store.get(UUID_OBJECT)).decode()
+            except NotFound:
+                return
+            if other != uuid:
+                raise Exists(f"the storage prefix {name}/ already holds another volume ({other})",
+                             hint="use another storage prefix or volume name")
+
+        loop.run(bucket_side())
+        setting = Setting(name=name, uuid=uuid, block_size=block_size, compression=compression,
+                          trash_days=trash_days, capacity=capacity, inodes=inodes,
+                          inline_limit=inline_limit, inline_cap=inline_cap, storage=redact_url(storage_url))
+        if existing is None:
+            meta.format(setting, require_aof=require_aof)
+        loop.run(store.put(UUID_OBJECT, uuid.encode()))
+        return load_setting(meta.client)
+    finally:
+        with contextlib.suppress(Exception):
+            loop.run(store.close())
+        loop.close()
+        meta.close()
+
+
+class Volume(PathAPI):
+    """An open volume: ``vol.vfs`` (inode API) plus the path API."""
+
+    def __init__(self, meta: RedisMetaEngine, store: ObjectStore, config: VolumeConfig, *,
+                 read_only: bool = False, mountpoint: str = "") -> None:
+        self.meta = meta
+        self.setting: Setting = meta.setting
+        self.config = config
+        self.read_only = read_only
+        self.metrics = Metrics()
+        self._loop = LoopThread("artifacts-io")
+        self._store = store
+        disk = None
+        if config.disk_cache:
+            base = config.cache_dir or str(xdg_dir("cache"))
+            disk = DiskCache(os.path.join(base, self.setting.uuid), capacity=config.disk_cache_size,
+                             free_ratio=config.disk_free_ratio)
+        self.chunks = ChunkStore(store, self._loop, block_size=self.setting.block_size,
+                                 compression=self.setting.compression,
+                                 upload_concurrency=config.upload_concurrency,
+                                 download_concurrency=config.download_concurrency,
+                                 buffer_budget=config.buffer_size, memory_cache_bytes=config.memory_cache,
+                                 disk_cache=disk)
+        self.vfs = VFS(meta, self.chunks, config, read_only=read_only, metrics=self.metrics,
+                       describe_config=self.describe)
+        self.metrics.add_source("chunks", self.chunks.stats)
+        self.metrics.add_source("redis", lambda: {"round_trips": meta.client.round_trips,
+                                                  "errors": meta.client.errors})
+        self.metrics.add_source("volume", lambda: {"inline_bytes": meta.inline_bytes()})
+        self._init_paths()
+        self._closed = False
+        self._check_storage()
+        meta.new_session({"host": socket.gethostname(), "pid": os.getpid(), "mountpoint": mountpoint,
+                          "version": __version__, "read_only": read_only})
+        jobs = [("flush", 0.2, self._flush_due), ("heartbeat", config.heartbeat, meta.heartbeat)]
+        if config.background_jobs:
+            jobs += [("sessions", config.heartbeat, meta.cleanup_stale_sessions),
+                     ("reclaim", 10.0, self._reclaim)]
+        self._background = Background(tick_jobs=jobs, metrics=self.metrics)
+        self._background.start()
+
+    def _check_storage(self) -> None:
+        try:
+            stored = self._loop.run(self._store.get(UUID_OBJECT)).decode()
+        except NotFound:
+            raise ConfigError(f"the storage has no {UUID_OBJECT} for volume {self.setting.name!r}",
+                              hint="check the storage URL (bucket and prefix) or format the workspace") from None
+        if stored != self.setting.uuid:
+            raise ConfigError(f"the storage holds volume {stored}, not {self.setting.uuid}",
+                              hint="the storage URL points at another workspace's data")
+
+    def _flush_due(self) -> None:
+        import time
+
+        now = time.monotonic()
+        for st in list(self.vfs._inodes.values()):
+            w = st.writer
+            if w is None or w.state.value != "dirty":
+                continue
+            if now - w.dirty_since >= self.config.flush_interval or now - w.last_write >= self.config.flush_idle:
+                try:
+                    w.flush()
+                except Exception as e:  # remembered by the writer, raised by the next flush
+                    log.debug("background flush of inode %d failed: %s", st.ino, e)
+
+    def _reclaim(self) -> None:
+        self.meta.reclaim(self.chunks.remove)
+
+    def describe(self) -> str:
+        """The running configuration as JSON, with every secret removed (``.config``)."""
+        return msgspec.json.encode({
+            "volume": msgspec.to_builtins(self.setting),
+            "config": msgspec.to_builtins(self.config),
+            "meta": self.meta.client.target.redacted(),
+            "storage": self._store.describe(),
+            "read_only": self.read_only,
+            "session": self.meta.sid,
+        }).decode()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._background.stop()
+        try:
+            self.vfs.flush_all()
+        finally:
+            try:
+                self.meta.close_session()
+            finally:
+                self.chunks.close()
+                with contextlib.suppress(Exception):
+                    self._loop.run(self._store.close())
+                self._loop.close()
+                self.meta.close()
+
+    def __enter__(self) -> Volume:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_volume(meta_url: str, storage_url: str | None = None, *, key_prefix: str,
+                profile: str = "interactive", config: VolumeConfig | None = None,
+                custom_profile: str | None = None, read_only: bool = False,
+                require_aof: bool = True, mountpoint: str = "") -> Volume:
+    """Open a formatted volume. ``storage_url`` may be omitted: the secret-free one stored at
+    format is used, with credentials from the host."""
+    config = config or profile_config(profile, custom_file=custom_profile)
+    meta = RedisMetaEngine(meta_url, key_prefix)
+    try:
+        setting = meta.load(require_aof=require_aof)
+        url = storage_url or setting.storage
+        if not url:
+            raise ConfigError("no storage URL given and none stored with the volume")
+        store = _volume_store(url, setting.name)
+        return Volume(meta, store, config, read_only=read_only, mountpoint=mountpoint)
+    except BaseException:
+        meta.close()
+        raise

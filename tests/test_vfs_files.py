@@ -1,0 +1,206 @@
+"""The VFS through the path API on the real Redis and SeaweedFS: files that behave like files."""
+
+import errno
+import hashlib
+import json
+import os
+import threading
+
+import pytest
+
+from artifacts_core.types import CHUNK_SIZE
+
+
+def test_small_file_round_trip_costs_no_s3_request(vol):
+    puts = vol.chunks.stats().get("uploads", 0)
+    with vol.open("notes/../hello.txt", "w", encoding="utf-8") as f:
+        f.write("hello\n")
+    assert vol.open("hello.txt").read() == "hello\n"
+    assert vol.stat("/hello.txt").st_size == 6
+    assert vol.chunks.stats().get("uploads", 0) == puts  # inline slice: Redis only
+
+
+def test_binary_modes_seek_tell_readline_iteration(vol):
+    with vol.open("data.bin", "wb") as f:
+        f.write(b"line1\nline2\nline3\n")
+        assert f.tell() == 18
+        f.seek(0)
+        f.write(b"LINE1")
+    with vol.open("data.bin", "rb") as f:
+        assert f.readline() == b"LINE1\n"
+        assert list(f) == [b"line2\n", b"line3\n"]
+        f.seek(-6, os.SEEK_END)
+        assert f.read() == b"line3\n"
+        buf = bytearray(4)
+        f.seek(0)
+        assert f.readinto(buf) == 4 and bytes(buf) == b"LINE"
+    with vol.open("data.bin", "r+b") as f:
+        f.seek(2)
+        f.write(b"xx")
+        f.seek(0)
+        assert f.read(6) == b"LIxx1\n"
+
+
+def test_modes_and_errors_match_builtin_open(vol):
+    with pytest.raises(FileNotFoundError):
+        vol.open("missing.txt")
+    with vol.open("x.txt", "x") as f:
+        f.write("1")
+    with pytest.raises(FileExistsError):
+        vol.open("x.txt", "x")
+    vol.mkdir("d")
+    with pytest.raises(IsADirectoryError):
+        vol.open("d", "w")
+    with pytest.raises(NotADirectoryError):
+        vol.open("x.txt/y", "w")
+    with vol.open("x.txt", "a") as f:
+        f.write("2")
+    with vol.open("x.txt", "w") as f:
+        f.write("3")
+    assert vol.open("x.txt").read() == "3"
+
+
+def test_large_file_across_chunks_streams_and_reads_back(vol):
+    size = 2 * CHUNK_SIZE + 3 * (1 << 20) + 12345
+    digest = hashlib.sha256()
+    block = os.urandom(1 << 20)
+    with vol.open("big.bin", "wb") as f:
+        written = 0
+        while written < size:
+            piece = block[: min(len(block), size - written)]
+            f.write(piece)
+            digest.update(piece)
+            written += len(piece)
+    assert vol.stat("big.bin").st_size == size
+    check = hashlib.sha256()
+    with vol.open("big.bin", "rb") as f:
+        while data := f.read(3 << 20):
+            check.update(data)
+    assert check.hexdigest() == digest.hexdigest()
+    with vol.open("big.bin", "rb") as f:  # a read across the first chunk boundary
+        f.seek(CHUNK_SIZE - 10)
+        assert f.read(20) == (block * 65)[CHUNK_SIZE - 10: CHUNK_SIZE + 10]
+
+
+def test_sparse_files_and_truncated_tails_read_as_zeros(vol):
+    with vol.open("sparse", "wb") as f:
+        f.seek(100_000)
+        f.write(b"end")
+    data = vol.read_bytes("sparse")
+    assert len(data) == 100_003 and data[:100_000] == bytes(100_000) and data[-3:] == b"end"
+    vol.truncate("sparse", 10)
+    vol.truncate("sparse", 50)
+    assert vol.read_bytes("sparse") == bytes(50)
+
+
+def test_a_process_reads_its_own_unflushed_writes(vol):
+    f = vol.open("live.txt", "wb", buffering=0)
+    f.write(b"abc")
+    assert vol.stat("live.txt").st_size == 3  # the length preview includes dirty data
+    with vol.open("live.txt", "rb") as r:
+        assert r.read() == b"abc"
+    f.close()
+
+
+def test_close_to_open_between_two_hosts(volume_factory):
+    a, b = volume_factory(), volume_factory()
+    payload = os.urandom(5 << 20)  # S3 blocks
+    with a.open("shared.bin", "wb") as f:
+        f.write(payload)
+    assert b.read_bytes("shared.bin") == payload
+    with a.open("shared.bin", "r+b") as f:
+        f.write(b"NEW")
+    assert b.read_bytes("shared.bin")[:3] == b"NEW"
+    a.rename("shared.bin", "moved.bin")
+    assert not b.exists("shared.bin") and b.exists("moved.bin")
+
+
+def test_appends_from_threads_and_hosts_all_land_whole(volume_factory):
+    a, b = volume_factory(), volume_factory()
+    records = 40
+
+    def writer(vol, tag):
+        for i in range(records):
+            with vol.open("log.txt", "a") as f:
+                f.write(f"{tag}-{i:03d}-" + "x" * 180 + "\n")
+
+    threads = [threading.Thread(target=writer, args=(v, t)) for v, t in ((a, "A"), (a, "B"), (b, "C"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = a.open("log.txt").read().splitlines()
+    assert len(lines) == 3 * records
+    assert sorted(lines) == sorted(f"{t}-{i:03d}-" + "x" * 180 for t in "ABC" for i in range(records))
+
+
+def test_unlinked_file_stays_readable_through_open_handles(volume_factory):
+    a, b = volume_factory(), volume_factory()
+    with a.open("doomed.bin", "wb") as f:
+        f.write(os.urandom(300_000))
+    expected = a.read_bytes("doomed.bin")
+    reader = b.open("doomed.bin", "rb")
+    a.remove("doomed.bin")
+    assert not a.exists("doomed.bin")
+    assert reader.read() == expected
+    reader.close()
+
+
+def test_rename_over_an_open_file_does_not_disturb_its_reader(vol):
+    vol.write_bytes("old", b"old contents")
+    vol.write_bytes("new", b"new contents")
+    reader = vol.open("old", "rb")
+    vol.replace("new", "old")
+    assert reader.read() == b"old contents"
+    reader.close()
+    assert vol.read_bytes("old") == b"new contents"
+
+
+def test_directory_api(vol):
+    vol.makedirs("a/b/c")
+    vol.makedirs("a/b/c", exist_ok=True)
+    with pytest.raises(FileExistsError):
+        vol.makedirs("a/b/c")
+    vol.write_bytes("a/b/f.txt", b"1")
+    assert sorted(vol.listdir("a/b")) == ["c", "f.txt"]
+    assert {e.name: e.is_dir() for e in vol.scandir("a/b")} == {"c": True, "f.txt": False}
+    walked = [(d, sorted(ds), sorted(fs)) for d, ds, fs in vol.walk("a")]
+    assert walked[0] == ("/a", ["b"], [])
+    with pytest.raises(OSError) as err:
+        vol.rmdir("a/b")
+    assert err.value.errno == errno.ENOTEMPTY
+    vol.rmtree("a")
+    assert not vol.exists("a")
+
+
+def test_symlinks_followed_only_inside_the_workspace(vol):
+    vol.makedirs("dir")
+    vol.write_bytes("dir/target", b"T")
+    vol.symlink("target", "dir/rel")
+    vol.makedirs("other")
+    vol.symlink("../dir/target", "other/up")
+    vol.symlink("/etc/passwd", "abs")
+    vol.symlink("../../outside", "escape")
+    assert vol.read_bytes("dir/rel") == b"T" and vol.read_bytes("other/up") == b"T"
+    assert vol.readlink("abs") == "/etc/passwd"
+    for path in ("abs", "escape"):
+        with pytest.raises(PermissionError):
+            vol.read_bytes(path)
+    vol.symlink("loop2", "loop1")
+    vol.symlink("loop1", "loop2")
+    with pytest.raises(OSError) as err:
+        vol.stat("loop1")
+    assert err.value.errno == errno.ELOOP
+
+
+def test_internal_files_stats_and_config_without_secrets(vol, s3_server):
+    vol.write_bytes("f", b"x" * 100)
+    stats = vol.read_bytes(".stats").decode()
+    assert "artifacts_ops_total" in stats and "artifacts_volume_inline_bytes" in stats
+    config = json.loads(vol.read_bytes(".config"))
+    assert config["volume"]["name"] == "testvol"
+    text = json.dumps(config)
+    assert s3_server.secret_key not in text and s3_server.access_key not in text
+    assert ".stats" in vol.listdir("/") and ".trash" in vol.listdir("/")
+    with pytest.raises(PermissionError):
+        vol.open(".stats", "w")
