@@ -267,7 +267,13 @@ class MetaClient:
         assert ours is not None
         for client in self.master_clients():
             try:
-                theirs = library.loaded_version(client)
+                try:
+                    theirs = library.loaded_version(client)
+                except rex.NoPermissionError:
+                    # A session user may not list functions: ask the library itself, on the
+                    # node that owns this workspace (the only one this session uses).
+                    self._check_library_by_call(ours)
+                    break
                 if theirs is not None and theirs[0] > ours[0]:
                     raise ConfigError(
                         f"Redis holds metadata library v{theirs[0]}, newer than this client's v{ours[0]}",
@@ -284,6 +290,17 @@ class MetaClient:
                 if client is not self._node:
                     client.close()
         self._checked_library = True
+
+    def _check_library_by_call(self, ours: tuple[int, str]) -> None:
+        try:
+            reply = self.node().execute_command("FCALL_RO", "af_version", 1, self.keys.setting)
+        except rex.ResponseError as e:
+            raise ConfigError("the metadata function library is not loaded in this Redis",
+                              hint="the orchestrator loads it at start; check that it is running") from e
+        theirs = library.parse_version(reply)
+        if theirs != ours:
+            raise ConfigError(f"Redis holds metadata library {reply!r}, this client needs {library.version_string()}",
+                              hint="upgrade artifacts on this host, or the orchestrator's library")
 
 
 def wait_until_ready(client: MetaClient, *, timeout: float = 10.0) -> None:

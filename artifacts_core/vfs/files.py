@@ -67,6 +67,7 @@ class Handle:
     caller: Caller
     readahead: Readahead | None = None
     internal: internal.InternalHandle | None = None
+    lock_owners: set[int] = field(default_factory=set)  # owners that locked through this handle
 
     @property
     def writable(self) -> bool:
@@ -410,3 +411,34 @@ class FileOps:
             st.length = attr.length
             st.gen = attr.gen
             return copied
+
+    # -- locks ---------------------------------------------------------------------------------
+
+    def flock(self, fh: int, owner: int, op: int, *, timeout: float | None = None, cancel=None) -> None:
+        """BSD flock on the handle's inode (LOCK_SH/LOCK_EX/LOCK_UN, optionally | LOCK_NB)."""
+        h = self._handle(fh)
+        with self._op("flock", h.ino, op, caller=h.caller):
+            self.meta.flock(h.ino, owner, op, timeout=timeout, cancel=cancel)
+            h.lock_owners.add(owner)
+
+    def getlk(self, fh: int, owner: int, type: int, start: int, end: int) -> tuple[int, int, int, int]:
+        h = self._handle(fh)
+        with self._op("getlk", h.ino, type, start, end, caller=h.caller):
+            return self.meta.getlk(h.ino, owner, type, start, end)
+
+    def setlk(self, fh: int, owner: int, type: int, start: int, end: int, pid: int = 0,
+              wait: bool = False, *, timeout: float | None = None, cancel=None) -> None:
+        h = self._handle(fh)
+        with self._op("setlk", h.ino, type, start, end, wait, caller=h.caller):
+            self.meta.setlk(h.ino, owner, type, start, end, pid, wait, timeout=timeout, cancel=cancel)
+            h.lock_owners.add(owner)
+
+    def release_locks(self, fh: int, owner: int, *, posix: bool = True, flock: bool = True) -> None:
+        """Drop ``owner``'s locks on the handle's inode (POSIX on flush, flock on release); costs
+        nothing when the owner never locked through this handle."""
+        h = self._handles.get(fh)
+        if h is None or owner not in h.lock_owners:
+            return
+        self.meta.release_locks(h.ino, owner, posix=posix, flock=flock)
+        if flock:
+            h.lock_owners.discard(owner)
