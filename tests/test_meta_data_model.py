@@ -110,8 +110,9 @@ class DataMachine(RuleBasedStateMachine):
         if n > 0:
             d.put(doff, s.read(soff, soff + n).ljust(n, b"\0"))
 
-    @rule(name=st.sampled_from(FILES), index=st.integers(0, 1), to_s3=st.booleans())
-    def compact(self, name, index, to_s3):
+    @rule(name=st.sampled_from(FILES), index=st.integers(0, 1), to_s3=st.booleans(),
+          keep_min=st.sampled_from([1 << 20, 8, 30]))
+    def compact(self, name, index, to_s3, keep_min):
         blobs = self.blobs
 
         def writer(job):
@@ -121,8 +122,10 @@ class DataMachine(RuleBasedStateMachine):
                 return SliceRecord(job.start, job.slice_id, len(data), 0, len(data), SLICE_S3), None
             return SliceRecord(job.start, job.slice_id, len(data), 0, len(data), SLICE_INLINE), data
 
-        result = self.meta.compact_chunk(self.inos[name], index, writer, prefer_s3=to_s3)
-        assert result.status in ("swapped", "empty")
+        # keep_min small, so that keeping an untouched head of S3 slices is exercised too
+        result = self.meta.compact_chunk(self.inos[name], index, writer, prefer_s3=to_s3,
+                                         keep_min=keep_min)
+        assert result.status in ("swapped", "empty", "skipped")
 
     @rule(past_grace=st.booleans())
     def reclaim(self, past_grace):

@@ -173,9 +173,29 @@ def test_compaction_aborts_when_the_prefix_changed(meta):
     # a retry of a swap that happened is recognised, not mistaken for an abort
     records, _ = meta.read_chunk(ino, 0)
     raw_new = records[0]
-    reply = meta.client.call("af_compact", str(ino), "0", "0", "", "0", str(raw_new.id),
+    reply = meta.client.call("af_compact", str(ino), "0", "0", "0", "", "0", str(raw_new.id),
                              str(raw_new.size), "0", str(raw_new.len), "60")
     assert int(reply[0]) == 2
+
+
+def test_compaction_keeps_a_large_untouched_head_and_rewrites_only_the_tail(meta):
+    blobs = Blobs()
+    ino = mkfile(meta)
+    head = bytes(range(256)) * 8192  # 2 MiB: a log's old, large slice
+    write(meta, ino, 0, head, blobs)
+    for i in range(5):
+        write(meta, ino, 0, b"line %d\n" % i, blobs, append=True)
+    result = meta.compact_chunk(ino, 0, s3_writer(meta, blobs))
+    assert result.status == "swapped" and result.records_after == 2
+    records, _ = meta.read_chunk(ino, 0)
+    assert records[0].len == len(head) and records[1] == result.new
+    assert result.new.pos == len(head) and result.new.len == 35  # only the appends were rewritten
+    assert read_file(meta, ino, blobs) == head + b"".join(b"line %d\n" % i for i in range(5))
+    assert meta.compact_chunk(ino, 0, s3_writer(meta, blobs)).status == "skipped"
+    # a head that a later record overwrites is merged like everything else
+    write(meta, ino, 10, b"X", blobs)
+    result = meta.compact_chunk(ino, 0, s3_writer(meta, blobs))
+    assert result.status == "swapped" and result.records_after == 1 and result.new.pos == 0
 
 
 def test_cold_inline_data_migrates_to_s3(meta):

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 
 import msgspec
 
-from artifacts_core.meta.attrs import SliceRecord, pack_slice
+from artifacts_core.meta.attrs import SLICE_INLINE, SLICE_S3, SliceRecord, pack_slice
 from artifacts_core.meta.data import chunk_length
 from artifacts_core.meta.slices import Segment, SliceReader, assemble, build_view, data_extent
 from artifacts_core.types import Ino, SliceId
@@ -51,6 +51,10 @@ RECLAIM_BATCH = 1000
 MAX_CALLS_PER_RUN = 100
 #: Inline data idle this long is moved to S3 by the background migration.
 INLINE_QUIET = 300.0
+#: Leading S3 slices at least this large that nothing later touches are kept by compaction rather
+#: than rewritten (JuiceFS's skipSome, 1 MiB): a growing log then costs a rewrite of its recent
+#: small appends only, not of its whole head every time (JuiceFS #5008: write amplification).
+KEEP_MIN = 1 << 20
 
 #: Stores the merged bytes of a compaction as one slice; returns its record (pos/len as the
 #: job's, id = job.slice_id) and, for an inline slice, its bytes (None for S3).
@@ -77,7 +81,8 @@ class CompactionJob(msgspec.Struct, frozen=True):
 
 class CompactResult(msgspec.Struct, frozen=True):
     """``status``: "swapped", "aborted" (the list changed; the new slice is queued for deletion),
-    "duplicate" (a retry of a swap that happened), "gone" (no such file), "empty"."""
+    "duplicate" (a retry of a swap that happened), "gone" (no such file), "empty" (no records),
+    "skipped" (nothing worth rewriting: at most one record besides the kept head)."""
 
     status: str
     records_before: int
@@ -102,6 +107,29 @@ def _n(value) -> str:
     return repr(value) if isinstance(value, float) else str(int(value))
 
 
+def _overlap(a: SliceRecord, b: SliceRecord) -> bool:
+    return a.pos < b.pos + b.len and b.pos < a.pos + a.len
+
+
+def kept_head(records: list[SliceRecord], keep_min: int = KEEP_MIN) -> int:
+    """How many leading records compaction keeps as they are: large S3 slices that no later record
+    touches and that lie outside the span of the records to merge (so the merged slice, placed
+    after them, cannot cover them with zeros)."""
+    k = 0
+    while (k < len(records) and records[k].id != 0 and records[k].kind == SLICE_S3
+           and records[k].len >= keep_min):
+        k += 1
+    while k > 0:
+        head, rest = records[:k], records[k:]
+        lo = min((r.pos for r in rest), default=0)
+        hi = max((r.pos + r.len for r in rest), default=0)
+        if all(not (rest and h.pos < hi and lo < h.pos + h.len)
+               and not any(_overlap(h, g) for g in head[i + 1:]) for i, h in enumerate(head)):
+            return k
+        k -= 1
+    return 0
+
+
 class ReclaimOps:
     """Mixin of ``RedisMetaEngine``: reclaiming space. Uses ``DataOps`` for ids and reads."""
 
@@ -114,14 +142,20 @@ class ReclaimOps:
     # -- compaction ----------------------------------------------------------------------------
 
     def compact_chunk(self, ino: Ino, index: int, writer: CompactWriter, *,
-                      prefer_s3: bool = False) -> CompactResult:
+                      prefer_s3: bool = False, keep_min: int = KEEP_MIN) -> CompactResult:
         """Merge chunk ``index`` of ``ino`` into one slice written by ``writer`` and swap it in if
-        the list's head is unchanged. ``prefer_s3``: never inline (cold-data migration)."""
+        the list's head is unchanged: two round trips (read, swap) plus the writer's work.
+        ``prefer_s3``: never inline (cold-data migration). ``keep_min``: see ``kept_head``."""
         attr, records, inline = self.read_chunk_attr(ino, index)
         if attr is None:
             return CompactResult("gone", len(records), len(records))
+        keep = kept_head(records, keep_min)
+        rest = records[keep:]
+        if records and (not rest or (len(rest) == 1 and rest[0].id != 0
+                                     and not (prefer_s3 and rest[0].kind == SLICE_INLINE))):
+            return CompactResult("skipped", len(records), len(records))
         raw = b"".join(pack_slice(r) for r in records)
-        view = build_view(records, chunk_length(attr.length, index))
+        view = build_view(rest, chunk_length(attr.length, index))
         start, end = data_extent(view)
         new: SliceRecord | None = None
         data: bytes | None = None
@@ -135,7 +169,7 @@ class ReclaimOps:
             if (new.id != sid or new.pos != start or new.len != end - start
                     or (data is not None and (not inline_ok or len(data) != new.size))):
                 raise ValueError(f"compaction writer returned {new!r} for {job.slice_id} at {start}+{end - start}")
-        args = [_n(ino), _n(index), _n(len(records)), hashlib.sha1(raw).hexdigest() if records else "",
+        args = [_n(ino), _n(index), _n(keep), _n(len(records)), hashlib.sha1(raw).hexdigest() if records else "",
                 _n(new.pos if new else 0), _n(new.id if new else 0), _n(new.size if new else 0),
                 _n(new.off if new else 0), _n(new.len if new else 0), _n(float(self.slice_grace))]
         if data is not None:

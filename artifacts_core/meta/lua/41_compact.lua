@@ -1,32 +1,37 @@
 -- 41_compact.lua: compaction of a chunk's slice list, and the index of chunks holding inline
 -- data (helpers: 20_data.lua).
 --
--- Compaction (meta/reclaim.py drives it): the client reads a chunk, merges its first n records,
--- writes the merged bytes as ONE new slice (S3 blocks, or inline bytes passed here), and
--- af_compact swaps it in -- only if those n records are still the list's first n (checked by
--- SHA-1 of their bytes). Records appended meanwhile stay at the tail, after the new one, so they
--- still win. The old records' slices are released with a grace period: a reader holding the old
--- view can still fetch them (S3 blocks and inline keys alike) until it passes.
+-- Compaction (meta/reclaim.py drives it): the client reads a chunk, merges its n records (but
+-- a head of k large untouched slices), writes the merged bytes as ONE new slice (S3 blocks, or
+-- inline bytes passed here), and af_compact swaps it in -- only if those n records are still
+-- the list's first n (checked by SHA-1 of their bytes). Records appended meanwhile stay at the
+-- tail, after the new one, so they still win. The old records' slices are released with a
+-- grace period: a reader holding the old view can still fetch them (S3 blocks and inline keys
+-- alike) until it passes.
 
--- af_compact: swap a compacted slice in for the first n records of a chunk.
+-- af_compact: swap a compacted slice in for records k .. n-1 of a chunk (records 0 .. k-1 are
+-- large slices kept as they are: rewriting a big log head on every compaction is the write
+-- amplification JuiceFS's skipSome avoids; the client chose k so that no later record touches
+-- them).
 -- KEYS: setting.
--- ARGV: ino, chunk index, n, sha1 hex of the n records' concatenated bytes ('' when n = 0),
---   new record pos, id (0: the prefix merged to nothing -- all zeros), size, off, len,
---   grace (seconds), [data: the new slice's bytes when it is inline].
--- Returns {1 swapped | 0 aborted (the prefix changed; a new S3 slice is queued for deletion,
---   since nothing references it) | 2 already swapped (a retry: the id was committed),
+-- ARGV: ino, chunk index, k, n, sha1 hex of the first n records' concatenated bytes ('' when
+--   n = 0), new record pos, id (0: records k .. n-1 merged to nothing -- all zeros), size, off,
+--   len, grace (seconds), [data: the new slice's bytes when it is inline].
+-- Returns {1 swapped | 0 aborted (the list's head changed; a new S3 slice is queued for
+--   deletion, since nothing references it) | 2 already swapped (a retry: the id was committed),
 --   records in the list now}.
 -- Errors: EINVAL (bad record). All checks before the first write.
 redis.register_function('af_compact', function(keys, args)
   local p = prefix_of(keys)
-  local ino, indx, n, sha = args[1], args[2], tonumber(args[3]) or -1, args[4]
-  local pos, sid = tonumber(args[5]), args[6]
-  local id, size, off, len = tonumber(args[6]), tonumber(args[7]), tonumber(args[8]), tonumber(args[9])
-  local grace, data = tonumber(args[10]) or 0, args[11]
+  local ino, indx, sha = args[1], args[2], args[5]
+  local keep, n = tonumber(args[3]) or -1, tonumber(args[4]) or -1
+  local pos, sid = tonumber(args[6]), args[7]
+  local id, size, off, len = tonumber(args[7]), tonumber(args[8]), tonumber(args[9]), tonumber(args[10])
+  local grace, data = tonumber(args[11]) or 0, args[12]
   local key = k_chunk(p, ino, indx)
   local commits = k_named(p, 'commits')
-  if not (n >= 0 and pos and id and size and off and len and id >= 0 and pos >= 0 and off >= 0
-      and off + len <= size and pos + len <= CHUNK_SIZE and (id > 0 or not data)
+  if not (n >= 0 and keep >= 0 and keep <= n and pos and id and size and off and len and id >= 0
+      and pos >= 0 and off >= 0 and off + len <= size and pos + len <= CHUNK_SIZE and (id > 0 or not data)
       and (not data or #data == size)) then
     return fail('EINVAL', 'invalid compaction record')
   end
@@ -51,7 +56,8 @@ redis.register_function('af_compact', function(keys, args)
       redis.call('INCRBY', k_named(p, 'inlinebytes'), size)
     end
   end
-  for _, s in ipairs(prefix) do DATA.release(p, DATA.rec_unpack(s), t + grace, t) end
+  for i = keep, 1, -1 do redis.call('LPUSH', key, prefix[i]) end
+  for i = keep + 1, n do DATA.release(p, DATA.rec_unpack(prefix[i]), t + grace, t) end
   -- keep the inline index exact for this chunk
   local member = DATA.chunk_member(ino, indx)
   local inline = false
