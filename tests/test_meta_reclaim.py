@@ -7,7 +7,17 @@ import threading
 import time
 
 import pytest
-from test_meta_data import Blobs, counter, mkfile, read_file, refs, write
+from test_meta_data import (  # noqa: F401 - anymeta is a fixture
+    Blobs,
+    anymeta,
+    check_concatenation,
+    counter,
+    mkfile,
+    pattern,
+    read_file,
+    refs,
+    write,
+)
 
 from artifacts_core.errors import IntegrityError
 from artifacts_core.meta.attrs import SLICE_INLINE, SLICE_S3, SliceRecord
@@ -42,8 +52,8 @@ def delslices(meta) -> list[str]:
 # -- deleted files ----------------------------------------------------------------------------------
 
 
-def test_reclaim_deletes_exactly_the_unreferenced_slices_of_deleted_files(meta):
-    blobs = Blobs()
+def test_reclaim_deletes_exactly_the_unreferenced_slices_of_deleted_files(anymeta):  # noqa: F811
+    meta, blobs = anymeta, Blobs()
     keep, gone = mkfile(meta, "keep"), mkfile(meta, "gone")
     write(meta, keep, 0, b"k" * 50, blobs)
     write(meta, gone, 0, b"g" * 50, blobs)
@@ -111,8 +121,8 @@ def test_election_lets_one_client_run_a_job_per_interval(meta_factory, key_prefi
 # -- compaction -------------------------------------------------------------------------------------
 
 
-def test_compaction_swaps_when_the_prefix_is_unchanged(meta):
-    blobs = Blobs()
+def test_compaction_swaps_when_the_prefix_is_unchanged(anymeta):  # noqa: F811
+    meta, blobs = anymeta, Blobs()
     ino = mkfile(meta)
     write(meta, ino, 0, b"a" * 100, blobs)
     for i in range(6):
@@ -327,3 +337,77 @@ def test_trash_expiry_keeps_open_files_and_works_in_batches(meta_factory, key_pr
     stats = meta.expire_trash(interval=None, now_offset=26 * 3600, batch=2)
     assert stats.entries == 3 and stats.dirs == 1
     assert int(meta.client.command("ZCARD", meta.keys.delfiles)) == 5
+
+
+def test_compaction_racing_appends_and_readers_loses_nothing(meta):
+    """Two appenders, a compactor and a reader at once: every append lands whole, each read is a
+    run of whole records, and the final file holds every record exactly once."""
+    blobs = Blobs()
+    meta.slice_grace = 0.5
+    ino = mkfile(meta)
+    sizes: dict[int, int] = {}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def appender(seed):
+        try:
+            for i in range(60):
+                sid = meta.new_slice_id()
+                size = 8 + (seed + i * 11) % 30
+                data = pattern(sid, size)
+                sizes[sid] = size
+                inline = (i + seed) % 2 == 0
+                if not inline:
+                    blobs.data[sid] = data
+                rec = SliceRecord(0, sid, size, 0, size, SLICE_INLINE if inline else SLICE_S3)
+                meta.commit_slice(ino, 0, rec, data=data if inline else None, append=True)
+        except BaseException as e:
+            errors.append(e)
+
+    def compactor():
+        n = 0
+        while not stop.is_set():
+            writer = s3_writer(meta, blobs) if n % 2 else inline_writer_or_s3(meta, blobs)
+            try:
+                meta.compact_chunk(ino, 0, writer)
+                meta.reclaim(blobs.delete, interval=None)
+            except BaseException as e:
+                errors.append(e)
+                return
+            n += 1
+
+    def reader():
+        while not stop.is_set():
+            try:
+                attr, records, inline = meta.read_chunk_attr(ino, 0)
+                data = assemble(build_view(records, attr.length), 0, attr.length, inline, blobs.read)
+                check_concatenation(data, dict(sizes), complete=False)
+            except BaseException as e:
+                errors.append(e)
+                return
+
+    workers = [threading.Thread(target=appender, args=(s,)) for s in (0, 1)]
+    background = [threading.Thread(target=compactor), threading.Thread(target=reader)]
+    for th in workers + background:
+        th.start()
+    for th in workers:
+        th.join()
+    stop.set()
+    for th in background:
+        th.join()
+    assert not errors, errors[0]
+    meta.compact_chunk(ino, 0, s3_writer(meta, blobs))
+    meta.reclaim(blobs.delete, interval=None, now_offset=GRACE_PAST)
+    attr, records, inline = meta.read_chunk_attr(ino, 0)
+    assert len(records) == 1
+    check_concatenation(assemble(build_view(records, attr.length), 0, attr.length, inline, blobs.read), sizes)
+
+
+def inline_writer_or_s3(meta, blobs):
+    def store(job):
+        data = job.data(blobs.read)
+        if job.inline_ok:
+            return SliceRecord(job.start, job.slice_id, len(data), 0, len(data), SLICE_INLINE), data
+        blobs.data[job.slice_id] = data
+        return SliceRecord(job.start, job.slice_id, len(data), 0, len(data), SLICE_S3), None
+    return store
