@@ -329,13 +329,20 @@ def test_trash_expiry_frees_files_after_trash_days(meta_factory, key_prefix):
 
 def test_trash_expiry_keeps_open_files_and_works_in_batches(meta_factory, key_prefix):
     meta = meta_factory(key_prefix, trash_days=1)
+    inos = []
     for i in range(5):
-        mkfile(meta, f"f{i}")
+        inos.append(mkfile(meta, f"f{i}"))
         meta.unlink(ROOT_INO, f"f{i}")
+    meta.new_session({"host": "test"})
+    meta.open(inos[0])  # still open on this host when its trash hour expires
     first = meta.client.call("af_expire_trash", "2", str(26 * 3600))
     assert [int(v) for v in first] == [2, 0, 1]
     stats = meta.expire_trash(interval=None, now_offset=26 * 3600, batch=2)
     assert stats.entries == 3 and stats.dirs == 1
+    assert int(meta.client.command("ZCARD", meta.keys.delfiles)) == 4
+    attr = meta.read_chunk_attr(inos[0], 0)[0]
+    assert attr.nlink == 0 and attr.flags & 1  # kept (sustained) until its last close
+    meta.close_file(inos[0])
     assert int(meta.client.command("ZCARD", meta.keys.delfiles)) == 5
 
 
