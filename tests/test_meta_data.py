@@ -511,3 +511,32 @@ def test_slice_ids_are_unique_across_threads_and_clients(meta_factory, key_prefi
     assert len(got) == len(set(got)) == 12000 and min(got) > 0
     batch = a.new_slice_ids(10)
     assert len(batch) == 10 and not set(batch) & set(got)
+
+
+def test_replace_content_swaps_everything_in_one_call(anymeta):
+    meta, blobs = anymeta, Blobs()
+    ino = mkfile(meta)
+    write(meta, ino, 0, b"old" * 100, blobs)
+    write(meta, ino, CHUNK_SIZE + 5, b"tail", inline=True)
+    a, b = meta.new_slice_id(), meta.new_slice_id()
+    blobs.data[a] = b"N" * 20
+    new = [(0, SliceRecord(0, a, 20, 0, 20), None),
+           (0, SliceRecord(20, b, 5, 0, 5, SLICE_INLINE), b"fresh"),
+           (1, SliceRecord(0, a, 20, 10, 10), None)]  # one slice in two places: two references
+    before = meta.client.round_trips
+    result = meta.replace_content(ino, CHUNK_SIZE + 10, new)
+    assert meta.client.round_trips - before == 1
+    assert result.attr.length == CHUNK_SIZE + 10 and not result.duplicate
+    assert read_file(meta, ino, blobs, 0, 30) == b"N" * 20 + b"fresh" + bytes(5)
+    assert read_file(meta, ino, blobs, CHUNK_SIZE) == b"N" * 10
+    assert refs(meta) == {f"{a}_20": 1}
+    assert meta.inline_bytes() == 4 + 5  # the old inline slice waits for its grace period
+    assert len(meta.client.command("ZRANGE", meta.keys.delslices, 0, -1)) == 2
+    again = meta.replace_content(ino, CHUNK_SIZE + 10, new)
+    assert again.duplicate and meta.read_chunk(ino, 0)[0] == [r for i, r, _ in new if i == 0]
+    c = meta.new_slice_id()
+    with pytest.raises(InvalidArgument):  # a record past the new length
+        meta.replace_content(ino, 10, [(0, SliceRecord(0, c, 20, 0, 20), None)])
+    meta.unlink(ROOT_INO, "f")
+    with pytest.raises(NotFound):
+        meta.replace_content(ino, 0, [])

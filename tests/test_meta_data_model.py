@@ -131,6 +131,23 @@ class DataMachine(RuleBasedStateMachine):
     def reclaim(self, past_grace):
         self.meta.reclaim(self.blobs.delete, interval=None, now_offset=GRACE_PAST if past_grace else 0)
 
+    @rule(name=st.sampled_from(FILES), data=payloads, inline=st.booleans(), at=offsets)
+    def write_file(self, name, data, inline, at):
+        """writeFile: the whole content replaced by ``data`` at ``at`` (zeros before it)."""
+        sid = self.meta.new_slice_id()
+        index, pos = divmod(at, CHUNK_SIZE)
+        n = min(len(data), CHUNK_SIZE - pos)
+        if not inline:
+            self.blobs.data[sid] = data
+        rec = SliceRecord(pos, sid, len(data), 0, n, SLICE_INLINE if inline else SLICE_S3)
+        pieces = [(index, rec, data if inline else None)]
+        if n < len(data):
+            pieces.append((index + 1, SliceRecord(0, sid, len(data), n, len(data) - n, rec.kind),
+                           data if inline else None))
+        self.meta.replace_content(self.inos[name], at + len(data), pieces)
+        self.models[name] = Model()
+        self.models[name].put(at, data)
+
     @rule(name=st.sampled_from(FILES))
     def replace(self, name):
         """Delete a file (its data released, shared slices kept) and start a new one."""

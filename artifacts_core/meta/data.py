@@ -8,7 +8,8 @@ Moving parts:
 - **Reading** a chunk is one ``FCALL_RO``: the records and the bytes of its inline slices together
   (``read_chunk``); ``slices.build_view`` merges them.
 - **Committing** is one ``FCALL``: the record, the length, mtime/ctime, used space and -- for an
-  inline slice -- its bytes (``commit_slice``). A commit of an already committed slice id is a
+  inline slice -- its bytes (``commit_slice``). ``replace_content`` swaps a file's whole
+  content in one call (writeFile: atomic, the inode kept). A commit of an already committed slice id is a
   no-op (the id is remembered for ten minutes in ``commits``), so a retry after a timeout never
   applies a write twice. ``append=True`` lets Redis place the slice at the file's length at
   commit time; an append crossing a chunk boundary is split into two records by the function,
@@ -29,6 +30,7 @@ import errno
 import logging
 import threading
 import time
+from collections.abc import Sequence
 
 import msgspec
 
@@ -203,6 +205,28 @@ class DataOps:
             copied += n
             if n < COPY_MAX or copied >= length:  # short: the source ended
                 return copied, attr
+
+    def replace_content(self, ino: Ino, length: int,
+                        records: Sequence[tuple[int, SliceRecord, bytes | None]], *,
+                        caller: Caller = ROOT_CALLER) -> CommitResult:
+        """Replace the whole content of ``ino`` atomically, keeping the inode (writeFile): one
+        round trip after the new S3 blocks are stored. ``records``: (chunk index, record, inline
+        bytes or None). The old slices are released with the grace period. Idempotent by the
+        first record's slice id. Raises InlineRefused (store those slices in S3, call again)."""
+        args = [_ok(ino), _ok(length), _ok(caller.uid), repr(float(self.slice_grace))]
+        for index, r, data in records:
+            if data is not None and self._inline_pressure:
+                raise InlineRefused("Redis memory is past the inline threshold")
+            args += [_ok(index), _ok(r.pos), _ok(r.id), _ok(r.size), _ok(r.off), _ok(r.len),
+                     b"" if data is None else data]
+        try:
+            reply = self.client.call("af_replace", *args)
+        except ArtifactsError as e:
+            if e.errno == errno.EAGAIN:
+                raise InlineRefused(e.strerror or "inline refused") from e
+            raise
+        attr = unpack_attr(reply[0]) if reply[0] else None
+        return CommitResult(attr, 0, len(records), bool(int(reply[1])))
 
     # -- totals --------------------------------------------------------------------------------
 

@@ -177,3 +177,93 @@ redis.register_function('af_copy_range', function(keys, args)
   if dspace ~= 0 then redis.call('INCRBY', k_named(p, 'usedspace'), dspace) end
   return { attr_pack(da), n }
 end)
+
+-- af_replace: replace a regular file's whole content atomically, keeping the inode (the agent
+-- API's writeFile, DESIGN.md §10): the old chunk lists are dropped (their slices released with
+-- a grace period for readers of the old content) and the new records pushed, in one call, after
+-- the caller stored the new S3 blocks.
+-- KEYS: setting.
+-- ARGV: ino, new length, uid, grace (seconds), then per record 7 fields: chunk index, pos, slice
+--   id, size, off, len, data ('' for an S3 slice; the bytes of an inline slice, `size` long).
+--   Records of one slice in several chunks (a slice spanning a boundary) take one reference each.
+-- Returns {attr, duplicate (1 if the first slice id was committed already: nothing changed)}.
+-- Errors: ENOENT, EISDIR, EINVAL (bad record, a record past the length), EFBIG, ENOSPC,
+--   EAGAIN (inline refused: store those slices in S3 and call again).
+-- All checks before the first write.
+redis.register_function('af_replace', function(keys, args)
+  local p = prefix_of(keys)
+  local ino, newlen, uid, grace = args[1], tonumber(args[2]), tonumber(args[3]) or 0, tonumber(args[4]) or 0
+  local commits = k_named(p, 'commits')
+  if #args > 4 and redis.call('ZSCORE', commits, args[7]) then
+    return { redis.call('GET', k_inode(p, ino)), 1 }
+  end
+  local a, err = DATA.file_attr(p, ino)
+  if not a then return err end
+  if not newlen or newlen < 0 or (#args - 4) % 7 ~= 0 then return fail('EINVAL', 'invalid arguments') end
+  if newlen > DATA.MAX_LENGTH then return fail('EFBIG', 'file too large') end
+  local recs, inline_new, counts = {}, 0, {}
+  for k = 5, #args, 7 do
+    local r = { indx = tonumber(args[k]), pos = tonumber(args[k + 1]), id = tonumber(args[k + 2]),
+      size = tonumber(args[k + 3]), off = tonumber(args[k + 4]), len = tonumber(args[k + 5]),
+      data = args[k + 6], sid = args[k + 2] }
+    if not (r.indx and r.pos and r.id and r.size and r.off and r.len and r.indx >= 0 and r.pos >= 0
+        and r.id > 0 and r.off >= 0 and r.len > 0 and r.off + r.len <= r.size
+        and r.pos + r.len <= CHUNK_SIZE and r.indx * CHUNK_SIZE + r.pos + r.len <= newlen) then
+      return fail('EINVAL', 'invalid slice record')
+    end
+    r.kind = #r.data > 0 and DATA.KIND_INLINE or DATA.KIND_S3
+    if r.kind == DATA.KIND_INLINE and #r.data ~= r.size then
+      return fail('EINVAL', 'inline data length differs from the slice size')
+    end
+    local f = DATA.ref_field(r.id, r.size)
+    if not counts[f] then
+      counts[f] = 0
+      if r.kind == DATA.KIND_INLINE then inline_new = inline_new + r.size end
+    end
+    counts[f] = counts[f] + 1
+    recs[#recs + 1] = r
+  end
+  if inline_new > 0 then
+    local lim = limits(p)
+    local total = tonumber(redis.call('GET', k_named(p, 'inlinebytes')) or '0')
+    for _, r in ipairs(recs) do
+      if r.kind == DATA.KIND_INLINE and r.size > lim.inline_limit then
+        return fail('EAGAIN', 'slice exceeds the inline limit')
+      end
+    end
+    if total + inline_new > lim.inline_cap then return fail('EAGAIN', 'volume inline cap reached') end
+  end
+  local dspace, qerr = DATA.space_delta(p, a, newlen)
+  if not dspace then return qerr end
+  -- writes
+  local t, sec, ns_ = DATA.now_f()
+  if a.length > 0 then
+    for i = 0, math.floor((a.length - 1) / CHUNK_SIZE) do DATA.drop_chunk(p, ino, i, t + grace, t) end
+  end
+  local stored = {}
+  for _, r in ipairs(recs) do
+    redis.call('RPUSH', k_chunk(p, ino, r.indx), DATA.rec_pack(r.pos, r.id, r.size, r.off, r.len, r.kind))
+    redis.call('ZADD', commits, t, r.sid)
+    if r.kind == DATA.KIND_INLINE then
+      redis.call('ZADD', k_named(p, 'inlinechunks'), t, DATA.chunk_member(ino, r.indx))
+      if not stored[r.sid] then
+        stored[r.sid] = true
+        redis.call('SET', k_inline(p, r.sid), r.data)
+        redis.call('INCRBY', k_named(p, 'inlinebytes'), r.size)
+      end
+    end
+  end
+  for f, n in pairs(counts) do
+    if n > 1 then
+      local id, size = string.match(f, '^(%d+)_(%d+)$')
+      DATA.ref_add(p, id, size, n - 1)
+    end
+  end
+  redis.call('ZREMRANGEBYSCORE', commits, '-inf', t - DATA.COMMIT_TTL)
+  a.length = newlen
+  DATA.kill_suid(a, uid)
+  touch(a, true, sec, ns_)
+  attr_put(p, ino, a)
+  if dspace ~= 0 then redis.call('INCRBY', k_named(p, 'usedspace'), dspace) end
+  return { attr_pack(a), 0 }
+end)
