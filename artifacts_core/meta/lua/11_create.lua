@@ -18,7 +18,7 @@ redis.register_function('af_create', function(keys, args)
   local p = prefix_of(keys)
   local parent, name, typ = args[1], args[2], tonumber(args[3])
   local perm = tonumber(args[4]) % 4096
-  local c = caller(args[6], args[7])
+  local c = ns.caller(args[6], args[7])
   local exclusive = args[8] ~= '0'
   local d, err = ns.dir(p, parent, c)
   if err then return err end
@@ -42,7 +42,7 @@ redis.register_function('af_create', function(keys, args)
   -- all checks done: writes from here on
   local sec, nsec = now()
   local ino = alloc_inode(p)
-  local gid = ns.primary_gid(args[7])
+  local gid = tonumber(string.match(args[7], '^%d+') or '0')  -- the primary group: first listed
   if bit_set(perm_bits(d), S_ISGID) then
     gid = d.gid
     if typ == T_DIR then
@@ -63,7 +63,8 @@ redis.register_function('af_create', function(keys, args)
     atime_ns = nsec, mtime = sec, mtime_ns = nsec, ctime = sec, ctime_ns = nsec,
     nlink = (typ == T_DIR) and 2 or 1, length = length, rdev = rdev, parent = tonumber(parent),
     btime = sec, btime_ns = nsec, gen = 1 }
-  attr_put(p, ino, a)
+  local packed = attr_pack(a)
+  redis.call('SET', k_inode(p, ino), packed)
   if typ == T_SYMLINK then redis.call('SET', k_symlink(p, ino), args[9]) end
   redis.call('HSET', k_entries(p, parent), name, entry_pack(typ, ino))
   if typ == T_DIR then d.nlink = d.nlink + 1 end
@@ -71,7 +72,7 @@ redis.register_function('af_create', function(keys, args)
   attr_put(p, parent, d)
   redis.call('INCRBY', k_named(p, 'usedspace'), space_of(0))
   redis.call('INCR', k_named(p, 'totalinodes'))
-  return { tonumber(ino), attr_pack(a), 1 }
+  return { tonumber(ino), packed, 1 }
 end)
 
 -- af_link: a new name for an existing non-directory (hard link).
@@ -82,7 +83,7 @@ end)
 redis.register_function('af_link', function(keys, args)
   local p = prefix_of(keys)
   local ino, parent, name = args[1], args[2], args[3]
-  local c = caller(args[4], args[5])
+  local c = ns.caller(args[4], args[5])
   local a = attr_get(p, ino)
   if not a then return fail('ENOENT', 'no inode ' .. ino) end
   local d, err = ns.dir(p, parent, c)

@@ -13,7 +13,7 @@
 redis.register_function('af_unlink', function(keys, args)
   local p = prefix_of(keys)
   local parent, name = args[1], args[2]
-  local c = caller(args[3], args[4])
+  local c = ns.caller(args[3], args[4])
   local d, err = ns.dir(p, parent, c)
   if err then return err end
   if ns.is_dot(name) then return fail('EISDIR', 'cannot unlink ' .. name) end
@@ -43,7 +43,7 @@ end)
 redis.register_function('af_rmdir', function(keys, args)
   local p = prefix_of(keys)
   local parent, name = args[1], args[2]
-  local c = caller(args[3], args[4])
+  local c = ns.caller(args[3], args[4])
   local d, err = ns.dir(p, parent, c)
   if err then return err end
   if name == '.' then return fail('EINVAL', 'cannot remove "."') end

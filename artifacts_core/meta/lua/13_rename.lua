@@ -24,7 +24,7 @@ redis.register_function('af_rename', function(keys, args)
   local p = prefix_of(keys)
   local parent, name, nparent, nname = args[1], args[2], args[3], args[4]
   local flags = tonumber(args[5]) or -1
-  local c = caller(args[6], args[7])
+  local c = ns.caller(args[6], args[7])
   if flags ~= 0 and flags ~= RENAME_NOREPLACE and flags ~= RENAME_EXCHANGE then
     return fail('EINVAL', 'unsupported rename flags ' .. args[5])
   end

@@ -33,7 +33,7 @@ end
 redis.register_function('af_setattr', function(keys, args)
   local p = prefix_of(keys)
   local ino = args[1]
-  local c = caller(args[2], args[3])
+  local c = ns.caller(args[2], args[3])
   local a = attr_get(p, ino)
   if not a then return fail('ENOENT', 'no inode ' .. ino) end
   local mode = tonumber(args[4])
@@ -113,7 +113,7 @@ redis.register_function{
     local p = prefix_of(keys)
     local a = attr_get(p, args[1])
     if not a then return fail('ENOENT', 'no inode ' .. args[1]) end
-    local denied = xattr_denied(a, caller(args[3], args[4]), args[2], false)
+    local denied = xattr_denied(a, ns.caller(args[3], args[4]), args[2], false)
     if denied then return denied end
     local v = redis.call('HGET', k_xattrs(p, args[1]), args[2])
     if not v then return fail('ENODATA', 'no such xattr') end
@@ -154,7 +154,7 @@ redis.register_function('af_setxattr', function(keys, args)
   local a = attr_get(p, ino)
   if not a then return fail('ENOENT', 'no inode ' .. ino) end
   if #value > XATTR_SIZE_MAX then return fail('E2BIG', 'xattr value larger than 64 KiB') end
-  local denied = xattr_denied(a, caller(args[5], args[6]), name, true)
+  local denied = xattr_denied(a, ns.caller(args[5], args[6]), name, true)
   if denied then return denied end
   local exists = redis.call('HEXISTS', k_xattrs(p, ino), name) == 1
   if flags == XATTR_CREATE and exists then return fail('EEXIST', 'xattr exists') end
@@ -174,7 +174,7 @@ redis.register_function('af_removexattr', function(keys, args)
   local ino, name = args[1], args[2]
   local a = attr_get(p, ino)
   if not a then return fail('ENOENT', 'no inode ' .. ino) end
-  local denied = xattr_denied(a, caller(args[3], args[4]), name, true)
+  local denied = xattr_denied(a, ns.caller(args[3], args[4]), name, true)
   if denied then return denied end
   if redis.call('HEXISTS', k_xattrs(p, ino), name) == 0 then return fail('ENODATA', 'no such xattr') end
   local sec, nsec = now()
