@@ -167,6 +167,11 @@ def test_inline_commit_is_one_round_trip_and_read_returns_the_bytes(anymeta):
     assert records[0].kind == SLICE_INLINE and inline == {sid: b"hello"}
     assert meta.inline_candidates(quiet=0) == [(ino, 0)]
     assert meta.inline_candidates(quiet=3600) == []
+    # a ranged read fetches only the inline slices whose records touch the range
+    write(meta, ino, 1000, b"far away", inline=True)
+    records, inline = meta.read_chunk(ino, 0, 990, 1200)
+    assert len(records) == 2 and list(inline.values()) == [b"far away"]
+    assert meta.read_chunk(ino, 0, 0, 5)[1] == {sid: b"hello"}
 
 
 def test_recommit_is_a_no_op(anymeta):

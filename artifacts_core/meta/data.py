@@ -10,7 +10,7 @@ Moving parts:
 - **Committing** is one ``FCALL``: the record, the length, mtime/ctime, used space and -- for an
   inline slice -- its bytes (``commit_slice``). ``replace_content`` swaps a file's whole
   content in one call (writeFile: atomic, the inode kept). A commit of an already committed slice id is a
-  no-op (the id is remembered for ten minutes in ``commits``), so a retry after a timeout never
+  no-op (the id is remembered for two minutes in ``commits``), so a retry after a timeout never
   applies a write twice. ``append=True`` lets Redis place the slice at the file's length at
   commit time; an append crossing a chunk boundary is split into two records by the function,
   so it always lands whole and contiguous.
@@ -118,15 +118,18 @@ class DataOps:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def read_chunk(self, ino: Ino, index: int) -> tuple[list[SliceRecord], dict[SliceId, bytes]]:
-        """The slice records of chunk ``index`` (commit order) and the bytes of its inline slices."""
-        _, records, inline = self.read_chunk_attr(ino, index)
+    def read_chunk(self, ino: Ino, index: int, start: int = 0, end: int = CHUNK_SIZE,
+                   ) -> tuple[list[SliceRecord], dict[SliceId, bytes]]:
+        """The slice records of chunk ``index`` (commit order) and the bytes of its inline slices
+        -- of those whose records intersect chunk range ``[start, end)``: a small read need not
+        fetch every inline slice of the chunk. One round trip."""
+        _, records, inline = self.read_chunk_attr(ino, index, start, end)
         return records, inline
 
-    def read_chunk_attr(self, ino: Ino, index: int) -> tuple[Attr | None, list[SliceRecord],
-                                                              dict[SliceId, bytes]]:
+    def read_chunk_attr(self, ino: Ino, index: int, start: int = 0, end: int = CHUNK_SIZE,
+                        ) -> tuple[Attr | None, list[SliceRecord], dict[SliceId, bytes]]:
         """As ``read_chunk``, plus the file's attr at the same instant (None if the inode is gone)."""
-        reply = self.client.call("af_read_chunk", _ok(ino), _ok(index), ro=True)
+        reply = self.client.call("af_read_chunk", _ok(ino), _ok(index), _ok(start), _ok(end), ro=True)
         attr = unpack_attr(reply[0]) if reply[0] else None
         records = unpack_slices(reply[1] or b"")
         inline = {SliceId(int(reply[k])): reply[k + 1] for k in range(2, len(reply), 2)}

@@ -30,8 +30,9 @@ local DATA = {}
 -- integers in Lua's doubles (exact to 2^53) with room for sums; no agent file is near it.
 DATA.MAX_LENGTH = 1125899906842624
 -- Seconds a committed slice id is remembered: a retry comes within the client's timeout (10 s)
--- plus reconnection; ten minutes covers a Redis failover and keeps the zset small.
-DATA.COMMIT_TTL = 600
+-- plus reconnection; two minutes covers a Redis failover, and bounds the zset to two minutes of
+-- commits (about 10 MB at a sustained 1000 commits/s).
+DATA.COMMIT_TTL = 120
 DATA.KIND_S3, DATA.KIND_INLINE = 0, 1
 DATA.S_IXGRP = 8  -- 0o010: group exec, the condition for clearing S_ISGID on write
 
@@ -135,15 +136,18 @@ function DATA.push_holes(p, ino, s, e)
 end
 
 -- af_read_chunk: a chunk's slice list and the bytes of its inline slices, in one round trip.
--- KEYS: setting. ARGV: ino, chunk index.
+-- KEYS: setting. ARGV: ino, chunk index, [start, end: only inline slices whose records intersect
+--   this chunk range are returned -- a small read of a chunk full of inline slices does not
+--   fetch them all; default the whole chunk].
 -- Returns {attr (91 bytes) or nil, records (n * 25 bytes concatenated), id1, bytes1, id2, ...}:
--- every inline slice referenced by the list, once; a missing b<id> (a race with its deletion
--- after the grace period) is left out, and the reader reports EIO for it.
+-- the inline slices asked for, each once; a missing b<id> (a race with its deletion after the
+-- grace period) is left out, and the reader reports EIO for it.
 -- Errors: none (a missing inode gives a nil attr and usually an empty list). Read-only.
 redis.register_function{
   function_name = 'af_read_chunk',
   callback = function(keys, args)
     local p = prefix_of(keys)
+    local lo, hi = tonumber(args[3]) or 0, tonumber(args[4]) or CHUNK_SIZE
     local recs = redis.call('LRANGE', k_chunk(p, args[1], args[2]), 0, -1)
     local out = { redis.call('GET', k_inode(p, args[1])), table.concat(recs) }
     local seen = {}
@@ -151,7 +155,7 @@ redis.register_function{
       if string.byte(s, SLICE_SIZE) == DATA.KIND_INLINE then
         local r = DATA.rec_unpack(s)
         local id = istr(r.id)
-        if not seen[id] then
+        if not seen[id] and r.pos < hi and r.pos + r.len > lo then
           seen[id] = true
           local data = redis.call('GET', k_inline(p, id))
           if data then
