@@ -48,6 +48,7 @@ class VFSRawIO(io.RawIOBase):
         self.name = name
         self._flags = flags
         self._pos = 0
+        self._closing = False
         acc = flags & (os.O_RDONLY | os.O_WRONLY | os.O_RDWR)
         self._readable = acc in (os.O_RDONLY, os.O_RDWR)
         self._writable = acc in (os.O_WRONLY, os.O_RDWR)
@@ -126,7 +127,7 @@ class VFSRawIO(io.RawIOBase):
         return size
 
     def flush(self) -> None:
-        if not self.closed and self._writable:
+        if not self.closed and self._writable and not self._closing:
             self._vfs.flush(self._fh)
 
     def fileno(self) -> int:
@@ -139,8 +140,11 @@ class VFSRawIO(io.RawIOBase):
             if self._writable:
                 self._vfs.flush(self._fh)
         finally:
-            super().close()
-            self._vfs.release(self._fh)
+            self._closing = True  # io's close() calls flush() again: the error was raised once
+            try:
+                super().close()
+            finally:
+                self._vfs.release(self._fh)
 
 
 def wrap(raw: VFSRawIO, *, binary: bool, buffering: int, encoding: str | None, errors: str | None,

@@ -242,7 +242,10 @@ class FileWriter:
         with self._lock:
             for s in self._slices:
                 if s.writer is not None:
-                    s.writer.abort()
+                    try:
+                        s.writer.abort()
+                    except ArtifactsError as e:  # the blocks stay as orphans for gc to remove
+                        log.warning("could not delete the uploaded blocks of slice %d: %s", s.writer.slice_id, e)
             self._slices.clear()
             self._append.clear()
             self._error = None

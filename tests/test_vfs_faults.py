@@ -1,0 +1,91 @@
+"""S3 faults seen through the VFS: retries first, then a clear EIO — never wrong bytes, never a
+silently lost write. Faults come from a proxy in front of the real SeaweedFS (tests/s3faults.py)."""
+
+import errno
+import os
+
+import pytest
+from conftest import TEST_BUCKET
+from s3faults import FaultProxy
+
+from artifacts_core.config import profile_config
+from artifacts_core.meta.engine import RedisMetaEngine
+from artifacts_core.objects import PrefixedObjectStore, RetryPolicy, S3ObjectStore
+from artifacts_core.volume import Volume
+
+FAST = RetryPolicy(max_attempts=4, base_delay=0.001, max_delay=0.01, total_timeout=20.0,
+                   connect_timeout=2.0, read_timeout=5.0)
+
+
+def open_through(endpoint, s3_server, s3_prefix, redis_url, key_prefix, cache_dir, retry=FAST) -> Volume:
+    """A second client of the workspace whose S3 traffic goes to ``endpoint``; caches cold."""
+    store = S3ObjectStore(TEST_BUCKET, endpoint=endpoint, region=s3_server.region,
+                          access_key=s3_server.access_key, secret_key=s3_server.secret_key, retry=retry)
+    meta = RedisMetaEngine(redis_url, key_prefix)
+    meta.load(require_aof=False)
+    config = profile_config("interactive", cache_dir=str(cache_dir), entry_ttl=0.0, attr_ttl=0.0)
+    return Volume(meta, PrefixedObjectStore(store, f"{s3_prefix}testvol/"), config)
+
+
+@pytest.fixture
+def seeded(vol):
+    payload = os.urandom(6 << 20)  # two 4 MiB blocks: real S3 objects
+    vol.write_bytes("big.bin", payload)
+    return payload
+
+
+def test_transient_errors_are_retried_and_the_bytes_are_right(seeded, s3_server, s3_prefix, redis_url,
+                                                             key_prefix, tmp_path):
+    with FaultProxy(s3_server.s3_port, fail_first=3, status=503, code="SlowDown") as proxy:
+        other = open_through(proxy.endpoint, s3_server, s3_prefix, redis_url, key_prefix, tmp_path / "c")
+        try:
+            assert other.read_bytes("big.bin") == seeded
+        finally:
+            other.close()
+        assert proxy.faults == 3
+
+
+def test_persistent_errors_become_eio_on_read_and_on_close(seeded, s3_server, s3_prefix, redis_url,
+                                                           key_prefix, tmp_path, vol):
+    with FaultProxy(s3_server.s3_port, fail_first=2, status=500, code="InternalError") as proxy:
+        other = open_through(proxy.endpoint, s3_server, s3_prefix, redis_url, key_prefix, tmp_path / "c")
+        proxy.fail_first = 10**9  # from now on every request fails
+        try:
+            with pytest.raises(OSError) as err:
+                other.read_bytes("big.bin")
+            assert err.value.errno == errno.EIO
+            f = other.open("new.bin", "wb")
+            f.write(os.urandom(5 << 20))
+            with pytest.raises(OSError) as err:
+                f.close()  # the failed upload is reported, not dropped
+            assert err.value.errno == errno.EIO
+        finally:
+            proxy.fail_first = 0
+            other.close()
+    # Nothing half-committed: the file exists (created) but holds no data pointing at missing blocks.
+    assert vol.stat("new.bin").st_size == 0
+    assert vol.read_bytes("big.bin") == seeded
+
+
+def test_a_corrupted_block_is_eio_never_wrong_bytes(seeded, s3_server, s3_prefix, redis_url, key_prefix,
+                                                   tmp_path):
+    raw = S3ObjectStore(TEST_BUCKET, endpoint=s3_server.endpoint, region=s3_server.region,
+                        access_key=s3_server.access_key, secret_key=s3_server.secret_key)
+    other = open_through(s3_server.endpoint, s3_server, s3_prefix, redis_url, key_prefix, tmp_path / "c")
+    try:
+        async def corrupt() -> str:
+            page = await raw.list(f"{s3_prefix}testvol/chunks/")
+            key = page.objects[0].key
+            data = bytearray(await raw.get(key))
+            data[len(data) // 2] ^= 0x40
+            await raw.put(key, bytes(data))
+            await raw.close()
+            return key
+
+        other._loop.run(corrupt())
+        with pytest.raises(OSError) as err:
+            other.read_bytes("big.bin")
+        assert err.value.errno == errno.EIO
+        assert other.chunks.stats()["integrity_errors"] >= 1
+    finally:
+        other.close()
