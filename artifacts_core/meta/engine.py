@@ -23,10 +23,11 @@ from artifacts_core.meta.keys import Keys
 from artifacts_core.meta.locks import LockOps
 from artifacts_core.meta.namespace import NamespaceOps
 from artifacts_core.meta.reclaim import ReclaimOps
+from artifacts_core.meta.replace import ReplaceOps
 from artifacts_core.meta.sessions import SessionOps
 
 
-class RedisMetaEngine(NamespaceOps, DataOps, SessionOps, LockOps, ReclaimOps):
+class RedisMetaEngine(NamespaceOps, DataOps, SessionOps, LockOps, ReclaimOps, ReplaceOps):
     """The metadata engine for the workspace whose keys start with ``prefix``."""
 
     def __init__(self, url: str, prefix: str, *, may_load_library: bool = True, **client_options) -> None:

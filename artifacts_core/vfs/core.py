@@ -27,6 +27,7 @@ from artifacts_core.paths import check_name
 from artifacts_core.types import ROOT_CALLER, ROOT_INO, TRASH_INO, Caller, Ino
 from artifacts_core.vfs import internal
 from artifacts_core.vfs.files import FileOps
+from artifacts_core.vfs.replace import ContentOps
 
 log = logging.getLogger("artifacts.vfs")
 
@@ -35,7 +36,7 @@ RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 
 
-class VFS(FileOps):
+class VFS(FileOps, ContentOps):
     def __init__(self, meta, chunks, config: VolumeConfig, *, read_only: bool = False,
                  metrics: Metrics | None = None, describe_config=None) -> None:
         self.meta = meta

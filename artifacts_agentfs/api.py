@@ -1,0 +1,319 @@
+"""``AgentFS``: a workspace's files as the operations agents expect (readFile, writeFile, ...).
+
+``AgentFS(vol)`` wraps an open ``Volume``. Each method is the snake_case twin of one tool
+(``read_file`` = readFile) and returns the JSON-ready result the tool returns (``exists`` returns
+a bool); failures raise the exceptions of ``artifacts_core.errors`` / ``errors.py``, which the
+tool layer turns into ``{code, message, path, hint}``.
+
+How each operation maps onto the core, and what it costs in Redis round trips (directories on
+the way are resolved through the volume's entry cache):
+
+| operation | core | round trips |
+|---|---|---|
+| readFile | lookup + ``vfs.read_snapshot`` (records, inline bytes and attr in one call) | 2 |
+| writeFile | ``vfs.replace_content``: create-or-overwrite by name, same inode | 1 (+ S3 PUTs over the inline limit) |
+| appendFile | lookup + ``vfs.append``: one append slice placed by Redis | 2 |
+| stat / exists | lookup | 1 |
+| deleteFile / moveFile / mkdir | one namespace call each (trash per the volume) | 1-2 |
+| copyFile | temp file + ``copy_file_range`` (shared slices) + rename NOREPLACE | 3-4 |
+| readdir | readdir-plus pages, sorted by name, paged by a name cursor | 1 per 1024 entries |
+
+Overwrite rules: writeFile overwrites (unless ``if_version`` says otherwise); copyFile and
+moveFile refuse an existing destination (EEXIST) unless ``overwrite=True``, checked atomically
+by renameat2's RENAME_NOREPLACE; nothing ever replaces a directory. A symlink is followed only
+while it stays inside the workspace; deleteFile and moveFile act on the link itself.
+
+Preconditions: ``if_version`` (a token from readFile/stat/writeFile/...) is checked inside the
+replacing function for writeFile and editFile (atomic); for appendFile, deleteFile and moveFile it
+is checked by a lookup just before the operation (a window of one round trip, documented).
+"""
+
+from __future__ import annotations
+
+import errno
+
+from artifacts_agentfs import edit, namespace, search
+from artifacts_agentfs.errors import BinaryContentError, TooLargeError, conflict, invalid
+from artifacts_agentfs.limits import (
+    DEFAULT_LIMITS,
+    Limits,
+    check_encoding,
+    decode_content,
+    encode_content,
+    iso,
+    parse_version,
+    type_name,
+    version_of,
+)
+from artifacts_agentfs.paths import AgentPath, agent_path, check_new_name
+from artifacts_core.errors import ArtifactsError, Exists, IsADirectory, NotADirectory, NotFound
+from artifacts_core.errors import PermissionDenied as _Denied
+from artifacts_core.meta.attrs import Attr
+from artifacts_core.meta.replace import ABSENT, EntryIsSymlink, VersionMismatch
+from artifacts_core.paths import join
+from artifacts_core.types import ROOT_INO, Ino
+from artifacts_core.vfs import internal
+from artifacts_core.vfs.pathapi import MAX_SYMLINKS
+
+
+class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
+    """The agent file-operation API over one open volume (thread-safe, like the VFS)."""
+
+    def __init__(self, vol, *, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.vol = vol
+        self.vfs = vol.vfs
+        self.limits = limits
+
+    # -- resolution ----------------------------------------------------------------------------
+
+    def _dir(self, parts: tuple[str, ...], *, create: bool = False) -> Ino:
+        """The inode of the directory ``parts`` (made with its parents when ``create``)."""
+        try:
+            ino, _ = self.vol._resolve(join(parts))
+            return ino
+        except NotFound:
+            if not create:
+                raise
+        for name in parts:
+            check_new_name(name, join(parts))
+        self.vol.makedirs(join(parts), exist_ok=True)
+        return self.vol._resolve(join(parts))[0]
+
+    def _lookup(self, ap: AgentPath, *, follow: bool = True) -> tuple[Ino, Attr]:
+        """(ino, attr) of what ``ap`` names: one lookup past the cached directories."""
+        if ap.is_root:
+            return ROOT_INO, self.vfs.getattr(ROOT_INO)
+        parent = self._dir(ap.parts[:-1])
+        ino, attr = self.vfs.lookup(parent, ap.parts[-1])
+        if attr.is_symlink and follow:
+            ino, _ = self.vol._resolve(join(ap.parts))
+            attr = self.vfs.getattr(ino)
+        if ap.dir_only and not attr.is_dir:
+            raise NotADirectory("not a directory (the path ends with '/')", path=ap.display)
+        return ino, attr
+
+    def _file(self, ap: AgentPath, what: str) -> tuple[Ino, Attr]:
+        ino, attr = self._lookup(ap)
+        if attr.is_dir:
+            raise IsADirectory(f"{what} needs a file; this is a directory", path=ap.display)
+        if not attr.is_file:
+            raise invalid(f"{what} needs a regular file", path=ap.display)
+        return ino, attr
+
+    def _check_version(self, ap: AgentPath, token: str | None) -> None:
+        want = parse_version(token)
+        if want is None:
+            return
+        try:
+            ino, attr = self._lookup(ap, follow=False)
+        except NotFound:
+            raise conflict(ap.display, None) from None
+        if (ino, attr.gen) != want:
+            raise conflict(ap.display, version_of(ino, attr))
+
+    @staticmethod
+    def _not_root(ap: AgentPath, what: str) -> None:
+        if ap.is_root:
+            raise _Denied(f"{what} of the workspace root is not allowed", path="/",
+                          errno=errno.EPERM, hint="name a file or directory inside the workspace")
+
+    def _bound_write(self, data: bytes, path: str) -> None:
+        if len(data) > self.limits.max_write_bytes:
+            raise TooLargeError(f"content of {len(data)} bytes exceeds the {self.limits.max_write_bytes}"
+                                "-byte write limit", path=path)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def read_file(self, path, *, offset: int | None = None, length: int | None = None,
+                  start_line: int | None = None, end_line: int | None = None,
+                  encoding: str = "utf-8") -> dict:
+        """Contents (text by default), a byte range, or a line range (1-based, inclusive)."""
+        ap = agent_path(path)
+        encoding = check_encoding(encoding)
+        lines = start_line is not None or end_line is not None
+        if lines and (offset is not None or length is not None):
+            raise invalid("give a byte range or a line range, not both", ap.display)
+        for name, v in (("offset", offset), ("length", length), ("start_line", start_line),
+                        ("end_line", end_line)):
+            if v is not None and (not isinstance(v, int) or v < (1 if "line" in name else 0)):
+                raise invalid(f"{name} must be an integer >= {1 if 'line' in name else 0}", ap.display)
+        ino, attr = self._file(ap, "readFile")
+        cap = self.limits.max_read_bytes
+        if lines:
+            return self._read_lines(ap, ino, start_line or 1, end_line, encoding)
+        start = offset or 0
+        # The bounds come from the snapshot's own attr: the lookup's may be older than the data.
+        attr, data = self.vfs.read_snapshot(ino, start, cap if length is None else min(length, cap))
+        end = attr.length if length is None else min(attr.length, start + length)
+        truncated = start + len(data) < end
+        text = self._encode(data, encoding, ap, cut=truncated)
+        return {"path": ap.display, "content": text, "encoding": encoding, "size": attr.length,
+                "offset": start, "length": len(data) if encoding == "base64" else len(text.encode()),
+                "truncated": truncated, "version": version_of(ino, attr)}
+
+    def _read_lines(self, ap: AgentPath, ino: Ino, first: int, last: int | None, encoding: str) -> dict:
+        attr, data = self.vfs.read_snapshot(ino, 0, self.limits.max_scan_bytes)
+        scanned_all = len(data) >= attr.length
+        text = self._encode(data, "utf-8", ap, cut=not scanned_all)
+        rows = text.splitlines(keepends=True)
+        if last is not None and last < first:
+            raise invalid("end_line is before start_line", ap.display)
+        chosen = rows[first - 1:last]
+        out, size, truncated = [], 0, False
+        for row in chosen:
+            n = len(row.encode())
+            if size + n > self.limits.max_read_bytes:
+                truncated = True
+                break
+            out.append(row)
+            size += n
+        body = "".join(out).encode()
+        return {"path": ap.display, "content": encode_content(body, encoding), "encoding": encoding,
+                "size": attr.length, "start_line": first, "end_line": first + len(out) - 1,
+                "total_lines": len(rows) if scanned_all else None, "length": len(body),
+                "truncated": truncated or (not scanned_all and (last is None or last > len(rows))),
+                "version": version_of(ino, attr)}
+
+    @staticmethod
+    def _encode(data: bytes, encoding: str, ap: AgentPath, *, cut: bool) -> str:
+        if encoding == "base64":
+            return encode_content(data, "base64")
+        if cut:  # a bound may split the last character: drop its partial bytes
+            for k in range(min(3, len(data)), -1, -1):
+                try:
+                    (data[:len(data) - k] if k else data).decode("utf-8")
+                    data = data[:len(data) - k] if k else data
+                    break
+                except UnicodeDecodeError:
+                    continue
+        if b"\0" in data:
+            raise BinaryContentError("the file holds binary data (NUL bytes)", path=ap.display)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BinaryContentError("the file is not UTF-8 text", path=ap.display) from None
+
+    def stat(self, path) -> dict:
+        ap = agent_path(path)
+        ino, attr = self._lookup(ap)
+        return {"path": ap.display, "type": type_name(attr), "size": attr.length if attr.is_file else 0,
+                "createdAt": iso(attr.btime_ns), "modifiedAt": iso(attr.mtime_ns),
+                "version": version_of(ino, attr)}
+
+    def exists(self, path) -> bool:
+        """True or False; never an error for a missing path (an invalid path still raises)."""
+        ap = agent_path(path)
+        try:
+            self._lookup(ap)
+            return True
+        except (NotFound, NotADirectory):
+            return False
+
+    def readdir(self, path="", *, cursor: str | None = None, limit: int | None = None) -> dict:
+        """Entries sorted by name, ``limit`` per page; pass ``next_cursor`` back for the next."""
+        ap = agent_path(path)
+        limit = self.limits.max_entries if limit is None else limit
+        if not isinstance(limit, int) or not 1 <= limit <= self.limits.max_entries:
+            raise invalid(f"limit must be 1..{self.limits.max_entries}", ap.display)
+        ino, attr = self._lookup(ap)
+        if not attr.is_dir:
+            raise NotADirectory("readdir needs a directory", path=ap.display)
+        entries = self._entries(ino, ap)
+        names = sorted(entries)
+        if cursor:
+            import bisect
+
+            names = names[bisect.bisect_right(names, cursor):]
+        page = names[:limit]
+        out = []
+        for name in page:
+            a = entries[name]
+            out.append({"name": name, "type": type_name(a), "size": a.length if a.is_file else 0,
+                        "modifiedAt": iso(a.mtime_ns)})
+        more = len(names) > limit
+        return {"path": ap.display, "entries": out, "next_cursor": page[-1] if more else None,
+                "truncated": more}
+
+    def _entries(self, ino: Ino, ap: AgentPath) -> dict[str, Attr]:
+        entries: dict[str, Attr] = {}
+        pos = 0
+        while True:
+            page, pos = self.vfs.readdir(ino, pos, 1024, plus=True)
+            for name, _, a in page:
+                if ino == ROOT_INO and (name in internal.BY_NAME or name == internal.TRASH_NAME):
+                    continue
+                entries[name] = a
+            if len(entries) > self.limits.max_dir_entries:
+                raise TooLargeError(f"more than {self.limits.max_dir_entries} entries",
+                                    path=ap.display, hint="use glob with a pattern to narrow the listing")
+            if not pos:
+                return entries
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def write_file(self, path, content, *, encoding: str = "utf-8", if_version: str | None = None,
+                   create_parents: bool = True) -> dict:
+        """Create or overwrite atomically, keeping the inode. ``if_version``: a token (the file
+        must be unchanged) or ``"absent"`` (the file must not exist)."""
+        ap = agent_path(path)
+        self._not_root(ap, "writeFile")
+        data = decode_content(content, encoding)
+        self._bound_write(data, ap.display)
+        expect = ABSENT if if_version == "absent" else parse_version(if_version)
+        return self._replace(ap, data, expect=expect, create_parents=create_parents)
+
+    def _replace(self, ap: AgentPath, data: bytes, *, expect, create_parents: bool = True) -> dict:
+        parts = ap.parts
+        for _ in range(MAX_SYMLINKS):
+            parent = self._dir(parts[:-1], create=create_parents)
+            name = parts[-1]
+            try:
+                check_new_name(name, join(parts))
+                may_create = True
+            except ArtifactsError as refused:
+                may_create, portability = False, refused
+            try:
+                ino, attr, created = self.vfs.replace_content(parent, name, data, create=may_create,
+                                                              expect=expect)
+            except EntryIsSymlink:
+                link, _ = self.vfs.lookup(parent, name)
+                parts = tuple(self.vol._link_target(link, list(parts[:-1])))
+                if not parts:
+                    raise IsADirectory("the link points at the workspace root", path=ap.display) from None
+                continue
+            except VersionMismatch:
+                try:
+                    cur = version_of(*self.vfs.lookup(parent, name))
+                except NotFound:
+                    cur = None
+                raise conflict(ap.display, cur) from None
+            except NotFound:
+                if not may_create:
+                    raise portability from None
+                raise
+            return {"path": ap.display, "size": attr.length, "created": created,
+                    "version": version_of(ino, attr)}
+        raise ArtifactsError("too many symbolic links", errno=errno.ELOOP, path=ap.display)
+
+    def append_file(self, path, content, *, encoding: str = "utf-8", if_version: str | None = None,
+                    create: bool = True) -> dict:
+        """Append to the end; the data lands whole even with concurrent appenders anywhere.
+        A missing file is created (with its parents) unless ``create=False``."""
+        ap = agent_path(path)
+        self._not_root(ap, "appendFile")
+        data = decode_content(content, encoding)
+        self._bound_write(data, ap.display)
+        self._check_version(ap, if_version)
+        try:
+            ino, _ = self._file(ap, "appendFile")
+        except NotFound:
+            if not create:
+                raise
+            try:  # the first appender creates the file with its data; the others append
+                res = self._replace(ap, data, expect=ABSENT)
+                return {"path": ap.display, "offset": 0, "size": res["size"], "version": res["version"]}
+            except Exists:
+                ino, _ = self._file(ap, "appendFile")
+        attr, offset = self.vfs.append(ino, data)
+        return {"path": ap.display, "offset": offset, "size": attr.length,
+                "version": version_of(ino, attr)}

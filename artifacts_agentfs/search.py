@@ -1,0 +1,194 @@
+"""glob and grep: finding files by name and by content, with bounded output.
+
+Both walk the workspace themselves (``vol.scandir``, one readdir-plus round trip per 1024
+entries), never following a symlink into a directory, and match patterns against the canonical
+workspace-relative paths the walk produces -- a pattern never reaches Redis (names like ``*`` or
+``[a-z]`` are plain names there) and cannot name anything above its search directory
+(``paths.check_pattern`` refuses ``..`` segments and absolute patterns).
+
+glob syntax: ``*`` (any characters but ``/``), ``?``, ``[abc]`` / ``[!abc]``, and ``**`` (any
+number of directories, including none). Without ``**`` the walk stops at the pattern's depth.
+
+grep: a regular expression (Python ``re``) or, with ``fixed=True``, a literal string. ``re``
+backtracks, so patterns that can take exponential time are refused (EINVAL): a quantified group
+that itself contains a quantifier (``(a+)+``, ``(x*y?)*``) and backreferences. Only the first
+``MATCH_LINE_CHARS`` characters of a line are searched, which bounds the polynomial cases too.
+Binary files (a NUL byte or invalid UTF-8) and files over ``max_grep_file_bytes`` are skipped and
+counted. Every bound that cuts a result sets ``truncated``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from artifacts_agentfs.errors import invalid
+from artifacts_agentfs.paths import AgentPath, agent_path, check_pattern
+from artifacts_core.errors import ArtifactsError, NotADirectory
+from artifacts_core.paths import join
+
+#: Characters of one line that grep searches: long enough for any source line, short enough that
+#: a super-linear regex on a minified 10 MB line cannot stall the call.
+MATCH_LINE_CHARS = 4096
+_NESTED = re.compile(r"\((?:[^()\\]|\\.)*(?:[*+]|\{\d*,?\d*\})(?:[^()\\]|\\.)*\)(?:[*+]|\{\d*,?\d*\})")
+_BACKREF = re.compile(r"\\[1-9]|\(\?P=")
+
+
+def _class_end(seg: str, i: int) -> int:
+    """Index of the ']' closing the class opened at ``seg[i]``, or -1 (then '[' is literal)."""
+    j = i + 1
+    if seg[j:j + 1] == "!":
+        j += 1
+    if seg[j:j + 1] == "]":
+        j += 1
+    return seg.find("]", j)
+
+
+def glob_regex(pattern: str) -> re.Pattern:
+    """The regex of a glob pattern over '/'-separated relative paths."""
+    out, segs = [], pattern.split("/")
+    for k, seg in enumerate(segs):
+        last = k == len(segs) - 1
+        if seg == "**":
+            out.append(".*" if last else "(?:[^/]+/)*")
+            continue
+        i, piece = 0, []
+        while i < len(seg):
+            c = seg[i]
+            if c == "*":
+                piece.append("[^/]*")
+            elif c == "?":
+                piece.append("[^/]")
+            elif c == "[" and (close := _class_end(seg, i)) > 0:
+                body = seg[i + 1:close]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                piece.append("[" + body.replace("\\", "\\\\") + "]")
+                i = close
+            else:
+                piece.append(re.escape(c))
+            i += 1
+        out.append("".join(piece) + ("" if last else "/"))
+    return re.compile("".join(out) + r"\Z", re.S)
+
+
+class SearchOps:
+    """Mixin of ``AgentFS``: ``glob`` and ``grep``."""
+
+    def _walk(self, base: AgentPath, max_depth: int | None, budget: list[int]):
+        """(relative path, DirEntry) below ``base`` in sorted order, depth-first; ``budget[0]``
+        counts down visited entries (0: stop, truncated)."""
+        stack = [("", join(base.parts), 0)]
+        while stack:
+            rel, full, depth = stack.pop()
+            try:
+                entries = sorted(self.vol.scandir(full), key=lambda e: e.name, reverse=True)
+            except ArtifactsError:
+                continue
+            if not base.parts and not rel:
+                entries = [e for e in entries if e.name not in (".stats", ".config", ".accesslog", ".trash")]
+            subdirs = []
+            for e in reversed(entries):
+                if budget[0] <= 0:
+                    return
+                budget[0] -= 1
+                path = f"{rel}/{e.name}" if rel else e.name
+                yield path, e
+                if e.is_dir(follow_symlinks=False) and (max_depth is None or depth + 1 < max_depth):
+                    subdirs.append((path, f"{full.rstrip('/')}/{e.name}", depth + 1))
+            stack.extend(reversed(subdirs))
+
+    def _base(self, path) -> AgentPath:
+        ap = agent_path(path)
+        _, attr = self._lookup(ap)
+        if not attr.is_dir:
+            raise NotADirectory("search path must be a directory", path=ap.display)
+        return ap
+
+    def glob(self, pattern: str, *, path="", limit: int | None = None, include_dirs: bool = True) -> dict:
+        pattern = check_pattern(pattern)
+        base = self._base(path)
+        limit = self._limit(limit, self.limits.max_glob_results)
+        rx = glob_regex(pattern)
+        depth = None if "**" in pattern else pattern.count("/") + 1
+        budget = [self.limits.max_walk_entries]
+        matches, truncated = [], False
+        for rel, e in self._walk(base, depth, budget):
+            if not include_dirs and e.is_dir(follow_symlinks=False):
+                continue
+            if rx.match(rel):
+                if len(matches) >= limit:
+                    truncated = True
+                    break
+                matches.append("/".join((*base.parts, rel)))
+        truncated = truncated or budget[0] <= 0
+        return {"pattern": pattern, "path": base.display, "matches": sorted(matches), "truncated": truncated}
+
+    def grep(self, pattern: str, *, path="", glob: str | None = None, fixed: bool = False,
+             ignore_case: bool = False, limit: int | None = None) -> dict:
+        if not isinstance(pattern, str) or not pattern:
+            raise invalid("pattern must be a non-empty string")
+        flags = re.IGNORECASE if ignore_case else 0
+        if fixed:
+            rx = re.compile(re.escape(pattern), flags)
+        else:
+            if _NESTED.search(pattern) or _BACKREF.search(pattern):
+                raise invalid("this regular expression can take exponential time", hint="remove nested "
+                              "quantifiers like (a+)+ and backreferences, or pass fixed=true")
+            try:
+                rx = re.compile(pattern, flags)
+            except re.error as e:
+                raise invalid(f"invalid regular expression: {e}") from None
+        limit = self._limit(limit, self.limits.max_grep_matches)
+        name_rx = glob_regex(check_pattern(glob)) if glob else None
+        ap = agent_path(path)
+        _, attr = self._lookup(ap)
+        if attr.is_file:
+            files = [(ap.display, None)]
+            budget = [1]
+        else:
+            budget = [self.limits.max_walk_entries]
+            files = ((("/".join((*ap.parts, rel))), rel) for rel, e in self._walk(ap, None, budget)
+                     if e.is_file(follow_symlinks=False))
+        matches, scanned, skipped, truncated = [], 0, 0, False
+        cap = self.limits.max_line_chars
+        for full, rel in files:
+            if name_rx is not None and rel is not None:
+                target = rel if "/" in glob else rel.rsplit("/", 1)[-1]
+                if not name_rx.match(target):
+                    continue
+            if scanned >= self.limits.max_grep_files:
+                truncated = True
+                break
+            scanned += 1
+            try:
+                fino, fattr = self._lookup(agent_path(full))
+                if fattr.length > self.limits.max_grep_file_bytes:
+                    skipped += 1
+                    continue
+                _, data = self.vfs.read_snapshot(fino, 0, fattr.length)
+                if b"\0" in data:
+                    raise UnicodeDecodeError("utf-8", b"", 0, 1, "NUL")
+                text = data.decode("utf-8")
+            except (ArtifactsError, UnicodeDecodeError):
+                skipped += 1
+                continue
+            for no, line in enumerate(text.splitlines(), 1):
+                if rx.search(line[:MATCH_LINE_CHARS]):
+                    if len(matches) >= limit:
+                        truncated = True
+                        break
+                    matches.append({"path": full, "line": no, "text": line[:cap],
+                                    "cut": len(line) > cap})
+            if truncated:
+                break
+        truncated = truncated or budget[0] <= 0
+        return {"pattern": pattern, "path": ap.display, "matches": matches, "files_scanned": scanned,
+                "files_skipped": skipped, "truncated": truncated}
+
+    @staticmethod
+    def _limit(limit, cap: int) -> int:
+        if limit is None:
+            return cap
+        if not isinstance(limit, int) or not 1 <= limit <= cap:
+            raise invalid(f"limit must be 1..{cap}")
+        return limit

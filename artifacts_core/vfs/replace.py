@@ -1,0 +1,184 @@
+"""Whole-content operations for the agent API: replace, small append, snapshot read, shared copy.
+
+``ContentOps`` is a mixin of ``VFS``. Each method is the data half of one agent operation and
+keeps this client's per-inode state (lengths, cached chunk views, dirty writers) coherent:
+
+- ``replace_content``: writeFile. The new content is stored first -- inline (it travels in the
+  swap call: one round trip, no S3 request) when it fits the volume's inline limit, else as one
+  S3 slice through ``chunks.writer`` (blocks uploaded before the swap) -- then
+  ``meta.replace_entry`` swaps it in and keeps the inode (``lua/26_replace.lua``). A slice the
+  swap refused for a definite reason is deleted again; after an ambiguous failure (a timeout)
+  the blocks stay, since the swap may have happened (gc finds true orphans).
+- ``append``: appendFile. Small data is one inline *append slice* commit placed at the file's
+  length by Redis; larger data (or inline refused) is stored in S3 first and committed the same
+  way. One commit per call: concurrent appends from threads, processes and hosts land whole.
+- ``read_snapshot``: the attr and the chunk records (with inline bytes) come from one call per
+  chunk, so a file of one chunk -- every file writeFile makes -- is read at one instant: old or
+  new content, never a mix.
+- ``share_copy``: copy_file_range by sharing slices (no data copied).
+
+Local dirty data of the inode (a path-API handle on this client) is committed first, so these
+operations order after what this process wrote before.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from artifacts_core.errors import ArtifactsError
+from artifacts_core.meta import slices as slicemath
+from artifacts_core.meta.attrs import SLICE_INLINE, SLICE_S3, Attr, SliceRecord
+from artifacts_core.meta.data import InlineRefused, chunk_length
+from artifacts_core.types import CHUNK_SIZE, ROOT_CALLER, Caller, Ino
+
+#: Errors after which a refused swap or commit certainly did not reference the new slice, so
+#: its uploaded blocks are deleted at once (anything else -- a timeout -- leaves them to gc).
+_DEFINITE = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EEXIST,
+             errno.ESTALE, errno.ELOOP, errno.EINVAL, errno.EFBIG, errno.ENOSPC, errno.EDQUOT,
+             errno.ENAMETOOLONG}
+
+
+class ContentOps:
+    """Mixin of ``VFS``: expects ``meta``, ``chunks``, ``_state``, ``_inodes``, ``_op``,
+    ``_writable`` and ``_read_view`` (files.py)."""
+
+    def _flush_local(self, ino: Ino) -> None:
+        st = self._inodes.get(ino)
+        if st is not None and st.writer is not None:
+            st.writer.flush()
+
+    def _adopt(self, ino: Ino, attr: Attr) -> None:
+        """A whole-content change of ``ino`` happened: drop cached views, take the new length."""
+        st = self._inodes.get(ino)
+        if st is not None:
+            with st.lock:
+                st.views.clear()
+                st.length = attr.length
+                st.gen = attr.gen
+
+    def _store_s3(self, data: bytes):
+        writer = self.chunks.writer(self.meta.new_slice_id())
+        try:
+            writer.write(0, data)
+            return writer.slice_id, writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def _drop_if_definite(self, e: ArtifactsError, slice_id: int, size: int) -> None:
+        if e.errno in _DEFINITE:
+            self.chunks.remove(slice_id, size)
+
+    def replace_content(self, parent: Ino, name: str, data: bytes, *, create: bool = True,
+                        expect=None, perm: int = 0o644,
+                        caller: Caller = ROOT_CALLER) -> tuple[Ino, Attr, bool]:
+        """Make ``parent/name`` hold exactly ``data`` (at most one chunk), keeping its inode.
+        Returns (ino, attr, created). Errors: see ``meta.replace_entry``."""
+        with self._op("replace_content", parent, name, len(data), caller=caller):
+            self._writable(parent, caller=caller)
+            if len(data) > CHUNK_SIZE:
+                raise ArtifactsError("content larger than one chunk", errno=errno.EFBIG, path=name)
+            meta = self.meta
+            result = None
+            if not data:
+                result = meta.replace_entry(parent, name, 0, 0, create=create, expect=expect,
+                                              perm=perm, caller=caller)
+            elif len(data) <= meta.setting.inline_limit and not meta._inline_pressure:
+                try:
+                    result = meta.replace_entry(parent, name, meta.new_slice_id(), len(data),
+                                                  data=data, create=create, expect=expect,
+                                                  perm=perm, caller=caller)
+                except InlineRefused:
+                    result = None
+            if result is None:
+                sid, size = self._store_s3(data)
+                try:
+                    result = meta.replace_entry(parent, name, sid, size, create=create,
+                                                  expect=expect, perm=perm, caller=caller)
+                except ArtifactsError as e:
+                    self._drop_if_definite(e, sid, size)
+                    raise
+            ino, attr, _ = result
+            self._adopt(ino, attr)
+            self.metrics.inc("write_bytes", len(data))
+            return result
+
+    def append(self, ino: Ino, data: bytes, *, caller: Caller = ROOT_CALLER) -> tuple[Attr, int]:
+        """Append ``data`` as one append slice (split only at a chunk boundary, by Redis).
+        Returns (attr, file offset where the data landed)."""
+        with self._op("append", ino, len(data), caller=caller):
+            self._writable(caller=caller)
+            if not data:
+                return self.meta.getattr(ino), -1
+            if len(data) > CHUNK_SIZE:
+                raise ArtifactsError("append larger than one chunk", errno=errno.EFBIG)
+            self._flush_local(ino)
+            meta = self.meta
+            result = None
+            if len(data) <= meta.setting.inline_limit:
+                sid = meta.new_slice_id()
+                record = SliceRecord(0, sid, len(data), 0, len(data), SLICE_INLINE)
+                try:
+                    result = meta.commit_slice(ino, 0, record, data=data, append=True, caller=caller)
+                except InlineRefused:
+                    result = None
+            if result is None:
+                sid, size = self._store_s3(data)
+                record = SliceRecord(0, sid, size, 0, size, SLICE_S3)
+                try:
+                    result = meta.commit_slice(ino, 0, record, append=True, caller=caller)
+                except ArtifactsError as e:
+                    self._drop_if_definite(e, sid, size)
+                    raise
+            if result.attr is None:
+                raise ArtifactsError("the file was deleted", errno=errno.ENOENT)
+            self._adopt(ino, result.attr)
+            self.metrics.inc("write_bytes", len(data))
+            return result.attr, result.offset
+
+    def read_snapshot(self, ino: Ino, offset: int = 0, size: int | None = None) -> tuple[Attr, bytes]:
+        """The file's attr and ``size`` bytes from ``offset`` (to the end when None), the first
+        chunk's records and attr fetched together (one round trip per chunk)."""
+        from artifacts_core.vfs.files import ChunkView
+
+        with self._op("read_snapshot", ino, offset, size):
+            self._flush_local(ino)
+            attr = None
+            out = bytearray()
+            pos = offset
+            while True:
+                index, inner = divmod(pos, CHUNK_SIZE)
+                for attempt in (0, 1):
+                    a, records, inline = self.meta.read_chunk_attr(ino, index)
+                    if a is None:
+                        raise ArtifactsError("no such file", errno=errno.ENOENT)
+                    if attr is None:
+                        attr = a
+                        end = attr.length if size is None else min(attr.length, offset + size)
+                        if pos >= end or a.is_dir:
+                            return attr, b""
+                    view = ChunkView(slicemath.build_view(records, chunk_length(attr.length, index)),
+                                     inline)
+                    n = min(end - pos, CHUNK_SIZE - inner)
+                    try:
+                        out += self._read_view(view, inner, n)
+                        break
+                    except ArtifactsError as e:
+                        if attempt or e.errno != errno.ENOENT:
+                            raise  # a slice compacted away between our calls: read again once
+                pos += n
+                if pos >= end:
+                    self.metrics.inc("read_bytes", len(out))
+                    return attr, bytes(out)
+
+    def share_copy(self, src: Ino, dst: Ino, length: int, *, caller: Caller = ROOT_CALLER) -> Attr:
+        """Copy ``length`` bytes of ``src`` into ``dst`` at 0 by sharing slices."""
+        with self._op("share_copy", src, dst, length, caller=caller):
+            self._writable(caller=caller)
+            self._flush_local(src)
+            self._flush_local(dst)
+            _, attr = self.meta.copy_file_range(src, 0, dst, 0, length, caller=caller)
+            if attr is None:
+                attr = self.meta.getattr(dst)
+            self._adopt(dst, attr)
+            return attr
