@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import struct
 import subprocess
 import sys
@@ -446,6 +447,16 @@ def test_fallocate_modes(meta):
         meta.fallocate(ino, 0, 0, 0)
     with pytest.raises(IsADirectory):
         meta.fallocate(ROOT_INO, 0, 0, 10)
+    with pytest.raises(InvalidArgument):  # EINVAL comes before EOPNOTSUPP, as in Linux
+        meta.fallocate(ino, 0x08, 0, 0)
+    fifo, _ = meta.mknod(ROOT_INO, "fifo", stat.S_IFIFO | 0o644)
+    with pytest.raises(ArtifactsError) as e:
+        meta.fallocate(fifo, 0, 0, 10)
+    assert e.value.errno == errno.ESPIPE
+    sock, _ = meta.mknod(ROOT_INO, "sock", stat.S_IFSOCK | 0o644)
+    with pytest.raises(ArtifactsError) as e:
+        meta.fallocate(sock, 0, 0, 10)
+    assert e.value.errno == errno.ENODEV
 
 
 # -- copy_file_range -------------------------------------------------------------------------------

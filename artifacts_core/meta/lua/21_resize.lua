@@ -27,17 +27,18 @@ end
 -- Returns the new attr. mtime/ctime change when the length does (ext4); a non-root caller
 -- clears setuid (and setgid when group-exec is set). Growing adds no record (no data lies past
 -- the old length); shrinking hides the tail and drops whole chunks past the new length.
--- Errors: ENOENT, EISDIR, EINVAL (negative length, not a regular file), EFBIG, EACCES, ENOSPC.
+-- Errors, in Linux's order: EINVAL (negative length), ENOENT, EISDIR, EINVAL (not a regular
+--   file), EACCES, EFBIG, ENOSPC.
 -- All checks before the first write.
 redis.register_function('af_truncate', function(keys, args)
   local p = prefix_of(keys)
   local ino, newlen = args[1], tonumber(args[2])
+  if not newlen or newlen < 0 then return fail('EINVAL', 'negative length') end
   local a, err = DATA.file_attr(p, ino)
   if not a then return err end
-  if not newlen or newlen < 0 then return fail('EINVAL', 'negative length') end
-  if newlen > DATA.MAX_LENGTH then return fail('EFBIG', 'file too large') end
   local c = caller(args[3], args[4])
   if args[5] == '1' and not may(a, c, 2) then return fail('EACCES', 'no write permission') end
+  if newlen > DATA.MAX_LENGTH then return fail('EFBIG', 'file too large') end
   local dspace, qerr = DATA.space_delta(p, a, newlen)
   if not dspace then return qerr end
   local t, sec, ns_ = DATA.now_f()
@@ -62,9 +63,9 @@ end)
 --   length); ZERO_RANGE (with or without KEEP_SIZE): zeros over the range, growing the file
 --   unless KEEP_SIZE.
 -- Returns the new attr (mtime/ctime change when the length changes or zeros are written).
--- Errors: EOPNOTSUPP (other mode bits, PUNCH_HOLE without KEEP_SIZE, PUNCH_HOLE with
---   ZERO_RANGE: as Linux), EINVAL (offset < 0, length <= 0), EFBIG, ENOENT, EISDIR, ENODEV
---   (not a regular file), ENOSPC.
+-- Errors, in Linux's order: EINVAL (offset < 0, length <= 0), EOPNOTSUPP (other mode bits,
+--   PUNCH_HOLE without KEEP_SIZE, PUNCH_HOLE with ZERO_RANGE), ENOENT, ESPIPE (a fifo), EISDIR,
+--   ENODEV (not a regular file), EFBIG, ENOSPC.
 -- All checks before the first write.
 redis.register_function('af_fallocate', function(keys, args)
   local p = prefix_of(keys)
@@ -75,16 +76,20 @@ redis.register_function('af_fallocate', function(keys, args)
   local zero = bit_set(mode, DATA.FALLOC_ZERO_RANGE)
   local known = (keep and DATA.FALLOC_KEEP_SIZE or 0) + (punch and DATA.FALLOC_PUNCH_HOLE or 0)
     + (zero and DATA.FALLOC_ZERO_RANGE or 0)
+  -- the order of Linux's vfs_fallocate checks
+  if not offset or not length or offset < 0 or length <= 0 then
+    return fail('EINVAL', 'invalid offset or length')
+  end
   if mode < 0 or known ~= mode then return fail('EOPNOTSUPP', 'unsupported fallocate mode') end
   if punch and (zero or not keep) then
     return fail('EOPNOTSUPP', 'PUNCH_HOLE needs KEEP_SIZE and excludes ZERO_RANGE')
   end
-  if not offset or not length or offset < 0 or length <= 0 then
-    return fail('EINVAL', 'invalid offset or length')
-  end
+  local a = attr_get(p, ino)
+  if not a then return fail('ENOENT', 'no such inode ' .. istr(ino)) end
+  if ftype(a) == T_FIFO then return fail('ESPIPE', 'fallocate on a fifo') end
+  if ftype(a) == T_DIR then return fail('EISDIR', 'fallocate on a directory') end
+  if ftype(a) ~= T_FILE then return fail('ENODEV', 'not a regular file') end
   if offset + length > DATA.MAX_LENGTH then return fail('EFBIG', 'file too large') end
-  local a, err = DATA.file_attr(p, ino, 'ENODEV')
-  if not a then return err end
   local newlen = a.length
   if not keep and offset + length > newlen then newlen = offset + length end
   local dspace, qerr = DATA.space_delta(p, a, newlen)
