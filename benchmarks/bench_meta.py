@@ -36,6 +36,7 @@ PREFIX = "{u_1_w_1}:"
 class Result:
     def __init__(self, name: str, lat_ns: list[int], trips: int, unit: str = "op") -> None:
         self.name, self.lat, self.trips, self.unit = name, sorted(lat_ns), trips, unit
+        self.server_us = 0.0  # Redis's own time per call (INFO commandstats), when measured
 
     @property
     def rate(self) -> float:
@@ -66,25 +67,40 @@ def timed(name: str, n: int, op: Callable[[int], object], counter: Callable[[], 
 BLOCKS = 20
 
 
+def server_usec(r: redis.Redis) -> tuple[int, int]:
+    """Total (usec, calls) Redis spent in FCALL/FCALL_RO/GET/MGET so far."""
+    stats = r.info("commandstats")
+    picked = [stats.get(f"cmdstat_{c}", {}) for c in ("fcall", "fcall_ro", "get", "mget")]
+    return sum(s.get("usec", 0) for s in picked), sum(s.get("calls", 0) for s in picked)
+
+
 def paired(name: str, n: int, op: Callable[[int], object], ceiling_name: str,
-           ceiling: Callable[[int], object], counter: Callable[[], int]) -> tuple[Result, Result]:
+           ceiling: Callable[[int], object], counter: Callable[[], int],
+           admin: redis.Redis) -> tuple[Result, Result]:
     lat: list[int] = []
     clat: list[int] = []
     trips = 0
+    usec = calls = cusec = ccalls = 0
     clock = time.perf_counter_ns
     step = max(1, n // BLOCKS)
     for start in range(0, n, step):
+        u0, c0 = server_usec(admin)
         for i in range(start, min(n, start + step)):
             t = clock()
             ceiling(i)
             clat.append(clock() - t)
+        u1, c1 = server_usec(admin)
         before = counter()
         for i in range(start, min(n, start + step)):
             t = clock()
             op(i)
             lat.append(clock() - t)
         trips += counter() - before
-    return Result(name, lat, trips), Result(ceiling_name, clat, len(clat))
+        u2, c2 = server_usec(admin)
+        cusec, ccalls, usec, calls = cusec + u1 - u0, ccalls + c1 - c0, usec + u2 - u1, calls + c2 - c1
+    r, c = Result(name, lat, trips), Result(ceiling_name, clat, len(clat))
+    r.server_us, c.server_us = usec / max(calls, 1), cusec / max(ccalls, 1)
+    return r, c
 
 
 def run(url: str, ops: int, entries: int) -> list[tuple[Result, Result | None]]:
@@ -95,6 +111,7 @@ def run(url: str, ops: int, entries: int) -> list[tuple[Result, Result | None]]:
     # the ceiling: bare redis-py on a connection like the engine's (same host, hiredis parser)
     kw = m.client.node().connection_pool.connection_kwargs
     bare = redis.Redis(host=kw["host"], port=kw["port"], db=kw.get("db", 0))
+    admin = redis.Redis(host=kw["host"], port=kw["port"], db=kw.get("db", 0))  # INFO, outside the timing
     setting, attr_key = m.keys.setting, m.keys.inode(ROOT_INO)
     for _ in range(1000):  # warm-up: connections, function cache
         bare.execute_command("FCALL", "af_noop", 1, setting)
@@ -115,12 +132,12 @@ def run(url: str, ops: int, entries: int) -> list[tuple[Result, Result | None]]:
         inos[i] = m.create(d, names[i])[0]
 
     out = [
-        paired("create", ops, create, "FCALL noop", fcall, rt),
-        paired("lookup", ops, lambda i: m.lookup(d, names[i]), "FCALL noop", fcall, rt),
-        paired("getattr", ops, lambda i: m.getattr(inos[i]), "GET", get, rt),
-        paired("rename", ops, lambda i: m.rename(d, names[i], d, "r" + names[i]), "FCALL noop", fcall, rt),
-        paired("unlink", ops, lambda i: m.unlink(d, "r" + names[i]), "FCALL noop", fcall, rt),
-        paired("mkdir", ops, lambda i: m.mkdir(dirs, names[i]), "FCALL noop", fcall, rt),
+        paired("create", ops, create, "FCALL noop", fcall, rt, admin),
+        paired("lookup", ops, lambda i: m.lookup(d, names[i]), "FCALL noop", fcall, rt, admin),
+        paired("getattr", ops, lambda i: m.getattr(inos[i]), "GET", get, rt, admin),
+        paired("rename", ops, lambda i: m.rename(d, names[i], d, "r" + names[i]), "FCALL noop", fcall, rt, admin),
+        paired("unlink", ops, lambda i: m.unlink(d, "r" + names[i]), "FCALL noop", fcall, rt, admin),
+        paired("mkdir", ops, lambda i: m.mkdir(dirs, names[i]), "FCALL noop", fcall, rt, admin),
     ]
 
     big, _ = m.mkdir(ROOT_INO, "big")
@@ -137,18 +154,21 @@ def run(url: str, ops: int, entries: int) -> list[tuple[Result, Result | None]]:
     out.append((timed(f"readdir {entries}", listings, listing(False), rt, "listing"), None))
     out.append((timed(f"readdir+ {entries}", listings, listing(True), rt, "listing"), None))
     bare.close()
+    admin.close()
     m.close()
     return out
 
 
 def report(rows: list[tuple[Result, Result | None]], aof: str, entries: int) -> None:
     print(f"metadata engine vs bare redis-py, one process, one op at a time ({aof})")
-    print(f"{'operation':<18}{'ops/s':>10}{'p50 us':>9}{'p99 us':>9}{'RT/op':>7}   "
-          f"{'ceiling':<11}{'ops/s':>9}{'p50 us':>8}   ratio")
+    print("(server us: Redis's own time per call, from INFO commandstats)")
+    print(f"{'operation':<18}{'ops/s':>10}{'p50 us':>9}{'p99 us':>9}{'RT/op':>7}{'server us':>10}   "
+          f"{'ceiling':<11}{'ops/s':>9}{'p50 us':>8}{'server us':>10}   ratio")
     for r, c in rows:
         if r.unit == "op":
-            print(f"{r.name:<18}{r.rate:>10,.0f}{r.pct(0.5):>9.1f}{r.pct(0.99):>9.1f}{r.trips_per:>7.2f}   "
-                  f"{c.name:<11}{c.rate:>9,.0f}{c.pct(0.5):>8.1f}   {r.rate / c.rate:.2f}x")
+            print(f"{r.name:<18}{r.rate:>10,.0f}{r.pct(0.5):>9.1f}{r.pct(0.99):>9.1f}{r.trips_per:>7.2f}"
+                  f"{r.server_us:>10.1f}   {c.name:<11}{c.rate:>9,.0f}{c.pct(0.5):>8.1f}{c.server_us:>10.1f}"
+                  f"   {r.rate / c.rate:.2f}x")
         else:
             print(f"{r.name:<18}{r.rate:>8.1f}/s{r.pct(0.5) / 1000:>7.1f}ms{r.pct(0.99) / 1000:>7.1f}ms"
                   f"{r.trips_per:>7.1f}   per listing; {r.rate * entries:,.0f} entries/s")

@@ -47,6 +47,7 @@ XATTR_REPLACE = 2
 R_OK, W_OK, X_OK, F_OK = 4, 2, 1, 0
 
 NAME_MAX = 255  # bytes per name (Linux NAME_MAX)
+ID_NONE = (1 << 32) - 1  # uid/gid -1 as u32: chown(2)'s "leave unchanged", never a real id
 TARGET_MAX = 4095  # bytes per symlink target: PATH_MAX (4096) less the terminating NUL
 #: Entries asked of one HSCAN page: large enough that a 10,000-entry directory lists in ~10
 #: round trips, small enough that one function call stays well under a millisecond of Redis time.
@@ -268,6 +269,9 @@ class NamespaceOps:
         for t in (atime_ns, mtime_ns, ctime_ns):
             if t is not None and t < 0:
                 raise error_for("EINVAL", "times before 1970 are not supported")
+        for ident in (uid, gid):
+            if ident is not None and not 0 <= ident < ID_NONE:
+                raise error_for("EINVAL", f"invalid uid/gid {ident}")
         if size is not None:
             attr = self.truncate(ino, size, caller=caller, check_access=True)
             if mode is None and uid is None and gid is None and not (atime_now or mtime_now) and \
