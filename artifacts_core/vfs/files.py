@@ -101,6 +101,11 @@ class FileOps:
             raise error_for("EBADF", "bad file handle")
         return h
 
+    def handle_ino(self, fh: int) -> Ino:
+        """The inode an open handle refers to (EBADF for an unknown handle); frontends that get
+        only a handle back, such as FUSE's fstat/ftruncate, use it."""
+        return self._handle(fh).ino
+
     def _preview(self, ino: Ino, attr: Attr) -> Attr:
         """Attributes as this client sees them: the length includes its own unflushed writes."""
         st = self._inodes.get(ino)

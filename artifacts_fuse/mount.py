@@ -1,0 +1,254 @@
+"""Mounting and unmounting a workspace: the public ``mount`` / ``unmount`` and their guards.
+
+``mount(settings, mountpoint)`` checks the mountpoint (SPEC.md §5.4: an existing mount point is
+refused with its exact message, read from ``/proc/self/mountinfo``; a stale one — its FUSE process
+gone, ``stat`` failing with ENOTCONN — is reported with the remedy; a missing or non-empty
+directory is refused), starts the supervisor (``daemon.py``) and returns once the child reports
+the kernel mount up. ``foreground=True`` serves in the calling process until unmounted.
+
+``unmount(mountpoint)`` asks the supervisor (found through the state file under
+``$XDG_STATE_HOME/tonbo/artifacts/mounts``) to stop with SIGTERM and waits until it has exited:
+in-flight operations have drained, the mount is gone, dirty data is committed and the session
+closed. Without a live supervisor it falls back to ``fusermount3 -u`` (``-uz`` for a stale mount).
+``fusermount3 -u`` and SIGTERM/SIGINT to the supervisor are just as graceful.
+
+Logs go to ``$XDG_CACHE_HOME/tonbo/artifacts/logs/<workspace>.log`` (mode 0600, no secrets).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from artifacts_core.config import xdg_dir
+from artifacts_core.errors import ArtifactsError
+from artifacts_fuse.daemon import PYTHON_ENV, READY_ENV, ChildRequest, MountSettings, serve
+
+#: Credentials handed to the child through the settings pipe and kept out of its environment.
+SECRET_ENV = ("ARTIFACTS_S3_ACCESS_KEY_ID", "ARTIFACTS_S3_SECRET_ACCESS_KEY", "ARTIFACTS_S3_SESSION_TOKEN")
+#: How long a mount may take to come up: opening a volume is a few round trips, but a Redis or
+#: S3 that is slow to answer gets its client-side retries before the mount gives up.
+READY_TIMEOUT = 60.0
+#: A stat of a live mount point answers in microseconds; one that hangs this long is reported.
+STAT_TIMEOUT = 2.0
+#: Unmount waits this long for the FUSE process to commit dirty data and end its session.
+UNMOUNT_TIMEOUT = 120.0
+_ENTRY_DIR = Path(__file__).parent / "_entry"
+
+
+class MountError(ArtifactsError):
+    """The mount could not be made (or removed). ``f"Error: {e}"`` is the message for users."""
+
+    default_errno = errno.EINVAL
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A background mount: its supervisor's pid (``ps`` shows ``artifacts mount <ws> <path>``)."""
+
+    mountpoint: str
+    pid: int
+    log_path: str
+
+
+# -- mountpoint checks ---------------------------------------------------------------------------
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal (``\\040``)."""
+    return field.encode().decode("unicode_escape").encode("latin-1").decode("utf-8", "surrogateescape")
+
+
+def mount_entry(mountpoint: str) -> dict[str, str] | None:
+    """The ``/proc/self/mountinfo`` entry whose mount point is ``mountpoint`` (the last one)."""
+    found = None
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            if _unescape(fields[4]) == mountpoint:
+                found = {"fstype": fields[sep + 1], "source": _unescape(fields[sep + 2]),
+                         "options": fields[5]}
+    return found
+
+
+def is_mounted(mountpoint: str) -> bool:
+    return mount_entry(os.path.abspath(mountpoint)) is not None
+
+
+def _stat_errno(path: str) -> int | None:
+    """errno of stat(path), or ETIMEDOUT when it hangs (a FUSE server that stopped answering)."""
+    result: list[int] = []
+
+    def probe() -> None:
+        try:
+            os.stat(path)
+            result.append(0)
+        except OSError as e:
+            result.append(e.errno or errno.EIO)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(STAT_TIMEOUT)
+    return result[0] if result else errno.ETIMEDOUT
+
+
+def check_mountpoint(mountpoint: str) -> str:
+    """The absolute mountpoint if a workspace may be mounted there; MountError otherwise."""
+    mp = os.path.abspath(mountpoint)
+    if mount_entry(mp) is not None:
+        code = _stat_errno(mp)
+        if code in (errno.ENOTCONN, errno.ECONNABORTED, errno.ETIMEDOUT):
+            raise MountError(f"path {mp} is a stale mount (its FUSE process is gone);\n"
+                             f"       run `fusermount3 -uz {mp}` (or `umount -l {mp}`) first",
+                             errno=errno.ENOTCONN)
+        raise MountError(f"path {mp} is already a mount point;\n"
+                         f"       run `artifacts unmount {mp}` first", errno=errno.EBUSY)
+    if not os.path.exists(mp):
+        raise MountError(f"mountpoint {mp} does not exist; create it first (mkdir -p {mp})",
+                         errno=errno.ENOENT)
+    if not os.path.isdir(mp):
+        raise MountError(f"mountpoint {mp} is not a directory", errno=errno.ENOTDIR)
+    if os.listdir(mp):
+        raise MountError(f"mountpoint {mp} is not empty; mount onto an empty directory",
+                         errno=errno.ENOTEMPTY)
+    return mp
+
+
+# -- state and logs ------------------------------------------------------------------------------
+
+def state_file(mountpoint: str) -> Path:
+    key = hashlib.sha256(os.path.abspath(mountpoint).encode()).hexdigest()[:16]
+    return xdg_dir("state") / "mounts" / f"{key}.json"
+
+
+def log_file(workspace: str) -> Path:
+    return xdg_dir("cache") / "logs" / f"{workspace}.log"
+
+
+def _read_state(mountpoint: str) -> dict | None:
+    try:
+        return json.loads(state_file(mountpoint).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# -- mount ---------------------------------------------------------------------------------------
+
+def _with_secrets(settings: MountSettings) -> MountSettings:
+    env = {k: os.environ[k] for k in SECRET_ENV if k in os.environ}
+    env.update(settings.env)
+    return msgspec.structs.replace(settings, env=env)
+
+
+def _child_env(ready_fd: int) -> dict[str, str]:
+    """The supervisor's environment: no secrets, this interpreter's import path (its argv[0] is
+    ``artifacts``, so Python cannot find the virtual environment by itself)."""
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([root, *(p for p in sys.path if p and os.path.isdir(p))])
+    env[READY_ENV] = str(ready_fd)
+    env[PYTHON_ENV] = sys.executable
+    return env
+
+
+def mount(settings: MountSettings, mountpoint: str, foreground: bool = False,
+          read_only: bool = False) -> Mount | None:
+    """Mount a workspace; returns once the mount is live (in the foreground: once unmounted)."""
+    mp = check_mountpoint(mountpoint)
+    logp = log_file(settings.workspace)
+    logp.parent.mkdir(parents=True, exist_ok=True)
+    request = ChildRequest(settings=_with_secrets(settings), mountpoint=mp, read_only=read_only,
+                           log_path=str(logp))
+    if foreground:
+        from artifacts_fuse.daemon import _setup_logging
+
+        _setup_logging()
+        rc = serve(request, ready=lambda message: print(message, file=sys.stderr))
+        if rc:
+            raise MountError(f"the mount of {mp} ended with an error (see the log above)")
+        return None
+    ready_r, ready_w = os.pipe()
+    try:
+        proc = subprocess.Popen(["artifacts", "mount", settings.workspace, mp], executable=sys.executable,
+                                cwd=_ENTRY_DIR, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, pass_fds=(ready_w,), env=_child_env(ready_w),
+                                start_new_session=True)
+    finally:
+        os.close(ready_w)
+    with os.fdopen(ready_r, "rb") as ready:
+        proc.stdin.write(msgspec.json.encode(request))
+        proc.stdin.close()
+        message = _read_until_closed(ready, READY_TIMEOUT).decode(errors="replace").strip()
+    if message != "ready":
+        if not message:
+            proc.kill() if proc.poll() is None else None
+            message = f"the mount process exited before the mount was up (see {logp})"
+        elif message == "timeout":
+            os.killpg(proc.pid, signal.SIGKILL)
+            message = f"the mount did not come up within {READY_TIMEOUT:.0f} s (see {logp})"
+        proc.wait(READY_TIMEOUT)
+        raise MountError(message.removeprefix("error: "), errno=errno.EIO)
+    return Mount(mp, proc.pid, str(logp))
+
+
+def _read_until_closed(f, timeout: float) -> bytes:
+    deadline = time.monotonic() + timeout
+    out = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([f], [], [], left)[0]:
+            return b"timeout"
+        chunk = os.read(f.fileno(), 4096)
+        if not chunk:
+            return out
+        out += chunk
+
+
+# -- unmount -------------------------------------------------------------------------------------
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+
+
+def unmount(mountpoint: str, timeout: float = UNMOUNT_TIMEOUT) -> None:
+    """Unmount gracefully and return once the workspace is closed (data committed, session ended)."""
+    mp = os.path.abspath(mountpoint)
+    if mount_entry(mp) is None:
+        raise MountError(f"path {mp} is not mounted", errno=errno.EINVAL)
+    state = _read_state(mp)
+    pid = state.get("supervisor") if state else None
+    if pid:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pid = None
+    if pid:
+        if not _wait_exit(pid, timeout):
+            raise MountError(f"the mount process of {mp} (pid {pid}) did not exit within {timeout:.0f} s",
+                             errno=errno.ETIMEDOUT)
+        return
+    stale = _stat_errno(mp) in (errno.ENOTCONN, errno.ECONNABORTED, errno.ETIMEDOUT)
+    tool = shutil.which("fusermount3") or "fusermount3"
+    res = subprocess.run([tool, "-uz" if stale else "-u", mp], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise MountError(f"cannot unmount {mp}: {res.stderr.strip() or res.returncode}", errno=errno.EBUSY)
