@@ -64,6 +64,12 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
         self.vfs = vol.vfs
         self.limits = limits
 
+    def call(self, name: str, arguments=None) -> dict:
+        """Run a tool call by its agent-facing name (``tools.call``): never raises."""
+        from artifacts_agentfs import tools
+
+        return tools.call(self, name, arguments)
+
     # -- resolution ----------------------------------------------------------------------------
 
     def _dir(self, parts: tuple[str, ...], *, create: bool = False) -> Ino:

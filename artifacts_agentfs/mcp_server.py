@@ -1,0 +1,160 @@
+"""The MCP server: a workspace's files as MCP tools over stdio (official ``mcp`` Python SDK).
+
+Run it as ``python -m artifacts_agentfs.mcp_server`` (``artifacts mcp serve <workspace>`` calls
+``serve()`` once the CLI exists). The tools are ``tools.TOOLS``: the same names, descriptions and
+input schemas as the OpenAI and Anthropic definitions, plus an output schema per tool
+(``structuredContent`` conforms to it) and annotations: ``readOnlyHint`` for the read-only
+tools, ``destructiveHint`` for those that may overwrite or delete, ``idempotentHint``, and
+``openWorldHint: false`` (the tools touch only the workspace). A failed call is a result with
+``isError: true`` and ``{"error": {code, message, path, hint}}`` -- the model sees it and can
+correct itself -- never a protocol error. With ``read_only`` only the read-only tools are listed.
+
+Settings (where the workspace is) never travel in argv, where any local user can read them with
+``ps``: they come from a JSON file named by ``--settings FILE`` or ``ARTIFACTS_AGENTFS_SETTINGS``
+(it must not be readable by group or others: 0600), or from the environment --
+``ARTIFACTS_META_URL``, ``ARTIFACTS_KEY_PREFIX``, optionally ``ARTIFACTS_STORAGE_URL`` and
+``ARTIFACTS_PROFILE``; S3 keys come from the host environment as for every volume. File keys:
+``meta_url``, ``key_prefix``, ``storage_url``, ``profile``, ``read_only``, ``require_aof``.
+
+Each call runs the synchronous ``AgentFS`` method in a worker thread (``anyio.to_thread``), so a
+slow call never stalls the protocol loop; the volume is opened before serving and closed after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import stat
+import sys
+from dataclasses import dataclass
+
+import anyio
+import anyio.to_thread
+import mcp_types as types
+from mcp.server.lowlevel import Server
+from mcp.server.stdio import stdio_server
+
+from artifacts_agentfs import tools
+from artifacts_agentfs.api import AgentFS
+from artifacts_agentfs.errors import to_error
+
+SERVER_NAME = "artifacts-agentfs"
+#: Concurrent tool calls served at once (anyio's thread limiter): enough for a client that fans
+#: out, bounded so a flood of calls queues instead of opening threads without end.
+MAX_CONCURRENT_CALLS = 16
+
+
+@dataclass(frozen=True)
+class Settings:
+    meta_url: str
+    key_prefix: str
+    storage_url: str | None = None
+    profile: str = "interactive"
+    read_only: bool = False
+    require_aof: bool = True
+
+
+def load_settings(path: str | None = None, env: dict | None = None) -> Settings:
+    """Settings from a 0600 JSON file (``path`` or ``$ARTIFACTS_AGENTFS_SETTINGS``) or the env."""
+    env = os.environ if env is None else env
+    path = path or env.get("ARTIFACTS_AGENTFS_SETTINGS")
+    if path:
+        mode = os.stat(path).st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise PermissionError(f"settings file {path} is readable by others; chmod 600 it")
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        known = set(Settings.__dataclass_fields__)
+        return Settings(**{k: v for k, v in data.items() if k in known})
+    try:
+        return Settings(meta_url=env["ARTIFACTS_META_URL"], key_prefix=env["ARTIFACTS_KEY_PREFIX"],
+                        storage_url=env.get("ARTIFACTS_STORAGE_URL") or None,
+                        profile=env.get("ARTIFACTS_PROFILE", "interactive"),
+                        read_only=env.get("ARTIFACTS_READ_ONLY", "") in ("1", "true"),
+                        require_aof=env.get("ARTIFACTS_REQUIRE_AOF", "1") not in ("0", "false"))
+    except KeyError as e:
+        raise SystemExit(f"missing setting {e.args[0]}: pass --settings FILE (mode 0600) or set "
+                         "ARTIFACTS_META_URL and ARTIFACTS_KEY_PREFIX") from None
+
+
+def mcp_tools(*, read_only: bool = False) -> list[types.Tool]:
+    out = []
+    for t in tools.TOOLS:
+        if read_only and not t.read_only:
+            continue
+        out.append(types.Tool(
+            name=t.name, description=t.description, input_schema=tools.input_schema(t),
+            output_schema=tools.output_schema(t),
+            annotations=types.ToolAnnotations(read_only_hint=t.read_only,
+                                              destructive_hint=t.destructive if not t.read_only else False,
+                                              idempotent_hint=t.idempotent, open_world_hint=False)))
+    return out
+
+
+def build_server(fs: AgentFS, *, read_only: bool = False) -> Server:
+    listed = mcp_tools(read_only=read_only)
+    names = {t.name for t in listed}
+    limiter = anyio.CapacityLimiter(MAX_CONCURRENT_CALLS)
+
+    async def list_tools(ctx, params) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=listed)
+
+    async def call_tool(ctx, params) -> types.CallToolResult:
+        name, arguments = params.name, params.arguments or {}
+        try:
+            if name not in names:
+                raise PermissionError(f"tool {name!r} is not available on this server")
+            result = await anyio.to_thread.run_sync(tools.invoke, fs, name, arguments, limiter=limiter)
+        except Exception as e:  # a failed call is a result the model reads, not a protocol error
+            error = to_error(e)
+            return types.CallToolResult(content=[types.TextContent(text=json.dumps({"error": error}))],
+                                        structured_content={"error": error}, is_error=True)
+        return types.CallToolResult(content=[types.TextContent(text=json.dumps(result))],
+                                    structured_content=result)
+
+    return Server(SERVER_NAME, version=_version(),
+                  instructions="Files of one Artifacts workspace. Paths are relative to the workspace root.",
+                  on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+def _version() -> str:
+    from artifacts_core import __version__
+
+    return __version__
+
+
+async def _serve(fs: AgentFS, read_only: bool) -> None:
+    server = build_server(fs, read_only=read_only)
+    async with stdio_server() as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, server.create_initialization_options())
+
+
+def serve(settings: Settings) -> None:
+    """Open the workspace, serve MCP on stdin/stdout until the client closes, close the volume.
+    The entry point ``artifacts mcp serve <workspace>`` wires to."""
+    from artifacts_core.volume import open_volume
+
+    vol = open_volume(settings.meta_url, settings.storage_url, key_prefix=settings.key_prefix,
+                      profile=settings.profile, read_only=settings.read_only,
+                      require_aof=settings.require_aof)
+    try:
+        anyio.run(_serve, AgentFS(vol), settings.read_only)
+    finally:
+        vol.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m artifacts_agentfs.mcp_server",
+                                     description="Serve a workspace's files as MCP tools over stdio.")
+    parser.add_argument("--settings", help="JSON settings file, mode 0600 (or $ARTIFACTS_AGENTFS_SETTINGS)")
+    parser.add_argument("--read-only", action="store_true", help="list only the read-only tools")
+    args = parser.parse_args(argv)
+    settings = load_settings(args.settings)
+    if args.read_only and not settings.read_only:
+        settings = Settings(**{**settings.__dict__, "read_only": True})
+    serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
