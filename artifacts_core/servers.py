@@ -102,7 +102,8 @@ def _stop(proc: subprocess.Popen, *, grace: float) -> None:
 def _redis_ping(port: int) -> bool:
     with socket.create_connection((LOOPBACK, port), timeout=0.5) as s:
         s.sendall(b"PING\r\n")
-        return s.recv(64).startswith(b"+PONG")
+        # -NOAUTH: up, with the default user off (an ACL file the orchestrator wrote).
+        return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
 
 
 def _redis_cli(port: int, *args: str, timeout: float = 30) -> str:

@@ -1,0 +1,255 @@
+"""Rows and wire types of the orchestrator: one msgspec spelling for the store, the server and the client.
+
+Rows (``Account``, ``ApiKey``, ``Workspace``, ``MountSession``) are what the store keeps; views
+(``WorkspaceView``, ``SessionView``, ...) are what the HTTP API returns. Rows never hold a secret
+in clear: API keys are stored as their SHA-256; ACL passwords and S3 secret keys are never stored
+at all (Redis keeps its own hash in the ACL file; S3 secrets exist only in the response that
+carries them to the caller).
+
+Room for issue 8 (tenants, runtimes, grants, tickets): a mount session already records the
+``tenant_id``, ``runtime_id``, ``grant_id`` and ``ticket_id`` it was issued under (empty for a
+session an account opened for itself), so grant revocation can find the sessions to kill.
+
+Validation of names lives here too, so the CLI can check a name before it calls.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import msgspec
+
+#: Workspace names (SPEC.md §1, NEW docs): 1-63 characters, letters either case, digits, - and _.
+WORKSPACE_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$")
+#: Account handles: the tenant-slug rule of SPEC.md §4.2 (lowercase, URL- and DNS-safe).
+HANDLE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+#: API keys: ``tbo_`` + 32 characters (SPEC.md §8).
+API_KEY_RE = re.compile(r"^tbo_[A-Za-z0-9]{32}$")
+
+Status = Literal["pending_format", "active", "deleting", "deleted"]
+Backend = Literal["managed", "byo"]
+Mode = Literal["rw", "ro"]
+
+STATUSES: tuple[str, ...] = ("pending_format", "active", "deleting", "deleted")
+
+
+class Account(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    handle: str
+    created_at: float
+
+
+class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    account_id: int
+    name: str
+    hint: str  # "tbo_ab…" — enough to tell keys apart, useless to an attacker
+    created_at: float
+    revoked_at: float | None = None
+
+
+class Workspace(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    account_id: int
+    handle: str
+    name: str
+    status: Status
+    backend: Backend
+    key_prefix: str
+    volume_name: str
+    bucket: str
+    endpoint: str
+    region: str
+    storage_prefix: str
+    cache_profile: str
+    created_at: float
+    updated_at: float
+    deleted_at: float | None = None
+    format_user: str = ""  # the live format-scope ACL user ("" once revoked)
+    format_expires_at: float | None = None
+
+
+class MountSession(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    workspace_id: int
+    account_id: int
+    mode: Mode
+    redis_user: str
+    s3_user: str  # "" for BYO
+    created_at: float
+    expires_at: float
+    revoked_at: float | None = None
+    revoke_reason: str = ""
+    host: str = ""
+    mountpoint: str = ""
+    tenant_id: int | None = None
+    runtime_id: str = ""
+    grant_id: str = ""
+    ticket_id: str = ""
+
+
+# -- requests ----------------------------------------------------------------------------------
+
+
+class StorageRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """BYO storage location. Never credentials: those stay on the hosts that mount."""
+
+    bucket: str
+    endpoint: str
+    region: str = ""
+    prefix: str = ""
+
+
+class CreateWorkspaceRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    backend: Backend = "managed"
+    storage: StorageRequest | None = None
+    cache_profile: Literal["interactive", "benchmark", "custom"] = "interactive"
+    #: Resume a ``pending_format`` workspace of this name (re-issue format credentials, same
+    #: prefix) instead of answering 409 ``workspace_exists``.
+    resume: bool = False
+
+
+class CreateSessionRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    mode: Mode = "rw"
+    ttl_seconds: int | None = None
+    host: str = ""
+    mountpoint: str = ""
+
+
+class RenewSessionRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ttl_seconds: int | None = None
+
+
+class CreateKeyRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str = ""
+
+
+class CreateAccountRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    handle: str
+    key_name: str = "default"
+
+
+# -- views (responses) -------------------------------------------------------------------------
+
+
+class StorageCredentials(msgspec.Struct, frozen=True, kw_only=True):
+    access_key_id: str
+    secret_access_key: str
+    expires_at: float
+    session_token: str = ""
+
+
+class StorageView(msgspec.Struct, frozen=True, kw_only=True):
+    backend: Backend
+    bucket: str
+    endpoint: str
+    region: str
+    prefix: str
+    url: str  # s3://bucket/prefix?endpoint=…&region=… (no secret, ever)
+    credentials: StorageCredentials | None = None  # managed only, in create/session responses
+
+
+class WorkspaceView(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    handle: str
+    name: str
+    identifier: str  # artifacts://handle/name
+    status: Status
+    backend: Backend
+    volume_name: str
+    metadata_key_prefix: str
+    storage: StorageView
+    cache_profile: str
+    created_at: float
+    updated_at: float
+    deleted_at: float | None = None
+
+
+class MetaAccess(msgspec.Struct, frozen=True, kw_only=True):
+    """What a client needs to reach the workspace's metadata: a URL with an ACL user in it."""
+
+    url: str  # redis://user:password@host:port/0 or redis+cluster://user:password@h:p,h:p
+    user: str
+    key_prefix: str
+    expires_at: float
+
+
+class CreateWorkspaceResponse(msgspec.Struct, frozen=True, kw_only=True):
+    workspace: WorkspaceView
+    format: MetaAccess
+    storage: StorageView
+    resumed: bool = False
+
+
+class SessionView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    workspace: str  # artifacts://handle/name
+    mode: Mode
+    redis_user: str
+    created_at: float
+    expires_at: float
+    revoked_at: float | None = None
+    revoke_reason: str = ""
+    host: str = ""
+    mountpoint: str = ""
+
+
+class SessionGrant(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a mount needs, returned once when a session is issued."""
+
+    session: SessionView
+    meta: MetaAccess
+    storage: StorageView
+    volume_name: str
+    cache_profile: str
+
+
+class KeyView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    hint: str
+    created_at: float
+    revoked_at: float | None = None
+
+
+class NewKey(msgspec.Struct, frozen=True, kw_only=True):
+    """A freshly minted API key: ``key`` is shown here once and never again."""
+
+    id: str
+    name: str
+    key: str
+    created_at: float
+
+
+class AccountView(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    handle: str
+    created_at: float
+
+
+class WhoAmI(msgspec.Struct, frozen=True, kw_only=True):
+    account: AccountView
+    key: KeyView | None = None
+
+
+class NewAccount(msgspec.Struct, frozen=True, kw_only=True):
+    account: AccountView
+    key: NewKey
+
+
+class WorkspaceList(msgspec.Struct, frozen=True, kw_only=True):
+    workspaces: list[WorkspaceView]
+
+
+class SessionList(msgspec.Struct, frozen=True, kw_only=True):
+    sessions: list[SessionView]
+
+
+class KeyList(msgspec.Struct, frozen=True, kw_only=True):
+    keys: list[KeyView]
+
+
+def identifier(handle: str, name: str) -> str:
+    return f"artifacts://{handle}/{name}"

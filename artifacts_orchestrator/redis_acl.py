@@ -1,0 +1,311 @@
+"""Redis as the orchestrator sees it: the checks at start, the function library, ACL users, key sweeps.
+
+``RedisAdmin`` holds admin connections to every node of the deployment (one for a standalone
+Redis; every primary and replica of a Cluster, since ACL users are not replicated) and owns:
+
+- ``prepare()``: at start, check (or, for a Redis the orchestrator started itself, configure)
+  ``maxmemory-policy noeviction`` and AOF on every node (DESIGN.md §10), note which nodes have an
+  ACL file, and load the metadata function library on every primary (session users cannot);
+- ACL users: ``set_user`` / ``delete_user`` apply the same rules to every node and then
+  ``ACL SAVE`` on each, so a user survives a restart and exists wherever the workspace's slot
+  may live; ``users()`` lists ours (``fmt-`` and ``ms-`` names) for the reaper;
+- the workspace sweep of the delete flow (``SCAN MATCH`` with the braces escaped, then ``UNLINK``
+  in batches) and the ``setting`` check of format-completed.
+
+ACL rules (DESIGN.md §10): every user we mint gets ``reset`` first (no inherited rights), a
+password given to Redis only as its SHA-256 (``#<hex>``: the clear password never reaches Redis
+or its ACL file), and the command set ``-@all +@read +@write -@scripting -@dangerous +fcall
++fcall_ro +ping +hello +time`` — no ``EVAL``, ``SCRIPT`` or ``FUNCTION``. Read-write users get
+``~{p}*``; read-only users ``%R~{p}*`` plus ``%RW~`` on the session and lock keys the session
+functions write. ``CLIENT SETINFO`` (sent by redis-py on connect) is granted where the server
+knows it (Redis >= 7.2); redis-py ignores its refusal elsewhere. A Cluster client also needs
+``CLUSTER SLOTS``/``SHARDS``/``NODES``, ``COMMAND`` and ``READONLY`` to find the slot's owner.
+
+Revocation is ``ACL DELUSER``, which closes the user's live connections (``off`` would not).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from urllib.parse import quote
+
+import redis
+import redis.exceptions as rex
+
+from artifacts_core.errors import ArtifactsError, ConfigError
+from artifacts_core.meta.client import MetaClient, RedisTarget
+from artifacts_core.meta.format import load_setting
+from artifacts_core.meta.keys import Keys, check_prefix, workspace_prefix
+from artifacts_orchestrator.errors import MetadataAclProvisioningFailed
+
+log = logging.getLogger("artifacts.orchestrator.redis")
+
+#: Name prefixes of the ACL users the orchestrator mints (the reaper touches no other user).
+FORMAT_USER_PREFIX = "fmt-"
+SESSION_USER_PREFIX = "ms-"
+
+BASE_COMMANDS = ("-@all", "+@read", "+@write", "-@scripting", "-@dangerous", "+fcall", "+fcall_ro",
+                 "+ping", "+hello", "+time")
+#: What redis-py's cluster client runs to find the slot owner (no data, no writes).
+CLUSTER_COMMANDS = ("+cluster|slots", "+cluster|shards", "+cluster|nodes", "+command", "+readonly",
+                    "+asking")
+#: Keys a read-only session's functions must still write (30_locks.lua, 31_sessions.lua):
+#: sessions, sessioninfo, sess<sid>; o<ino>; lockf/lockp<ino>, locked<sid>; nextsession; jobs.
+RO_WRITABLE = ("sess*", "o[0-9]*", "lock*", "nextsession", "jobs")
+
+#: Keys per SCAN step and per UNLINK in the delete sweep: large enough to be quick, small enough
+#: that one command never blocks Redis for long.
+SWEEP_BATCH = 1000
+
+
+def password_hash(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def acl_rules(prefix: str, *, read_only: bool, cluster: bool = False,
+              extra_commands: Iterable[str] = ()) -> list[str]:
+    """The ACL SETUSER rules (without user, on/off and password) of a workspace user."""
+    check_prefix(prefix)
+    keys = [f"%R~{prefix}*", *(f"%RW~{prefix}{k}" for k in RO_WRITABLE)] if read_only else [f"~{prefix}*"]
+    commands = [*BASE_COMMANDS, *(CLUSTER_COMMANDS if cluster else ()), *extra_commands]
+    return ["resetchannels", *keys, *commands]
+
+
+def initial_aclfile_text(admin_user: str, admin_password: str) -> str:
+    """An ACL file for a Redis the orchestrator provisions: an admin user, and the default user
+    OFF (nobody can log in as it) but with every permission. Found by experiment on Redis 7.0:
+    replaying the AOF at start checks each MULTI/EXEC (what a function call is written as)
+    against the default user's permissions, so a restricted default user silently loses every
+    function-written key on restart (redis/redis#14541)."""
+    return (f"user default off nopass ~* &* +@all\n"
+            f"user {admin_user} on #{password_hash(admin_password)} ~* &* +@all\n")
+
+
+class RedisAdmin:
+    """Admin connections to every node, and the operations the orchestrator runs on Redis."""
+
+    def __init__(self, admin_url: str, *, public_url: str | None = None, timeout: float = 10.0) -> None:
+        self.admin_url = admin_url
+        self.target = RedisTarget(admin_url)
+        self.public = RedisTarget(public_url or admin_url)
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._nodes: list[redis.Redis] | None = None
+        self._cluster: redis.RedisCluster | None = None
+        self.acl_file_nodes: dict[str, str] = {}  # node -> its ACL file path
+        self.extra_commands: tuple[str, ...] = ()
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def nodes(self) -> list[redis.Redis]:
+        with self._lock:
+            if self._nodes is None:
+                t = self.target
+                if not t.cluster:
+                    host, port = t.hosts[0]
+                    self._nodes = [t.connect(host, port, pool_size=4, timeout=self.timeout)]
+                else:
+                    self._cluster = redis.RedisCluster(
+                        startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in t.hosts],
+                        username=t.username, password=t.password, ssl=t.tls,
+                        socket_timeout=self.timeout)
+                    self._nodes = [t.connect(n.host, n.port, pool_size=4, timeout=self.timeout)
+                                   for n in self._cluster.get_nodes()]
+            return self._nodes
+
+    def close(self) -> None:
+        with self._lock:
+            for n in self._nodes or []:
+                n.close()
+            if self._cluster is not None:
+                self._cluster.close()
+            self._nodes, self._cluster = None, None
+
+    def _each(self, what: str, op) -> list:
+        try:
+            return [op(n) for n in self.nodes()]
+        except (rex.ConnectionError, rex.TimeoutError) as e:
+            self.close()  # rebuilt on the next call (a restarted Redis, a changed topology)
+            raise MetadataAclProvisioningFailed(f"cannot reach Redis to {what}; retry in a few seconds") from e
+        except rex.ResponseError as e:
+            raise MetadataAclProvisioningFailed(f"Redis refused to {what}: {str(e)[:200]}") from e
+
+    @staticmethod
+    def _name(node: redis.Redis) -> str:
+        kw = node.connection_pool.connection_kwargs
+        return f"{kw.get('host')}:{kw.get('port')}"
+
+    # -- start-up -------------------------------------------------------------------------------
+
+    def prepare(self, *, configure: bool = False, require_aof: bool = True,
+                require_aclfile: bool = True) -> None:
+        """Check every node's configuration (setting it first with ``configure``), then load the
+        function library on every primary."""
+        for node in self.nodes():
+            name = self._name(node)
+            if configure:
+                node.config_set("maxmemory-policy", "noeviction")
+                node.config_set("appendonly", "yes")
+            cfg = node.config_get("maxmemory-policy")
+            policy = cfg.get(b"maxmemory-policy", cfg.get("maxmemory-policy", b""))
+            policy = policy.decode() if isinstance(policy, bytes) else policy
+            if policy != "noeviction":
+                raise ConfigError(f"Redis {name} has maxmemory-policy {policy!r}: it may evict metadata",
+                                  hint="set maxmemory-policy noeviction")
+            aof = node.config_get("appendonly")
+            if require_aof and (aof.get(b"appendonly") or aof.get("appendonly")) not in (b"yes", "yes"):
+                raise ConfigError(f"Redis {name} runs without AOF", hint="set appendonly yes")
+            if require_aof:
+                _check_default_user(node, name)
+            acl = node.config_get("aclfile")
+            path = acl.get(b"aclfile") or acl.get("aclfile")
+            if path:
+                self.acl_file_nodes[name] = path.decode() if isinstance(path, bytes) else path
+            elif require_aclfile:
+                raise ConfigError(f"Redis {name} has no ACL file: session users would not survive a restart",
+                                  hint="start redis-server with --aclfile <path>")
+            else:
+                log.warning("Redis %s has no ACL file; ACL users live in memory only", name)
+        version = str(self.nodes()[0].info("server").get("redis_version", "0"))
+        major_minor = tuple(int(x) for x in version.split(".")[:2] if x.isdigit())
+        self.extra_commands = ("+client|setinfo",) if major_minor >= (7, 2) else ()  # new in 7.2
+        meta = MetaClient(self.admin_url, Keys(workspace_prefix(0, 0)), pool_size=2)
+        try:
+            meta.ensure_library()
+        finally:
+            meta.close()
+
+    # -- ACL users ------------------------------------------------------------------------------
+
+    def set_user(self, user: str, password: str, prefix: str, *, read_only: bool) -> None:
+        """Create (or replace) ``user`` on every node and save the ACL files."""
+        rules = acl_rules(prefix, read_only=read_only, cluster=self.target.cluster,
+                          extra_commands=self.extra_commands)
+        secret = f"#{password_hash(password)}"
+        try:
+            self._each("create the ACL user",
+                       lambda n: n.execute_command("ACL", "SETUSER", user, "reset", "on", secret, *rules))
+        except MetadataAclProvisioningFailed:
+            with contextlib.suppress(MetadataAclProvisioningFailed):
+                self.delete_user(user)  # no half-provisioned user survives on some nodes
+            raise
+        self._save()
+
+    def delete_user(self, user: str) -> None:
+        """Remove ``user`` everywhere (closing its live connections); absent users are fine."""
+        self._each("delete the ACL user", lambda n: n.execute_command("ACL", "DELUSER", user))
+        self._save()
+
+    def delete_users(self, users: Iterable[str]) -> None:
+        users = list(users)
+        if users:
+            self._each("delete ACL users", lambda n: n.execute_command("ACL", "DELUSER", *users))
+            self._save()
+
+    def users(self) -> set[str]:
+        """Our ACL users (format and session) present on any node."""
+        found: set[str] = set()
+        for names in self._each("list ACL users", lambda n: n.execute_command("ACL", "USERS")):
+            for raw in names:
+                name = raw.decode() if isinstance(raw, bytes) else raw
+                if name.startswith((FORMAT_USER_PREFIX, SESSION_USER_PREFIX)):
+                    found.add(name)
+        return found
+
+    def _save(self) -> None:
+        """ACL SAVE on every node with an ACL file. Redis rewrites the file with its umask (0644
+        seen here); a file on this host is put back to 0600. Keep remote ones in a 0700 directory."""
+        def save(n: redis.Redis) -> None:
+            path = self.acl_file_nodes.get(self._name(n))
+            if path:
+                n.execute_command("ACL", "SAVE")
+                if n.connection_pool.connection_kwargs.get("host") in ("127.0.0.1", "localhost", "::1"):
+                    with contextlib.suppress(OSError):
+                        os.chmod(path, 0o600)
+        self._each("save the ACL file", save)
+
+    # -- workspace keys -------------------------------------------------------------------------
+
+    def _owner(self, prefix: str) -> redis.Redis:
+        nodes = self.nodes()
+        if self._cluster is None:
+            return nodes[0]
+        owner = self._cluster.get_node_from_key(prefix + "setting")
+        for n in nodes:
+            kw = n.connection_pool.connection_kwargs
+            if (kw.get("host"), kw.get("port")) == (owner.host, owner.port):
+                return n
+        raise MetadataAclProvisioningFailed("the workspace's hash slot has no known owner")
+
+    def setting_present(self, prefix: str) -> bool:
+        """Whether a readable volume ``setting`` exists under ``prefix``."""
+        meta = MetaClient(self.admin_url, Keys(prefix), pool_size=1, may_load_library=False)
+        try:
+            load_setting(meta)
+            return True
+        except ConfigError:
+            return False
+        except ArtifactsError as e:
+            raise MetadataAclProvisioningFailed(f"cannot read the workspace setting: {e}") from e
+        finally:
+            meta.close()
+
+    def delete_keys(self, prefix: str) -> int:
+        """SCAN+UNLINK every key under ``prefix`` (repeated until a whole pass finds none)."""
+        pattern = Keys(prefix).pattern  # braces escaped: a literal {…} in MATCH
+        total = 0
+        try:
+            node = self._owner(prefix)
+            while True:
+                found = 0
+                for batch in _batches(node.scan_iter(match=pattern, count=SWEEP_BATCH), SWEEP_BATCH):
+                    found += node.unlink(*batch)
+                total += found
+                if not found:
+                    return total
+        except (rex.ConnectionError, rex.TimeoutError) as e:
+            self.close()
+            raise MetadataAclProvisioningFailed("cannot reach Redis to delete the workspace's keys") from e
+
+    def count_keys(self, prefix: str) -> int:
+        node = self._owner(prefix)
+        return sum(1 for _ in node.scan_iter(match=Keys(prefix).pattern, count=SWEEP_BATCH))
+
+    # -- what clients get -----------------------------------------------------------------------
+
+    def client_url(self, user: str, password: str) -> str:
+        """The metadata URL a client connects with: the public address, this user's credentials."""
+        t = self.public
+        scheme = ("rediss" if t.tls else "redis") + ("+cluster" if t.cluster else "")
+        hosts = ",".join(f"{h}:{p}" for h, p in t.hosts)
+        auth = f"{quote(user, safe='')}:{quote(password, safe='')}@"
+        return f"{scheme}://{auth}{hosts}" + ("" if t.cluster else f"/{t.db}")
+
+
+def _check_default_user(node: redis.Redis, name: str) -> None:
+    """AOF replay runs transactions with the default user's permissions (see initial_aclfile_text)."""
+    info = node.acl_getuser("default") or {}
+    granted = " ".join(str(x) for x in [info.get("commands", ""), *info.get("categories", [])])
+    keys = info.get("keys", [])
+    keys = keys.split() if isinstance(keys, str) else keys
+    if "+@all" not in granted or "~*" not in keys:
+        raise ConfigError(
+            f"Redis {name}: the default ACL user lacks full permissions, and Redis replays AOF "
+            "transactions with them: metadata written by functions would be lost on restart",
+            hint="give the default user `~* &* +@all` and turn it `off` instead of restricting it")
+
+
+def _batches(it: Iterable, size: int):
+    batch = []
+    for item in it:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

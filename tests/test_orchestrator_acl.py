@@ -1,0 +1,273 @@
+"""Redis ACL users as the orchestrator mints them, on a real redis-server (and a real Cluster).
+
+What these prove (DESIGN.md §10): a session user reaches only its workspace's keys and only
+through functions and plain data commands (no EVAL/SCRIPT/FUNCTION); a read-only user is
+refused every namespace write BY REDIS, even through a raw FCALL or SET, while its session and
+lock functions still work; ACL DELUSER cuts a live connection; users survive a restart through
+the ACL file; on a Cluster users exist on every node and work for a slot on a non-first master.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import os
+import secrets
+
+import pytest
+import redis
+import redis.exceptions as rex
+
+from artifacts_core.errors import ArtifactsError, ConfigError, PermissionDenied
+from artifacts_core.meta.engine import RedisMetaEngine
+from artifacts_core.meta.format import Setting, new_uuid
+from artifacts_core.meta.keys import Keys, workspace_prefix
+from artifacts_core.servers import LOOPBACK, RedisServer
+from artifacts_orchestrator.redis_acl import RedisAdmin, acl_rules, initial_aclfile_text
+
+pytestmark = pytest.mark.redis
+
+ADMIN = "artifacts-admin"
+ROOT = 1
+_ids = itertools.count(1)
+_account = 7_000_000 + os.getpid() % 1_000_000  # this run's own account id: prefixes never clash
+
+
+def start_acl_redis(workdir, *, port=None) -> tuple[RedisServer, str]:
+    """redis-server with AOF and an ACL file (an admin user; the default user off)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    aclfile = workdir / "users.acl"
+    password_file = workdir / "admin.pw"
+    if not aclfile.exists():
+        password = secrets.token_urlsafe(24)
+        password_file.write_text(password)
+        aclfile.write_text(initial_aclfile_text(ADMIN, password))
+        aclfile.chmod(0o600)
+    password = password_file.read_text()
+    server = RedisServer.start(workdir, port=port, appendonly=True, extra=["--aclfile", str(aclfile)])
+    return server, f"redis://{ADMIN}:{password}@{LOOPBACK}:{server.port}/0"
+
+
+@pytest.fixture(scope="module")
+def acl_redis(tmp_path_factory):
+    server, url = start_acl_redis(tmp_path_factory.mktemp("acl-redis"))
+    yield server, url
+    server.stop()
+
+
+@pytest.fixture
+def admin(acl_redis):
+    a = RedisAdmin(acl_redis[1])
+    a.prepare()
+    yield a
+    a.close()
+
+
+def new_prefix() -> str:
+    return workspace_prefix(_account, next(_ids))
+
+
+def formatted(url: str, prefix: str) -> RedisMetaEngine:
+    engine = RedisMetaEngine(url, prefix)
+    engine.format(Setting(name="acl", uuid=new_uuid(), trash_days=0), require_aof=False)
+    return engine
+
+
+def user_url(admin: RedisAdmin, prefix: str, *, read_only: bool) -> tuple[str, str]:
+    user, password = f"ms-t{next(_ids)}", secrets.token_urlsafe(16)
+    admin.set_user(user, password, prefix, read_only=read_only)
+    return user, admin.client_url(user, password)
+
+
+def raw(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url)
+
+
+def test_default_user_is_off(acl_redis):
+    anon = redis.Redis(host=LOOPBACK, port=acl_redis[0].port)
+    with pytest.raises(rex.AuthenticationError):
+        anon.get("x")
+
+
+def test_rules_name_every_workspace_key_once():
+    p = workspace_prefix(1, 2)
+    rw = acl_rules(p, read_only=False)
+    assert f"~{p}*" in rw and not any(r.startswith("%") for r in rw)
+    ro = acl_rules(p, read_only=True)
+    assert f"%R~{p}*" in ro and f"~{p}*" not in ro
+    assert {r for r in ro if r.startswith("%RW~")} == {f"%RW~{p}{k}" for k in
+                                                        ("sess*", "o[0-9]*", "lock*", "nextsession", "jobs")}
+
+
+def test_rw_user_is_confined_to_its_workspace_and_to_functions(acl_redis, admin):
+    url = acl_redis[1]
+    a, b = new_prefix(), new_prefix()
+    admin_a, admin_b = formatted(url, a), formatted(url, b)
+    _, a_url = user_url(admin, a, read_only=False)
+    eng = RedisMetaEngine(a_url, a)
+    try:
+        eng.load(require_aof=True)  # the INFO check is skipped for a user without INFO
+        eng.new_session()
+        ino = eng.create(ROOT, "f")[0]
+        assert eng.lookup(ROOT, "f")[0] == ino
+        r = raw(a_url)
+        assert r.set(a + "own", b"x")  # its own keys: allowed (it can damage only itself)
+        for cmd in (("GET", b + "setting"), ("SET", b + "setting", "x"), ("DEL", b + "i1"),
+                    ("FCALL", "af_create", 1, b + "setting", ROOT, "x", 0o644, 0, 0, 0, 0),
+                    ("EVAL", "return 1", 0), ("SCRIPT", "FLUSH"), ("FUNCTION", "FLUSH"),
+                    ("FUNCTION", "LOAD", "#!lua name=x\nredis.register_function('x', function() end)"),
+                    ("KEYS", "*"), ("FLUSHALL",), ("CONFIG", "GET", "*"), ("ACL", "LIST"), ("SET", "other", "1")):
+            with pytest.raises(rex.ResponseError) as e:
+                r.execute_command(*cmd)
+            assert "NOPERM" in str(e.value) or "no permissions" in str(e.value), cmd
+        assert admin_b.statfs()  # B untouched and still readable by its admin
+    finally:
+        eng.close()
+        admin_a.close()
+        admin_b.close()
+
+
+def test_read_only_user_is_enforced_by_redis(acl_redis, admin):
+    url = acl_redis[1]
+    p = new_prefix()
+    rw = formatted(url, p)
+    rw.new_session()
+    ino = rw.create(ROOT, "doc")[0]
+    _, ro_url = user_url(admin, p, read_only=True)
+    ro = RedisMetaEngine(ro_url, p)
+    r = raw(ro_url)
+    k = Keys(p)
+    try:
+        ro.load(require_aof=True)
+        ro.new_session({"read_only": True})
+        assert ro.lookup(ROOT, "doc")[0] == ino
+        assert ro.open(ino).is_file
+        ro.flock(ino, 1, fcntl.LOCK_SH)
+        ro.setlk(ino, 1, fcntl.F_RDLCK, 0, 9)
+        ro.heartbeat()
+        with pytest.raises(PermissionDenied):
+            ro.create(ROOT, "new")
+        with pytest.raises(PermissionDenied):
+            ro.unlink(ROOT, "doc")
+        # A modified client: every write function through FCALL (never FCALL_RO), declaring either
+        # the setting key (refused by Redis: FCALL needs write permission on it) or the sessions key
+        # (which a read-only user may write; the namespace functions then refuse it themselves).
+        assert r.get(k.setting) is not None
+        orig = ro.client.call
+        for declared in (k.setting, k.sessions):
+            def forced(function, *args, ro=False, key=None, _declared=declared):
+                return orig(function, *args, ro=False, key=_declared)
+            ro.client.call = forced
+            for op in (lambda: ro.create(ROOT, "evil"), lambda: ro.unlink(ROOT, "doc"),
+                       lambda: ro.setattr(ino, mode=0o777), lambda: ro.truncate(ino, 0),
+                       lambda: ro.setxattr(ino, "user.x", b"v"), lambda: ro.mkdir(ROOT, "d")):
+                with pytest.raises(PermissionDenied if declared == k.setting else ArtifactsError):
+                    op()
+        ro.client.call = orig
+        with pytest.raises(rex.ResponseError, match=r"NOPERM|can.t access|no permissions"):
+            r.execute_command("FCALL", "af_unlink", 1, k.setting, ROOT, "doc", 0, "0")
+        for cmd in (("SET", k.setting, "x"), ("DEL", k.inode(ino)), ("HSET", k.entries(ROOT), "x", "y"),
+                    ("SET", k.inode(999), "x"), ("INCR", k.counter("nextinode"))):
+            with pytest.raises(rex.NoPermissionError):
+                r.execute_command(*cmd)
+        assert rw.lookup(ROOT, "doc")[0] == ino  # nothing changed
+        assert [e.name for e in rw.listdir(ROOT)] == [b"doc"] and rw.getattr(ino).mode & 0o777 == 0o644
+        ro.close_session()
+    finally:
+        ro.close()
+        rw.close()
+
+
+def test_deluser_cuts_a_live_connection(acl_redis, admin):
+    p = new_prefix()
+    eng = formatted(acl_redis[1], p)
+    user, url = user_url(admin, p, read_only=False)
+    live = raw(url)
+    assert live.ping() and live.get(p + "setting") is not None  # connection open before revocation
+    admin.delete_user(user)
+    with pytest.raises((rex.ConnectionError, rex.AuthenticationError, rex.ResponseError)):
+        live.get(p + "setting")
+    with pytest.raises((rex.AuthenticationError, rex.ResponseError)):
+        raw(url).ping()
+    assert user not in admin.users()
+    eng.close()
+
+
+def test_acl_users_survive_a_restart(tmp_path):
+    server, url = start_acl_redis(tmp_path / "r")
+    try:
+        admin = RedisAdmin(url)
+        admin.prepare()
+        p = new_prefix()
+        formatted(url, p).close()
+        _, session_url = user_url(admin, p, read_only=True)
+        admin.close()
+        port = server.port
+        server.stop()
+        server, url = start_acl_redis(tmp_path / "r", port=port)  # same port, dir and ACL file
+        ro = RedisMetaEngine(session_url, p)
+        assert ro.load(require_aof=True).name == "acl"  # AOF kept the keys, the ACL file the user
+        ro.close()
+        assert "#" in (tmp_path / "r" / "users.acl").read_text()  # only password hashes on disk
+        assert oct((tmp_path / "r" / "users.acl").stat().st_mode & 0o777) == "0o600"
+    finally:
+        server.stop()
+
+
+def test_prepare_checks_and_configures(tmp_path):
+    server = RedisServer.start(tmp_path / "plain", extra=["--maxmemory-policy", "allkeys-lru"])
+    try:
+        admin = RedisAdmin(server.url)
+        with pytest.raises(ConfigError, match="maxmemory-policy"):
+            admin.prepare(require_aclfile=False)
+        with pytest.raises(ConfigError, match="ACL file"):
+            admin.prepare(configure=True)
+        admin.prepare(configure=True, require_aclfile=False)  # the orchestrator's own Redis
+        node = admin.nodes()[0]
+        def conf(name):
+            return [v.decode() if isinstance(v, bytes) else v for v in node.config_get(name).values()]
+        assert conf("maxmemory-policy") == ["noeviction"] and conf("appendonly") == ["yes"]
+        assert node.execute_command("FUNCTION", "LIST")  # the library is loaded
+        admin.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.cluster
+def test_cluster_users_exist_on_every_node(redis_cluster):
+    admin = RedisAdmin(redis_cluster.url)
+    admin.prepare(require_aof=False, require_aclfile=False)
+    probe = redis.RedisCluster(host=LOOPBACK, port=redis_cluster.ports[0])
+    owner_of = lambda pfx: probe.get_node_from_key(pfx + "setting").port  # noqa: E731
+    p = next(q for q in iter(new_prefix, None) if owner_of(q) != redis_cluster.ports[0])
+    eng = formatted(redis_cluster.url, p)
+    try:
+        user, url = user_url(admin, p, read_only=False)
+        ro_user, ro_url = user_url(admin, p, read_only=True)
+        for port in redis_cluster.ports:
+            node = redis.Redis(host=LOOPBACK, port=port)
+            assert node.acl_getuser(user) and node.acl_getuser(ro_user)
+            node.close()
+        s = RedisMetaEngine(url, p)
+        s.load(require_aof=False)
+        s.new_session()
+        ino = s.create(ROOT, "on-a-non-first-master")[0]
+        ro = RedisMetaEngine(ro_url, p)
+        ro.new_session({"read_only": True})
+        assert ro.lookup(ROOT, "on-a-non-first-master")[0] == ino
+        with pytest.raises(PermissionDenied):
+            ro.create(ROOT, "nope")
+        ro.close_session()
+        s.close_session()
+        s.close()
+        ro.close()
+        assert admin.delete_keys(p) > 0 and admin.count_keys(p) == 0
+        admin.delete_users([user, ro_user])
+        for port in redis_cluster.ports:
+            node = redis.Redis(host=LOOPBACK, port=port)
+            assert node.acl_getuser(user) is None
+            node.close()
+    finally:
+        eng.close()
+        probe.close()
+        admin.close()
