@@ -19,7 +19,7 @@ from hypothesis.stateful import (
 from test_meta_data import Blobs, read_file, refs, write
 
 from artifacts_core.errors import InvalidArgument
-from artifacts_core.meta.attrs import SLICE_INLINE, SLICE_S3, SliceRecord
+from artifacts_core.meta.attrs import SLICE_INLINE, SLICE_S3, SliceRecord, unpack_slice
 from artifacts_core.meta.data import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 from artifacts_core.types import CHUNK_SIZE, ROOT_INO
 
@@ -164,6 +164,23 @@ class DataMachine(RuleBasedStateMachine):
             for start, end in WINDOWS:
                 if start < model.length:
                     assert read_file(self.meta, ino, self.blobs, start, end) == model.read(start, end)
+
+    @invariant()
+    def references_match_the_records(self):
+        """Every non-hole record holds one reference: ``sliceref`` (references - 1, missing = 1)
+        agrees with a count over every chunk list, and a referenced slice is never queued."""
+        meta = self.meta
+        pattern = meta.keys.prefix.replace("{", "\\{").replace("}", "\\}") + "c[0-9]*"
+        counts: dict[str, int] = {}
+        for key in meta.client.command("KEYS", pattern):
+            for raw in meta.client.command("LRANGE", key, 0, -1):
+                r = unpack_slice(raw)
+                if r.id:
+                    counts[f"{r.id}_{r.size}"] = counts.get(f"{r.id}_{r.size}", 0) + 1
+        stored = refs(meta)
+        assert {f: n for f, n in counts.items() if n > 1} == {f: v + 1 for f, v in stored.items()}
+        queued = {m.decode() for m in meta.client.command("ZRANGE", meta.keys.delslices, 0, -1)}
+        assert not queued & set(counts)
 
     def teardown(self):
         for name in FILES:
