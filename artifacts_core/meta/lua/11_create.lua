@@ -37,7 +37,7 @@ redis.register_function('af_create', function(keys, args)
     return { tonumber(eino), s, 0 }
   end
   if not may(d, c, 2) then return fail('EACCES', 'write permission denied on the directory') end
-  local q = check_quota(p, space_of(0), 1)
+  local q = ns.quota(p, space_of(0), 1)
   if q then return q end
   -- all checks done: writes from here on
   local sec, nsec = now()
@@ -59,11 +59,10 @@ redis.register_function('af_create', function(keys, args)
   end
   local rdev = 0
   if typ == T_CHR or typ == T_BLK then rdev = tonumber(args[5]) end
-  local a = { flags = 0, mode = typ * 4096 + perm, uid = c.uid, gid = gid, atime = sec,
-    atime_ns = nsec, mtime = sec, mtime_ns = nsec, ctime = sec, ctime_ns = nsec,
-    nlink = (typ == T_DIR) and 2 or 1, length = length, rdev = rdev, parent = tonumber(parent),
-    btime = sec, btime_ns = nsec, gen = 1 }
-  local packed = attr_pack(a)
+  -- packed straight from the values (the attr layout of attr_pack: flags, mode, uid, gid,
+  -- atime, mtime, ctime, nlink, length, rdev, parent, btime, gen): no table for a new inode
+  local packed = struct.pack(ATTR_FMT, 0, typ * 4096 + perm, c.uid, gid, sec, nsec, sec, nsec,
+    sec, nsec, (typ == T_DIR) and 2 or 1, length, rdev, tonumber(parent), sec, nsec, 1)
   redis.call('SET', k_inode(p, ino), packed)
   if typ == T_SYMLINK then redis.call('SET', k_symlink(p, ino), args[9]) end
   redis.call('HSET', k_entries(p, parent), name, entry_pack(typ, ino))
