@@ -201,3 +201,8 @@ class DataMachine(RuleBasedStateMachine):
 def test_data_map_matches_the_model(meta_factory):
     run_state_machine_as_test(lambda: DataMachine(meta_factory),
                               settings=settings(max_examples=120, stateful_step_count=40, deadline=None))
+
+
+def test_data_map_matches_the_model_on_a_cluster(meta_factory, redis_cluster):
+    run_state_machine_as_test(lambda: DataMachine(lambda prefix: meta_factory(prefix, url=redis_cluster.url)),
+                              settings=settings(max_examples=25, stateful_step_count=30, deadline=None))

@@ -91,7 +91,6 @@ class DataOps:
     """Mixin of ``RedisMetaEngine``: the data map. Needs ``self.client`` and ``self.keys``."""
 
     slice_grace: float = DEFAULT_SLICE_GRACE
-    _slice_lock = threading.Lock()  # guards the per-engine batch below (held for one INCRBY at most)
     _slice_next = 0
     _slice_end = 0
     _inline_pressure = False
@@ -108,7 +107,10 @@ class DataOps:
 
     def new_slice_id(self) -> SliceId:
         """One fresh slice id from this client's batch (a round trip once per SLICE_ID_BATCH)."""
-        with self._slice_lock:
+        # One lock per engine, made on first use (dict.setdefault is atomic), guarding its batch;
+        # held across one INCRBY at most.
+        lock = self.__dict__.setdefault("_slice_lock", threading.Lock())
+        with lock:
             if self._slice_next >= self._slice_end:
                 ids = self.new_slice_ids(SLICE_ID_BATCH)
                 self._slice_next, self._slice_end = ids.start, ids.stop
