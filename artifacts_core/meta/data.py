@@ -8,12 +8,14 @@ Moving parts:
 - **Reading** a chunk is one ``FCALL_RO``: the records and the bytes of its inline slices together
   (``read_chunk``); ``slices.build_view`` merges them.
 - **Committing** is one ``FCALL``: the record, the length, mtime/ctime, used space and -- for an
-  inline slice -- its bytes (``commit_slice``). ``replace_content`` swaps a file's whole
-  content in one call (writeFile: atomic, the inode kept). A commit of an already committed slice id is a
+  inline slice -- its bytes (``commit_slice``). A commit of an already committed slice id is a
   no-op (the id is remembered for two minutes in ``commits``), so a retry after a timeout never
   applies a write twice. ``append=True`` lets Redis place the slice at the file's length at
   commit time; an append crossing a chunk boundary is split into two records by the function,
-  so it always lands whole and contiguous.
+  so it always lands whole and contiguous. ``replace_content`` swaps a file's whole content in
+  one call (writeFile: atomic, the inode kept).
+- **Resizing and sharing**: ``truncate`` and ``fallocate`` write no bytes (zeros are hole
+  records); ``copy_file_range`` copies records, each taking one more reference to its slice.
 - **Inline refusal**: over the inline limit, over the volume's inline cap, or while Redis is past
   ``INLINE_MEMORY_FRACTION`` of its ``maxmemory`` (a flag refreshed by
   ``refresh_inline_pressure``, which the client's background ticker calls: INFO cannot run inside
