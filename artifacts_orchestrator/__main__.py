@@ -1,0 +1,138 @@
+"""``python -m artifacts_orchestrator``: run the orchestrator on loopback, or bootstrap an account.
+
+::
+
+    python -m artifacts_orchestrator serve --config orchestrator.json
+    python -m artifacts_orchestrator create-account alice --db orchestrator.db   # prints the key once
+
+The config file is JSON (``OrchestratorConfig``). It holds secrets (the admin Redis URL, the S3
+admin keys, the admin token), so it must not be readable by group or others: ``serve`` refuses a
+looser mode. Nothing secret is ever taken from the command line, where ``ps`` would show it.
+``build_service`` is what the local stack (``artifacts up``) calls to run the orchestrator
+in-process with the same configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import stat
+import sys
+import threading
+from pathlib import Path
+
+import msgspec
+
+from artifacts_orchestrator.app import REAP_INTERVAL, OrchestratorServer
+from artifacts_orchestrator.errors import ApiError
+from artifacts_orchestrator.redis_acl import RedisAdmin
+from artifacts_orchestrator.service import FORMAT_TTL, SESSION_TTL, Service
+from artifacts_orchestrator.storage import SeaweedIAMStorage
+from artifacts_orchestrator.store import SQLiteStore
+
+#: The local stack's orchestrator port (also the client's default URL).
+DEFAULT_PORT = 8720
+
+
+class ManagedS3Config(msgspec.Struct, frozen=True, kw_only=True):
+    endpoint: str
+    bucket: str
+    access_key: str
+    secret_key: str
+    region: str = "us-east-1"
+    root: str = ""
+    public_endpoint: str | None = None
+
+
+class OrchestratorConfig(msgspec.Struct, frozen=True, kw_only=True):
+    db: str
+    redis_url: str  # admin credentials; clients get public_redis_url with their own user
+    public_redis_url: str | None = None
+    managed: ManagedS3Config | None = None
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    admin_token: str = ""
+    format_ttl: float = FORMAT_TTL
+    session_ttl: float = SESSION_TTL
+    reap_interval: float = REAP_INTERVAL
+    #: For a Redis the orchestrator started itself: set noeviction and AOF instead of checking.
+    configure_redis: bool = False
+    require_aof: bool = True
+    require_aclfile: bool = True
+
+
+def load_config(path: str | os.PathLike) -> OrchestratorConfig:
+    p = Path(path)
+    mode = p.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SystemExit(f"{p} is readable by others (mode {stat.S_IMODE(mode):o}); run: chmod 600 {p}")
+    return msgspec.json.decode(p.read_bytes(), type=OrchestratorConfig)
+
+
+def build_service(cfg: OrchestratorConfig) -> Service:
+    """Store, Redis (checked, library loaded) and managed storage, wired into a ``Service``."""
+    redis = RedisAdmin(cfg.redis_url, public_url=cfg.public_redis_url)
+    redis.prepare(configure=cfg.configure_redis, require_aof=cfg.require_aof,
+                  require_aclfile=cfg.require_aclfile)
+    storage = None
+    if cfg.managed is not None:
+        s = cfg.managed
+        storage = SeaweedIAMStorage(endpoint=s.endpoint, bucket=s.bucket, access_key=s.access_key,
+                                    secret_key=s.secret_key, region=s.region, root=s.root,
+                                    public_endpoint=s.public_endpoint)
+        storage.ensure_bucket()
+    return Service(SQLiteStore(cfg.db), redis, storage, format_ttl=cfg.format_ttl, session_ttl=cfg.session_ttl)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    service = build_service(cfg)
+    server = OrchestratorServer(service, host=cfg.host, port=cfg.port, admin_token=cfg.admin_token,
+                                reap_interval=cfg.reap_interval).start()
+    print(f"orchestrator listening on {server.url}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.stop()
+    service.redis.close()
+    service.store.close()
+    return 0
+
+
+def _create_account(args: argparse.Namespace) -> int:
+    store = SQLiteStore(args.db)
+    service = Service(store, redis=None, storage=None)  # type: ignore[arg-type] - accounts need no Redis
+    try:
+        new = service.create_account(args.handle, args.key_name)
+    except ApiError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"Account {new.account.handle} created (id {new.account.id}).", file=sys.stderr)
+    print("API key (shown once, save it now):", file=sys.stderr)
+    print(new.key.key)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m artifacts_orchestrator")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--config", required=True, help="JSON config file (mode 0600)")
+    acc = sub.add_parser("create-account", help="create an account and print its first API key once")
+    acc.add_argument("handle")
+    acc.add_argument("--db", required=True, help="the orchestrator's SQLite database")
+    acc.add_argument("--key-name", default="default")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return _serve(args) if args.command == "serve" else _create_account(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

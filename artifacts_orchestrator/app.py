@@ -1,0 +1,311 @@
+"""The HTTP face of the orchestrator: aiohttp routes over ``Service`` (docs/orchestrator.md is the reference).
+
+Moving parts:
+- one error middleware: every failure leaves as ``{"code", "message"}`` with the status of
+  ``errors.py`` (unknown routes and methods included); an unexpected exception is logged with its
+  traceback and answered 500 ``internal`` without details;
+- handlers are a few lines: authenticate, decode the body into a msgspec request type (a bad body
+  is 422 ``invalid_request``), call one ``Service`` method on the worker pool (SQLite, redis-py and
+  botocore block), encode the result;
+- background work on the same pool: the rest of a delete flow after its 202, and the reaper
+  every ``reap_interval`` seconds (expired format users and sessions, orphans, unfinished deletes);
+- ``OrchestratorServer``: runs the app on its own event-loop thread, bound to loopback by
+  default, for ``python -m artifacts_orchestrator``, the local stack and the tests.
+
+Access log lines carry method, path and status only: never an ``Authorization`` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hmac
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from artifacts_orchestrator import models as m
+from artifacts_orchestrator.errors import (
+    ApiError,
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    RouteNotFound,
+    Unauthorized,
+)
+from artifacts_orchestrator.service import Service
+
+log = logging.getLogger("artifacts.orchestrator.http")
+
+#: Worker threads for blocking calls: requests are short; a few deletes may run at once.
+WORKERS = 16
+#: Reaper period: format users expire after 15 minutes, so half a minute late is fine.
+REAP_INTERVAL = 30.0
+#: Largest request body accepted (requests are small JSON documents).
+MAX_BODY = 64 << 10
+
+SERVICE = web.AppKey("service", Service)
+EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
+ADMIN_TOKEN = web.AppKey("admin_token", str)
+TASKS = web.AppKey("tasks", set)
+
+
+def _json(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(body=msgspec.json.encode(obj), status=status, content_type="application/json")
+
+
+async def _run(request: web.Request, fn, *args, **kwargs):
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(request.app[EXECUTOR], functools.partial(fn, *args, **kwargs))
+
+
+async def _account(request: web.Request) -> m.Account:
+    account, _ = await _run(request, request.app[SERVICE].authenticate, request.headers.get("Authorization"))
+    return account
+
+
+async def _body(request: web.Request, type_: type) -> Any:
+    raw = await request.read()
+    try:
+        return msgspec.json.decode(raw or b"{}", type=type_)
+    except msgspec.ValidationError as e:
+        raise InvalidRequest(f"invalid request body: {e}") from None
+    except msgspec.DecodeError:
+        raise InvalidRequest("the request body is not JSON") from None
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("1", "true", "yes")
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return _json(e.body(), e.status)
+    except web.HTTPMethodNotAllowed:
+        e = MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+        return _json(e.body(), e.status)
+    except web.HTTPNotFound:
+        e = RouteNotFound(f"no route {request.method} {request.path}")
+        return _json(e.body(), e.status)
+    except web.HTTPRequestEntityTooLarge:
+        return _json(InvalidRequest("the request body is too large").body(), 413)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return _json(InternalError("internal error; see the orchestrator's log").body(), 500)
+
+
+# -- handlers ------------------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def whoami(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    account, key = await _run(request, svc.authenticate, request.headers.get("Authorization"))
+    return _json(m.WhoAmI(account=m.AccountView(id=account.id, handle=account.handle, created_at=account.created_at),
+                          key=m.KeyView(id=key.id, name=key.name, hint=key.hint, created_at=key.created_at)))
+
+
+async def create_account(request: web.Request) -> web.Response:
+    expected = request.app[ADMIN_TOKEN]
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if not expected or scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
+        raise Unauthorized("this route needs the orchestrator's admin token")
+    req = await _body(request, m.CreateAccountRequest)
+    return _json(await _run(request, request.app[SERVICE].create_account, req.handle, req.key_name), 201)
+
+
+async def create_key(request: web.Request) -> web.Response:
+    account = await _account(request)
+    req = await _body(request, m.CreateKeyRequest)
+    return _json(await _run(request, request.app[SERVICE].create_key, account, req.name), 201)
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    account = await _account(request)
+    return _json(await _run(request, request.app[SERVICE].list_keys, account))
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    account = await _account(request)
+    return _json(await _run(request, request.app[SERVICE].revoke_key, account, request.match_info["key_id"]))
+
+
+async def create_workspace(request: web.Request) -> web.Response:
+    account = await _account(request)
+    req = await _body(request, m.CreateWorkspaceRequest)
+    resp, created = await _run(request, request.app[SERVICE].create_workspace, account, req)
+    return _json(resp, 201 if created else 200)
+
+
+async def list_workspaces(request: web.Request) -> web.Response:
+    account = await _account(request)
+    return _json(await _run(request, request.app[SERVICE].list_workspaces, account, _flag(request, "include_deleted")))
+
+
+def _ref(request: web.Request) -> tuple[str, str]:
+    return request.match_info["handle"], request.match_info["name"]
+
+
+async def get_workspace(request: web.Request) -> web.Response:
+    account = await _account(request)
+    return _json(await _run(request, request.app[SERVICE].get_workspace, account, *_ref(request)))
+
+
+async def format_completed(request: web.Request) -> web.Response:
+    account = await _account(request)
+    return _json(await _run(request, request.app[SERVICE].format_completed, account, *_ref(request)))
+
+
+async def delete_workspace(request: web.Request) -> web.Response:
+    account = await _account(request)
+    svc = request.app[SERVICE]
+    view, run = await _run(request, svc.delete_workspace, account, *_ref(request))
+    if run:
+        _background(request.app, svc.run_delete, view.id)
+    return _json(view, 202)
+
+
+async def create_session(request: web.Request) -> web.Response:
+    account = await _account(request)
+    req = await _body(request, m.CreateSessionRequest)
+    return _json(await _run(request, request.app[SERVICE].create_session, account, *_ref(request), req), 201)
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    account = await _account(request)
+    return _json(await _run(request, request.app[SERVICE].list_sessions, account, *_ref(request),
+                            _flag(request, "include_revoked")))
+
+
+async def revoke_session(request: web.Request) -> web.Response:
+    account = await _account(request)
+    return _json(await _run(request, request.app[SERVICE].revoke_session, account, *_ref(request),
+                            request.match_info["sid"]))
+
+
+async def renew_session(request: web.Request) -> web.Response:
+    account = await _account(request)
+    req = await _body(request, m.RenewSessionRequest)
+    return _json(await _run(request, request.app[SERVICE].renew_session, account, *_ref(request),
+                            request.match_info["sid"], req))
+
+
+# -- background work -----------------------------------------------------------------------------
+
+
+def _background(app: web.Application, fn, *args) -> None:
+    async def run() -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(app[EXECUTOR], fn, *args)
+        except Exception:  # the reaper retries unfinished deletes
+            log.exception("background %s failed", getattr(fn, "__name__", fn))
+    task = asyncio.get_running_loop().create_task(run())
+    app[TASKS].add(task)
+    task.add_done_callback(app[TASKS].discard)
+
+
+async def _reaper(app: web.Application, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            done = await asyncio.get_running_loop().run_in_executor(app[EXECUTOR], app[SERVICE].reap)
+            if any(done.values()):
+                log.info("reaper: %s", done)
+        except Exception:
+            log.exception("reaper pass failed")
+
+
+def make_app(service: Service, *, admin_token: str = "", reap_interval: float | None = REAP_INTERVAL,
+             workers: int = WORKERS) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY)
+    app[SERVICE] = service
+    app[EXECUTOR] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="orchestrator")
+    app[ADMIN_TOKEN] = admin_token
+    app[TASKS] = set()
+    ws = "/workspaces/{handle}/{name}"
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/whoami", whoami)
+    app.router.add_post("/admin/accounts", create_account)
+    app.router.add_post("/keys", create_key)
+    app.router.add_get("/keys", list_keys)
+    app.router.add_delete("/keys/{key_id}", revoke_key)
+    app.router.add_post("/workspaces", create_workspace)
+    app.router.add_get("/workspaces", list_workspaces)
+    app.router.add_get(ws, get_workspace)
+    app.router.add_delete(ws, delete_workspace)
+    app.router.add_post(ws + "/format-completed", format_completed)
+    app.router.add_post(ws + "/sessions", create_session)
+    app.router.add_get(ws + "/sessions", list_sessions)
+    app.router.add_delete(ws + "/sessions/{sid}", revoke_session)
+    app.router.add_post(ws + "/sessions/{sid}/renew", renew_session)
+
+    async def start_background(app: web.Application):
+        reaper = asyncio.get_running_loop().create_task(_reaper(app, reap_interval)) if reap_interval else None
+        yield
+        if reaper is not None:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+        if app[TASKS]:
+            await asyncio.gather(*app[TASKS], return_exceptions=True)
+        app[EXECUTOR].shutdown(wait=True)
+
+    app.cleanup_ctx.append(start_background)
+    return app
+
+
+class OrchestratorServer:
+    """The app on its own event-loop thread: ``start()``, ``url``, ``stop()``."""
+
+    def __init__(self, service: Service, *, host: str = "127.0.0.1", port: int = 0, **app_options: Any) -> None:
+        self.service = service
+        self.host = host
+        self.port = port
+        self._options = app_options
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="orchestrator-http", daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> OrchestratorServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
+        return self
+
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(make_app(self.service, **self._options), access_log=log)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=60)
+            self._runner = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    def __enter__(self) -> OrchestratorServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

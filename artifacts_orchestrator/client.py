@@ -1,0 +1,235 @@
+"""A small Python client of the orchestrator's HTTP API: sync (``Artifacts``) and async (``AsyncArtifacts``).
+
+::
+
+    from artifacts_orchestrator.client import Artifacts
+    api = Artifacts()                      # TONBO_API_KEY, ARTIFACTS_ORCHESTRATOR_URL
+    r = api.workspaces.create("notes")     # Phase 1: format credentials + storage
+    ...format with r.format.url, r.format.key_prefix, r.storage...
+    api.workspaces.format_completed("notes")
+    grant = api.sessions.create("notes", mode="ro")
+    api.workspaces.delete("notes")
+
+Results are the msgspec structs of ``models.py``; failures are the exceptions of ``errors.py``
+(``WorkspaceExists`` carries ``existing``; an unreachable orchestrator is
+``OrchestratorUnavailable``). Workspaces are addressed as ``name`` (your own handle),
+``handle/name`` or ``artifacts://handle/name``.
+
+Moving parts: each namespace method describes one call (method, path, body, result type) and
+hands it to the client's ``_send``, which is blocking in ``Artifacts`` (stdlib ``urllib``) and a
+coroutine in ``AsyncArtifacts`` (aiohttp), so both share every method. The API key travels only
+in the ``Authorization`` header and appears in no ``repr`` or error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import quote
+
+import msgspec
+
+from artifacts_orchestrator import models as m
+from artifacts_orchestrator.errors import InvalidRequest, OrchestratorUnavailable, error_from_body
+
+#: Where ``artifacts up`` serves the orchestrator when nothing else is configured.
+DEFAULT_URL = "http://127.0.0.1:8720"
+URL_ENV = "ARTIFACTS_ORCHESTRATOR_URL"
+KEY_ENV = "TONBO_API_KEY"
+#: Seconds per HTTP call: every route answers in well under a second; Redis or S3 trouble
+#: surfaces as an error body long before this.
+DEFAULT_TIMEOUT = 30.0
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """``name`` | ``handle/name`` | ``artifacts://handle/name`` -> (handle or ``~``, name)."""
+    text = ref.removeprefix("artifacts://")
+    handle, sep, name = text.rpartition("/")
+    if not sep:
+        handle = "~"  # the caller's own handle, resolved by the server
+    if not name or "/" in handle or not m.WORKSPACE_NAME_RE.match(name):
+        raise InvalidRequest(f"invalid workspace reference {ref!r}: use name, handle/name or artifacts://handle/name")
+    return handle or "~", name
+
+
+def _ws_path(ref: str, suffix: str = "") -> str:
+    handle, name = parse_ref(ref)
+    return f"/workspaces/{quote(handle, safe='~')}/{quote(name, safe='')}{suffix}"
+
+
+class _Call(msgspec.Struct, frozen=True):
+    method: str
+    path: str
+    body: Any = None
+    type: Any = None
+
+
+class _Workspaces:
+    def __init__(self, client) -> None:
+        self._c = client
+
+    def create(self, name: str, *, backend: str = "managed", bucket: str | None = None,
+               endpoint: str | None = None, region: str = "", prefix: str = "",
+               cache_profile: str = "interactive", resume: bool = False) -> m.CreateWorkspaceResponse:
+        storage = None
+        if backend == "byo":
+            storage = {"bucket": bucket or "", "endpoint": endpoint or "", "region": region, "prefix": prefix}
+        body = {"name": name, "backend": backend, "storage": storage, "cache_profile": cache_profile,
+                "resume": resume}
+        return self._c._send(_Call("POST", "/workspaces", body, m.CreateWorkspaceResponse))
+
+    def format_completed(self, ref: str) -> m.WorkspaceView:
+        return self._c._send(_Call("POST", _ws_path(ref, "/format-completed"), {}, m.WorkspaceView))
+
+    def list(self, *, include_deleted: bool = False) -> m.WorkspaceList:
+        path = "/workspaces" + ("?include_deleted=true" if include_deleted else "")
+        return self._c._send(_Call("GET", path, None, m.WorkspaceList))
+
+    def get(self, ref: str) -> m.WorkspaceView:
+        return self._c._send(_Call("GET", _ws_path(ref), None, m.WorkspaceView))
+
+    def delete(self, ref: str) -> m.WorkspaceView:
+        """Starts the delete flow (202); poll ``get`` until ``status == "deleted"``."""
+        return self._c._send(_Call("DELETE", _ws_path(ref), None, m.WorkspaceView))
+
+
+class _Sessions:
+    def __init__(self, client) -> None:
+        self._c = client
+
+    def create(self, ref: str, *, mode: str = "rw", ttl_seconds: int | None = None, host: str = "",
+               mountpoint: str = "") -> m.SessionGrant:
+        body = {"mode": mode, "ttl_seconds": ttl_seconds, "host": host, "mountpoint": mountpoint}
+        return self._c._send(_Call("POST", _ws_path(ref, "/sessions"), body, m.SessionGrant))
+
+    def list(self, ref: str, *, include_revoked: bool = False) -> m.SessionList:
+        suffix = "/sessions" + ("?include_revoked=true" if include_revoked else "")
+        return self._c._send(_Call("GET", _ws_path(ref, suffix), None, m.SessionList))
+
+    def revoke(self, ref: str, session_id: str) -> m.SessionView:
+        return self._c._send(_Call("DELETE", _ws_path(ref, f"/sessions/{quote(session_id, safe='')}"),
+                                   None, m.SessionView))
+
+    def renew(self, ref: str, session_id: str, *, ttl_seconds: int | None = None) -> m.SessionView:
+        return self._c._send(_Call("POST", _ws_path(ref, f"/sessions/{quote(session_id, safe='')}/renew"),
+                                   {"ttl_seconds": ttl_seconds}, m.SessionView))
+
+
+class _Keys:
+    def __init__(self, client) -> None:
+        self._c = client
+
+    def create(self, name: str = "") -> m.NewKey:
+        return self._c._send(_Call("POST", "/keys", {"name": name}, m.NewKey))
+
+    def list(self) -> m.KeyList:
+        return self._c._send(_Call("GET", "/keys", None, m.KeyList))
+
+    def revoke(self, key_id: str) -> m.KeyView:
+        return self._c._send(_Call("DELETE", f"/keys/{quote(key_id, safe='')}", None, m.KeyView))
+
+
+class _Base:
+    def __init__(self, api_key: str | None = None, *, base_url: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        self._api_key = api_key if api_key is not None else os.environ.get(KEY_ENV, "")
+        self.base_url = (base_url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
+        self.timeout = timeout
+        self.workspaces = _Workspaces(self)
+        self.sessions = _Sessions(self)
+        self.keys = _Keys(self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def _headers(self, token: str | None = None) -> dict[str, str]:
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        token = self._api_key if token is None else token
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    @staticmethod
+    def _decode(call: _Call, status: int, raw: bytes) -> Any:
+        if status >= 400:
+            try:
+                body = json.loads(raw or b"null")
+            except ValueError:
+                body = None
+            raise error_from_body(status, body)
+        return msgspec.json.decode(raw, type=call.type) if call.type is not None else json.loads(raw or b"null")
+
+    def whoami(self) -> m.WhoAmI:
+        return self._send(_Call("GET", "/whoami", None, m.WhoAmI))
+
+    def health(self) -> dict:
+        return self._send(_Call("GET", "/healthz", None, None))
+
+    def create_account(self, handle: str, *, admin_token: str, key_name: str = "default") -> m.NewAccount:
+        """Bootstrap route (the orchestrator's admin token, not an API key)."""
+        return self._send(_Call("POST", "/admin/accounts", {"handle": handle, "key_name": key_name},
+                                m.NewAccount), token=admin_token)
+
+    def _send(self, call: _Call, *, token: str | None = None) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Artifacts(_Base):
+    """Blocking client."""
+
+    def _send(self, call: _Call, *, token: str | None = None) -> Any:
+        data = None if call.body is None else json.dumps(call.body).encode()
+        req = urllib.request.Request(self.base_url + call.path, data=data, method=call.method,
+                                     headers=self._headers(token))
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return self._decode(call, resp.status, resp.read())
+        except urllib.error.HTTPError as e:
+            return self._decode(call, e.code, e.read())
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise OrchestratorUnavailable(f"cannot reach the orchestrator at {self.base_url}: {reason}") from None
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Artifacts:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AsyncArtifacts(_Base):
+    """Asyncio client (aiohttp); every method returns a coroutine. ``await client.close()``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._session = None
+
+    async def _send(self, call: _Call, *, token: str | None = None) -> Any:
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        data = None if call.body is None else json.dumps(call.body).encode()
+        try:
+            async with self._session.request(call.method, self.base_url + call.path, data=data,
+                                             headers=self._headers(token)) as resp:
+                return self._decode(call, resp.status, await resp.read())
+        except aiohttp.ClientConnectionError as e:
+            raise OrchestratorUnavailable(f"cannot reach the orchestrator at {self.base_url}: {e}") from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> AsyncArtifacts:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

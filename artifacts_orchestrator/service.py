@@ -1,0 +1,408 @@
+"""The orchestrator's business logic: accounts, the workspace state machine, mount sessions, the reaper.
+
+``Service`` is synchronous and HTTP-free (the aiohttp layer runs it on worker threads); it talks
+to three things: the ``Store`` (rows), ``RedisAdmin`` (ACL users, keys, the function library)
+and, for the managed backend, ``ManagedStorage`` (scoped S3 credentials, prefix deletion).
+
+The workspace state machine (SPEC.md §3.3, seed 000): ``pending_format → active → deleting →
+deleted``. Every step is idempotent and ordered so that a crash between two steps leaves a state
+the next call (or the reaper) finishes:
+
+- create: the row first (``pending_format``, ids → prefix), then the format user in Redis (and,
+  managed, its S3 user). A retry finds the row: 409 ``workspace_exists`` with ``existing``, or,
+  with ``resume``, the same prefix and freshly minted format credentials;
+- format-completed: verify ``setting``, revoke the format user, then flip to ``active`` (200 when
+  already active);
+- delete: flip to ``deleting`` under the row lock (202), then revoke every session and the format
+  user, sweep the keys, (managed) delete the prefix's objects, flip to ``deleted``. A workspace
+  left in ``deleting`` is finished by the reaper.
+
+Sessions: the row is written before its ACL user exists and the user deleted before the row is
+marked revoked, so "users in Redis minus live rows" is always a safe set of orphans to reap.
+
+Secrets (API keys, ACL passwords, S3 secrets) appear only in return values bound for the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import secrets
+import string
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from artifacts_core.errors import ArtifactsError
+from artifacts_core.meta.keys import workspace_prefix
+from artifacts_core.objects.url import store_from_url
+from artifacts_orchestrator import models as m
+from artifacts_orchestrator.errors import (
+    ApiError,
+    Forbidden,
+    InvalidRequest,
+    KeyNotFound,
+    SessionNotFound,
+    SettingKeyMissing,
+    Unauthorized,
+    WorkspaceExists,
+    WorkspaceNotActive,
+    WorkspaceNotCompletable,
+    WorkspaceNotFound,
+)
+from artifacts_orchestrator.redis_acl import FORMAT_USER_PREFIX, SESSION_USER_PREFIX, RedisAdmin
+from artifacts_orchestrator.storage import ManagedStorage, storage_url
+from artifacts_orchestrator.store import Store
+
+log = logging.getLogger("artifacts.orchestrator")
+
+#: The format-scope user lives 15 minutes (SPEC.md §8).
+FORMAT_TTL = 15 * 60
+#: Default mount-session lifetime: a working day, renewable (POST …/sessions/<id>/renew).
+SESSION_TTL = 24 * 3600
+#: Bounds on a requested session TTL: a minute (less cannot even finish a mount), a week.
+MIN_SESSION_TTL, MAX_SESSION_TTL = 60, 7 * 24 * 3600
+#: API keys: tbo_ + 32 characters from 62 (about 190 bits).
+KEY_ALPHABET = string.ascii_letters + string.digits
+#: ``~`` in a route's handle position means the caller's own handle (never a valid handle).
+OWN_HANDLE = "~"
+#: Random bytes in an ACL password (256 bits).
+PASSWORD_BYTES = 32
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    return "tbo_" + "".join(secrets.choice(KEY_ALPHABET) for _ in range(32))
+
+
+class Service:
+    def __init__(self, store: Store, redis: RedisAdmin, storage: ManagedStorage | None = None, *,
+                 clock: Callable[[], float] = time.time, format_ttl: float = FORMAT_TTL,
+                 session_ttl: float = SESSION_TTL) -> None:
+        self.store = store
+        self.redis = redis
+        self.storage = storage
+        self.clock = clock
+        self.format_ttl = format_ttl
+        self.session_ttl = session_ttl
+        self._deleting: set[int] = set()
+        self._lock = threading.Lock()
+
+    # -- accounts and keys ----------------------------------------------------------------------
+
+    def create_account(self, handle: str, key_name: str = "default") -> m.NewAccount:
+        if not m.HANDLE_RE.match(handle):
+            raise InvalidRequest(f"invalid handle {handle!r}: use 1-63 of a-z, 0-9 and -, starting alphanumeric")
+        account = self.store.create_account(handle, self.clock())
+        return m.NewAccount(account=_account_view(account), key=self.create_key(account, key_name))
+
+    def create_key(self, account: m.Account, name: str = "") -> m.NewKey:
+        key = new_api_key()
+        row = m.ApiKey(id=str(uuid.uuid4()), account_id=account.id, name=name[:100], hint=key[:8] + "…",
+                       created_at=self.clock())
+        self.store.add_api_key(row, hash_key(key))
+        return m.NewKey(id=row.id, name=row.name, key=key, created_at=row.created_at)
+
+    def authenticate(self, header: str | None) -> tuple[m.Account, m.ApiKey]:
+        scheme, _, token = (header or "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("missing bearer token")
+        found = self.store.key_by_hash(hash_key(token)) if m.API_KEY_RE.match(token) else None
+        if found is None or not hmac.compare_digest(found[1], hash_key(token)):
+            raise Unauthorized("invalid api key")
+        key, _ = found
+        if key.revoked_at is not None:
+            raise Unauthorized("api key has been revoked")
+        account = self.store.get_account(key.account_id)
+        if account is None:
+            raise Unauthorized("invalid api key")
+        return account, key
+
+    def list_keys(self, account: m.Account) -> m.KeyList:
+        return m.KeyList(keys=[_key_view(k) for k in self.store.list_api_keys(account.id)])
+
+    def revoke_key(self, account: m.Account, key_id: str) -> m.KeyView:
+        key = self.store.revoke_api_key(account.id, key_id, self.clock())
+        if key is None:
+            raise KeyNotFound(f"no api key {key_id!r}")
+        return _key_view(key)
+
+    # -- workspaces -----------------------------------------------------------------------------
+
+    def resolve(self, account: m.Account, handle: str, name: str) -> m.Workspace:
+        if not m.WORKSPACE_NAME_RE.match(name):
+            raise InvalidRequest(f"invalid workspace name {name!r}: it must match ^[a-zA-Z0-9][a-zA-Z0-9_-]{{0,62}}$")
+        if handle == OWN_HANDLE:
+            handle = account.handle
+        if handle != account.handle:
+            if self.store.account_by_handle(handle) is not None:
+                raise Forbidden(f"{handle}/{name} belongs to another account")
+            raise WorkspaceNotFound(f"no workspace {handle}/{name}")
+        ws = self.store.find_workspace(account.id, name)
+        if ws is None:
+            raise WorkspaceNotFound(f"no workspace {handle}/{name}")
+        return ws
+
+    def create_workspace(self, account: m.Account, req: m.CreateWorkspaceRequest) -> tuple[m.CreateWorkspaceResponse, bool]:
+        """Reserve (Phase 1). Returns the response and whether a new row was made (201 vs 200)."""
+        self._check_create(req)
+        now = self.clock()
+        ws, created = self.store.reserve_workspace(account.id, account.handle, req.name, now,
+                                                   lambda wid: self._fill(account, req, wid))
+        if not created:
+            if not (req.resume and ws.status == "pending_format" and ws.backend == req.backend):
+                raise WorkspaceExists(f"{account.handle}/{req.name} exists (status={ws.status})",
+                                      extra={"existing": _to_builtins(self.view(ws))})
+            log.info("resuming pending_format workspace %s/%s", ws.handle, ws.name)
+        user = f"{FORMAT_USER_PREFIX}{ws.id}"
+        password = secrets.token_urlsafe(PASSWORD_BYTES)
+        expires = now + self.format_ttl
+        self.store.set_format_user(ws.id, user, expires, now)
+        self.redis.delete_user(user)  # a resumed create kills the previous attempt's connections
+        self.redis.set_user(user, password, ws.key_prefix, read_only=False)
+        creds = None
+        if ws.backend == "managed":
+            assert self.storage is not None
+            creds = self.storage.issue(user, ws.storage_prefix, read_only=False, expires_at=expires)
+        ws = self.store.get_workspace(ws.id) or ws
+        meta = m.MetaAccess(url=self.redis.client_url(user, password), user=user, key_prefix=ws.key_prefix,
+                            expires_at=expires)
+        storage = _replace(self.view(ws).storage, credentials=creds)
+        return m.CreateWorkspaceResponse(workspace=self.view(ws), format=meta, storage=storage,
+                                         resumed=not created), created
+
+    def _check_create(self, req: m.CreateWorkspaceRequest) -> None:
+        if not m.WORKSPACE_NAME_RE.match(req.name):
+            raise InvalidRequest(f"invalid workspace name {req.name!r}: it must match ^[a-zA-Z0-9][a-zA-Z0-9_-]{{0,62}}$")
+        if req.backend == "managed":
+            if self.storage is None:
+                raise InvalidRequest("this orchestrator has no managed storage; use backend byo")
+            return
+        s = req.storage
+        if s is None or not s.bucket or not s.endpoint:
+            raise InvalidRequest("backend byo needs storage.bucket and storage.endpoint")
+        try:  # the core's own URL rules; dummy keys so nothing is read from this host's environment
+            store_from_url(storage_url(s.bucket, s.prefix, s.endpoint, s.region), access_key="x", secret_key="x")
+        except (ArtifactsError, ValueError) as e:
+            raise InvalidRequest(f"invalid BYO storage location: {getattr(e, 'strerror', None) or e}") from None
+
+    def _fill(self, account: m.Account, req: m.CreateWorkspaceRequest, wid: int) -> dict:
+        common = dict(backend=req.backend, key_prefix=workspace_prefix(account.id, wid),
+                      volume_name=f"{account.handle}-{req.name}-{wid}", cache_profile=req.cache_profile)
+        if req.backend == "managed":
+            assert self.storage is not None
+            return dict(common, bucket=self.storage.bucket, endpoint=self.storage.endpoint,
+                        region=self.storage.region, storage_prefix=self.storage.prefix_for(wid))
+        s = req.storage
+        assert s is not None
+        return dict(common, bucket=s.bucket, endpoint=s.endpoint, region=s.region,
+                    storage_prefix=s.prefix.strip("/"))
+
+    def format_completed(self, account: m.Account, handle: str, name: str) -> m.WorkspaceView:
+        ws = self.resolve(account, handle, name)
+        if ws.status == "active":
+            return self.view(ws)  # the active short-circuit (SPEC.md §3.2)
+        if ws.status != "pending_format":
+            raise WorkspaceNotCompletable(f"{handle}/{name} is {ws.status}, not pending_format")
+        if not self.redis.setting_present(ws.key_prefix):
+            raise SettingKeyMissing(f"no setting key under {ws.key_prefix}: the format step has not run")
+        self._revoke_format_user(ws)
+        ws, _ = self.store.transition(ws.id, {"pending_format", "active"}, "active", self.clock())
+        log.info("workspace %s/%s is active", ws.handle, ws.name)
+        return self.view(ws)
+
+    def list_workspaces(self, account: m.Account, include_deleted: bool = False) -> m.WorkspaceList:
+        rows = self.store.list_workspaces(account.id, include_deleted=include_deleted)
+        return m.WorkspaceList(workspaces=[self.view(w) for w in rows])
+
+    def get_workspace(self, account: m.Account, handle: str, name: str) -> m.WorkspaceView:
+        return self.view(self.resolve(account, handle, name))
+
+    def delete_workspace(self, account: m.Account, handle: str, name: str) -> tuple[m.WorkspaceView, bool]:
+        """Step 1 (row lock, ``deleting``). Returns the view and whether the rest must run."""
+        ws = self.resolve(account, handle, name)
+        if ws.status == "deleted":
+            return self.view(ws), False
+        ws, _ = self.store.transition(ws.id, {"pending_format", "active", "deleting"}, "deleting", self.clock())
+        return self.view(ws), True
+
+    def run_delete(self, workspace_id: int) -> None:
+        """Steps 2-5 of seed 000's delete flow; each is idempotent, so a rerun finishes the job."""
+        with self._lock:
+            if workspace_id in self._deleting:
+                return
+            self._deleting.add(workspace_id)
+        try:
+            ws = self.store.get_workspace(workspace_id)
+            if ws is None or ws.status != "deleting":
+                return
+            for _ in range(2):  # twice: a session issued while step 2 ran is caught by the second pass
+                for s in self.store.list_sessions(ws.id):
+                    self._revoke_session_row(s, "workspace deleted")
+                self._revoke_format_user(ws)
+                swept = self.redis.delete_keys(ws.key_prefix)
+            objects = 0
+            if ws.backend == "managed" and self.storage is not None:
+                objects = self.storage.delete_prefix(ws.storage_prefix)
+            now = self.clock()
+            self.store.transition(ws.id, {"deleting"}, "deleted", now, deleted_at=now)
+            log.info("workspace %s/%s deleted (%d keys swept, %d objects)", ws.handle, ws.name, swept, objects)
+        finally:
+            with self._lock:
+                self._deleting.discard(workspace_id)
+
+    def _revoke_format_user(self, ws: m.Workspace) -> None:
+        user = f"{FORMAT_USER_PREFIX}{ws.id}"
+        self.redis.delete_user(user)
+        if ws.backend == "managed" and self.storage is not None:
+            self.storage.revoke(user)
+        self.store.set_format_user(ws.id, "", None, self.clock())
+
+    # -- mount sessions -------------------------------------------------------------------------
+
+    def create_session(self, account: m.Account, handle: str, name: str,
+                       req: m.CreateSessionRequest) -> m.SessionGrant:
+        ws = self.resolve(account, handle, name)
+        if ws.status != "active":
+            raise WorkspaceNotActive(f"{handle}/{name} is {ws.status}; only active workspaces can be mounted")
+        ttl = self.session_ttl if req.ttl_seconds is None else req.ttl_seconds
+        if not MIN_SESSION_TTL <= ttl <= MAX_SESSION_TTL:
+            raise InvalidRequest(f"ttl_seconds must be between {MIN_SESSION_TTL} and {MAX_SESSION_TTL}")
+        now = self.clock()
+        sid = secrets.token_hex(8)
+        user = f"{SESSION_USER_PREFIX}{sid}"
+        row = m.MountSession(id=sid, workspace_id=ws.id, account_id=account.id, mode=req.mode, redis_user=user,
+                             s3_user=user if ws.backend == "managed" else "", created_at=now,
+                             expires_at=now + ttl, host=req.host[:255], mountpoint=req.mountpoint[:4096])
+        self.store.add_session(row)
+        try:
+            password = secrets.token_urlsafe(PASSWORD_BYTES)
+            self.redis.set_user(user, password, ws.key_prefix, read_only=req.mode == "ro")
+            creds = None
+            if row.s3_user and self.storage is not None:
+                creds = self.storage.issue(user, ws.storage_prefix, read_only=req.mode == "ro",
+                                           expires_at=row.expires_at)
+            current = self.store.get_workspace(ws.id)
+            if current is None or current.status != "active":  # deleted while we provisioned
+                raise WorkspaceNotActive(f"{handle}/{name} is being deleted")
+        except BaseException:
+            with contextlib.suppress(ApiError):
+                self._revoke_session_row(row, "provisioning failed")
+            raise
+        log.info("session %s (%s) issued on %s/%s", sid, req.mode, ws.handle, ws.name)
+        meta = m.MetaAccess(url=self.redis.client_url(user, password), user=user, key_prefix=ws.key_prefix,
+                            expires_at=row.expires_at)
+        return m.SessionGrant(session=self._session_view(ws, row), meta=meta,
+                              storage=_replace(self.view(ws).storage, credentials=creds),
+                              volume_name=ws.volume_name, cache_profile=ws.cache_profile)
+
+    def list_sessions(self, account: m.Account, handle: str, name: str, include_revoked: bool = False) -> m.SessionList:
+        ws = self.resolve(account, handle, name)
+        rows = self.store.list_sessions(ws.id, include_revoked=include_revoked)
+        return m.SessionList(sessions=[self._session_view(ws, s) for s in rows])
+
+    def _own_session(self, account: m.Account, handle: str, name: str, sid: str) -> tuple[m.Workspace, m.MountSession]:
+        ws = self.resolve(account, handle, name)
+        row = self.store.get_session(sid)
+        if row is None or row.workspace_id != ws.id:
+            raise SessionNotFound(f"no session {sid!r} on {handle}/{name}")
+        return ws, row
+
+    def revoke_session(self, account: m.Account, handle: str, name: str, sid: str) -> m.SessionView:
+        ws, row = self._own_session(account, handle, name, sid)
+        return self._session_view(ws, self._revoke_session_row(row, "revoked"))
+
+    def renew_session(self, account: m.Account, handle: str, name: str, sid: str,
+                      req: m.RenewSessionRequest) -> m.SessionView:
+        ws, row = self._own_session(account, handle, name, sid)
+        if row.revoked_at is not None:
+            raise SessionNotFound(f"session {sid!r} was revoked ({row.revoke_reason})")
+        ttl = self.session_ttl if req.ttl_seconds is None else req.ttl_seconds
+        if not MIN_SESSION_TTL <= ttl <= MAX_SESSION_TTL:
+            raise InvalidRequest(f"ttl_seconds must be between {MIN_SESSION_TTL} and {MAX_SESSION_TTL}")
+        renewed = self.store.renew_session(sid, self.clock() + ttl) or row
+        return self._session_view(ws, renewed)
+
+    def _revoke_session_row(self, row: m.MountSession, reason: str) -> m.MountSession:
+        """Kill access first (ACL DELUSER closes live connections; the S3 user goes with all its
+        keys), then mark the row: a crash in between leaves a live row the reaper revokes again."""
+        self.redis.delete_user(row.redis_user)
+        if row.s3_user and self.storage is not None:
+            self.storage.revoke(row.s3_user)
+        if row.revoked_at is not None:
+            return row
+        log.info("session %s revoked (%s)", row.id, reason)
+        return self.store.revoke_session(row.id, self.clock(), reason) or row
+
+    # -- the reaper -----------------------------------------------------------------------------
+
+    def reap(self, now: float | None = None) -> dict[str, int]:
+        """Expired format users and sessions, orphaned ACL/S3 users, unfinished deletes."""
+        now = self.clock() if now is None else now
+        done = {"format_users": 0, "sessions": 0, "orphans": 0, "deletes": 0}
+        for ws in self.store.workspaces_in(["pending_format"]):
+            if ws.format_user and ws.format_expires_at is not None and ws.format_expires_at <= now:
+                self._revoke_format_user(ws)
+                done["format_users"] += 1
+        for row in self.store.expired_sessions(now):
+            self._revoke_session_row(row, "expired")
+            done["sessions"] += 1
+        in_redis = self.redis.users()  # listed BEFORE the rows: a user made meanwhile is not an orphan
+        in_s3 = self.storage.users() if self.storage is not None else set()
+        live = self.store.live_acl_users()
+        if in_redis - live:
+            self.redis.delete_users(in_redis - live)
+        for user in in_s3 - live:
+            assert self.storage is not None
+            self.storage.revoke(user)
+        done["orphans"] = len(in_redis - live) + len(in_s3 - live)
+        for ws in self.store.workspaces_in(["deleting"]):
+            self.run_delete(ws.id)
+            done["deletes"] += 1
+        return done
+
+    # -- views ----------------------------------------------------------------------------------
+
+    def view(self, ws: m.Workspace) -> m.WorkspaceView:
+        storage = m.StorageView(backend=ws.backend, bucket=ws.bucket, endpoint=ws.endpoint, region=ws.region,
+                                prefix=ws.storage_prefix,
+                                url=storage_url(ws.bucket, ws.storage_prefix, ws.endpoint, ws.region))
+        return m.WorkspaceView(id=ws.id, handle=ws.handle, name=ws.name, identifier=m.identifier(ws.handle, ws.name),
+                               status=ws.status, backend=ws.backend, volume_name=ws.volume_name,
+                               metadata_key_prefix=ws.key_prefix, storage=storage,
+                               cache_profile=ws.cache_profile, created_at=ws.created_at,
+                               updated_at=ws.updated_at, deleted_at=ws.deleted_at)
+
+    @staticmethod
+    def _session_view(ws: m.Workspace, s: m.MountSession) -> m.SessionView:
+        return m.SessionView(id=s.id, workspace=m.identifier(ws.handle, ws.name), mode=s.mode,
+                             redis_user=s.redis_user, created_at=s.created_at, expires_at=s.expires_at,
+                             revoked_at=s.revoked_at, revoke_reason=s.revoke_reason, host=s.host,
+                             mountpoint=s.mountpoint)
+
+
+def _account_view(a: m.Account) -> m.AccountView:
+    return m.AccountView(id=a.id, handle=a.handle, created_at=a.created_at)
+
+
+def _key_view(k: m.ApiKey) -> m.KeyView:
+    return m.KeyView(id=k.id, name=k.name, hint=k.hint, created_at=k.created_at, revoked_at=k.revoked_at)
+
+
+def _replace(view, **changes):
+    import msgspec
+
+    return msgspec.structs.replace(view, **changes)
+
+
+def _to_builtins(obj):
+    import msgspec
+
+    return msgspec.to_builtins(obj)

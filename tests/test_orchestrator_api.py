@@ -1,0 +1,362 @@
+"""The orchestrator end to end over real HTTP on loopback, a real Redis (AOF, ACL file) and a real
+SeaweedFS with its IAM API: accounts and keys, the workspace state machine of seed 000 with a
+real format and real mounts through ``open_volume``, sessions, the reaper, and every documented
+error code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis
+import redis.exceptions as rex
+
+from artifacts_core.volume import format_volume, open_volume
+from artifacts_orchestrator import errors as E
+from artifacts_orchestrator.app import OrchestratorServer
+from artifacts_orchestrator.client import Artifacts, AsyncArtifacts
+from artifacts_orchestrator.local import start_redis, start_s3
+from artifacts_orchestrator.redis_acl import RedisAdmin
+from artifacts_orchestrator.service import Service
+from artifacts_orchestrator.storage import SeaweedIAMStorage
+from artifacts_orchestrator.store import SQLiteStore
+
+pytestmark = [pytest.mark.redis, pytest.mark.s3]
+
+BUCKET = "artifacts-managed"
+ADMIN_TOKEN = "admin-token-for-tests-only-0123456789"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    base = tmp_path_factory.mktemp("orchestrator")
+    rserver, admin_url = start_redis(base / "redis")
+    s3 = start_s3(base / "s3", bucket=BUCKET)
+    redis_admin = RedisAdmin(admin_url)
+    redis_admin.prepare()
+    storage = SeaweedIAMStorage(endpoint=s3.endpoint, bucket=BUCKET, access_key=s3.access_key,
+                                secret_key=s3.secret_key, region=s3.region)
+    clock = Clock()
+    service = Service(SQLiteStore(base / "db" / "orchestrator.db"), redis_admin, storage, clock=clock)
+    server = OrchestratorServer(service, admin_token=ADMIN_TOKEN, reap_interval=None).start()
+    yield {"server": server, "service": service, "clock": clock, "s3": s3, "redis": rserver,
+           "admin_url": admin_url, "db": base / "db" / "orchestrator.db"}
+    server.stop()
+    redis_admin.close()
+    service.store.close()
+    s3.stop()
+    rserver.stop()
+
+
+_handles = iter(range(1, 10_000))
+
+
+@pytest.fixture
+def api(stack) -> Artifacts:
+    """A fresh account (and its first key) on the shared stack."""
+    anon = Artifacts("", base_url=stack["server"].url)
+    new = anon.create_account(f"acct{next(_handles)}", admin_token=ADMIN_TOKEN)
+    client = Artifacts(new.key.key, base_url=stack["server"].url)
+    client.handle = new.account.handle
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _reset_clock(stack):
+    stack["clock"].offset = 0.0
+
+
+def s3_env(monkeypatch, creds) -> None:
+    monkeypatch.setenv("ARTIFACTS_S3_ACCESS_KEY_ID", creds.access_key_id)
+    monkeypatch.setenv("ARTIFACTS_S3_SECRET_ACCESS_KEY", creds.secret_access_key)
+
+
+def create_and_format(api: Artifacts, name: str, monkeypatch, **create):
+    r = api.workspaces.create(name, **create)
+    if r.storage.credentials is not None:
+        s3_env(monkeypatch, r.storage.credentials)
+    format_volume(r.format.url, r.storage.url, r.workspace.volume_name, key_prefix=r.format.key_prefix,
+                  trash_days=0)
+    return r, api.workspaces.format_completed(name)
+
+
+def wait_deleted(api: Artifacts, name: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        ws = api.workspaces.get(name)
+        if ws.status == "deleted" or time.monotonic() > deadline:
+            return ws
+        time.sleep(0.05)
+
+
+def admin_s3(stack):
+    import botocore.session
+    from botocore.config import Config
+
+    s3 = stack["s3"]
+    return botocore.session.get_session().create_client(
+        "s3", endpoint_url=s3.endpoint, region_name=s3.region, aws_access_key_id=s3.access_key,
+        aws_secret_access_key=s3.secret_key, config=Config(s3={"addressing_style": "path"}))
+
+
+def objects_under(stack, prefix: str) -> list[str]:
+    page = admin_s3(stack).list_objects_v2(Bucket=BUCKET, Prefix=prefix.rstrip("/") + "/")
+    return [o["Key"] for o in page.get("Contents", [])]
+
+
+# -- accounts and keys -----------------------------------------------------------------------------
+
+
+def test_keys_are_shown_once_stored_hashed_and_revocable(stack, api):
+    me = api.whoami()
+    assert me.account.handle == api.handle and me.key.hint.startswith("tbo_")
+    second = api.keys.create("ci")
+    assert second.key.startswith("tbo_") and len(second.key) == 36
+    listed = api.keys.list().keys
+    assert {k.id for k in listed} >= {me.key.id, second.id}
+    assert all(not hasattr(k, "key") for k in listed)
+    db = stack["db"]
+    on_disk = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+    assert api._api_key.encode() not in on_disk and second.key.encode() not in on_disk
+    assert (db.stat().st_mode & 0o777) == 0o600
+    ci = Artifacts(second.key, base_url=api.base_url)
+    assert ci.whoami().key.id == second.id
+    api.keys.revoke(second.id)
+    with pytest.raises(E.Unauthorized, match="api key has been revoked"):
+        ci.whoami()
+    for bad in ("", "tbo_" + "x" * 32, "Basic abc", second.key[:-1]):
+        with pytest.raises(E.Unauthorized):
+            Artifacts(bad, base_url=api.base_url).workspaces.list()
+    with pytest.raises(E.Unauthorized):
+        Artifacts("", base_url=api.base_url).create_account("evil", admin_token="wrong")
+    with pytest.raises(E.AccountExists):
+        Artifacts("", base_url=api.base_url).create_account(api.handle, admin_token=ADMIN_TOKEN)
+    assert api.workspaces.list().workspaces == []
+
+
+# -- the managed lifecycle -------------------------------------------------------------------------
+
+
+def test_managed_workspace_end_to_end(stack, api, monkeypatch, tmp_path):
+    admin: RedisAdmin = stack["service"].redis
+    r = api.workspaces.create("notes")
+    ws = r.workspace
+    assert ws.status == "pending_format" and ws.backend == "managed" and not r.resumed
+    assert ws.metadata_key_prefix == f"{{u_{api.whoami().account.id}_w_{ws.id}}}:"
+    assert r.storage.prefix == f"ws{ws.id}" and r.storage.credentials is not None
+    assert r.format.user in admin.users()
+    s3_env(monkeypatch, r.storage.credentials)
+    format_volume(r.format.url, r.storage.url, ws.volume_name, key_prefix=r.format.key_prefix, trash_days=0)
+    active = api.workspaces.format_completed("notes")
+    assert active.status == "active"
+    assert api.workspaces.format_completed(f"{api.handle}/notes").status == "active"  # 200 again
+    assert r.format.user not in admin.users()  # the format user is revoked
+    with pytest.raises((rex.AuthenticationError, rex.ResponseError)):
+        redis.Redis.from_url(r.format.url).ping()
+    shown = api.workspaces.get(f"artifacts://{api.handle}/notes")
+    assert shown.volume_name == ws.volume_name and shown.storage.bucket == BUCKET
+    assert [w.name for w in api.workspaces.list().workspaces] == ["notes"]
+
+    rw = api.sessions.create("notes", mode="rw", host="h1", mountpoint="/mnt/a")
+    assert rw.session.redis_user.startswith("ms-") and rw.storage.credentials is not None
+    s3_env(monkeypatch, rw.storage.credentials)
+    with open_volume(rw.meta.url, rw.storage.url, key_prefix=rw.meta.key_prefix,
+                     config=_config(tmp_path / "c1")) as vol:
+        with vol.open("hello.txt", "w") as f:
+            f.write("hello " * 5000)  # past the inline limit: blocks reach S3
+    assert objects_under(stack, rw.storage.prefix)
+    ro = api.sessions.create("notes", mode="ro")
+    s3_env(monkeypatch, ro.storage.credentials)
+    with open_volume(ro.meta.url, ro.storage.url, key_prefix=ro.meta.key_prefix, read_only=True,
+                     config=_config(tmp_path / "c2")) as vol:
+        with vol.open("hello.txt") as f:
+            assert f.read() == "hello " * 5000
+    assert {s.id for s in api.sessions.list("notes").sessions} == {rw.session.id, ro.session.id}
+
+    live = redis.Redis.from_url(rw.meta.url)
+    assert live.ping()
+    assert api.workspaces.delete("notes").status == "deleting"
+    gone = wait_deleted(api, "notes")
+    assert gone.status == "deleted" and gone.deleted_at
+    assert admin.count_keys(ws.metadata_key_prefix) == 0
+    assert not ({rw.session.redis_user, ro.session.redis_user} & admin.users())
+    assert not ({rw.session.redis_user, ro.session.redis_user} & stack["service"].storage.users())
+    assert objects_under(stack, rw.storage.prefix) == []
+    with pytest.raises((rex.ConnectionError, rex.AuthenticationError, rex.ResponseError)):
+        live.get(ws.metadata_key_prefix + "setting")
+    assert all(s.revoked_at for s in api.sessions.list("notes", include_revoked=True).sessions)
+    assert api.workspaces.list().workspaces == []
+    assert api.workspaces.delete("notes").status == "deleted"  # idempotent
+
+    again, active2 = create_and_format(api, "notes", monkeypatch)  # the name is reusable
+    assert again.workspace.id != ws.id and again.workspace.metadata_key_prefix != ws.metadata_key_prefix
+    assert active2.status == "active" and again.storage.prefix != rw.storage.prefix
+    assert len(api.workspaces.list(include_deleted=True).workspaces) == 2
+
+
+def _config(cache_dir):
+    from artifacts_core.config import profile_config
+
+    return profile_config("interactive", cache_dir=str(cache_dir), entry_ttl=0.0, attr_ttl=0.0)
+
+
+def test_byo_workspace_never_sees_credentials_and_keeps_bucket_data(stack, api, monkeypatch):
+    s3 = stack["s3"]
+    monkeypatch.setenv("ARTIFACTS_S3_ACCESS_KEY_ID", s3.access_key)  # the host's own keys
+    monkeypatch.setenv("ARTIFACTS_S3_SECRET_ACCESS_KEY", s3.secret_key)
+    prefix = f"byo-{api.handle}"
+    r, active = create_and_format(api, "Mine_1", monkeypatch, backend="byo", bucket=BUCKET,
+                                  endpoint=s3.endpoint, region=s3.region, prefix=prefix)
+    assert r.storage.credentials is None and active.storage.prefix == prefix
+    grant = api.sessions.create("Mine_1", mode="ro")
+    assert grant.storage.credentials is None and grant.storage.url == r.storage.url
+    api.workspaces.delete("Mine_1")
+    assert wait_deleted(api, "Mine_1").status == "deleted"
+    assert objects_under(stack, prefix)  # "that's your data": BYO objects are kept
+
+
+# -- resume, expiry, revocation --------------------------------------------------------------------
+
+
+def test_an_interrupted_create_resumes_with_the_same_prefix(stack, api, monkeypatch):
+    first = api.workspaces.create("half")
+    with pytest.raises(E.WorkspaceExists) as e:
+        api.workspaces.create("half")
+    assert e.value.existing["status"] == "pending_format"
+    assert e.value.existing["metadata_key_prefix"] == first.workspace.metadata_key_prefix
+    resumed = api.workspaces.create("half", resume=True)
+    assert resumed.resumed and resumed.workspace.id == first.workspace.id
+    assert resumed.format.key_prefix == first.format.key_prefix and resumed.format.url != first.format.url
+    with pytest.raises((rex.AuthenticationError, rex.ResponseError)):
+        redis.Redis.from_url(first.format.url).ping()  # the old format credentials are dead
+    s3_env(monkeypatch, resumed.storage.credentials)
+    format_volume(resumed.format.url, resumed.storage.url, resumed.workspace.volume_name,
+                  key_prefix=resumed.format.key_prefix, trash_days=0)
+    assert api.workspaces.format_completed("half").status == "active"
+    with pytest.raises(E.WorkspaceExists) as e:
+        api.workspaces.create("half", resume=True)
+    assert e.value.existing["status"] == "active"
+
+
+def test_format_users_and_sessions_expire(stack, api, monkeypatch):
+    svc: Service = stack["service"]
+    r = api.workspaces.create("slow")
+    stack["clock"].offset = 15 * 60 + 1  # the format user's 15 minutes are over
+    assert svc.reap()["format_users"] >= 1
+    assert r.format.user not in svc.redis.users() and r.format.user not in svc.storage.users()
+    with pytest.raises((rex.AuthenticationError, rex.ResponseError)):
+        redis.Redis.from_url(r.format.url).ping()
+    stack["clock"].offset = 0.0
+    create_and_format(api, "slow", monkeypatch, resume=True)
+    grant = api.sessions.create("slow", mode="rw", ttl_seconds=120)
+    renewed = api.sessions.renew("slow", grant.session.id, ttl_seconds=600)
+    assert renewed.expires_at > grant.session.expires_at
+    stack["clock"].offset = 300  # past the first TTL, not the renewed one
+    svc.reap()
+    assert grant.session.redis_user in svc.redis.users()
+    stack["clock"].offset = 601
+    svc.reap()
+    assert grant.session.redis_user not in svc.redis.users()
+    listed = api.sessions.list("slow", include_revoked=True).sessions
+    assert [s.revoke_reason for s in listed] == ["expired"]
+
+
+def test_revoking_a_session_cuts_redis_and_s3(stack, api, monkeypatch):
+    import botocore.session
+
+    create_and_format(api, "cut", monkeypatch)
+    grant = api.sessions.create("cut", mode="rw")
+    live = redis.Redis.from_url(grant.meta.url)
+    assert live.get(grant.meta.key_prefix + "setting")
+    c = grant.storage.credentials
+    s3 = botocore.session.get_session().create_client(
+        "s3", endpoint_url=grant.storage.endpoint, region_name="us-east-1", aws_access_key_id=c.access_key_id,
+        aws_secret_access_key=c.secret_access_key)
+    s3.put_object(Bucket=BUCKET, Key=f"{grant.storage.prefix}/probe", Body=b"x")
+    assert api.sessions.revoke("cut", grant.session.id).revoked_at
+    with pytest.raises((rex.ConnectionError, rex.AuthenticationError, rex.ResponseError)):
+        live.get(grant.meta.key_prefix + "setting")
+    with pytest.raises(Exception, match=r"InvalidAccessKeyId|AccessDenied|Forbidden"):
+        s3.get_object(Bucket=BUCKET, Key=f"{grant.storage.prefix}/probe")
+    assert api.sessions.list("cut").sessions == []
+    assert api.sessions.revoke("cut", grant.session.id).revoke_reason == "revoked"  # idempotent
+
+
+def test_orphaned_users_are_reaped(stack):
+    svc: Service = stack["service"]
+    svc.redis.set_user("ms-orphan", "pw-orphan-0123456789", "{u_999_w_999}:", read_only=False)
+    svc.storage.issue("ms-orphan", "ws999999", read_only=True, expires_at=0)
+    assert svc.reap()["orphans"] >= 2
+    assert "ms-orphan" not in svc.redis.users() and "ms-orphan" not in svc.storage.users()
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+
+def test_bad_input_gives_the_documented_codes(stack, api, monkeypatch):
+    for bad in ("", "-x", "a b", "x" * 64, "ünï", "a/b"):
+        with pytest.raises(E.InvalidRequest):
+            api.workspaces.create(bad)
+    with pytest.raises(E.InvalidRequest):
+        api.workspaces.create("byo1", backend="byo")  # no bucket, no endpoint
+    with pytest.raises(E.InvalidRequest):
+        api.workspaces.create("byo2", backend="byo", bucket="b", endpoint="ftp://x")
+    with pytest.raises(E.WorkspaceNotFound):
+        api.workspaces.get("nope")
+    with pytest.raises(E.WorkspaceNotFound):
+        api.workspaces.delete("nope")
+    with pytest.raises(E.WorkspaceNotFound):
+        api.workspaces.get("no-such-handle/nope")
+    other = Artifacts("", base_url=api.base_url).create_account(f"other{next(_handles)}", admin_token=ADMIN_TOKEN)
+    with pytest.raises(E.Forbidden):
+        api.workspaces.get(f"{other.account.handle}/x")
+    api.workspaces.create("pending")
+    with pytest.raises(E.SettingKeyMissing):
+        api.workspaces.format_completed("pending")
+    with pytest.raises(E.WorkspaceNotActive):
+        api.sessions.create("pending")
+    api.workspaces.delete("pending")
+    wait_deleted(api, "pending")
+    with pytest.raises(E.WorkspaceNotCompletable):
+        api.workspaces.format_completed("pending")
+    create_and_format(api, "ok", monkeypatch)
+    with pytest.raises(E.InvalidRequest):
+        api.sessions.create("ok", ttl_seconds=1)
+    with pytest.raises(E.InvalidRequest):
+        api.sessions.create("ok", mode="rx")
+    with pytest.raises(E.SessionNotFound):
+        api.sessions.revoke("ok", "nope")
+    import urllib.request
+
+    req = urllib.request.Request(api.base_url + "/workspaces", data=b"{not json", method="POST",
+                                 headers={"Authorization": f"Bearer {api._api_key}"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req)
+    assert e.value.code == 422 and b'"invalid_request"' in e.value.read()
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(api.base_url + "/nowhere")
+    assert e.value.code == 404 and b'"not_found"' in e.value.read()
+    with pytest.raises(E.OrchestratorUnavailable):
+        Artifacts(api._api_key, base_url="http://127.0.0.1:9").whoami()
+
+
+def test_async_client(stack, api):
+    async def main():
+        async with AsyncArtifacts(api._api_key, base_url=api.base_url) as client:
+            me = await client.whoami()
+            listed = await client.workspaces.list()
+            with pytest.raises(E.WorkspaceNotFound):
+                await client.workspaces.get("missing")
+            return me, listed
+    me, listed = asyncio.run(main())
+    assert me.account.handle == api.handle and listed.workspaces == []
