@@ -221,6 +221,22 @@ def test_cold_inline_data_migrates_to_s3(meta):
     assert meta.inline_bytes() == 0 and read_file(meta, ino, blobs) == b"small"
 
 
+def test_migrate_inline_moves_only_quiet_chunks(meta):
+    blobs = Blobs()
+    quiet_file, busy_file = mkfile(meta, "quiet"), mkfile(meta, "busy")
+    write(meta, quiet_file, 0, b"old", inline=True)
+    write(meta, quiet_file, CHUNK_SIZE, b"old too", inline=True)
+    assert meta.migrate_inline(s3_writer(meta, blobs), quiet=60, interval=None) == 0
+    write(meta, busy_file, 0, b"new", inline=True)
+    meta.client.command("ZINCRBY", meta.keys.inlinechunks, 120, f"{busy_file}_0")  # written later
+    assert meta.migrate_inline(s3_writer(meta, blobs), quiet=60, interval=None, now_offset=100) == 2
+    assert meta.inline_candidates(quiet=0, now_offset=200) == [(busy_file, 0)]
+    assert meta.migrate_inline(s3_writer(meta, blobs), quiet=60, interval=60, now_offset=100) is not None
+    assert meta.migrate_inline(s3_writer(meta, blobs), quiet=60, interval=60, now_offset=100) is None
+    assert read_file(meta, quiet_file, blobs, 0, 3) == b"old"
+    assert read_file(meta, quiet_file, blobs, CHUNK_SIZE) == b"old too"
+
+
 def test_compaction_under_concurrent_readers(meta):
     """Readers holding an old view keep reading correct bytes while compaction swaps slices and
     reclaim deletes released ones once their (short) grace period has passed."""

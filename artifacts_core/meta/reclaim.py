@@ -49,8 +49,11 @@ TRASH_INTERVAL = 600.0
 RECLAIM_BATCH = 1000
 #: Calls per run before yielding to the next run: bounds one run's time on a huge backlog.
 MAX_CALLS_PER_RUN = 100
-#: Inline data idle this long is moved to S3 by the background migration.
+#: Inline data idle this long is moved to S3 by the background migration: a file still being
+#: appended to keeps its small writes in Redis; a finished one leaves within minutes.
 INLINE_QUIET = 300.0
+#: How often one client looks for quiet inline data.
+INLINE_INTERVAL = 60.0
 #: Leading S3 slices at least this large that nothing later touches are kept by compaction rather
 #: than rewritten (JuiceFS's skipSome, 1 MiB): a growing log then costs a rewrite of its recent
 #: small appends only, not of its whole head every time (JuiceFS #5008: write amplification).
@@ -190,6 +193,19 @@ class ReclaimOps:
             ino, _, index = (member.decode() if isinstance(member, bytes) else member).partition("_")
             out.append((Ino(int(ino)), int(index)))
         return out
+
+    def migrate_inline(self, writer: CompactWriter, *, limit: int = 100, quiet: float = INLINE_QUIET,
+                       interval: float | None = INLINE_INTERVAL, now_offset: float = 0.0) -> int | None:
+        """Move quiet inline data to S3 (DESIGN.md §10: runs in every open volume): each candidate
+        chunk is compacted into one S3 slice by ``writer``. Returns the chunks moved, or None
+        when another client won the election."""
+        if interval is not None and not self.claim_job("inline", interval, now_offset=now_offset):
+            return None
+        moved = 0
+        for ino, index in self.inline_candidates(limit, quiet=quiet, now_offset=now_offset):
+            if self.compact_chunk(ino, index, writer, prefer_s3=True).status == "swapped":
+                moved += 1
+        return moved
 
     # -- releasing deleted data ----------------------------------------------------------------
 
