@@ -9,8 +9,8 @@ Moving parts:
   ``submit(coro)`` returns that future without waiting.
 - ``cpu(fn, *args)`` (awaited on the loop) runs GIL-releasing CPU work — lz4, xxhash on MiB-sized
   buffers — in a small thread pool, so the loop keeps serving network I/O meanwhile.
-- ``close()`` runs the registered async cleanups (e.g. closing the S3 client), cancels what is
-  still pending, stops the loop and joins the thread. It is idempotent.
+- ``close()`` cancels what is still pending, then runs the registered async cleanups (e.g.
+  closing the S3 client), stops the loop and joins the thread. It is idempotent.
 
 Invariants: a caller on the loop thread never blocks on the loop (``run`` refuses: it would
 deadlock); a forked child never touches the parent's loop (its thread does not exist there; every
@@ -134,7 +134,7 @@ class LoopThread:
     # -- shutdown -------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Run cleanups, cancel pending tasks, stop the loop and join the thread. Idempotent."""
+        """Cancel pending tasks, run cleanups, stop the loop and join the thread. Idempotent."""
         with self._close_lock:
             if self._closed:
                 return
@@ -155,18 +155,19 @@ class LoopThread:
             self._cpu_pool.shutdown(wait=True, cancel_futures=True)
 
     async def _shutdown(self) -> None:
-        for fn in reversed(self._cleanups):
-            try:
-                await fn()
-            except Exception:
-                log.exception("%s: cleanup %r failed", self.name, fn)
-        self._cleanups.clear()
+        # Pending work first: a cleanup closes clients (the S3 session) that tasks may still use.
         me = asyncio.current_task()
         pending = [t for t in asyncio.all_tasks() if t is not me]
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=CLOSE_GRACE)
+        for fn in reversed(self._cleanups):
+            try:
+                await fn()
+            except Exception:
+                log.exception("%s: cleanup %r failed", self.name, fn)
+        self._cleanups.clear()
         await self._loop.shutdown_asyncgens()
         await self._loop.shutdown_default_executor()
 

@@ -98,6 +98,19 @@ def test_close_runs_cleanups_cancels_pending_work_joins_and_is_idempotent():
         lt.run(_value(1))
 
 
+def test_close_cancels_pending_work_before_cleanups_close_its_clients():
+    lt = LoopThread("test-close-order")
+    pending = lt.submit(asyncio.Event().wait())
+    seen = []
+
+    async def close_client():
+        seen.append(pending.cancelled())
+
+    lt.add_cleanup(close_client)
+    lt.close()
+    assert seen == [True]
+
+
 def test_use_after_fork_is_detected_in_the_child(lt):
     assert lt.run(_value(1)) == 1
     pid = os.fork()

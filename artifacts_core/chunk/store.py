@@ -274,8 +274,8 @@ class ChunkStore:
         """Start fetching the blocks of a range into the memory cache; never waits (readahead)."""
         blocks = [b for b, _, _ in self._spans(slice_id, slice_len, offset, length)
                   if b.key not in self.memory_cache]
-        if not blocks or self._closed:
-            return
+        if not blocks or self._closed or self.loop.closed:
+            return  # readahead is best effort: nothing to do on a closing volume
         if self.loop.in_loop_thread():
             self._start_prefetch(blocks)
         else:

@@ -75,6 +75,8 @@ class SliceWriter:
         end = offset + len(view)
         with self._lock:
             self._check_writing()
+            if offset < 0:
+                raise InvalidArgument(f"slice {self.slice_id}: negative write offset {offset}")
             if offset < self.frozen_offset:
                 raise InvalidArgument(
                     f"slice {self.slice_id}: write at {offset} is before the frozen boundary "
