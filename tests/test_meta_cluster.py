@@ -5,6 +5,7 @@ keys live only there."""
 from __future__ import annotations
 
 import os
+import secrets
 
 import pytest
 import redis
@@ -20,9 +21,10 @@ def two_prefixes_on_different_masters(url: str) -> tuple[str, str]:
     host, port = url.removeprefix("redis+cluster://").split(",")[0].split(":")
     cluster = redis.RedisCluster(host=host, port=int(port))
     try:
-        first = f"{{u_{os.getpid()}_w_800000}}:"
+        base = secrets.randbelow(10**15) + 10**15  # clear of the small ids other tests count from
+        first = f"{{u_{os.getpid()}_w_{base}}}:"
         owner = cluster.get_node_from_key(first + "setting").name
-        for n in range(800001, 801000):
+        for n in range(base + 1, base + 1000):
             other = f"{{u_{os.getpid()}_w_{n}}}:"
             if cluster.get_node_from_key(other + "setting").name != owner:
                 return first, other

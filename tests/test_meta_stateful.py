@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import secrets
 import stat
 
 from hypothesis import settings
@@ -27,7 +28,9 @@ PICK = st.integers(min_value=0, max_value=1000)  # index into the current inodes
 MODES = st.sampled_from([0o644, 0o600, 0o755, 0o700])
 FLAGS = st.sampled_from([0, 0, RENAME_NOREPLACE, RENAME_EXCHANGE])
 
-_ids = itertools.count(700_000)  # workspace ids of this module: clear of conftest's small ones
+#: Workspace ids of this module: a random 15-digit base, clear of the small ids other tests count
+#: from (a collision would refuse the format with EEXIST).
+_ids = itertools.count(secrets.randbelow(10**15) + 10**15)
 
 
 class Model:
