@@ -13,6 +13,7 @@ import fcntl
 import itertools
 import os
 import secrets
+import time
 
 import pytest
 import redis
@@ -271,3 +272,59 @@ def test_cluster_users_exist_on_every_node(redis_cluster):
         eng.close()
         probe.close()
         admin.close()
+
+
+@pytest.mark.cluster
+def test_orchestrator_over_a_cluster_end_to_end(redis_cluster, tmp_path):
+    """Through the HTTP API on a Cluster: the workspace's slot sits on a non-first master; the
+    format and session users work there; delete sweeps its keys and removes its users everywhere."""
+    from artifacts_orchestrator.app import OrchestratorServer
+    from artifacts_orchestrator.client import Artifacts
+    from artifacts_orchestrator.service import Service
+    from artifacts_orchestrator.store import SQLiteStore
+
+    admin = RedisAdmin(redis_cluster.url)
+    admin.prepare(require_aof=False, require_aclfile=False)
+    store = SQLiteStore(tmp_path / "o.db")
+    service = Service(store, admin)
+    probe = redis.RedisCluster(host=LOOPBACK, port=redis_cluster.ports[0])
+    with OrchestratorServer(service, admin_token="t" * 32, reap_interval=None) as server:
+        api = Artifacts(Artifacts("", base_url=server.url).create_account("clu", admin_token="t" * 32).key.key,
+                        base_url=server.url)
+        byo = {"backend": "byo", "bucket": "bucket", "endpoint": "http://127.0.0.1:9"}  # never contacted
+        while True:  # until a workspace lands on a non-first master (ids are sequential)
+            r = api.workspaces.create(f"w{next(_ids)}", **byo)
+            if probe.get_node_from_key(r.format.key_prefix + "setting").port != redis_cluster.ports[0]:
+                break
+        name = r.workspace.name
+        fmt = RedisMetaEngine(r.format.url, r.format.key_prefix)
+        fmt.format(Setting(name=r.workspace.volume_name, uuid=new_uuid(), trash_days=0), require_aof=False)
+        fmt.close()
+        assert api.workspaces.format_completed(name).status == "active"
+        rw, ro = api.sessions.create(name, mode="rw"), api.sessions.create(name, mode="ro")
+        assert rw.meta.url.startswith("redis+cluster://ms-")
+        for port in redis_cluster.ports:
+            node = redis.Redis(host=LOOPBACK, port=port)
+            assert node.acl_getuser(rw.session.redis_user) and node.acl_getuser(ro.session.redis_user)
+            node.close()
+        eng = RedisMetaEngine(rw.meta.url, rw.meta.key_prefix)
+        eng.new_session()
+        eng.create(ROOT, "f")
+        eng.close_session()
+        eng.close()
+        reader = RedisMetaEngine(ro.meta.url, ro.meta.key_prefix)
+        reader.new_session({"read_only": True})
+        with pytest.raises(PermissionDenied):
+            reader.create(ROOT, "g")
+        reader.close()
+        api.workspaces.delete(name)
+        for _ in range(200):
+            if api.workspaces.get(name).status == "deleted":
+                break
+            time.sleep(0.05)
+        assert api.workspaces.get(name).status == "deleted"
+        assert admin.count_keys(r.format.key_prefix) == 0
+        assert not {rw.session.redis_user, ro.session.redis_user} & admin.users()
+    probe.close()
+    admin.close()
+    store.close()
