@@ -45,6 +45,10 @@ DIR_FH_BASE = 1 << 62
 #: answering it here (ENODATA; setting it is ENOTSUP, as JuiceFS does) saves a Redis round trip
 #: per write. File capabilities are a host security feature a shared workspace does not carry.
 CAPABILITY_XATTR = "security.capability"
+#: POSIX ACLs travel as these xattrs; the kernel interprets them only for filesystems that
+#: support ACLs, which a workspace does not: refusing them (ENOTSUP) makes cp -a, tar and rsync
+#: fall back to chmod instead of storing an ACL that would never change the mode.
+ACL_XATTRS = ("system.posix_acl_access", "system.posix_acl_default")
 #: "To end of file" for POSIX locks (the kernel's OFFSET_MAX).
 LOCK_EOF = (1 << 63) - 1
 
@@ -317,15 +321,17 @@ class ArtifactsOperations(mfusepy.Operations):
 
     def getxattr(self, path, name, position=0):
         if name == CAPABILITY_XATTR:  # asked by the kernel before every write; never stored
-            raise FileNotFoundError(errno.ENODATA, "no file capabilities on a workspace")
+            raise OSError(errno.ENODATA, "no file capabilities on a workspace")
+        if name in ACL_XATTRS:
+            raise OSError(errno.ENOTSUP, "POSIX ACLs are not supported on a workspace")
         return self.vfs.getxattr(self._ino(path), name)
 
     def listxattr(self, path):
         return self.vfs.listxattr(self._ino(path))
 
     def setxattr(self, path, name, value, options, position=0):
-        if name == CAPABILITY_XATTR:
-            raise OSError(errno.ENOTSUP, "file capabilities are not supported on a workspace")
+        if name == CAPABILITY_XATTR or name in ACL_XATTRS:
+            raise OSError(errno.ENOTSUP, f"{name} is not supported on a workspace")
         self.vfs.setxattr(self._ino(path), name, value, options, self._caller())
 
     def removexattr(self, path, name):

@@ -92,6 +92,12 @@ class VFS(FileOps, ContentOps):
             attr = None
             if size is not None:
                 attr = self.truncate(ino, size, caller=caller)
+            if any(v is not None for v in (atime_ns, mtime_ns)) or atime_now or mtime_now:
+                st = self._inodes.get(ino)
+                if st is not None and st.writer is not None:
+                    # Commit data written before utimens first: its commit stamps mtime, and it
+                    # must not overwrite the times set now (cp -a, tar, rsync set them last).
+                    st.writer.flush()
             if any(v is not None for v in (mode, uid, gid, atime_ns, mtime_ns)) or atime_now or mtime_now:
                 attr = self.meta.setattr(ino, mode=mode, uid=uid, gid=gid, atime_ns=atime_ns,
                                          mtime_ns=mtime_ns, atime_now=atime_now, mtime_now=mtime_now,

@@ -1,0 +1,218 @@
+"""The FUSE adapter on a real mount: each test checks a sentence of docs/SEMANTICS.md with plain
+``os`` calls (one mount shared by the module; every test works in its own directory)."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+from fuse_helpers import mount_entry, mounted, new_workspace
+
+pytestmark = [pytest.mark.redis, pytest.mark.s3]
+
+_libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD = -100
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+
+
+def renameat2(src: str, dst: str, flags: int) -> None:
+    if _libc.renameat2(AT_FDCWD, src.encode(), AT_FDCWD, dst.encode(), flags) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+@pytest.fixture(scope="module")
+def ws(redis_url, s3_server, tmp_path_factory):
+    return new_workspace(redis_url, s3_server, str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def mnt(ws, tmp_path_factory):
+    mp = str(tmp_path_factory.mktemp("mnt"))
+    with mounted(ws, mp) as m:
+        yield m
+
+
+@pytest.fixture
+def d(mnt):
+    path = os.path.join(mnt.mountpoint, uuid.uuid4().hex[:8])
+    os.mkdir(path)
+    return path
+
+
+def test_mount_table_shows_the_workspace_and_options(mnt, ws):
+    entry = mount_entry(mnt.mountpoint)
+    assert entry["fstype"] == "fuse.artifacts"
+    assert entry["source"] == f"Artifacts:{ws.workspace}"
+    line = [x for x in Path("/proc/self/mountinfo").read_text().splitlines() if f" {mnt.mountpoint} " in x][-1]
+    assert "max_read=1048576" in line
+    super_opts = line
+    assert "default_permissions" in super_opts and "allow_other" in super_opts
+
+
+def test_internal_files_at_the_root(mnt, ws):
+    names = os.listdir(mnt.mountpoint)
+    assert {".stats", ".config", ".accesslog", ".trash"} <= set(names)
+    with open(os.path.join(mnt.mountpoint, ".stats")) as f:
+        stats = f.read()
+    assert "artifacts_ops_total" in stats
+    with open(os.path.join(mnt.mountpoint, ".config")) as f:
+        config = f.read()
+    assert ws.workspace in config and ws.env["ARTIFACTS_S3_SECRET_ACCESS_KEY"] not in config
+    with pytest.raises(PermissionError):
+        os.unlink(os.path.join(mnt.mountpoint, ".stats"))
+
+
+def test_no_secret_in_process_listing_or_log(mnt, ws):
+    secret = ws.env["ARTIFACTS_S3_SECRET_ACCESS_KEY"].encode()
+    with open(f"/proc/{mnt.pid}/cmdline", "rb") as f:
+        assert f.read().split(b"\0")[:4] == [b"artifacts", b"mount", ws.workspace.encode(),
+                                            mnt.mountpoint.encode()]
+    children = Path(f"/proc/{mnt.pid}/task/{mnt.pid}/children").read_text().split()
+    assert children, "the supervisor has a FUSE-serving child"
+    for pid in [mnt.pid, *map(int, children)]:
+        for what in ("cmdline", "environ"):
+            with open(f"/proc/{pid}/{what}", "rb") as f:
+                assert secret not in f.read(), f"secret in /proc/{pid}/{what}"
+    st = os.stat(mnt.log_path)
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    with open(mnt.log_path, "rb") as f:
+        assert secret not in f.read()
+
+
+def test_write_read_and_inode_numbers(d):
+    p = os.path.join(d, "f")
+    with open(p, "wb") as f:
+        f.write(b"hello world")
+    st = os.stat(p)
+    assert st.st_size == 11 and stat.S_ISREG(st.st_mode)
+    assert {e.name: e.inode() for e in os.scandir(d)}["f"] == st.st_ino
+    with open(p, "rb") as f:
+        assert f.read() == b"hello world"
+
+
+def test_rename_flags_reach_the_vfs(d):
+    a, b = os.path.join(d, "a"), os.path.join(d, "b")
+    for p, data in ((a, b"A"), (b, b"B")):
+        with open(p, "wb") as f:
+            f.write(data)
+    with pytest.raises(FileExistsError):
+        renameat2(a, b, RENAME_NOREPLACE)
+    renameat2(a, b, RENAME_EXCHANGE)
+    assert Path(a).read_bytes() == b"B" and Path(b).read_bytes() == b"A"
+    renameat2(a, os.path.join(d, "c"), RENAME_NOREPLACE)
+    assert sorted(os.listdir(d)) == ["b", "c"]
+
+
+def test_utimens_now_omit_and_exact_nanoseconds(d):
+    p = os.path.join(d, "t")
+    open(p, "wb").close()
+    os.utime(p, ns=(1_000_000_001, 2_000_000_002))
+    st = os.stat(p)
+    assert (st.st_atime_ns, st.st_mtime_ns) == (1_000_000_001, 2_000_000_002)
+    UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
+
+    class timespec(ctypes.Structure):
+        _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+    times = (timespec * 2)(timespec(0, UTIME_OMIT), timespec(0, UTIME_NOW))
+    assert _libc.utimensat(AT_FDCWD, p.encode(), times, 0) == 0
+    st2 = os.stat(p)
+    assert st2.st_atime_ns == 1_000_000_001  # omitted: unchanged
+    assert st2.st_mtime_ns > 2_000_000_002 * 100  # now: a current time, not 2^30-1 ns
+
+
+def test_handle_operations_work_on_an_unlinked_open_file(d):
+    p = os.path.join(d, "gone")
+    fd = os.open(p, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        os.write(fd, b"x" * 100)
+        os.unlink(p)
+        assert not os.path.exists(p)
+        os.ftruncate(fd, 10)
+        assert os.fstat(fd).st_size == 10
+        # The kernel sends chmod without the handle and libfuse has no path for an unlinked
+        # node: ESTALE, as SEMANTICS.md says (a limit of the high-level libfuse API).
+        with pytest.raises(OSError) as e:
+            os.fchmod(fd, 0o600)
+        assert e.value.errno == errno.ESTALE
+        os.lseek(fd, 0, os.SEEK_SET)
+        assert os.read(fd, 100) == b"x" * 10
+    finally:
+        os.close(fd)
+
+
+def test_links_symlinks_fifos_and_xattrs(d):
+    p = os.path.join(d, "f")
+    with open(p, "wb") as f:
+        f.write(b"data")
+    os.link(p, os.path.join(d, "hard"))
+    assert os.stat(p).st_nlink == 2 and os.stat(os.path.join(d, "hard")).st_ino == os.stat(p).st_ino
+    os.symlink("/absolute/target", os.path.join(d, "abs"))
+    os.symlink("f", os.path.join(d, "rel"))
+    assert os.readlink(os.path.join(d, "abs")) == "/absolute/target"
+    assert Path(os.path.join(d, "rel")).read_bytes() == b"data"
+    os.mkfifo(os.path.join(d, "fifo"))
+    assert stat.S_ISFIFO(os.lstat(os.path.join(d, "fifo")).st_mode)
+    os.setxattr(p, "user.k", b"v1")
+    with pytest.raises(FileExistsError):
+        os.setxattr(p, "user.k", b"v2", os.XATTR_CREATE)
+    assert os.getxattr(p, "user.k") == b"v1" and "user.k" in os.listxattr(p)
+    os.removexattr(p, "user.k")
+    with pytest.raises(OSError) as e:
+        os.getxattr(p, "user.k")
+    assert e.value.errno == errno.ENODATA
+
+
+def test_errors_carry_their_errno(d):
+    with pytest.raises(FileNotFoundError):
+        os.stat(os.path.join(d, "missing"))
+    os.mkdir(os.path.join(d, "sub"))
+    open(os.path.join(d, "sub", "x"), "wb").close()
+    with pytest.raises(OSError) as e:
+        os.rmdir(os.path.join(d, "sub"))
+    assert e.value.errno == errno.ENOTEMPTY
+    with pytest.raises(FileExistsError):
+        os.mkdir(os.path.join(d, "sub"))
+    with pytest.raises(NotADirectoryError):
+        os.listdir(os.path.join(d, "sub", "x"))
+    with pytest.raises(OSError) as e:
+        os.open(os.path.join(d, "n" * 256), os.O_CREAT | os.O_WRONLY)
+    assert e.value.errno == errno.ENAMETOOLONG
+
+
+def test_large_directory_lists_every_entry_once(d):
+    names = {f"file-{i:04d}" for i in range(1500)}  # more than one readdir page and getdents buffer
+    for n in names:
+        open(os.path.join(d, n), "wb").close()
+    listed = os.listdir(d)
+    assert len(listed) == len(names) and set(listed) == names
+
+
+def test_statvfs(mnt):
+    sv = os.statvfs(mnt.mountpoint)
+    assert sv.f_bsize == 4096 and sv.f_namemax == 255 and sv.f_bavail > 0
+
+
+def test_unexpected_exception_becomes_eio_and_is_logged_once(caplog):
+    from artifacts_fuse.glue import ArtifactsFUSE
+
+    glue = object.__new__(ArtifactsFUSE)
+
+    def getattr_fuse_3():
+        raise ValueError("bug")
+
+    def mknod():
+        raise FileExistsError(errno.EEXIST, "exists")
+
+    with caplog.at_level(logging.ERROR, logger="artifacts.fuse"):
+        assert glue._wrapper(getattr_fuse_3) == -errno.EIO
+        assert glue._wrapper(mknod) == -errno.EEXIST
+    records = [r for r in caplog.records if r.name == "artifacts.fuse"]
+    assert len(records) == 1 and records[0].exc_info[0] is ValueError
