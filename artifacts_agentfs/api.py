@@ -184,11 +184,11 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
     def _encode(data: bytes, encoding: str, ap: AgentPath, *, cut: bool) -> str:
         if encoding == "base64":
             return encode_content(data, "base64")
-        if cut:  # a bound may split the last character: drop its partial bytes
-            for k in range(min(3, len(data)), -1, -1):
+        if cut:  # a bound may split the last character: drop its partial bytes (at most 3)
+            for k in range(min(3, len(data)) + 1):
                 try:
-                    (data[:len(data) - k] if k else data).decode("utf-8")
-                    data = data[:len(data) - k] if k else data
+                    data[:len(data) - k].decode("utf-8")
+                    data = data[:len(data) - k]
                     break
                 except UnicodeDecodeError:
                     continue
