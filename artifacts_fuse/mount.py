@@ -246,7 +246,9 @@ def unmount(mountpoint: str, timeout: float = UNMOUNT_TIMEOUT) -> None:
         if not _wait_exit(pid, timeout):
             raise MountError(f"the mount process of {mp} (pid {pid}) did not exit within {timeout:.0f} s",
                              errno=errno.ETIMEDOUT)
-        return
+        if mount_entry(mp) is None:
+            return
+        # The supervisor was already gone (killed): what is left is a stale mount.
     stale = _stat_errno(mp) in (errno.ENOTCONN, errno.ECONNABORTED, errno.ETIMEDOUT)
     tool = shutil.which("fusermount3") or "fusermount3"
     res = subprocess.run([tool, "-uz" if stale else "-u", mp], capture_output=True, text=True)
