@@ -271,11 +271,17 @@ def test_format_users_and_sessions_expire(stack, api, monkeypatch):
     assert [s.revoke_reason for s in listed] == ["expired"]
 
 
-def test_revoking_a_session_cuts_redis_and_s3(stack, api, monkeypatch):
+def test_revoking_a_session_cuts_redis_and_s3(stack, api, monkeypatch, tmp_path):
+    import contextlib
+
     import botocore.session
 
     create_and_format(api, "cut", monkeypatch)
     grant = api.sessions.create("cut", mode="rw")
+    s3_env(monkeypatch, grant.storage.credentials)
+    vol = open_volume(grant.meta.url, grant.storage.url, key_prefix=grant.meta.key_prefix,
+                      config=_config(tmp_path / "c"))
+    vol.listdir("/")
     live = redis.Redis.from_url(grant.meta.url)
     assert live.get(grant.meta.key_prefix + "setting")
     c = grant.storage.credentials
@@ -284,6 +290,12 @@ def test_revoking_a_session_cuts_redis_and_s3(stack, api, monkeypatch):
         aws_secret_access_key=c.secret_access_key)
     s3.put_object(Bucket=BUCKET, Key=f"{grant.storage.prefix}/probe", Body=b"x")
     assert api.sessions.revoke("cut", grant.session.id).revoked_at
+    started = time.monotonic()
+    with pytest.raises(PermissionError):  # the mount's next operation: EACCES
+        vol.listdir("/")
+    assert time.monotonic() - started < 5
+    with contextlib.suppress(Exception):
+        vol.close()
     with pytest.raises((rex.ConnectionError, rex.AuthenticationError, rex.ResponseError)):
         live.get(grant.meta.key_prefix + "setting")
     with pytest.raises(Exception, match=r"InvalidAccessKeyId|AccessDenied|Forbidden"):
