@@ -7,7 +7,10 @@ import datetime as dt
 import pytest
 
 from artifacts_core.meta.attrs import FLAG_SUSTAINED
+from artifacts_core.meta.engine import RedisMetaEngine
+from artifacts_core.meta.format import Setting, new_uuid
 from artifacts_core.meta.namespace import RENAME_EXCHANGE
+from artifacts_core.servers import RedisServer
 from artifacts_core.types import ROOT_INO, TRASH_INO
 
 ROOT = ROOT_INO
@@ -119,17 +122,22 @@ def test_every_operation_is_one_round_trip(meta):
     assert {name: trips(m, op) for name, op in ops.items()} == dict.fromkeys(ops, 1)
 
 
-def test_one_fcall_on_the_server(meta):
-    """The client's counter agrees with Redis: one create is one FCALL and nothing else."""
-    meta.create(ROOT, "warm")
+def test_one_fcall_on_the_server(tmp_path, key_prefix):
+    """The client's counter agrees with Redis: one create is one FCALL and nothing else. A Redis
+    of its own, so no other client's commands (a heartbeat thread of another test) are counted."""
+    with RedisServer.start(tmp_path / "redis") as server:
+        meta = RedisMetaEngine(server.url, key_prefix)
+        meta.format(Setting(name="rt", uuid=new_uuid(), trash_days=0), require_aof=False)
+        meta.create(ROOT, "warm")
 
-    def stats():
-        info = meta.client.node().info("commandstats")
-        return {k: v["calls"] for k, v in info.items()}
+        def stats():
+            info = meta.client.node().info("commandstats")
+            return {k: v["calls"] for k, v in info.items()}
 
-    before = stats()
-    meta.create(ROOT, "f")
-    after = stats()
+        before = stats()
+        meta.create(ROOT, "f")
+        after = stats()
+        meta.close()
     delta = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
     delta.pop("cmdstat_info", None)  # our own INFO call
     # commands a function runs are counted too; the client sent exactly one FCALL
