@@ -144,3 +144,13 @@ def test_one_fcall_on_the_server(tmp_path, key_prefix):
     assert delta.pop("cmdstat_fcall") == 1
     assert set(delta) <= {"cmdstat_get", "cmdstat_set", "cmdstat_hget", "cmdstat_hset", "cmdstat_hmget",
                           "cmdstat_incr", "cmdstat_incrby", "cmdstat_time"}
+
+
+def test_rename_over_an_open_file_keeps_it_until_closed(meta):
+    f, _, _ = meta.create(ROOT, "f")
+    meta.create(ROOT, "g")
+    meta.client.command("HSET", meta.keys.opens(f), "7", 1)  # as af_open registers it
+    meta.rename(ROOT, "g", ROOT, "f")
+    kept = meta.getattr(f)
+    assert kept.nlink == 0 and kept.flags & FLAG_SUSTAINED
+    assert meta.client.command("ZSCORE", meta.keys.delfiles, f"{f}:0") is None  # data not released

@@ -199,7 +199,8 @@ function ns.drop_name(p, ino, a, d, dino, name, sec, ns_)
     ns.link_removed(p, ino, a, dino)
     touch(a, false, sec, ns_)
     attr_put(p, ino, a)
-  elseif ftype(a) == T_FILE and not ns.in_trash(d, dino) and limits(p).trash_days > 0 then
+  elseif ftype(a) == T_FILE and not ns.in_trash(d, dino)
+      and (tonumber(redis.call('HGET', k_named(p, 'limits'), 'trash_days')) or 0) > 0 then
     ns.to_trash(p, ino, a, dino, name, sec, ns_)
   else
     drop_last_link(p, ino, a, sec, ns_)
