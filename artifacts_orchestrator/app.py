@@ -218,14 +218,16 @@ def _background(app: web.Application, fn, *args) -> None:
 
 
 async def _reaper(app: web.Application, interval: float) -> None:
+    """A pass at start (deletes a crash left in ``deleting``, users that expired while down), then
+    one every ``interval`` seconds."""
     while True:
-        await asyncio.sleep(interval)
         try:
             done = await asyncio.get_running_loop().run_in_executor(app[EXECUTOR], app[SERVICE].reap)
             if any(done.values()):
                 log.info("reaper: %s", done)
         except Exception:
             log.exception("reaper pass failed")
+        await asyncio.sleep(interval)
 
 
 def make_app(service: Service, *, admin_token: str = "", reap_interval: float | None = REAP_INTERVAL,

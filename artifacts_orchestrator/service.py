@@ -36,6 +36,8 @@ import time
 import uuid
 from collections.abc import Callable
 
+import msgspec
+
 from artifacts_core.errors import ArtifactsError
 from artifacts_core.meta.keys import workspace_prefix
 from artifacts_core.objects.url import store_from_url
@@ -159,7 +161,7 @@ class Service:
         if not created:
             if not (req.resume and ws.status == "pending_format" and ws.backend == req.backend):
                 raise WorkspaceExists(f"{account.handle}/{req.name} exists (status={ws.status})",
-                                      extra={"existing": _to_builtins(self.view(ws))})
+                                      extra={"existing": msgspec.to_builtins(self.view(ws))})
             log.info("resuming pending_format workspace %s/%s", ws.handle, ws.name)
         user = f"{FORMAT_USER_PREFIX}{ws.id}"
         password = secrets.token_urlsafe(PASSWORD_BYTES)
@@ -174,7 +176,7 @@ class Service:
         ws = self.store.get_workspace(ws.id) or ws
         meta = m.MetaAccess(url=self.redis.client_url(user, password), user=user, key_prefix=ws.key_prefix,
                             expires_at=expires)
-        storage = _replace(self.view(ws).storage, credentials=creds)
+        storage = msgspec.structs.replace(self.view(ws).storage, credentials=creds)
         return m.CreateWorkspaceResponse(workspace=self.view(ws), format=meta, storage=storage,
                                          resumed=not created), created
 
@@ -300,7 +302,7 @@ class Service:
         meta = m.MetaAccess(url=self.redis.client_url(user, password), user=user, key_prefix=ws.key_prefix,
                             expires_at=row.expires_at)
         return m.SessionGrant(session=self._session_view(ws, row), meta=meta,
-                              storage=_replace(self.view(ws).storage, credentials=creds),
+                              storage=msgspec.structs.replace(self.view(ws).storage, credentials=creds),
                               volume_name=ws.volume_name, cache_profile=ws.cache_profile)
 
     def list_sessions(self, account: m.Account, handle: str, name: str, include_revoked: bool = False) -> m.SessionList:
@@ -395,14 +397,3 @@ def _account_view(a: m.Account) -> m.AccountView:
 def _key_view(k: m.ApiKey) -> m.KeyView:
     return m.KeyView(id=k.id, name=k.name, hint=k.hint, created_at=k.created_at, revoked_at=k.revoked_at)
 
-
-def _replace(view, **changes):
-    import msgspec
-
-    return msgspec.structs.replace(view, **changes)
-
-
-def _to_builtins(obj):
-    import msgspec
-
-    return msgspec.to_builtins(obj)

@@ -89,6 +89,12 @@ def test_ws1_and_ws10_cannot_reach_each_other(s3, storage):
             assert not allowed(lambda c=c: c.list_objects_v2(Bucket=BUCKET))
             assert not allowed(lambda c=c: c.get_object(Bucket=BUCKET, Key=sibling))
             assert not allowed(lambda c=c: c.create_bucket(Bucket=f"evil{uuid.uuid4().hex[:6]}"))
+        import urllib.error
+        import urllib.request
+
+        with pytest.raises(urllib.error.HTTPError) as anon:  # identities configured: no anonymous access
+            urllib.request.urlopen(f"{s3.endpoint}/{BUCKET}/{p1}/a")
+        assert anon.value.code == 403
         for key in (f"{p1}/a", f"{p10}/a", sibling):  # nothing of the other side was touched
             assert admin.get_object(Bucket=BUCKET, Key=key)["Body"].read() == key.encode()
     finally:
