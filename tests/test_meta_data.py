@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -389,6 +390,7 @@ def test_truncate_drops_whole_chunks_with_a_grace_period(meta):
     attr = meta.truncate(ino, 15)
     assert counter(meta, "usedspace") == used - space_of(2 * CHUNK_SIZE + 15) + space_of(15)
     assert meta.client.command("EXISTS", meta.keys.chunk(ino, 1), meta.keys.chunk(ino, 2)) == 0
+    assert meta.client.command("SMEMBERS", meta.keys.chunk_indexes(ino)) == set()
     due = meta.client.command("ZRANGE", meta.keys.delslices, 0, -1, "WITHSCORES")
     assert len(due) == 2  # the S3 slice and the inline one, deletable after the grace period
     assert meta.inline_bytes() == 4  # inline bytes stay readable until then
@@ -556,3 +558,28 @@ def test_replace_content_swaps_everything_in_one_call(anymeta):
     meta.unlink(ROOT_INO, "f")
     with pytest.raises(NotFound):
         meta.replace_content(ino, 0, [])
+
+
+def test_a_huge_sparse_file_is_walked_by_its_lists_not_its_length(meta):
+    """Truncating, punching or deleting a sparse 1 PiB file touches the few lists it has: one
+    call must never loop over millions of chunk indexes while Redis serves everyone else."""
+    blobs = Blobs()
+    ino = mkfile(meta)
+    huge = 1 << 50
+    meta.truncate(ino, huge)
+    write(meta, ino, huge - 10, b"end", blobs)
+    write(meta, ino, 5 * CHUNK_SIZE, b"mid", inline=True)
+    assert meta.client.command("SMEMBERS", meta.keys.chunk_indexes(ino)) == {
+        str((huge - 10) // CHUNK_SIZE).encode(), b"5"}
+    started = time.monotonic()
+    meta.fallocate(ino, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, huge)
+    assert read_file(meta, ino, blobs, huge - 10) == bytes(10)
+    meta.truncate(ino, 4)
+    # a walk over 2^24 chunk indexes would take many seconds; the lists are two
+    assert time.monotonic() - started < 1.0
+    assert meta.client.command("SMEMBERS", meta.keys.chunk_indexes(ino)) == set()
+    assert len(meta.client.command("ZRANGE", meta.keys.delslices, 0, -1)) == 2
+    write(meta, ino, 7 * CHUNK_SIZE, b"again", blobs)
+    meta.unlink(ROOT_INO, "f")
+    stats = meta.reclaim(blobs.delete, interval=None, now_offset=3600)
+    assert stats.files == 1 and stats.chunks == 2 and len(blobs.deleted) == 2

@@ -172,7 +172,11 @@ class DataMachine(RuleBasedStateMachine):
         meta = self.meta
         pattern = meta.keys.prefix.replace("{", "\\{").replace("}", "\\}") + "c[0-9]*"
         counts: dict[str, int] = {}
+        inodes = {str(ino) for ino in self.inos.values()}
         for key in meta.client.command("KEYS", pattern):
+            ino, _, index = key.decode().rpartition("c")[2].partition("_")
+            if int(index) >= 1 and ino in inodes:  # every list of index >= 1 is in its file's set
+                assert meta.client.command("SISMEMBER", meta.keys.chunk_indexes(int(ino)), index)
             for raw in meta.client.command("LRANGE", key, 0, -1):
                 r = unpack_slice(raw)
                 if r.id:
@@ -193,6 +197,7 @@ class DataMachine(RuleBasedStateMachine):
         assert meta.client.command("ZCARD", meta.keys.delfiles) == 0
         assert meta.client.command("ZCARD", meta.keys.delslices) == 0
         assert meta.client.command("ZCARD", meta.keys.inlinechunks) == 0
+        assert meta.client.command("KEYS", meta.keys.prefix.replace("{", "\\{").replace("}", "\\}") + "ci*") == []
         leftover = meta.client.command("KEYS", meta.keys.prefix.replace("{", "\\{").replace("}", "\\}") + "[bc][0-9]*")
         assert leftover == [], leftover
         meta.close()

@@ -97,13 +97,15 @@ def test_reclaim_works_in_bounded_batches_and_keeps_failures_queued(meta):
     first = meta.client.call("af_reclaim_files", "2", "0")
     assert [int(v) for v in first] == [0, 2, 1]  # two chunks released, the file still queued
     remaining = meta.client.command("ZRANGE", meta.keys.delfiles, 0, -1)
-    assert remaining == [f"{ino}:{3 * CHUNK_SIZE}".encode()]
+    assert remaining == [f"{ino}:{4 * CHUNK_SIZE + 10}".encode()]
+    assert meta.client.command("SCARD", meta.keys.chunk_indexes(ino)) == 2  # chunks 1 and 2 left
 
     def flaky(sid, size):
         raise OSError("S3 is down")
 
     stats = meta.reclaim(flaky, batch=2, interval=None)
     assert stats.files == 1 and stats.failed >= 1 and stats.slices_deleted == 0
+    assert meta.client.command("EXISTS", meta.keys.chunk_indexes(ino), meta.keys.chunk(ino, 0)) == 0
     assert len(delslices(meta)) == 5  # nothing forgotten
     stats = meta.reclaim(blobs.delete, batch=2, interval=None)
     assert stats.slices_deleted == 5 and delslices(meta) == []

@@ -16,6 +16,7 @@ from the prefix); ``tests/test_meta_keys.py`` checks that the two spellings agre
 | ``d<ino>`` | hash | directory entries: name -> type u8 + ino u64 |
 | ``p<ino>`` | hash | parent ino -> link count, for hard-linked files (attr parent = 0) |
 | ``c<ino>_<chunk>`` | list | 25-byte slice records, in commit order |
+| ``ci<ino>`` | set | indexes >= 1 of the chunk lists a file may have (so a sparse file is walked by its lists, not its length) |
 | ``b<slice>`` | string | the bytes of an inline slice |
 | ``s<ino>`` | string | symlink target |
 | ``x<ino>`` | hash | xattr name -> value |
@@ -98,6 +99,9 @@ class Keys:
 
     def chunk(self, ino: Ino, index: int) -> str:
         return f"{self.prefix}c{ino}_{index}"
+
+    def chunk_indexes(self, ino: Ino) -> str:
+        return f"{self.prefix}ci{ino}"
 
     def inline(self, slice_id: SliceId) -> str:
         return f"{self.prefix}b{slice_id}"

@@ -8,8 +8,11 @@
 -- Invariants every function of 20_*/21_*/4x_* keeps:
 -- * no visible data beyond a file's length: a commit extends the length to cover its record, a
 --   shrinking truncate hides the rest of its last chunk behind a hole and drops the chunks past
---   it, holes are pushed with RPUSHX (a missing list already reads as zeros). So the chunks of a
---   file are exactly 0 .. (length-1) // CHUNK_SIZE, which is what deleting a file walks;
+--   it, holes are pushed with RPUSHX (a missing list already reads as zeros);
+-- * the chunk lists a file may have are chunk 0 and the indexes in its set `ci<ino>` (added by
+--   every push that may create a list of index >= 1). Truncate, delete and whole-file replace
+--   walk those, never 0 .. length / CHUNK_SIZE: a sparse 1 PiB file must not make one call loop
+--   over 16 million chunk indexes while Redis serves every other workspace;
 -- * every non-hole record holds ONE reference to its slice: `sliceref` field "<id>_<size>" holds
 --   references - 1 (missing = 1, the common case costs no field). A record that goes away
 --   releases its reference (DATA.release); a slice with no reference left is queued in
@@ -54,6 +57,24 @@ function DATA.rec_unpack(s)
 end
 
 function DATA.ref_field(id, size) return istr(id) .. '_' .. istr(size) end
+function DATA.k_indexes(p, ino) return p .. 'ci' .. istr(ino) end
+
+-- A list of chunk `indx` may now exist: remember its index (chunk 0 is always looked at).
+function DATA.note_chunk(p, ino, indx)
+  if tonumber(indx) >= 1 then redis.call('SADD', DATA.k_indexes(p, ino), istr(indx)) end
+end
+
+-- The chunk indexes in [lo, hi] whose lists may exist, in descending order.
+function DATA.chunk_indexes(p, ino, lo, hi)
+  local out = {}
+  for _, m in ipairs(redis.call('SMEMBERS', DATA.k_indexes(p, ino))) do
+    local i = tonumber(m)
+    if i >= lo and i <= hi then out[#out + 1] = i end
+  end
+  table.sort(out, function(x, y) return x > y end)
+  if lo <= 0 and hi >= 0 then out[#out + 1] = 0 end
+  return out
+end
 function DATA.chunk_member(ino, indx) return istr(ino) .. '_' .. istr(indx) end
 
 -- `n` more references to slice (id, size).
@@ -89,6 +110,7 @@ function DATA.drop_chunk(p, ino, indx, when, t)
   for _, s in ipairs(recs) do DATA.release(p, DATA.rec_unpack(s), when, t) end
   redis.call('DEL', key)
   redis.call('ZREM', k_named(p, 'inlinechunks'), DATA.chunk_member(ino, indx))
+  if tonumber(indx) >= 1 then redis.call('SREM', DATA.k_indexes(p, ino), istr(indx)) end
   return #recs
 end
 
@@ -128,7 +150,7 @@ end
 -- zeros already). Returns nothing.
 function DATA.push_holes(p, ino, s, e)
   if e <= s then return end
-  for i = math.floor(s / CHUNK_SIZE), math.floor((e - 1) / CHUNK_SIZE) do
+  for _, i in ipairs(DATA.chunk_indexes(p, ino, math.floor(s / CHUNK_SIZE), math.floor((e - 1) / CHUNK_SIZE))) do
     local cs = i * CHUNK_SIZE
     local a, b = math.max(s, cs) - cs, math.min(e, cs + CHUNK_SIZE) - cs
     redis.call('RPUSHX', k_chunk(p, ino, i), DATA.hole(a, b - a))
@@ -235,6 +257,7 @@ redis.register_function('af_commit', function(keys, args)
   for _, pc in ipairs(pieces) do
     count = math.max(count, redis.call('RPUSH', k_chunk(p, ino, pc[1]),
       DATA.rec_pack(pc[2], id, size, pc[3], pc[4], kind)))
+    DATA.note_chunk(p, ino, pc[1])
     if data then redis.call('ZADD', k_named(p, 'inlinechunks'), t, DATA.chunk_member(ino, pc[1])) end
   end
   if #pieces > 1 then DATA.ref_add(p, id, size, #pieces - 1) end

@@ -17,7 +17,9 @@ function DATA.drop_tail(p, ino, newlen, oldlen, when, t)
     redis.call('RPUSHX', k_chunk(p, ino, indx), DATA.hole(pos, CHUNK_SIZE - pos))
     indx = indx + 1
   end
-  for i = indx, math.floor((oldlen - 1) / CHUNK_SIZE) do DATA.drop_chunk(p, ino, i, when, t) end
+  for _, i in ipairs(DATA.chunk_indexes(p, ino, indx, math.floor((oldlen - 1) / CHUNK_SIZE))) do
+    DATA.drop_chunk(p, ino, i, when, t)
+  end
 end
 
 -- af_truncate: set a regular file's length (shrinking or growing), as truncate(2)/ftruncate(2).
@@ -169,6 +171,7 @@ redis.register_function('af_copy_range', function(keys, args)
       redis.call('RPUSHX', k_chunk(p, dst, o[1]), DATA.hole(o[2], o[6]))
     else
       redis.call('RPUSH', k_chunk(p, dst, o[1]), DATA.rec_pack(o[2], o[3], o[4], o[5], o[6], o[7]))
+      DATA.note_chunk(p, dst, o[1])
       DATA.ref_add(p, o[3], o[4], 1)
       if o[7] == DATA.KIND_INLINE then
         redis.call('ZADD', k_named(p, 'inlinechunks'), t, DATA.chunk_member(dst, o[1]))
@@ -242,12 +245,13 @@ redis.register_function('af_replace', function(keys, args)
   if not dspace then return qerr end
   -- writes
   local t, sec, ns_ = DATA.now_f()
-  if a.length > 0 then
-    for i = 0, math.floor((a.length - 1) / CHUNK_SIZE) do DATA.drop_chunk(p, ino, i, t + grace, t) end
+  for _, i in ipairs(DATA.chunk_indexes(p, ino, 0, math.huge)) do
+    DATA.drop_chunk(p, ino, i, t + grace, t)
   end
   local stored = {}
   for _, r in ipairs(recs) do
     redis.call('RPUSH', k_chunk(p, ino, r.indx), DATA.rec_pack(r.pos, r.id, r.size, r.off, r.len, r.kind))
+    DATA.note_chunk(p, ino, r.indx)
     redis.call('ZADD', commits, t, r.sid)
     if r.kind == DATA.KIND_INLINE then
       redis.call('ZADD', k_named(p, 'inlinechunks'), t, DATA.chunk_member(ino, r.indx))

@@ -2,8 +2,8 @@
 -- the trash, and the election that lets one client at a time do it (helpers: 20_data.lua).
 --
 -- Flow: free_inode (00_common) queues "<ino>:<length>" in `delfiles`; af_reclaim_files walks
--- that file's chunk lists (exactly 0 .. (length-1) // CHUNK_SIZE, by the 20_data invariant)
--- from the last, releasing every record's reference: inline slices with no reference left are
+-- that file's chunk lists (chunk 0 and the indexes of its `ci<ino>` set, 20_data.lua) from the
+-- last, releasing every record's reference: inline slices with no reference left are
 -- deleted at once, S3 slices queued in `delslices`. af_reclaim_slices then hands the S3 slices
 -- whose time has come to the caller, which deletes their blocks (Lua cannot reach S3) and
 -- confirms with af_reclaim_done. Every step is bounded, so a huge file or backlog never makes
@@ -28,7 +28,7 @@ end)
 -- af_reclaim_files: release the data of deleted files, at most `budget` chunk lists per call.
 -- KEYS: setting. ARGV: budget (chunk lists), now offset.
 -- Returns {files finished, chunk lists released, files still queued}.
--- A file not finished within the budget stays queued as "<ino>:<length of the chunks left>".
+-- A file not finished within the budget stays queued (its index set shrinks as lists go).
 -- Errors: none.
 redis.register_function('af_reclaim_files', function(keys, args)
   local p = prefix_of(keys)
@@ -39,21 +39,22 @@ redis.register_function('af_reclaim_files', function(keys, args)
   local queued = redis.call('ZRANGE', dkey, 0, budget - 1, 'WITHSCORES')
   for k = 1, #queued, 2 do
     if chunks >= budget then break end
-    local member, score = queued[k], queued[k + 1]
-    local ino, length = string.match(member, '^(%d+):(%d+)$')
-    redis.call('ZREM', dkey, member)
+    local member = queued[k]
+    local ino = string.match(member, '^(%d+):%d+$')
+    local left = 0
     if ino then
-      local i = math.ceil(tonumber(length) / CHUNK_SIZE) - 1
-      while i >= 0 and chunks < budget do
-        DATA.drop_chunk(p, ino, i, t, t)
-        chunks = chunks + 1
-        i = i - 1
+      for _, i in ipairs(DATA.chunk_indexes(p, ino, 0, math.huge)) do
+        if chunks >= budget then left = left + 1
+        else
+          DATA.drop_chunk(p, ino, i, t, t)
+          chunks = chunks + 1
+        end
       end
-      if i >= 0 then
-        redis.call('ZADD', dkey, score, ino .. ':' .. istr((i + 1) * CHUNK_SIZE))
-      else
-        files = files + 1
-      end
+    end
+    if left == 0 then
+      redis.call('ZREM', dkey, member)
+      if ino then redis.call('DEL', DATA.k_indexes(p, ino)) end
+      files = files + 1
     end
   end
   return { files, chunks, redis.call('ZCARD', dkey) }
