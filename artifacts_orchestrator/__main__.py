@@ -63,6 +63,13 @@ class OrchestratorConfig(msgspec.Struct, frozen=True, kw_only=True):
     require_aclfile: bool = True
 
 
+def quiet_third_party_loggers() -> None:
+    """botocore logs whole response bodies at DEBUG — CreateAccessKey's includes the secret key —
+    and redis-py/urllib3 log connection details: keep them at INFO and above even with -v."""
+    for name in ("botocore", "aiobotocore", "urllib3", "redis"):
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger(name).level))
+
+
 def load_config(path: str | os.PathLike) -> OrchestratorConfig:
     p = Path(path)
     mode = p.stat().st_mode
@@ -131,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_third_party_loggers()
     return _serve(args) if args.command == "serve" else _create_account(args)
 
 

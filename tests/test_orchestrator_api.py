@@ -49,13 +49,14 @@ def stack(tmp_path_factory):
     clock = Clock()
     service = Service(SQLiteStore(base / "db" / "orchestrator.db"), redis_admin, storage, clock=clock)
     server = OrchestratorServer(service, admin_token=ADMIN_TOKEN, reap_interval=None).start()
-    yield {"server": server, "service": service, "clock": clock, "s3": s3, "redis": rserver,
-           "admin_url": admin_url, "db": base / "db" / "orchestrator.db"}
+    state = {"server": server, "service": service, "clock": clock, "s3": s3, "redis": rserver,
+             "admin_url": admin_url, "db": base / "db" / "orchestrator.db"}
+    yield state
     server.stop()
     redis_admin.close()
     service.store.close()
     s3.stop()
-    rserver.stop()
+    state["redis"].stop()  # a test may have restarted it
 
 
 _handles = iter(range(1, 10_000))
@@ -372,3 +373,69 @@ def test_async_client(stack, api):
             return me, listed
     me, listed = asyncio.run(main())
     assert me.account.handle == api.handle and listed.workspaces == []
+
+
+def test_serve_command_runs_on_loopback_and_refuses_a_loose_config(stack, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from artifacts_core.servers import free_port
+
+    s3, port = stack["s3"], free_port()
+    config = tmp_path / "orchestrator.json"
+    config.write_text(json.dumps({
+        "db": str(tmp_path / "serve.db"), "redis_url": stack["admin_url"], "port": port,
+        "admin_token": ADMIN_TOKEN, "reap_interval": 5,
+        "managed": {"endpoint": s3.endpoint, "bucket": BUCKET, "access_key": s3.access_key,
+                    "secret_key": s3.secret_key}}))
+    config.chmod(0o644)
+    cmd = [sys.executable, "-m", "artifacts_orchestrator", "-v", "serve", "--config", str(config)]
+    loose = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert loose.returncode != 0 and "chmod 600" in loose.stderr
+    config.chmod(0o600)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == f"orchestrator listening on http://127.0.0.1:{port}"
+        anon = Artifacts("", base_url=f"http://127.0.0.1:{port}")
+        assert anon.health() == {"status": "ok"}
+        new = anon.create_account("served", admin_token=ADMIN_TOKEN)
+        api = Artifacts(new.key.key, base_url=anon.base_url)
+        r = api.workspaces.create("w")
+        secrets_shown = [new.key.key, r.format.url.split(":")[2].split("@")[0],
+                         r.storage.credentials.secret_access_key]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert "POST /workspaces" in err  # the access log is on (and -v was given) ...
+    for secret in secrets_shown:  # ... yet no secret reached the log
+        assert secret not in err
+    assert os.stat(tmp_path / "serve.db").st_mode & 0o777 == 0o600
+
+
+def test_redis_restart_keeps_sessions_and_the_orchestrator_recovers(stack, api, monkeypatch, tmp_path):
+    """Runs last in this module: restarts the stack's Redis on the same port, directory and ACL
+    file. Users and data come back (ACL file, AOF); the orchestrator reconnects by itself."""
+    create_and_format(api, "durable", monkeypatch)
+    grant = api.sessions.create("durable", mode="rw")
+    s3_env(monkeypatch, grant.storage.credentials)
+    with open_volume(grant.meta.url, grant.storage.url, key_prefix=grant.meta.key_prefix,
+                     config=_config(tmp_path / "c1")) as vol:
+        _write(vol, "kept.txt")
+    rserver = stack["redis"]
+    port, workdir = rserver.port, rserver.workdir
+    rserver.stop()
+    stack["redis"], _ = start_redis(workdir, port=port)
+    with open_volume(grant.meta.url, grant.storage.url, key_prefix=grant.meta.key_prefix,
+                     config=_config(tmp_path / "c2")) as vol:
+        with vol.open("kept.txt") as f:
+            assert f.read() == "survives"
+    second = api.sessions.create("durable", mode="ro")  # the orchestrator reconnected
+    assert second.session.redis_user in stack["service"].redis.users()
+
+
+def _write(vol, path: str) -> None:
+    with vol.open(path, "w") as f:
+        f.write("survives")
