@@ -305,6 +305,48 @@ def test_revoking_a_session_cuts_redis_and_s3(stack, api, monkeypatch, tmp_path)
     assert api.sessions.revoke("cut", grant.session.id).revoke_reason == "revoked"  # idempotent
 
 
+def test_issued_sessions_are_confined_to_their_workspace_and_mode(stack, api, monkeypatch, tmp_path):
+    """What the API hands out, used by a modified client: A's session cannot touch B's keys or
+    objects; a read-only session cannot write through a volume opened read-write, nor raw."""
+    import botocore.session
+
+    a, _ = create_and_format(api, "iso-a", monkeypatch)
+    b, _ = create_and_format(api, "iso-b", monkeypatch)
+    pa, pb = a.format.key_prefix, b.format.key_prefix
+    rw_a = api.sessions.create("iso-a", mode="rw")
+    ra = redis.Redis.from_url(rw_a.meta.url)
+    assert ra.get(pa + "setting")
+    for cmd in (("GET", pb + "setting"), ("SET", pb + "setting", "x"), ("DEL", pb + "i1"),
+                ("FCALL", "af_unlink", 1, pb + "setting", 1, "x", 0, "0"), ("EVAL", "return 1", 0),
+                ("FUNCTION", "FLUSH")):
+        with pytest.raises(rex.ResponseError, match=r"NOPERM|no permissions"):
+            ra.execute_command(*cmd)
+    c = rw_a.storage.credentials
+    s3 = botocore.session.get_session().create_client(
+        "s3", endpoint_url=rw_a.storage.endpoint, region_name="us-east-1", aws_access_key_id=c.access_key_id,
+        aws_secret_access_key=c.secret_access_key)
+    with pytest.raises(Exception, match=r"AccessDenied|Forbidden"):
+        s3.list_objects_v2(Bucket=BUCKET, Prefix=b.storage.prefix + "/")
+    ro = api.sessions.create("iso-a", mode="ro")
+    with pytest.raises(rex.NoPermissionError):
+        redis.Redis.from_url(ro.meta.url).set(pa + "setting", "x")
+    s3_env(monkeypatch, ro.storage.credentials)
+    vol = open_volume(ro.meta.url, ro.storage.url, key_prefix=ro.meta.key_prefix,
+                      config=_config(tmp_path / "ro"))  # NOT read_only: the client does not help
+    try:
+        assert vol.listdir("/") is not None
+        with pytest.raises(PermissionError):
+            vol.mkdir("nope")
+        with pytest.raises(PermissionError):
+            with vol.open("nope.txt", "w") as f:
+                f.write("x")
+    finally:
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            vol.close()
+
+
 def test_orphaned_users_are_reaped(stack):
     svc: Service = stack["service"]
     svc.redis.set_user("ms-orphan", "pw-orphan-0123456789", "{u_999_w_999}:", read_only=False)
