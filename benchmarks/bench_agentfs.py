@@ -138,9 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, dict[str, dict]] = {"agentfs": {}, "local disk": {}}
         uploads = {}
         for name, fn in agent_ops(fs).items():
-            before = vol.chunks.stats()["uploads"]
+            before = vol.chunks.stats()["uploads"], vol.metrics.get("compaction_uploads")
             results["agentfs"][name] = measure(fn, args.ops)
-            uploads[name] = vol.chunks.stats()["uploads"] - before
+            vol.vfs.wait_compactions()
+            compacted = int(vol.metrics.get("compaction_uploads") - before[1])
+            uploads[name] = (vol.chunks.stats()["uploads"] - before[0] - compacted, compacted)
         for name, fn in plain_ops(os.path.join(work, "local")).items():
             results["local disk"][name] = measure(fn, args.ops)
         if args.mount:
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         a = results["agentfs"]
         ok = (a["appendFile"]["ops"] >= GOAL_WRITE_OPS and a["writeFile"]["ops"] >= GOAL_WRITE_OPS
               and a["readFile"]["p50"] < GOAL_READ_P50_MS and a["stat"]["p50"] < GOAL_READ_P50_MS
-              and uploads["writeFile"] == 0 and uploads["appendFile"] == 0)
+              and uploads["writeFile"][0] == 0 and uploads["appendFile"][0] == 0)
         print("goals:", "MET" if ok else "MISSED")
         return 0 if ok else 1
     finally:
@@ -174,7 +176,9 @@ def report(results: dict, uploads: dict, roof: dict, n: int) -> None:
             row += f"| {r['p50']:>16.3f} {r['p99']:>7.3f} {r['ops']:>8.0f} "
         print(row)
     print(f"\nceiling, bare FCALL af_noop round trip: p50 {roof['p50']:.3f} ms, {roof['ops']:.0f} ops/s")
-    print("S3 uploads during the agentfs runs:", ", ".join(f"{k} {v}" for k, v in uploads.items()))
+    print("S3 uploads on the write path:", ", ".join(f"{k} {v[0]}" for k, v in uploads.items()))
+    print("S3 uploads by background compaction (logs past the 16 KiB inline limit):",
+          ", ".join(f"{k} {v[1]}" for k, v in uploads.items() if v[1]))
     a = results["agentfs"]
     print(f"goal appendFile 200 B >= {GOAL_WRITE_OPS:.0f} ops/s: {a['appendFile']['ops']:.0f}; "
           f"writeFile 4 KiB: {a['writeFile']['ops']:.0f}; readFile p50 < {GOAL_READ_P50_MS} ms: "

@@ -302,3 +302,16 @@ def test_async_api_runs_off_the_loop(vol):
     text, call, missing = asyncio.run(main())
     assert sorted(text.split()) == sorted(str(i) for i in range(50))
     assert call["ok"] and call["result"]["size"] == len(text) and missing is False
+
+
+def test_a_log_appended_to_many_times_stays_a_short_slice_list(volume_factory):
+    host_a, host_b = volume_factory(), volume_factory()
+    fs = AgentFS(host_a)
+    lines = [f"{i:05d} " + "r" * 93 + "\n" for i in range(350)]  # 100 B each, 35 KB: past inline
+    for line in lines:
+        fs.append_file("app.log", line)
+    host_a.vfs.wait_compactions()  # compaction past 100 records runs off the append path
+    ino = host_a.stat("app.log").st_ino
+    records, _ = host_a.meta.read_chunk(ino, 0)
+    assert len(records) < 110  # compacted at 100 records (slices.COMPACT_RECORDS), not 350
+    assert AgentFS(host_b).read_file("app.log")["content"] == "".join(lines)

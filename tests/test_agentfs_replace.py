@@ -103,3 +103,17 @@ def test_readers_on_another_host_see_old_or_new_never_a_mix(volume_factory, size
             t.join()
     assert not bad
     assert writer_vol.stat("atomic.txt").st_ino == reader_vol.stat("atomic.txt").st_ino
+
+
+def test_replacing_a_sparse_multi_chunk_file_drops_every_chunk_list(vol):
+    from artifacts_core.types import CHUNK_SIZE
+
+    with vol.open("sparse.bin", "wb") as f:
+        f.seek(2 * CHUNK_SIZE + 5)
+        f.write(b"far away")  # a list for chunk 2 only; chunks 0 and 1 are holes
+    ino = vol.stat("sparse.bin").st_ino
+    assert vol.meta.read_chunk(ino, 2)[0]
+    vol.vfs.replace_content(ROOT_INO, "sparse.bin", b"small now")
+    assert vol.meta.read_chunk(ino, 2)[0] == []
+    assert not vol.meta.client.command("SMEMBERS", vol.meta.keys.chunk_indexes(ino))
+    assert vol.read_bytes("sparse.bin") == b"small now"

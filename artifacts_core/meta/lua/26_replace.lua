@@ -91,7 +91,7 @@ redis.register_function('af_replace_content', function(keys, args)
   local created = 0
   local ino = eino
   if a then
-    for i = 0, math.floor((math.max(a.length, 1) - 1) / CHUNK_SIZE) do
+    for _, i in ipairs(DATA.chunk_indexes(p, ino, 0, math.huge)) do
       local key = k_chunk(p, ino, i)
       for _, s in ipairs(redis.call('LRANGE', key, 0, -1)) do
         local r = DATA.rec_unpack(s)
@@ -99,6 +99,7 @@ redis.register_function('af_replace_content', function(keys, args)
       end
       redis.call('DEL', key)
       redis.call('ZREM', k_named(p, 'inlinechunks'), DATA.chunk_member(ino, i))
+      if i >= 1 then redis.call('SREM', DATA.k_indexes(p, ino), istr(i)) end
     end
     DATA.kill_suid(a, c.uid)
   else
