@@ -426,9 +426,12 @@ def test_serve_command_runs_on_loopback_and_refuses_a_loose_config(stack, tmp_pa
     from artifacts_core.servers import free_port
 
     s3, port = stack["s3"], free_port()
+    # Its own Redis: a separate process computes the library version from the Lua sources as
+    # they are NOW and would replace the library the rest of this module loaded.
+    own_redis, admin_url = start_redis(tmp_path / "redis")
     config = tmp_path / "orchestrator.json"
     config.write_text(json.dumps({
-        "db": str(tmp_path / "serve.db"), "redis_url": stack["admin_url"], "port": port,
+        "db": str(tmp_path / "serve.db"), "redis_url": admin_url, "port": port,
         "admin_token": ADMIN_TOKEN, "reap_interval": 5,
         "managed": {"endpoint": s3.endpoint, "bucket": BUCKET, "access_key": s3.access_key,
                     "secret_key": s3.secret_key}}))
@@ -450,6 +453,7 @@ def test_serve_command_runs_on_loopback_and_refuses_a_loose_config(stack, tmp_pa
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=60)
+        own_redis.stop()
     assert proc.returncode == 0
     assert "POST /workspaces" in err  # the access log is on (and -v was given) ...
     for secret in secrets_shown:  # ... yet no secret reached the log
