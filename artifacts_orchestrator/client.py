@@ -96,6 +96,22 @@ class _Workspaces:
         return self._c._send(_Call("DELETE", _ws_path(ref), None, m.WorkspaceView))
 
 
+def wait_for_status(api: Artifacts, ref: str, status: str = "deleted", *, timeout: float = 60.0,
+                    interval: float = 0.1) -> m.WorkspaceView:
+    """Poll ``api.workspaces.get(ref)`` until it reports ``status`` (e.g. after ``delete``).
+    Raises ``TimeoutError`` with the last status seen."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        ws = api.workspaces.get(ref)
+        if ws.status == status:
+            return ws
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{ref} is still {ws.status} after {timeout:.0f} s (waiting for {status})")
+        time.sleep(interval)
+
+
 class _Sessions:
     def __init__(self, client) -> None:
         self._c = client

@@ -16,7 +16,7 @@ import redis.exceptions as rex
 from artifacts_core.volume import format_volume, open_volume
 from artifacts_orchestrator import errors as E
 from artifacts_orchestrator.app import OrchestratorServer
-from artifacts_orchestrator.client import Artifacts, AsyncArtifacts
+from artifacts_orchestrator.client import Artifacts, AsyncArtifacts, wait_for_status
 from artifacts_orchestrator.local import start_redis, start_s3
 from artifacts_orchestrator.redis_acl import RedisAdmin
 from artifacts_orchestrator.service import Service
@@ -92,12 +92,7 @@ def create_and_format(api: Artifacts, name: str, monkeypatch, **create):
 
 
 def wait_deleted(api: Artifacts, name: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        ws = api.workspaces.get(name)
-        if ws.status == "deleted" or time.monotonic() > deadline:
-            return ws
-        time.sleep(0.05)
+    return wait_for_status(api, name, "deleted", timeout=timeout, interval=0.05)
 
 
 def admin_s3(stack):
