@@ -144,7 +144,16 @@ class ArtifactsOperations(mfusepy.Operations):
         self.vfs.access(self._ino(path), amode, self._caller())
 
     def chmod(self, path, mode, fh=None):
-        self.vfs.setattr(self._ino(path, fh), mode=mode & 0o7777, caller=self._caller())
+        ino, mode = self._ino(path, fh), mode & 0o7777
+        try:
+            self.vfs.setattr(ino, mode=mode, caller=self._caller())
+        except PermissionError:
+            # After a write or chown by someone else, the kernel clears setuid/setgid with a chmod
+            # on the writer's behalf ("kill-priv"); it already checked the write. Allow exactly that.
+            old = self.vfs.getattr(ino).mode & 0o7777
+            if old == mode or mode != old & ~(_stat.S_ISUID | _stat.S_ISGID):
+                raise
+            self.vfs.setattr(ino, mode=mode)
 
     def chown(self, path, uid, gid, fh=None):
         self.vfs.setattr(self._ino(path, fh), uid=uid, gid=gid, caller=self._caller())
