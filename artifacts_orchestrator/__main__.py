@@ -24,7 +24,9 @@ import threading
 from pathlib import Path
 
 import msgspec
+from redis.exceptions import RedisError
 
+from artifacts_core.errors import ArtifactsError
 from artifacts_orchestrator.app import REAP_INTERVAL, OrchestratorServer
 from artifacts_orchestrator.errors import ApiError
 from artifacts_orchestrator.redis_acl import RedisAdmin
@@ -95,7 +97,11 @@ def build_service(cfg: OrchestratorConfig) -> Service:
 
 def _serve(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    service = build_service(cfg)
+    try:
+        service = build_service(cfg)
+    except (ArtifactsError, ApiError, RedisError) as e:  # a message, not a traceback
+        print(f"error: cannot start the orchestrator: {e}", file=sys.stderr)
+        return 1
     server = OrchestratorServer(service, host=cfg.host, port=cfg.port, admin_token=cfg.admin_token,
                                 reap_interval=cfg.reap_interval).start()
     print(f"orchestrator listening on {server.url}", flush=True)

@@ -295,8 +295,11 @@ class Service:
             if current is None or current.status != "active":  # deleted while we provisioned
                 raise WorkspaceNotActive(f"{handle}/{name} is being deleted")
         except BaseException:
-            with contextlib.suppress(ApiError):
-                self._revoke_session_row(row, "provisioning failed")
+            with contextlib.suppress(ApiError):  # best effort; the orphan reaper takes what is left
+                self.redis.delete_user(user)
+                if row.s3_user and self.storage is not None:
+                    self.storage.revoke(row.s3_user)
+            self.store.revoke_session(row.id, self.clock(), "provisioning failed")
             raise
         log.info("session %s (%s) issued on %s/%s", sid, req.mode, ws.handle, ws.name)
         meta = m.MetaAccess(url=self.redis.client_url(user, password), user=user, key_prefix=ws.key_prefix,

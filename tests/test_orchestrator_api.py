@@ -435,6 +435,12 @@ def test_serve_command_runs_on_loopback_and_refuses_a_loose_config(stack, tmp_pa
     loose = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert loose.returncode != 0 and "chmod 600" in loose.stderr
     config.chmod(0o600)
+    dead = tmp_path / "dead.json"
+    dead.write_text(json.dumps({"db": str(tmp_path / "dead.db"), "redis_url": "redis://127.0.0.1:9/0"}))
+    dead.chmod(0o600)
+    down = subprocess.run([*cmd[:-1], str(dead)], capture_output=True, text=True, timeout=60)
+    assert down.returncode == 1 and "error: cannot start the orchestrator" in down.stderr
+    assert "Traceback" not in down.stderr
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == f"orchestrator listening on http://127.0.0.1:{port}"
@@ -468,6 +474,9 @@ def test_redis_restart_keeps_sessions_and_the_orchestrator_recovers(stack, api, 
     rserver = stack["redis"]
     port, workdir = rserver.port, rserver.workdir
     rserver.stop()
+    with pytest.raises(E.MetadataAclProvisioningFailed):  # Redis down: a clear 500, nothing half-made
+        api.sessions.create("durable", mode="rw")
+    assert [s.id for s in api.sessions.list("durable").sessions] == [grant.session.id]
     stack["redis"], _ = start_redis(workdir, port=port)
     with open_volume(grant.meta.url, grant.storage.url, key_prefix=grant.meta.key_prefix,
                      config=_config(tmp_path / "c2")) as vol:
