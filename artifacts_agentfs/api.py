@@ -10,9 +10,9 @@ the way are resolved through the volume's entry cache):
 
 | operation | core | round trips |
 |---|---|---|
-| readFile | lookup + ``vfs.read_snapshot`` (records, inline bytes and attr in one call) | 2 |
+| readFile | ``vfs.read_named``: name, attr, records and inline bytes in one call | 1 |
 | writeFile | ``vfs.replace_content``: create-or-overwrite by name, same inode | 1 (+ S3 PUTs over the inline limit) |
-| appendFile | lookup + ``vfs.append``: one append slice placed by Redis | 2 |
+| appendFile | ``vfs.append``: name, creation, version check and one append slice placed by Redis | 1 |
 | stat / exists | lookup | 1 |
 | deleteFile / moveFile / mkdir | one namespace call each (trash per the volume) | 1-2 |
 | copyFile | temp file + ``copy_file_range`` (shared slices) + rename NOREPLACE | 3-4 |
@@ -24,8 +24,8 @@ by renameat2's RENAME_NOREPLACE; nothing ever replaces a directory. A symlink is
 while it stays inside the workspace; deleteFile and moveFile act on the link itself.
 
 Preconditions: ``if_version`` (a token from readFile/stat/writeFile/...) is checked inside the
-replacing function for writeFile and editFile (atomic); for appendFile, deleteFile and moveFile it
-is checked by a lookup just before the operation (a window of one round trip, documented).
+function that writes for writeFile, editFile and appendFile (atomic); for deleteFile and moveFile
+it is checked by a lookup just before the operation (a window of one round trip, documented).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from artifacts_agentfs.limits import (
     version_of,
 )
 from artifacts_agentfs.paths import AgentPath, agent_path, check_new_name
-from artifacts_core.errors import ArtifactsError, Exists, IsADirectory, NotADirectory, NotFound
+from artifacts_core.errors import ArtifactsError, IsADirectory, NotADirectory, NotFound
 from artifacts_core.errors import PermissionDenied as _Denied
 from artifacts_core.meta.attrs import Attr
 from artifacts_core.meta.replace import ABSENT, EntryIsSymlink, VersionMismatch
@@ -143,13 +143,11 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
                         ("end_line", end_line)):
             if v is not None and (not isinstance(v, int) or v < (1 if "line" in name else 0)):
                 raise invalid(f"{name} must be an integer >= {1 if 'line' in name else 0}", ap.display)
-        ino, attr = self._file(ap, "readFile")
         cap = self.limits.max_read_bytes
         if lines:
-            return self._read_lines(ap, ino, start_line or 1, end_line, encoding)
+            return self._read_lines(ap, start_line or 1, end_line, encoding)
         start = offset or 0
-        # The bounds come from the snapshot's own attr: the lookup's may be older than the data.
-        attr, data = self.vfs.read_snapshot(ino, start, cap if length is None else min(length, cap))
+        ino, attr, data = self._read(ap, start, cap if length is None else min(length, cap))
         end = attr.length if length is None else min(attr.length, start + length)
         truncated = start + len(data) < end
         text = self._encode(data, encoding, ap, cut=truncated)
@@ -157,8 +155,28 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
                 "offset": start, "length": len(data) if encoding == "base64" else len(text.encode()),
                 "truncated": truncated, "version": version_of(ino, attr)}
 
-    def _read_lines(self, ap: AgentPath, ino: Ino, first: int, last: int | None, encoding: str) -> dict:
-        attr, data = self.vfs.read_snapshot(ino, 0, self.limits.max_scan_bytes)
+    def _read(self, ap: AgentPath, offset: int, size: int) -> tuple[Ino, Attr, bytes]:
+        """(ino, attr, bytes) of a file: one call (name, attr, records and inline bytes at one
+        instant) when the range is within one chunk; the bounds come from that attr."""
+        if ap.is_root:
+            raise IsADirectory("readFile needs a file; this is the workspace root", path="/")
+        got = []
+
+        def op(parent, name, _may_create):
+            got.append(self.vfs.read_named(parent, name, offset, size))
+
+        self._named(ap, op, create_parents=False, create=False)
+        ino, attr, data = got[0]
+        if ap.dir_only and not attr.is_dir:
+            raise NotADirectory("not a directory (the path ends with '/')", path=ap.display)
+        if attr.is_dir:
+            raise IsADirectory("readFile needs a file; this is a directory", path=ap.display)
+        if not attr.is_file:
+            raise invalid("readFile needs a regular file", path=ap.display)
+        return ino, attr, data
+
+    def _read_lines(self, ap: AgentPath, first: int, last: int | None, encoding: str) -> dict:
+        ino, attr, data = self._read(ap, 0, self.limits.max_scan_bytes)
         scanned_all = len(data) >= attr.length
         text = self._encode(data, "utf-8", ap, cut=not scanned_all)
         rows = text.splitlines(keepends=True)
@@ -268,25 +286,26 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
         expect = ABSENT if if_version == "absent" else parse_version(if_version)
         return self._replace(ap, data, expect=expect, create_parents=create_parents)
 
-    def _replace(self, ap: AgentPath, data: bytes, *, expect, create_parents: bool = True) -> dict:
+    def _named(self, ap: AgentPath, op, *, create_parents: bool = True, create: bool = True):
+        """Run ``op(parent, name, may_create)`` on the entry ``ap`` names: one call in the common
+        case. A symlink entry is followed (inside the workspace) and the call repeated on its
+        target; a new name must pass the portability rules (else the call may only overwrite)."""
         parts = ap.parts
-        for _ in range(MAX_SYMLINKS):
-            parent = self._dir(parts[:-1], create=create_parents)
+        for _ in range(MAX_SYMLINKS + 1):  # 40 links followed, as Linux, then the entry itself
+            parent = self._dir(parts[:-1], create=create_parents and create)
             name = parts[-1]
+            refused = None
             try:
                 check_new_name(name, join(parts))
-                may_create = True
-            except ArtifactsError as refused:
-                may_create, portability = False, refused
+            except ArtifactsError as e:
+                refused = e
             try:
-                ino, attr, created = self.vfs.replace_content(parent, name, data, create=may_create,
-                                                              expect=expect)
+                return op(parent, name, create and refused is None)
             except EntryIsSymlink:
                 link, _ = self.vfs.lookup(parent, name)
                 parts = tuple(self.vol._link_target(link, list(parts[:-1])))
                 if not parts:
                     raise IsADirectory("the link points at the workspace root", path=ap.display) from None
-                continue
             except VersionMismatch:
                 try:
                     cur = version_of(*self.vfs.lookup(parent, name))
@@ -294,32 +313,39 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
                     cur = None
                 raise conflict(ap.display, cur) from None
             except NotFound:
-                if not may_create:
-                    raise portability from None
+                if create and refused is not None:
+                    raise refused from None
                 raise
+        raise ArtifactsError("too many symbolic links", errno=errno.ELOOP, path=ap.display)
+
+    def _replace(self, ap: AgentPath, data: bytes, *, expect, create_parents: bool = True) -> dict:
+        def op(parent, name, may_create):
+            ino, attr, created = self.vfs.replace_content(parent, name, data, create=may_create,
+                                                          expect=expect)
             return {"path": ap.display, "size": attr.length, "created": created,
                     "version": version_of(ino, attr)}
-        raise ArtifactsError("too many symbolic links", errno=errno.ELOOP, path=ap.display)
+
+        return self._named(ap, op, create_parents=create_parents)
 
     def append_file(self, path, content, *, encoding: str = "utf-8", if_version: str | None = None,
                     create: bool = True) -> dict:
         """Append to the end; the data lands whole even with concurrent appenders anywhere.
-        A missing file is created (with its parents) unless ``create=False``."""
+        A missing file is created (with its parents) unless ``create=False``. One call: name
+        resolution, creation, the ``if_version`` check and the commit happen together."""
         ap = agent_path(path)
         self._not_root(ap, "appendFile")
         data = decode_content(content, encoding)
         self._bound_write(data, ap.display)
-        self._check_version(ap, if_version)
-        try:
-            ino, _ = self._file(ap, "appendFile")
-        except NotFound:
-            if not create:
-                raise
-            try:  # the first appender creates the file with its data; the others append
-                res = self._replace(ap, data, expect=ABSENT)
-                return {"path": ap.display, "offset": 0, "size": res["size"], "version": res["version"]}
-            except Exists:
-                ino, _ = self._file(ap, "appendFile")
-        attr, offset = self.vfs.append(ino, data)
-        return {"path": ap.display, "offset": offset, "size": attr.length,
-                "version": version_of(ino, attr)}
+        expect = parse_version(if_version)
+        if not data:  # nothing to append: report the file as it is
+            ino, attr = self._file(ap, "appendFile")
+            self._check_version(ap, if_version)
+            return {"path": ap.display, "offset": attr.length, "size": attr.length,
+                    "version": version_of(ino, attr)}
+
+        def op(parent, name, may_create):
+            ino, attr, offset, _ = self.vfs.append(parent, name, data, create=may_create, expect=expect)
+            return {"path": ap.display, "offset": offset, "size": attr.length,
+                    "version": version_of(ino, attr)}
+
+        return self._named(ap, op, create=create)

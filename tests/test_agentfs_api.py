@@ -84,11 +84,13 @@ def test_concurrent_appends_from_threads_processes_and_hosts_all_land_whole(volu
     fs_a, fs_b = AgentFS(host_a), AgentFS(host_b)
     fs_a.write_file("log.txt", "")
     fs_a.append_file("log.txt", "first\n")  # (reserves this client's batch of slice ids)
+    fs_a.append_file("warm.txt", "x")
     before = host_a.meta.client.round_trips
     for _ in range(10):
         fs_a.append_file("warm.txt", "x")
-    # a lookup and one commit per append (one more for a background heartbeat at most)
-    assert host_a.meta.client.round_trips - before <= 2 * 10 + 1 + 2  # + the first append's create
+        fs_a.read_file("warm.txt")
+    # one call per append and per read (one more for a background heartbeat at most)
+    assert host_a.meta.client.round_trips - before <= 2 * 10 + 1
     records = []
 
     def worker(fs, tag, n):
@@ -315,3 +317,37 @@ def test_a_log_appended_to_many_times_stays_a_short_slice_list(volume_factory):
     records, _ = host_a.meta.read_chunk(ino, 0)
     assert len(records) < 110  # compacted at 100 records (slices.COMPACT_RECORDS), not 350
     assert AgentFS(host_b).read_file("app.log")["content"] == "".join(lines)
+
+
+def test_append_creates_once_under_racing_appenders_and_checks_versions_atomically(volume_factory):
+    hosts = [AgentFS(volume_factory()) for _ in range(2)]
+    created, barrier = [], threading.Barrier(8)
+
+    def first_append(fs, k):
+        barrier.wait()
+        created.append(fs.append_file("race/new.log", f"{k}\n")["offset"])
+
+    threads = [threading.Thread(target=first_append, args=(hosts[k % 2], k)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(created) == [2 * k for k in range(8)]  # one creator at 0, seven appends after it
+    assert sorted(hosts[1].read_file("race/new.log")["content"].split()) == [str(k) for k in range(8)]
+    v = hosts[0].stat("race/new.log")["version"]
+    hosts[1].append_file("race/new.log", "other host\n")
+    with pytest.raises(ConflictError):
+        hosts[0].append_file("race/new.log", "stale\n", if_version=v)
+    assert "stale" not in hosts[0].read_file("race/new.log")["content"]
+    v2 = hosts[0].stat("race/new.log")["version"]
+    assert hosts[0].append_file("race/new.log", "fresh\n", if_version=v2)["version"] != v2
+
+
+def test_append_and_read_follow_inside_symlinks(vol):
+    fs = AgentFS(vol)
+    fs.write_file("real/log.txt", "a")
+    vol.symlink("real/log.txt", "alias")
+    fs.append_file("alias", "b")
+    assert fs.read_file("alias")["content"] == "ab"
+    assert fs.read_file("real/log.txt")["content"] == "ab"
+    assert vol.readlink("alias") == "real/log.txt"

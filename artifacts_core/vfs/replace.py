@@ -9,17 +9,19 @@ keeps this client's per-inode state (lengths, cached chunk views, dirty writers)
   ``meta.replace_entry`` swaps it in and keeps the inode (``lua/26_replace.lua``). A slice the
   swap refused for a definite reason is deleted again; after an ambiguous failure (a timeout)
   the blocks stay, since the swap may have happened (gc finds true orphans).
-- ``append``: appendFile. Small data is one inline *append slice* commit placed at the file's
-  length by Redis; larger data (or inline refused) is stored in S3 first and committed the same
-  way. One commit per call: concurrent appends from threads, processes and hosts land whole.
+- ``append``: appendFile, by name. Small data is one inline *append slice* placed at the file's
+  length by Redis (``meta.append_entry``: name resolution, creation of a missing file, the
+  version check and the commit in one call); larger data (or inline refused) is stored in S3
+  first and committed the same way. Concurrent appends from threads, processes and hosts land
+  whole.
   When the commit reports a long slice list (``slices.needs_compaction``), the file's last chunk
   is compacted (``meta.compact_chunk``: merged into one inline or S3 slice, swapped in only over
   an unchanged list head): in one background thread at ``COMPACT_SOON`` (100 records; the append
   returns at once, its write path stays one inline commit), before returning at ``COMPACT_NOW``
   (1000: the background fell behind). A log appended to forever stays a few records to read.
-- ``read_snapshot``: the attr and the chunk records (with inline bytes) come from one call per
-  chunk, so a file of one chunk -- every file writeFile makes -- is read at one instant: old or
-  new content, never a mix.
+- ``read_named`` / ``read_snapshot``: the attr and the chunk records (with inline bytes) come
+  from one call per chunk (by name for the first: ``meta.read_entry``), so a file of one chunk --
+  every file writeFile makes -- is read at one instant: old or new content, never a mix.
 - ``share_copy``: copy_file_range by sharing slices (no data copied).
 
 Local dirty data of the inode (a path-API handle on this client) is committed first, so these
@@ -114,42 +116,46 @@ class ContentOps:
             self.metrics.inc("write_bytes", len(data))
             return result
 
-    def append(self, ino: Ino, data: bytes, *, caller: Caller = ROOT_CALLER) -> tuple[Attr, int]:
-        """Append ``data`` as one append slice (split only at a chunk boundary, by Redis).
-        Returns (attr, file offset where the data landed)."""
-        with self._op("append", ino, len(data), caller=caller):
-            self._writable(caller=caller)
+    def append(self, parent: Ino, name: str, data: bytes, *, create: bool = True, expect=None,
+               perm: int = 0o644, caller: Caller = ROOT_CALLER) -> tuple[Ino, Attr, int, bool]:
+        """Append ``data`` to ``parent/name`` as one append slice (split only at a chunk boundary,
+        by Redis), creating the file when missing. Returns (ino, attr, file offset where the data
+        landed, created). Errors: see ``meta.append_entry``."""
+        with self._op("append", parent, name, len(data), caller=caller):
+            self._writable(parent, caller=caller)
             if not data:
-                return self.meta.getattr(ino), -1
+                raise ArtifactsError("nothing to append", errno=errno.EINVAL, path=name)
             if len(data) > CHUNK_SIZE:
-                raise ArtifactsError("append larger than one chunk", errno=errno.EFBIG)
-            self._flush_local(ino)
+                raise ArtifactsError("append larger than one chunk", errno=errno.EFBIG, path=name)
             meta = self.meta
+            for st in list(self._inodes.values()):  # order after this client's own dirty writes
+                if st.writer is not None and st.writer.state.value != "clean":
+                    st.writer.flush()
             result = None
-            if len(data) <= meta.setting.inline_limit:
-                sid = meta.new_slice_id()
-                record = SliceRecord(0, sid, len(data), 0, len(data), SLICE_INLINE)
+            if len(data) <= meta.setting.inline_limit and not meta._inline_pressure:
                 try:
-                    result = meta.commit_slice(ino, 0, record, data=data, append=True, caller=caller)
+                    result = meta.append_entry(parent, name, meta.new_slice_id(), len(data), data=data,
+                                               create=create, expect=expect, perm=perm, caller=caller)
                 except InlineRefused:
                     result = None
             if result is None:
                 sid, size = self._store_s3(data)
-                record = SliceRecord(0, sid, size, 0, size, SLICE_S3)
                 try:
-                    result = meta.commit_slice(ino, 0, record, append=True, caller=caller)
+                    result = meta.append_entry(parent, name, sid, size, create=create, expect=expect,
+                                               perm=perm, caller=caller)
                 except ArtifactsError as e:
                     self._drop_if_definite(e, sid, size)
                     raise
-            if result.attr is None:
-                raise ArtifactsError("the file was deleted", errno=errno.ENOENT)
-            if result.compaction == COMPACT_NOW and not result.duplicate:
-                self._compact_tail(ino, result.attr.length)
-            elif result.compaction != COMPACT_NONE and not result.duplicate:
-                self._compact_later(ino, result.attr.length)
-            self._adopt(ino, result.attr)
+            ino, commit, created = result
+            if commit.attr is None:
+                raise ArtifactsError("the file was deleted", errno=errno.ENOENT, path=name)
+            if commit.compaction == COMPACT_NOW and not commit.duplicate:
+                self._compact_tail(ino, commit.attr.length)
+            elif commit.compaction != COMPACT_NONE and not commit.duplicate:
+                self._compact_later(ino, commit.attr.length)
+            self._adopt(ino, commit.attr)
             self.metrics.inc("write_bytes", len(data))
-            return result.attr, result.offset
+            return ino, commit.attr, commit.offset, created
 
     _compactor: concurrent.futures.ThreadPoolExecutor | None = None
     _compacting: set[Ino]
@@ -207,20 +213,41 @@ class ContentOps:
         except Exception as e:  # best effort: the data is intact either way
             log.warning("compaction of inode %d failed: %s", ino, e)
 
-    def read_snapshot(self, ino: Ino, offset: int = 0, size: int | None = None) -> tuple[Attr, bytes]:
+    def read_named(self, parent: Ino, name: str, offset: int = 0, size: int | None = None,
+                   caller: Caller = ROOT_CALLER) -> tuple[Ino, Attr, bytes]:
+        """Resolve ``parent/name`` and read ``size`` bytes from ``offset`` (to the end when None):
+        one round trip for a file within one chunk. A directory reads as b"" (the caller checks
+        ``attr``); a symlink raises EntryIsSymlink."""
+        with self._op("read_named", parent, name, offset, size, caller=caller):
+            index = offset // CHUNK_SIZE
+            ino, attr, records, inline = self.meta.read_entry(parent, name, index, caller=caller)
+            st = self._inodes.get(ino)
+            if st is not None and st.writer is not None and st.writer.state.value != "clean":
+                return (ino, *self.read_snapshot(ino, offset, size))  # own dirty data first
+            if not attr.is_file:
+                return ino, attr, b""
+            return (ino, *self.read_snapshot(ino, offset, size, first=(attr, records, inline)))
+
+    def read_snapshot(self, ino: Ino, offset: int = 0, size: int | None = None, *,
+                      first=None) -> tuple[Attr, bytes]:
         """The file's attr and ``size`` bytes from ``offset`` (to the end when None), the first
-        chunk's records and attr fetched together (one round trip per chunk)."""
+        chunk's records and attr fetched together (one round trip per chunk; ``first`` is that
+        chunk's (attr, records, inline) when the caller already has it)."""
         from artifacts_core.vfs.files import ChunkView
 
         with self._op("read_snapshot", ino, offset, size):
-            self._flush_local(ino)
+            if first is None:
+                self._flush_local(ino)
             attr = None
             out = bytearray()
             pos = offset
             while True:
                 index, inner = divmod(pos, CHUNK_SIZE)
                 for attempt in (0, 1):
-                    a, records, inline = self.meta.read_chunk_attr(ino, index)
+                    if first is not None and attempt == 0 and attr is None:
+                        a, records, inline = first
+                    else:
+                        a, records, inline = self.meta.read_chunk_attr(ino, index)
                     if a is None:
                         raise ArtifactsError("no such file", errno=errno.ENOENT)
                     if attr is None:

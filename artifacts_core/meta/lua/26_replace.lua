@@ -1,6 +1,7 @@
--- 26_replace.lua: replacing a file's whole content in one call, keeping its inode (DESIGN.md §10:
--- "writeFile replaces content atomically and keeps the inode"). Helpers: 10_namespace.lua (`ns`)
--- and 20_data.lua (`DATA`).
+-- 26_replace.lua: the agent API's data operations by name, each one call: replacing a file's
+-- whole content keeping its inode (af_replace_content; DESIGN.md §10: "writeFile replaces content
+-- atomically and keeps the inode"), appending (af_append_entry) and reading (af_read_entry).
+-- Helpers: 10_namespace.lua (`ns`), 20_data.lua (`DATA`) and the `RE` table below.
 --
 -- The caller stores the new content first (inline bytes travel in this call; larger content is
 -- an S3 slice whose blocks are already uploaded), then this function swaps it in: the file's
@@ -14,6 +15,83 @@
 -- do: S3 slices with the grace period (a reader holding an old view can still fetch the
 -- blocks), inline slices at once (a reader's view carries their bytes, fetched in the same call
 -- as the records, so nothing can still need the `b<id>` key).
+
+local RE = {}
+
+-- The target of a by-name data operation, after every check: returns d (parent attr), etyp,
+-- eino, a (the file's attr, nil when missing) -- or nil and an error reply. `expect`: '' none,
+-- '-' must not exist (EEXIST), '<ino>:<gen>' must be that version (ESTALE).
+function RE.target(p, parent, name, c, create, expect)
+  local d, derr = ns.dir(p, parent, c)
+  if derr then return nil, derr end
+  if ns.is_dot(name) then return nil, fail('EISDIR', name .. ' is a directory') end
+  local bad = ns.name_error(name)
+  if bad then return nil, bad end
+  local etyp, eino = ns.entry(p, parent, name)
+  if not etyp then
+    if not create then return nil, fail('ENOENT', 'no such file') end
+    if expect ~= '' and expect ~= '-' then return nil, fail('ESTALE', 'the file no longer exists') end
+    if not may(d, c, 2) then return nil, fail('EACCES', 'write permission denied on the directory') end
+    return d
+  end
+  if etyp == T_DIR then return nil, fail('EISDIR', 'is a directory') end
+  if etyp == T_SYMLINK then return nil, fail('ELOOP', 'entry is a symbolic link') end
+  if expect == '-' then return nil, fail('EEXIST', 'file exists') end
+  local a = attr_get(p, eino)
+  if not a then return nil, fail('ENOENT', 'entry without inode ' .. eino) end
+  if ftype(a) ~= T_FILE then return nil, fail('EINVAL', 'not a regular file') end
+  if expect ~= '' and expect ~= eino .. ':' .. istr(a.gen) then
+    return nil, fail('ESTALE', 'version ' .. eino .. ':' .. istr(a.gen) .. ' is not ' .. expect)
+  end
+  if not may(a, c, 2) then return nil, fail('EACCES', 'no write permission') end
+  return d, nil, etyp, eino, a
+end
+
+-- Inline bytes of `size` may be stored: nil, or the EAGAIN reply.
+function RE.inline_error(p, size)
+  local lim = limits(p)
+  if size > lim.inline_limit then return fail('EAGAIN', 'slice exceeds the inline limit') end
+  local total = tonumber(redis.call('GET', k_named(p, 'inlinebytes')) or '0')
+  if total + size > lim.inline_cap then return fail('EAGAIN', 'volume inline cap reached') end
+  return nil
+end
+
+-- Writes: a new empty regular file `name` in `parent` (attr `d`); returns ino, attr table.
+function RE.new_file(p, parent, d, name, c, gids, perm, sec, nsec)
+  local ino = alloc_inode(p)
+  local a = { flags = 0, mode = T_FILE * 4096 + perm, uid = c.uid, gid = ns.primary_gid(gids),
+    atime = sec, atime_ns = nsec, mtime = sec, mtime_ns = nsec, ctime = sec, ctime_ns = nsec,
+    nlink = 1, length = 0, rdev = 0, parent = tonumber(parent), btime = sec, btime_ns = nsec,
+    gen = 0 }
+  if bit_set(perm_bits(d), S_ISGID) then a.gid = d.gid end
+  redis.call('HSET', k_entries(p, parent), name, entry_pack(T_FILE, ino))
+  touch(d, true, sec, nsec)
+  attr_put(p, parent, d)
+  redis.call('INCR', k_named(p, 'totalinodes'))
+  return ino, a
+end
+
+-- Writes: one record of slice (id, size) per piece {chunk index, pos, off, len}; inline bytes,
+-- the inline index and the idempotency record. Returns the length of the last list pushed.
+function RE.push(p, ino, sid, size, pieces, data, t)
+  local id = tonumber(sid)
+  local kind = data and DATA.KIND_INLINE or DATA.KIND_S3
+  local count = 0
+  for _, pc in ipairs(pieces) do
+    count = redis.call('RPUSH', k_chunk(p, ino, pc[1]), DATA.rec_pack(pc[2], id, size, pc[3], pc[4], kind))
+    DATA.note_chunk(p, ino, pc[1])
+    if data then redis.call('ZADD', k_named(p, 'inlinechunks'), t, DATA.chunk_member(ino, pc[1])) end
+  end
+  if #pieces > 1 then DATA.ref_add(p, id, size, #pieces - 1) end
+  if data then
+    redis.call('SET', k_inline(p, sid), data)
+    redis.call('INCRBY', k_named(p, 'inlinebytes'), size)
+  end
+  local commits = k_named(p, 'commits')
+  redis.call('ZADD', commits, t, sid)
+  redis.call('ZREMRANGEBYSCORE', commits, '-inf', t - DATA.COMMIT_TTL)
+  return count
+end
 
 -- af_replace_content: create or overwrite file `name` in directory `parent` with one slice.
 -- KEYS: setting.
@@ -38,43 +116,19 @@ redis.register_function('af_replace_content', function(keys, args)
   local perm = (tonumber(args[9]) or 420) % 4096  -- 420 = 0o644
   local grace, data = tonumber(args[10]) or 0, args[11]
   local id = tonumber(sid)
-  local d, derr = ns.dir(p, parent, c)
-  if derr then return derr end
-  if ns.is_dot(name) then return fail('EISDIR', name .. ' is a directory') end
-  local bad = ns.name_error(name)
-  if bad then return bad end
-  local commits = k_named(p, 'commits')
-  local etyp, eino = ns.entry(p, parent, name)
-  if id and id > 0 and redis.call('ZSCORE', commits, sid) and etyp then
-    return { tonumber(eino), redis.call('GET', k_inode(p, eino)), 0 }
+  if id and id > 0 and redis.call('ZSCORE', k_named(p, 'commits'), sid) then
+    local etyp, eino = ns.entry(p, parent, name)
+    if etyp then return { tonumber(eino), redis.call('GET', k_inode(p, eino)), 0 } end
   end
   if not (id and id >= 0 and size and size >= 0) then return fail('EINVAL', 'invalid slice') end
   if size > CHUNK_SIZE then return fail('EFBIG', 'content larger than one chunk') end
   if (id == 0) ~= (size == 0) then return fail('EINVAL', 'empty content has slice id 0') end
   if data and #data ~= size then return fail('EINVAL', 'inline data length differs from the size') end
-  -- precondition and the entry's type
-  local a
-  if etyp then
-    if etyp == T_DIR then return fail('EISDIR', 'is a directory') end
-    if etyp == T_SYMLINK then return fail('ELOOP', 'entry is a symbolic link') end
-    if expect == '-' then return fail('EEXIST', 'file exists') end
-    a = attr_get(p, eino)
-    if not a then return fail('ENOENT', 'entry without inode ' .. eino) end
-    if ftype(a) ~= T_FILE then return fail('EINVAL', 'not a regular file') end
-    if expect ~= '' and expect ~= eino .. ':' .. istr(a.gen) then
-      return fail('ESTALE', 'version ' .. eino .. ':' .. istr(a.gen) .. ' is not ' .. expect)
-    end
-    if not may(a, c, 2) then return fail('EACCES', 'no write permission') end
-  else
-    if not create then return fail('ENOENT', 'no such file') end
-    if expect ~= '' and expect ~= '-' then return fail('ESTALE', 'the file no longer exists') end
-    if not may(d, c, 2) then return fail('EACCES', 'write permission denied on the directory') end
-  end
-  local lim = limits(p)
+  local d, err, _, eino, a = RE.target(p, parent, name, c, create, expect)
+  if not d then return err end
   if data then
-    if size > lim.inline_limit then return fail('EAGAIN', 'slice exceeds the inline limit') end
-    local total = tonumber(redis.call('GET', k_named(p, 'inlinebytes')) or '0')
-    if total + size > lim.inline_cap then return fail('EAGAIN', 'volume inline cap reached') end
+    local ierr = RE.inline_error(p, size)
+    if ierr then return ierr end
   end
   local dspace
   if a then
@@ -103,32 +157,123 @@ redis.register_function('af_replace_content', function(keys, args)
     end
     DATA.kill_suid(a, c.uid)
   else
-    ino = alloc_inode(p)
+    ino, a = RE.new_file(p, parent, d, name, c, args[8], perm, sec, nsec)
     created = 1
-    a = { flags = 0, mode = T_FILE * 4096 + perm, uid = c.uid, gid = ns.primary_gid(args[8]),
-      atime = sec, atime_ns = nsec, mtime = sec, mtime_ns = nsec, ctime = sec, ctime_ns = nsec,
-      nlink = 1, length = 0, rdev = 0, parent = tonumber(parent), btime = sec, btime_ns = nsec,
-      gen = 0 }
-    if bit_set(perm_bits(d), S_ISGID) then a.gid = d.gid end
-    redis.call('HSET', k_entries(p, parent), name, entry_pack(T_FILE, ino))
-    touch(d, true, sec, nsec)
-    attr_put(p, parent, d)
-    redis.call('INCR', k_named(p, 'totalinodes'))
   end
-  if size > 0 then
-    local kind = data and DATA.KIND_INLINE or DATA.KIND_S3
-    redis.call('RPUSH', k_chunk(p, ino, 0), DATA.rec_pack(0, id, size, 0, size, kind))
-    if data then
-      redis.call('SET', k_inline(p, sid), data)
-      redis.call('INCRBY', k_named(p, 'inlinebytes'), size)
-      redis.call('ZADD', k_named(p, 'inlinechunks'), t, DATA.chunk_member(ino, 0))
-    end
-    redis.call('ZADD', commits, t, sid)
-    redis.call('ZREMRANGEBYSCORE', commits, '-inf', t - DATA.COMMIT_TTL)
-  end
+  if size > 0 then RE.push(p, ino, sid, size, { { 0, 0, 0, size } }, data, t) end
   a.length = size
   touch(a, true, sec, nsec)
   attr_put(p, ino, a)
   if dspace ~= 0 then redis.call('INCRBY', k_named(p, 'usedspace'), dspace) end
   return { tonumber(ino), attr_pack(a), created }
 end)
+
+-- af_append_entry: append one slice to file `name` in directory `parent` (appendFile), at the
+-- file's length at this instant; create the file holding just this data when it is missing.
+-- KEYS: setting.
+-- ARGV: parent ino, name, create ('1'|'0'), expect ('' or '<ino>:<gen>', as above), slice id,
+--   size, uid, gids, perm (of a new file), [data: inline bytes; without it an S3 slice already
+--   stored]. An append crossing a chunk boundary is split into two records of the slice.
+-- Returns {ino, attr, file offset where the data landed (-1 for a retry), records in the last
+--   chunk list touched, 1 if created now, 1 if this slice id was committed already (a retry:
+--   nothing changed)}.
+-- Errors: as af_replace_content (EEXIST aside); EFBIG past the largest file length.
+-- All checks before the first write.
+redis.register_function('af_append_entry', function(keys, args)
+  local p = prefix_of(keys)
+  local parent, name, create, expect = args[1], args[2], args[3] == '1', args[4] or ''
+  local sid, size = args[5], tonumber(args[6])
+  local c = caller(args[7], args[8])
+  local perm = (tonumber(args[9]) or 420) % 4096
+  local data = args[10]
+  local id = tonumber(sid)
+  if id and id > 0 and redis.call('ZSCORE', k_named(p, 'commits'), sid) then
+    local etyp, eino = ns.entry(p, parent, name)
+    if etyp then return { tonumber(eino), redis.call('GET', k_inode(p, eino)), -1, 0, 0, 1 } end
+  end
+  if not (id and id > 0 and size and size > 0 and size <= CHUNK_SIZE) then
+    return fail('EINVAL', 'invalid slice')
+  end
+  if data and #data ~= size then return fail('EINVAL', 'inline data length differs from the size') end
+  local d, err, _, eino, a = RE.target(p, parent, name, c, create, expect)
+  if not d then return err end
+  if data then
+    local ierr = RE.inline_error(p, size)
+    if ierr then return ierr end
+  end
+  local length = a and a.length or 0
+  local indx = math.floor(length / CHUNK_SIZE)
+  local pos = length - indx * CHUNK_SIZE
+  local first = math.min(size, CHUNK_SIZE - pos)
+  local pieces = { { indx, pos, 0, first } }
+  if first < size then pieces[2] = { indx + 1, 0, first, size - first } end
+  if length + size > DATA.MAX_LENGTH then return fail('EFBIG', 'file too large') end
+  local dspace
+  if a then
+    local qerr
+    dspace, qerr = DATA.space_delta(p, a, length + size)
+    if not dspace then return qerr end
+  else
+    local q = check_quota(p, space_of(size), 1)
+    if q then return q end
+    dspace = space_of(size)
+  end
+  -- all checks done: writes from here on
+  local t, sec, nsec = DATA.now_f()
+  local created = 0
+  local ino = eino
+  if a then
+    DATA.kill_suid(a, c.uid)
+  else
+    ino, a = RE.new_file(p, parent, d, name, c, args[8], perm, sec, nsec)
+    created = 1
+  end
+  local count = RE.push(p, ino, sid, size, pieces, data, t)
+  a.length = length + size
+  touch(a, true, sec, nsec)
+  attr_put(p, ino, a)
+  if dspace ~= 0 then redis.call('INCRBY', k_named(p, 'usedspace'), dspace) end
+  return { tonumber(ino), attr_pack(a), length, count, created, 0 }
+end)
+
+-- af_read_entry: resolve `name` in `parent` and read one chunk of it, in one read-only call
+-- (readFile): the attr, the chunk's records and its inline bytes at one instant.
+-- KEYS: setting. ARGV: parent ino, name, chunk index, uid, gids.
+-- Returns {ino, entry type, attr, records, id1, bytes1, ...} (as af_read_chunk after the first
+--   two); a directory or symlink entry comes back with its attr and no records.
+-- Errors: ENOENT (no such name, or the parent is gone), ENOTDIR, EACCES (search permission),
+--   ENAMETOOLONG, EINVAL. Read-only.
+redis.register_function{
+  function_name = 'af_read_entry',
+  callback = function(keys, args)
+    local p = prefix_of(keys)
+    local parent, name = args[1], args[2]
+    local _, derr = ns.dir(p, parent, caller(args[4], args[5]))
+    if derr then return derr end
+    local bad = ns.name_error(name)
+    if bad then return bad end
+    local etyp, eino = ns.entry(p, parent, name)
+    if not etyp then return fail('ENOENT', 'no such entry') end
+    local raw = redis.call('GET', k_inode(p, eino))
+    if not raw then return fail('ENOENT', 'entry without inode ' .. eino) end
+    if etyp ~= T_FILE then return { tonumber(eino), etyp, raw, '' } end
+    local recs = redis.call('LRANGE', k_chunk(p, eino, args[3]), 0, -1)
+    local out = { tonumber(eino), etyp, raw, table.concat(recs) }
+    local seen = {}
+    for _, s in ipairs(recs) do
+      if string.byte(s, SLICE_SIZE) == DATA.KIND_INLINE then
+        local id = istr(DATA.rec_unpack(s).id)
+        if not seen[id] then
+          seen[id] = true
+          local data = redis.call('GET', k_inline(p, id))
+          if data then
+            out[#out + 1] = id
+            out[#out + 1] = data
+          end
+        end
+      end
+    end
+    return out
+  end,
+  flags = { 'no-writes' },
+}
