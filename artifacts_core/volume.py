@@ -34,11 +34,14 @@ from artifacts_core.objects.prefix import PrefixedObjectStore
 from artifacts_core.objects.url import redact_url, store_from_url
 from artifacts_core.vfs.background import Background
 from artifacts_core.vfs.core import VFS
+from artifacts_core.vfs.maintenance import Maintenance
 from artifacts_core.vfs.pathapi import PathAPI
 
 log = logging.getLogger("artifacts")
 
 UUID_OBJECT = "artifacts_uuid"
+#: How often the volume re-reads Redis memory use (inline data stops past 70 % of maxmemory).
+MEMORY_CHECK = 5.0
 
 
 def _volume_store(storage_url: str, name: str) -> ObjectStore:
@@ -132,10 +135,16 @@ class Volume(PathAPI):
         self._check_storage()
         meta.new_session({"host": socket.gethostname(), "pid": os.getpid(), "mountpoint": mountpoint,
                           "version": __version__, "read_only": read_only})
-        jobs = [("flush", 0.2, self._flush_due), ("heartbeat", config.heartbeat, meta.heartbeat)]
-        if config.background_jobs:
+        self.maintenance = Maintenance(meta, self.chunks, self.vfs, config)
+        jobs = [("flush", 0.2, self._flush_due), ("heartbeat", config.heartbeat, meta.heartbeat),
+                ("memory", MEMORY_CHECK, self.maintenance.check_memory),
+                ("compact", 0.2, self.maintenance.compact_queued)]
+        if config.background_jobs and not read_only:
+            # Each of these is elected in Redis: with many clients, one runs it at a time.
             jobs += [("sessions", config.heartbeat, meta.cleanup_stale_sessions),
-                     ("reclaim", 10.0, self._reclaim)]
+                     ("reclaim", 10.0, self.maintenance.reclaim),
+                     ("inline", 30.0, self.maintenance.migrate_inline),
+                     ("trash", 300.0, self.maintenance.expire_trash)]
         self._background = Background(tick_jobs=jobs, metrics=self.metrics)
         self._background.start()
 
@@ -162,9 +171,6 @@ class Volume(PathAPI):
                     w.flush()
                 except Exception as e:  # remembered by the writer, raised by the next flush
                     log.debug("background flush of inode %d failed: %s", st.ino, e)
-
-    def _reclaim(self) -> None:
-        self.meta.reclaim(self.chunks.remove)
 
     def describe(self) -> str:
         """The running configuration as JSON, with every secret removed (``.config``)."""

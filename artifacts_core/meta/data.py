@@ -101,10 +101,12 @@ class DataOps:
     # -- slice ids -----------------------------------------------------------------------------
 
     def new_slice_ids(self, n: int) -> range:
-        """Reserve ``n`` fresh slice ids (one INCRBY); returns them as a range."""
+        """Reserve ``n`` fresh slice ids (one round trip); returns them as a range."""
         if n <= 0:
             raise ValueError("reserve at least one slice id")
-        last = int(self.client.command("INCRBY", self.keys.counter("nextslice"), n))
+        # One function call: INCRBY plus a note of the batch under this session, so gc knows
+        # which unreferenced objects may still be in flight (about to be committed).
+        last = int(self.client.call("af_reserve_slices", str(self.sid or 0), n))
         return range(last - n + 1, last + 1)
 
     def new_slice_id(self) -> SliceId:

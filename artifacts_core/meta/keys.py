@@ -31,6 +31,7 @@ from the prefix); ``tests/test_meta_keys.py`` checks that the two spellings agre
 | ``sess<sid>`` | set | inodes this session holds open |
 | ``lockf<ino>`` / ``lockp<ino>`` | hash | flock / POSIX record locks, field ``<sid>_<owner>`` |
 | ``locked<sid>`` | set | inodes whose lock hashes hold this session's locks |
+| ``slicebatches`` | hash | session id -> "first-last" slice ids it reserved (gc: in-flight uploads) |
 | ``jobs`` | hash | job name -> last run time (elections for background work) |
 | ``limits`` | hash | capacity, inodes, inline_limit, inline_cap, trash_days (the fields of ``setting`` the functions need) |
 """

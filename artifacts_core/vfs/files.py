@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 
 from artifacts_core.errors import (
     ArtifactsError,
+    IntegrityError,
     InvalidArgument,
     IsADirectory,
     NotFound,
     PermissionDenied,
     ReadOnly,
+    StorageError,
     error_for,
 )
 from artifacts_core.meta import slices as slicemath
@@ -140,6 +142,9 @@ class FileOps:
             st.views.clear()
         else:
             st.views.pop(chunk, None)
+        urgency = result.compaction
+        if urgency and not append and chunk >= 0:
+            self.on_compaction_hint(ino, chunk, urgency)
         return attr
 
     # -- open, create, release -----------------------------------------------------------------
@@ -272,14 +277,26 @@ class FileOps:
             chunk_len = max(0, min(CHUNK_SIZE, file_length - index * CHUNK_SIZE))
             view = ChunkView(slicemath.build_view(records, chunk_len), inline)
             st.views[index] = view
+            urgency = slicemath.needs_compaction(len(records), view.segments)
+            if urgency and not self.read_only:
+                self.on_compaction_hint(st.ino, index, urgency)
         return view
+
+    def forget_view(self, ino: Ino, index: int) -> None:
+        """Drop a cached chunk view (after compaction replaced the chunk's slices)."""
+        st = self._inodes.get(ino)
+        if st is not None:
+            st.views.pop(index, None)
+
+    def on_compaction_hint(self, ino: Ino, index: int, urgency: int) -> None:
+        """Replaced by the volume's maintenance; a bare VFS does not compact."""
 
     def _read_chunk(self, st: InodeState, index: int, pos: int, size: int, file_length: int) -> bytes:
         for attempt in (0, 1):
             view = self._view(st, index, file_length, refresh=attempt == 1)
             try:
                 return self._read_view(view, pos, size)
-            except NotFound:
+            except (NotFound, StorageError, IntegrityError):
                 if attempt:
                     raise
                 # Compacted away on another host while we held an old view: read the new one.

@@ -49,6 +49,7 @@ end
 -- Returns (done, freed, used): done when nothing of the session is left; used = inodes handled.
 local function session_end(p, sid, sec, budget)
   redis.call('HDEL', k_named(p, 'sessioninfo'), sid)
+  redis.call('HDEL', k_named(p, 'slicebatches'), sid)  -- its uploads are no longer in flight (gc)
   local used = release_session_locks(p, sid, budget)
   local n, freed = release_session_opens(p, sid, sec, budget - used)
   used = used + n
