@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from typing import Literal
+from urllib.parse import urlencode
 
 import msgspec
 
@@ -253,3 +254,37 @@ class KeyList(msgspec.Struct, frozen=True, kw_only=True):
 
 def identifier(handle: str, name: str) -> str:
     return f"artifacts://{handle}/{name}"
+
+
+def storage_url(bucket: str, prefix: str, endpoint: str, region: str) -> str:
+    """The secret-free ``s3://`` URL a client opens (DESIGN.md §9)."""
+    path = "/" + prefix.strip("/") if prefix.strip("/") else ""
+    query = {k: v for k, v in (("endpoint", endpoint), ("region", region)) if v}
+    return f"s3://{bucket}{path}" + (f"?{urlencode(query, safe='/:')}" if query else "")
+
+
+# -- rows to views -----------------------------------------------------------------------------
+
+
+def workspace_view(ws: Workspace) -> WorkspaceView:
+    storage = StorageView(backend=ws.backend, bucket=ws.bucket, endpoint=ws.endpoint, region=ws.region,
+                          prefix=ws.storage_prefix,
+                          url=storage_url(ws.bucket, ws.storage_prefix, ws.endpoint, ws.region))
+    return WorkspaceView(id=ws.id, handle=ws.handle, name=ws.name, identifier=identifier(ws.handle, ws.name),
+                         status=ws.status, backend=ws.backend, volume_name=ws.volume_name,
+                         metadata_key_prefix=ws.key_prefix, storage=storage, cache_profile=ws.cache_profile,
+                         created_at=ws.created_at, updated_at=ws.updated_at, deleted_at=ws.deleted_at)
+
+
+def session_view(ws: Workspace, s: MountSession) -> SessionView:
+    return SessionView(id=s.id, workspace=identifier(ws.handle, ws.name), mode=s.mode, redis_user=s.redis_user,
+                       created_at=s.created_at, expires_at=s.expires_at, revoked_at=s.revoked_at,
+                       revoke_reason=s.revoke_reason, host=s.host, mountpoint=s.mountpoint)
+
+
+def account_view(a: Account) -> AccountView:
+    return AccountView(id=a.id, handle=a.handle, created_at=a.created_at)
+
+
+def key_view(k: ApiKey) -> KeyView:
+    return KeyView(id=k.id, name=k.name, hint=k.hint, created_at=k.created_at, revoked_at=k.revoked_at)

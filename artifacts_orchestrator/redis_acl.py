@@ -133,6 +133,7 @@ class RedisAdmin:
             self.close()  # rebuilt on the next call (a restarted Redis, a changed topology)
             raise MetadataAclProvisioningFailed(f"cannot reach Redis to {what}; retry in a few seconds") from e
         except rex.ResponseError as e:
+            # Redis's reply says why in its first words; the cap keeps a long one out of the body.
             raise MetadataAclProvisioningFailed(f"Redis refused to {what}: {str(e)[:200]}") from e
 
     @staticmethod

@@ -56,7 +56,7 @@ from artifacts_orchestrator.errors import (
     WorkspaceNotFound,
 )
 from artifacts_orchestrator.redis_acl import FORMAT_USER_PREFIX, SESSION_USER_PREFIX, RedisAdmin
-from artifacts_orchestrator.storage import ManagedStorage, storage_url
+from artifacts_orchestrator.storage import ManagedStorage
 from artifacts_orchestrator.store import Store
 
 log = logging.getLogger("artifacts.orchestrator")
@@ -69,6 +69,9 @@ SESSION_TTL = 24 * 3600
 MIN_SESSION_TTL, MAX_SESSION_TTL = 60, 7 * 24 * 3600
 #: API keys: tbo_ + 32 characters from 62 (about 190 bits).
 KEY_ALPHABET = string.ascii_letters + string.digits
+#: Labels are kept bounded: a key name (for listings), a host name (HOST_NAME_MAX), a mountpoint
+#: (PATH_MAX).
+KEY_NAME_MAX, HOST_MAX, MOUNTPOINT_MAX = 100, 255, 4096
 #: ``~`` in a route's handle position means the caller's own handle (never a valid handle).
 OWN_HANDLE = "~"
 #: Random bytes in an ACL password (256 bits).
@@ -106,7 +109,7 @@ class Service:
 
     def create_key(self, account: m.Account, name: str = "") -> m.NewKey:
         key = new_api_key()
-        row = m.ApiKey(id=str(uuid.uuid4()), account_id=account.id, name=name[:100], hint=key[:8] + "…",
+        row = m.ApiKey(id=str(uuid.uuid4()), account_id=account.id, name=name[:KEY_NAME_MAX], hint=key[:8] + "…",
                        created_at=self.clock())
         self.store.add_api_key(row, hash_key(key))
         return m.NewKey(id=row.id, name=row.name, key=key, created_at=row.created_at)
@@ -191,7 +194,7 @@ class Service:
         if s is None or not s.bucket or not s.endpoint:
             raise InvalidRequest("backend byo needs storage.bucket and storage.endpoint")
         try:  # the core's own URL rules; dummy keys so nothing is read from this host's environment
-            store_from_url(storage_url(s.bucket, s.prefix, s.endpoint, s.region), access_key="x", secret_key="x")
+            store_from_url(m.storage_url(s.bucket, s.prefix, s.endpoint, s.region), access_key="x", secret_key="x")
         except (ArtifactsError, ValueError) as e:
             raise InvalidRequest(f"invalid BYO storage location: {getattr(e, 'strerror', None) or e}") from None
 
@@ -282,7 +285,7 @@ class Service:
         user = f"{SESSION_USER_PREFIX}{sid}"
         row = m.MountSession(id=sid, workspace_id=ws.id, account_id=account.id, mode=req.mode, redis_user=user,
                              s3_user=user if ws.backend == "managed" else "", created_at=now,
-                             expires_at=now + ttl, host=req.host[:255], mountpoint=req.mountpoint[:4096])
+                             expires_at=now + ttl, host=req.host[:HOST_MAX], mountpoint=req.mountpoint[:MOUNTPOINT_MAX])
         self.store.add_session(row)
         try:
             password = secrets.token_urlsafe(PASSWORD_BYTES)
@@ -373,30 +376,10 @@ class Service:
             done["deletes"] += 1
         return done
 
-    # -- views ----------------------------------------------------------------------------------
-
     def view(self, ws: m.Workspace) -> m.WorkspaceView:
-        storage = m.StorageView(backend=ws.backend, bucket=ws.bucket, endpoint=ws.endpoint, region=ws.region,
-                                prefix=ws.storage_prefix,
-                                url=storage_url(ws.bucket, ws.storage_prefix, ws.endpoint, ws.region))
-        return m.WorkspaceView(id=ws.id, handle=ws.handle, name=ws.name, identifier=m.identifier(ws.handle, ws.name),
-                               status=ws.status, backend=ws.backend, volume_name=ws.volume_name,
-                               metadata_key_prefix=ws.key_prefix, storage=storage,
-                               cache_profile=ws.cache_profile, created_at=ws.created_at,
-                               updated_at=ws.updated_at, deleted_at=ws.deleted_at)
+        return m.workspace_view(ws)
 
-    @staticmethod
-    def _session_view(ws: m.Workspace, s: m.MountSession) -> m.SessionView:
-        return m.SessionView(id=s.id, workspace=m.identifier(ws.handle, ws.name), mode=s.mode,
-                             redis_user=s.redis_user, created_at=s.created_at, expires_at=s.expires_at,
-                             revoked_at=s.revoked_at, revoke_reason=s.revoke_reason, host=s.host,
-                             mountpoint=s.mountpoint)
+    _session_view = staticmethod(m.session_view)
 
 
-def _account_view(a: m.Account) -> m.AccountView:
-    return m.AccountView(id=a.id, handle=a.handle, created_at=a.created_at)
-
-
-def _key_view(k: m.ApiKey) -> m.KeyView:
-    return m.KeyView(id=k.id, name=k.name, hint=k.hint, created_at=k.created_at, revoked_at=k.revoked_at)
-
+_account_view, _key_view = m.account_view, m.key_view

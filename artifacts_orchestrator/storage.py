@@ -37,7 +37,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from artifacts_orchestrator.errors import StorageProvisioningFailed
-from artifacts_orchestrator.models import StorageCredentials
+from artifacts_orchestrator.models import StorageCredentials, storage_url
 
 log = logging.getLogger("artifacts.orchestrator.storage")
 
@@ -179,7 +179,7 @@ class SeaweedIAMStorage:
                 reply = self._call("delete the workspace's objects", lambda keys=keys: self._s3.delete_objects(
                     Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True}))
                 errors = reply.get("Errors", [])
-                for err in errors[:3]:
+                for err in errors[:3]:  # a sample: a whole page of failures would flood the log
                     log.warning("could not delete %s: %s", err.get("Key"), err.get("Code"))
                 deleted += len(keys) - len(errors)
             token = page.get("NextContinuationToken")
@@ -187,13 +187,5 @@ class SeaweedIAMStorage:
                 return deleted
 
     def storage_url(self, prefix: str) -> str:
+        """The secret-free ``s3://`` URL of a workspace prefix, as clients are told it."""
         return storage_url(self.bucket, prefix, self.endpoint, self.region)
-
-
-def storage_url(bucket: str, prefix: str, endpoint: str, region: str) -> str:
-    """The secret-free ``s3://`` URL a client opens (DESIGN.md §9)."""
-    from urllib.parse import urlencode
-
-    path = "/" + prefix.strip("/") if prefix.strip("/") else ""
-    query = {k: v for k, v in (("endpoint", endpoint), ("region", region)) if v}
-    return f"s3://{bucket}{path}" + (f"?{urlencode(query, safe='/:')}" if query else "")
