@@ -386,6 +386,7 @@ def test_bad_input_gives_the_documented_codes(stack, api, monkeypatch):
         api.sessions.create("ok", mode="rx")
     with pytest.raises(E.SessionNotFound):
         api.sessions.revoke("ok", "nope")
+    import json
     import urllib.request
 
     req = urllib.request.Request(api.base_url + "/workspaces", data=b"{not json", method="POST",
@@ -393,6 +394,14 @@ def test_bad_input_gives_the_documented_codes(stack, api, monkeypatch):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req)
     assert e.value.code == 422 and b'"invalid_request"' in e.value.read()
+    byo_with_keys = {"name": "leaky", "backend": "byo", "storage": {
+        "bucket": "b", "endpoint": "http://127.0.0.1:1", "secret_access_key": "never-sent"}}
+    req = urllib.request.Request(api.base_url + "/workspaces", data=json.dumps(byo_with_keys).encode(),
+                                 method="POST", headers={"Authorization": f"Bearer {api._api_key}"})
+    with pytest.raises(urllib.error.HTTPError) as e:  # BYO credentials are refused, not stored
+        urllib.request.urlopen(req)
+    body = e.value.read()
+    assert e.value.code == 422 and b"never-sent" not in body
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(api.base_url + "/nowhere")
     assert e.value.code == 404 and b'"not_found"' in e.value.read()
