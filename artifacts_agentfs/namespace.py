@@ -24,7 +24,6 @@ import uuid
 from artifacts_agentfs.limits import version_of
 from artifacts_agentfs.paths import agent_path, check_new_name
 from artifacts_core.errors import ArtifactsError, Exists, IsADirectory, NotADirectory, NotFound
-from artifacts_core.errors import PermissionDenied as _Denied
 from artifacts_core.meta.replace import ABSENT
 from artifacts_core.vfs.core import RENAME_NOREPLACE
 
@@ -40,11 +39,9 @@ class NamespaceOps:
         parent = self._dir(ap.parts[:-1])
         try:
             self.vfs.unlink(parent, ap.parts[-1])
-        except (IsADirectory, _Denied) as e:
-            if isinstance(e, IsADirectory) or self.vfs.lookup(parent, ap.parts[-1])[1].is_dir:
-                raise IsADirectory("deleteFile deletes files; this is a directory", path=ap.display,
-                                   hint="use rmdir to delete a directory and its contents") from None
-            raise
+        except IsADirectory:
+            raise IsADirectory("deleteFile deletes files; this is a directory", path=ap.display,
+                               hint="use rmdir to delete a directory and its contents") from None
         return {"path": ap.display, "deleted": True,
                 "trash": bool(getattr(self.vol.setting, "trash_days", 0))}
 

@@ -38,7 +38,7 @@ from artifacts_core.servers import RedisServer, SeaweedS3
 from artifacts_core.volume import format_volume, open_volume
 
 BUCKET = "bench"
-FILES = 200  # small files read, written and stat'ed in rotation (defeats no cache: none is used)
+FILES = 200  # small files read, written and stat'ed in rotation, as an agent touches many files
 LOGS = 20  # append targets: appends spread over a few files, as agents keep a few logs
 DIR_ENTRIES = 100
 SMALL = 4096

@@ -84,9 +84,12 @@ def test_paths_through_a_real_workspace(vol):
     fs.write_file("caf\u00e9.txt", "one")
     assert fs.read_file("cafe\u0301.txt")["content"] == "one"
     fs.write_file("a.txt", "a")
-    for src, dst in (("a.txt", "../a.txt"), ("a.txt", "/../../b")):
+    for src, dst in (("a.txt", "../a.txt"), ("a.txt", "/../../b"), ("a.txt", "../../x")):
         assert _code(fs.move_file, src, dst) == 13
         assert _code(fs.copy_file, src, dst) == 13
+    # the survey's patch envelopes ("Move to: ../../x", "create ../x") are these calls here
+    assert _code(fs.write_file, "../x", "x") == 13
+    assert _code(fs.edit_file, "../../x", "a", "b") == 13
     for name in PORTABILITY:  # names a tool may not create; reading them is just "not found"
         assert _code(fs.write_file, name, "x") == 22, name
         assert _code(fs.mkdir, name) == 22, name
