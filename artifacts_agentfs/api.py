@@ -133,7 +133,8 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
     def read_file(self, path, *, offset: int | None = None, length: int | None = None,
                   start_line: int | None = None, end_line: int | None = None,
                   encoding: str = "utf-8") -> dict:
-        """Contents (text by default), a byte range, or a line range (1-based, inclusive)."""
+        """Contents (text by default), a byte range, or a line range (1-based, inclusive).
+        ``encoding``: "utf-8", "base64", or "bytes" (Python callers: ``content`` is bytes)."""
         ap = agent_path(path)
         encoding = check_encoding(encoding)
         lines = start_line is not None or end_line is not None
@@ -152,7 +153,7 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
         truncated = start + len(data) < end
         text = self._encode(data, encoding, ap, cut=truncated)
         return {"path": ap.display, "content": text, "encoding": encoding, "size": attr.length,
-                "offset": start, "length": len(data) if encoding == "base64" else len(text.encode()),
+                "offset": start, "length": len(text.encode()) if encoding == "utf-8" else len(data),
                 "truncated": truncated, "version": version_of(ino, attr)}
 
     def _read(self, ap: AgentPath, offset: int, size: int) -> tuple[Ino, Attr, bytes]:
@@ -200,8 +201,8 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
 
     @staticmethod
     def _encode(data: bytes, encoding: str, ap: AgentPath, *, cut: bool) -> str:
-        if encoding == "base64":
-            return encode_content(data, "base64")
+        if encoding != "utf-8":
+            return encode_content(data, encoding)
         if cut:  # a bound may split the last character: drop its partial bytes (at most 3)
             for k in range(min(3, len(data)) + 1):
                 try:

@@ -82,7 +82,9 @@ def parse_version(token: str | None) -> tuple[int, int] | None:
                       "readFile or stat unchanged") from None
 
 
-def encode_content(data: bytes, encoding: str) -> str:
+def encode_content(data: bytes, encoding: str) -> str | bytes:
+    if encoding == "bytes":  # Python callers only: no JSON in the way
+        return data
     if encoding == "base64":
         return base64.b64encode(data).decode("ascii")
     return data.decode("utf-8")
@@ -107,9 +109,10 @@ def decode_content(content, encoding: str) -> bytes:
 
 
 def check_encoding(encoding: str) -> str:
+    """``utf-8`` (text), ``base64`` (binary in JSON), or ``bytes`` (binary for Python callers)."""
     if encoding in ("utf-8", "utf8", "text"):
         return "utf-8"
-    if encoding == "base64":
-        return "base64"
+    if encoding in ("base64", "bytes"):
+        return encoding
     raise invalid(f"unknown encoding {encoding!r}", hint="use encoding 'utf-8' or 'base64'")
 

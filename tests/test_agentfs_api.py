@@ -351,3 +351,19 @@ def test_append_and_read_follow_inside_symlinks(vol):
     assert fs.read_file("alias")["content"] == "ab"
     assert fs.read_file("real/log.txt")["content"] == "ab"
     assert vol.readlink("alias") == "real/log.txt"
+
+
+def test_bytes_for_python_callers_and_a_full_workspace_is_enospc_with_a_hint(volume_factory):
+    vol = volume_factory(format_options={"capacity": 256 << 10})
+    fs = AgentFS(vol)
+    blob = bytes(range(256)) * 40
+    fs.write_file("b.bin", blob)
+    r = fs.read_file("b.bin", encoding="bytes")
+    assert r["content"] == blob and r["length"] == len(blob)
+    assert fs.call("readFile", {"path": "b.bin", "encoding": "bytes"})["error"]["code"] == "EINVAL"
+    with pytest.raises(OSError) as e:
+        for i in range(100):
+            fs.write_file(f"fill/{i}.bin", b"x" * (16 << 10))
+    assert e.value.errno == 28  # ENOSPC
+    err = fs.call("appendFile", {"path": "fill/0.bin", "content": "y" * 300_000})["error"]
+    assert err["code"] == "ENOSPC" and "delete" in err["hint"]
