@@ -9,7 +9,7 @@ What mfusepy's glue (3.1, libfuse 3) drops, and what this subclass passes on ins
 | ``rename`` | the RENAME_NOREPLACE / RENAME_EXCHANGE flags are dropped | passed as ``flags`` |
 | ``utimens`` | UTIME_NOW / UTIME_OMIT become absurd timestamps; the handle is dropped | ``now`` / omitted per time, and the handle |
 | ``chmod``, ``chown``, ``truncate`` | the file handle is dropped (with ``nullpath_ok`` the path is then None) | the handle |
-| ``open`` | only ``fi.fh`` can be set | ``direct_io`` for files whose size is unknown (the internal files) |
+| ``open`` | only ``fi.fh`` can be set | ``direct_io`` for files whose size is unknown (the internal files), ``keep_cache`` for files unchanged since the last open |
 | ``lock``, ``flock``, ``release`` | the lock owner and ``flock_release`` are dropped | passed on |
 | ``copy_file_range`` | not bound at all | bound |
 
@@ -110,6 +110,8 @@ class ArtifactsFUSE(mfusepy.FUSE):
         fi.fh = self.operations.open(_decode(self, path), fi.flags)
         if self.operations.direct_io(fi.fh):
             fi.direct_io = 1
+        elif self.operations.keep_cache(fi.fh):
+            fi.keep_cache = 1
         return 0
 
     def lock(self, path, fip, cmd: int, lock) -> int:

@@ -49,6 +49,8 @@ CAPABILITY_XATTR = "security.capability"
 #: support ACLs, which a workspace does not: refusing them (ENOTSUP) makes cp -a, tar and rsync
 #: fall back to chmod instead of storing an ACL that would never change the mode.
 ACL_XATTRS = ("system.posix_acl_access", "system.posix_acl_default")
+#: Inodes whose last-open change counter is remembered for keep_cache (a few MB at most).
+MAX_GENS = 1 << 16
 #: "To end of file" for POSIX locks (the kernel's OFFSET_MAX).
 LOCK_EOF = (1 << 63) - 1
 
@@ -93,6 +95,7 @@ class ArtifactsOperations(mfusepy.Operations):
         self._dirs: dict[int, DirHandle] = {}
         self._dir_fhs = itertools.count(DIR_FH_BASE)
         self._groups: dict[int, tuple[float, tuple[int, ...]]] = {}
+        self._gens: dict[int, int] = {}
 
     # -- who is calling ------------------------------------------------------------------------
 
@@ -273,6 +276,17 @@ class ArtifactsOperations(mfusepy.Operations):
     def direct_io(self, fh) -> bool:
         """Internal files report size 0 and are generated on open: read them past their size."""
         return internal.is_internal(self.vfs.handle_ino(fh))
+
+    def keep_cache(self, fh) -> bool:
+        """Keep the kernel's page cache of this file iff its change counter is the one our
+        previous open saw: nothing changed it anywhere since (close-to-open holds); any change,
+        ours included, drops the cache once."""
+        ino, gen = self.vfs.handle_ino(fh), self.vfs.handle_gen(fh)
+        kept = self._gens.get(ino) == gen
+        if len(self._gens) >= MAX_GENS:
+            self._gens.clear()
+        self._gens[ino] = gen
+        return kept
 
     def create(self, path, mode, flags):
         caller = self._caller()

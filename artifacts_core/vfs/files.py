@@ -70,6 +70,7 @@ class Handle:
     readahead: Readahead | None = None
     internal: internal.InternalHandle | None = None
     lock_owners: set[int] = field(default_factory=set)  # owners that locked through this handle
+    gen: int = -1  # the inode's change counter when it was opened (frontends' page-cache checks)
 
     @property
     def writable(self) -> bool:
@@ -107,6 +108,11 @@ class FileOps:
         """The inode an open handle refers to (EBADF for an unknown handle); frontends that get
         only a handle back, such as FUSE's fstat/ftruncate, use it."""
         return self._handle(fh).ino
+
+    def handle_gen(self, fh: int) -> int:
+        """The inode's change counter as the open saw it: equal counters at two opens mean the
+        data did not change in between (the FUSE frontend then keeps the kernel's page cache)."""
+        return self._handle(fh).gen
 
     def _preview(self, ino: Ino, attr: Attr) -> Attr:
         """Attributes as this client sees them: the length includes its own unflushed writes."""
@@ -189,6 +195,7 @@ class FileOps:
                 st.gen = attr.gen
             st.handles += 1
         fh = self._new_handle(ino, flags, caller)
+        self._handles[fh].gen = attr.gen
         if flags & os.O_TRUNC and flags & _ACCMODE != os.O_RDONLY and attr.length:
             try:
                 self.truncate(ino, 0, caller=caller)
