@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+import re
 import secrets
 import time
 
@@ -328,3 +329,64 @@ def test_orchestrator_over_a_cluster_end_to_end(redis_cluster, tmp_path):
     probe.close()
     admin.close()
     store.close()
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_cluster_nodes_save_acl_files_and_keep_users_across_a_restart(tmp_path):
+    """A Cluster whose nodes each have an ACL file: a session user is saved on every node, and a
+    restarted node (the workspace's slot owner) still has it."""
+    import subprocess
+
+    from artifacts_core.servers import find_binary, free_port
+
+    nodes, ports = [], []
+    try:
+        for i in range(3):
+            port = free_port(grpc_offset=True)  # the cluster bus takes port + 10000
+            d = tmp_path / f"n{i}"
+            d.mkdir()
+            (d / "users.acl").write_text("user default on nopass ~* &* +@all\n")
+            extra = ["--cluster-enabled", "yes", "--cluster-config-file", str(d / "nodes.conf"),
+                     "--cluster-node-timeout", "5000", "--aclfile", str(d / "users.acl")]
+            nodes.append(RedisServer.start(d, port=port, appendonly=True, extra=extra))
+            ports.append(port)
+        subprocess.run([find_binary("redis-cli"), "-p", str(ports[0]), "--cluster", "create",
+                        *[f"{LOOPBACK}:{p}" for p in ports], "--cluster-yes"], check=True,
+                       capture_output=True, timeout=60)
+        deadline = time.monotonic() + 30
+        while any(b"cluster_state:ok" not in redis.Redis(port=p).execute_command("CLUSTER", "INFO")
+                  for p in ports):
+            assert time.monotonic() < deadline, "cluster did not become ready"
+            time.sleep(0.1)
+        url = "redis+cluster://" + ",".join(f"{LOOPBACK}:{p}" for p in ports)
+        admin = RedisAdmin(url)
+        admin.prepare()
+        assert len(admin.acl_file_nodes) == 3
+        p = new_prefix()
+        formatted(url, p).close()
+        user, session_url = user_url(admin, p, read_only=False)
+        for i in range(3):
+            text = (tmp_path / f"n{i}" / "users.acl").read_text()
+            assert re.search(rf"^user {user} on .*#[0-9a-f]{{64}} .*~{re.escape(p)}\*", text, re.M), text
+            assert (tmp_path / f"n{i}" / "users.acl").stat().st_mode & 0o777 == 0o600
+        owner = redis.RedisCluster(host=LOOPBACK, port=ports[0]).get_node_from_key(p + "setting").port
+        i = ports.index(owner)
+        admin.close()
+        nodes[i].stop()
+        nodes[i] = RedisServer.start(tmp_path / f"n{i}", port=owner, appendonly=True, extra=[
+            "--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / f"n{i}" / "nodes.conf"),
+            "--cluster-node-timeout", "5000", "--aclfile", str(tmp_path / f"n{i}" / "users.acl")])
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                eng = RedisMetaEngine(session_url, p)
+                assert eng.load(require_aof=False).name == "acl"
+                eng.close()
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "the session user did not come back"
+                time.sleep(0.2)
+    finally:
+        for n in nodes:
+            n.stop()
