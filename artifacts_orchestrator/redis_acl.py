@@ -152,6 +152,7 @@ class RedisAdmin:
             if configure:
                 node.config_set("maxmemory-policy", "noeviction")
                 node.config_set("appendonly", "yes")
+                _wait_initial_aof(node, name)
             cfg = node.config_get("maxmemory-policy")
             policy = cfg.get(b"maxmemory-policy", cfg.get("maxmemory-policy", b""))
             policy = policy.decode() if isinstance(policy, bytes) else policy
@@ -286,6 +287,27 @@ class RedisAdmin:
         hosts = ",".join(f"{h}:{p}" for h, p in t.hosts)
         auth = f"{quote(user, safe='')}:{quote(password, safe='')}@"
         return f"{scheme}://{auth}{hosts}" + ("" if t.cluster else f"/{t.db}")
+
+
+#: How long the first AOF may take to write after AOF is switched on at runtime (a fresh local
+#: Redis holds little; a large one is what an operator configures by hand instead).
+INITIAL_AOF_TIMEOUT = 60.0
+
+
+def _wait_initial_aof(node: redis.Redis, name: str) -> None:
+    """Switching AOF on at runtime starts a background rewrite that writes the first AOF; until it
+    ends the data is not yet durable, and Redis refuses to shut down ("Writing initial AOF,
+    can't exit" — seen here on 7.0). Wait for it."""
+    import time
+
+    deadline = time.monotonic() + INITIAL_AOF_TIMEOUT
+    while True:
+        info = node.info("persistence")
+        if not int(info.get("aof_rewrite_in_progress", 0)) and not int(info.get("aof_rewrite_scheduled", 0)):
+            return
+        if time.monotonic() > deadline:
+            raise ConfigError(f"Redis {name} is still writing its first AOF after {INITIAL_AOF_TIMEOUT:.0f} s")
+        time.sleep(0.05)
 
 
 def _check_default_user(node: redis.Redis, name: str) -> None:
