@@ -291,6 +291,9 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
         """Run ``op(parent, name, may_create)`` on the entry ``ap`` names: one call in the common
         case. A symlink entry is followed (inside the workspace) and the call repeated on its
         target; a new name must pass the portability rules (else the call may only overwrite)."""
+        if ap.dir_only and create:  # open("x/", O_CREAT) is EISDIR on Linux
+            raise IsADirectory("a path ending with '/' names a directory", path=ap.display + "/",
+                               hint="remove the trailing '/' to name a file")
         parts = ap.parts
         for _ in range(MAX_SYMLINKS + 1):  # 40 links followed, as Linux, then the entry itself
             parent = self._dir(parts[:-1], create=create_parents and create)

@@ -35,6 +35,8 @@ class NamespaceOps:
         """Delete a file (or a symlink); gone at once for every caller. Directories: rmdir."""
         ap = agent_path(path)
         self._not_root(ap, "deleteFile")
+        if ap.dir_only:
+            self._lookup(ap)  # a file: ENOTDIR, as unlink("file/"); a directory: EISDIR below
         self._check_version(ap, if_version)
         parent = self._dir(ap.parts[:-1])
         try:

@@ -113,6 +113,10 @@ def test_root_and_trailing_slash_edges(vol):
     assert _code(fs.rmdir, "/") == 1
     assert _code(fs.move_file, "/", "x") == 1
     assert _code(fs.read_file, "file.txt/") == 20  # ENOTDIR
+    assert _code(fs.delete_file, "file.txt/") == 20
+    assert _code(fs.write_file, "new.txt/", "x") == 21  # EISDIR, as open("new.txt/", O_CREAT)
+    assert _code(fs.append_file, "file.txt/", "x") == 21
+    assert not fs.exists("new.txt")
     assert fs.read_file("file.txt")["content"] == "x"
 
 
