@@ -14,11 +14,11 @@ keeps this client's per-inode state (lengths, cached chunk views, dirty writers)
   version check and the commit in one call); larger data (or inline refused) is stored in S3
   first and committed the same way. Concurrent appends from threads, processes and hosts land
   whole.
-  When the commit reports a long slice list (``slices.needs_compaction``), the file's last chunk
-  is compacted (``meta.compact_chunk``: merged into one inline or S3 slice, swapped in only over
-  an unchanged list head): in one background thread at ``COMPACT_SOON`` (100 records; the append
-  returns at once, its write path stays one inline commit), before returning at ``COMPACT_NOW``
-  (1000: the background fell behind). A log appended to forever stays a few records to read.
+  When the commit reports a long slice list (``slices.needs_compaction``), the chunk is handed
+  to the volume's maintenance (``on_compaction_hint``): queued for its background thread at 100
+  records (the append returns at once, its write path stays one inline commit), compacted before
+  returning past 1000. A log appended to forever stays a few records to read. Reads hint the same
+  way.
 - ``read_named`` / ``read_snapshot``: the attr and the chunk records (with inline bytes) come
   from one call per chunk (by name for the first: ``meta.read_entry``), so a file of one chunk --
   every file writeFile makes -- is read at one instant: old or new content, never a mix.
@@ -30,19 +30,14 @@ operations order after what this process wrote before.
 
 from __future__ import annotations
 
-import concurrent.futures
 import errno
-import logging
-import threading
 
 from artifacts_core.errors import ArtifactsError
 from artifacts_core.meta import slices as slicemath
-from artifacts_core.meta.attrs import SLICE_INLINE, SLICE_S3, Attr, SliceRecord
+from artifacts_core.meta.attrs import Attr
 from artifacts_core.meta.data import InlineRefused, chunk_length
-from artifacts_core.meta.slices import COMPACT_NONE, COMPACT_NOW
+from artifacts_core.meta.slices import COMPACT_NONE
 from artifacts_core.types import CHUNK_SIZE, ROOT_CALLER, Caller, Ino
-
-log = logging.getLogger("artifacts.vfs")
 
 #: Errors after which a refused swap or commit certainly did not reference the new slice, so
 #: its uploaded blocks are deleted at once (anything else -- a timeout -- leaves them to gc).
@@ -149,69 +144,13 @@ class ContentOps:
             ino, commit, created = result
             if commit.attr is None:
                 raise ArtifactsError("the file was deleted", errno=errno.ENOENT, path=name)
-            if commit.compaction == COMPACT_NOW and not commit.duplicate:
-                self._compact_tail(ino, commit.attr.length)
-            elif commit.compaction != COMPACT_NONE and not commit.duplicate:
-                self._compact_later(ino, commit.attr.length)
+            if commit.compaction != COMPACT_NONE and not commit.duplicate:
+                # the volume's maintenance: queued at 100 records, at once past 1000
+                self.on_compaction_hint(ino, max(0, commit.attr.length - 1) // CHUNK_SIZE,
+                                        commit.compaction)
             self._adopt(ino, commit.attr)
             self.metrics.inc("write_bytes", len(data))
             return ino, commit.attr, commit.offset, created
-
-    _compactor: concurrent.futures.ThreadPoolExecutor | None = None
-    _compacting: set[Ino]
-    _compact_lock = threading.Lock()
-
-    def _compact_later(self, ino: Ino, length: int) -> None:
-        """Queue one compaction of ``ino`` (at most one pending per inode) on the single
-        background compaction thread."""
-        with self._compact_lock:
-            if self._compactor is None:
-                self._compactor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compact")
-                self._compacting = set()
-            if ino in self._compacting:
-                return
-            self._compacting.add(ino)
-
-        def run() -> None:
-            try:
-                self._compact_tail(ino, length)
-            finally:
-                with self._compact_lock:
-                    self._compacting.discard(ino)
-
-        self._compactor.submit(run)
-
-    def wait_compactions(self) -> None:
-        """Block until queued compactions ran (tests, benchmarks, close)."""
-        with self._compact_lock:
-            pool = self._compactor
-        if pool is not None:
-            pool.submit(lambda: None).result()
-
-    def _compact_tail(self, ino: Ino, length: int) -> None:
-        """Merge the last chunk's records into one slice. Best effort: a failure is logged (the
-        data is intact either way) and the next long-list append tries again."""
-
-        def store(job):
-            data = job.data(self.chunks.read)
-            if job.inline_ok:
-                return SliceRecord(job.start, job.slice_id, len(data), 0, len(data), SLICE_INLINE), data
-            writer = self.chunks.writer(job.slice_id)
-            try:
-                writer.write(0, data)
-                size = writer.finish()
-            except BaseException:
-                writer.abort()
-                raise
-            self.metrics.inc("compaction_uploads", -(-size // self.chunks.block_size))  # blocks
-            return SliceRecord(job.start, job.slice_id, size, 0, size, SLICE_S3), None
-
-        try:
-            result = self.meta.compact_chunk(ino, max(0, length - 1) // CHUNK_SIZE, store)
-            self.metrics.inc("compactions")
-            log.debug("append compaction of inode %d: %s", ino, result.status)
-        except Exception as e:  # best effort: the data is intact either way
-            log.warning("compaction of inode %d failed: %s", ino, e)
 
     def read_named(self, parent: Ino, name: str, offset: int = 0, size: int | None = None,
                    caller: Caller = ROOT_CALLER) -> tuple[Ino, Attr, bytes]:
@@ -257,6 +196,9 @@ class ContentOps:
                             return attr, b""
                     view = ChunkView(slicemath.build_view(records, chunk_length(attr.length, index)),
                                      inline)
+                    urgency = slicemath.needs_compaction(len(records), view.segments)
+                    if urgency and not self.read_only:
+                        self.on_compaction_hint(ino, index, urgency)
                     n = min(end - pos, CHUNK_SIZE - inner)
                     try:
                         out += self._read_view(view, inner, n)
