@@ -143,6 +143,11 @@ def serve(request: ChildRequest, ready=None) -> int:
 
     s = request.settings
     os.environ.update(s.env)
+    # Only the main thread may take SIGTERM/SIGINT/SIGHUP: libfuse's handler ends the loop by
+    # interrupting the main thread's wait; taken by one of the volume's threads, it would leave
+    # the loop running until the next request. Threads inherit the mask at creation.
+    stop_signals = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     try:
         vol = open_volume(s.meta_url, s.storage_url, key_prefix=s.key_prefix, profile=s.profile,
                           config=s.config, read_only=request.read_only, require_aof=s.require_aof,
@@ -151,6 +156,8 @@ def serve(request: ChildRequest, ready=None) -> int:
         log.error("cannot open workspace %s: %s", s.workspace, e)
         tell(f"error: cannot open workspace {s.workspace}: {e}")
         return 1
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     cfg = vol.config
 
     def mounted() -> None:
