@@ -72,6 +72,7 @@ class NamespaceOps:
             except ArtifactsError:
                 pass
             raise
+        attr = self.vfs.getattr(tino)  # the rename changed its ctime, so its version too
         return {"src": sp.display, "dest": dp.display, "size": attr.length,
                 "version": version_of(tino, attr)}
 

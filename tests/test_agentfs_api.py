@@ -173,6 +173,7 @@ def test_copy_shares_data_and_follows_overwrite_rules(vol):
     uploads = _uploads(vol)
     r = fs.copy_file("src.bin", "copies/dst.bin")
     assert _uploads(vol) == uploads  # shared slices: no byte uploaded again
+    assert r["version"] == fs.stat("copies/dst.bin")["version"]  # usable as a precondition
     assert vol.read_bytes("copies/dst.bin") == data and r["size"] == len(data)
     with pytest.raises(FileExistsError):
         fs.copy_file("src.bin", "copies/dst.bin")
