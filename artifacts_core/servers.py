@@ -246,7 +246,9 @@ class SeaweedS3:
     @classmethod
     def start(cls, workdir: str | os.PathLike | None = None, *, iam_writable: bool = False,
               access_key: str | None = None, secret_key: str | None = None,
-              buckets: tuple[str, ...] = ()) -> SeaweedS3:
+              buckets: tuple[str, ...] = (), ports: dict[str, int] | None = None) -> SeaweedS3:
+        """``ports`` (master, volume, filer, s3) restarts on the same ports (the local stack's
+        workspaces keep their endpoint); default: free ones."""
         workdir = Path(workdir or tempfile.mkdtemp(prefix="artifacts-weed-"))
         datadir = workdir / "data"
         datadir.mkdir(parents=True, exist_ok=True)
@@ -259,7 +261,8 @@ class SeaweedS3:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }]}))
         config.chmod(0o600)
-        ports = {name: free_port(grpc_offset=True) for name in ("master", "volume", "filer", "s3")}
+        ports = dict(ports) if ports else {name: free_port(grpc_offset=True)
+                                           for name in ("master", "volume", "filer", "s3")}
         log = workdir / "weed.log"
         args = [
             find_binary("weed"), "server", f"-dir={datadir}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",

@@ -1,0 +1,192 @@
+"""``mount`` and ``unmount`` (SPEC.md §2.6, §5): a mount session from the orchestrator, then FUSE.
+
+``mount <workspace> <mountpoint> [--foreground] [--read-only]``:
+
+1. the mountpoint is checked first (``artifacts_fuse``'s guard: SPEC.md §5.4's message for a busy
+   one), so a mistake costs no session;
+2. BYO: the host's S3 credentials are resolved (env, then the cache, field by field) — a missing
+   key fails here, before a session exists;
+3. the orchestrator issues a session (``ro`` for ``--read-only``: Redis and S3 refuse its writes);
+4. ``artifacts_fuse.mount`` gets a ``MountSettings`` carrying the session's Redis URL and the S3
+   keys (managed: the session's own) through its settings pipe — never argv, never a file;
+5. a record of the session (ids and names only, no secret) is kept under the state directory, so
+   ``unmount`` revokes the session once the kernel mount is gone. A failed mount revokes at once.
+
+Sessions are requested for ``SESSION_TTL``; nothing renews them yet (docs/cli.md), so a mount
+older than that loses access and must be mounted again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+
+from artifacts_cli import auth
+from artifacts_cli.config import (
+    CliError,
+    as_env,
+    config_path,
+    resolve_byo_credentials,
+    state_path,
+    write_private,
+)
+from artifacts_cli.workspace import check_ref
+
+#: Seconds a mount session lives: the orchestrator's upper bound (7 days), since no process renews
+#: it yet; a shorter one would cut off long agent runs mid-task.
+SESSION_TTL = 7 * 24 * 3600
+#: The knob file of ``--cache-profile custom`` (docs/profiles.md lists the knobs).
+CUSTOM_PROFILE = "profile.toml"
+
+
+def custom_profile_file(profile: str) -> str | None:
+    if profile != "custom":
+        return None
+    path = config_path(CUSTOM_PROFILE)
+    if not path.exists():
+        raise CliError(f"the custom cache profile reads its knobs from {path}, which does not exist",
+                       "write the knobs there (TOML; see docs/profiles.md) or use interactive/benchmark",
+                       exit_code=2)
+    return str(path)
+
+
+def check_mountpoint(mountpoint: str) -> str:
+    from artifacts_fuse.mount import check_mountpoint as fuse_check
+
+    return fuse_check(mountpoint)
+
+
+# -- session records ---------------------------------------------------------------------------
+
+def _record_path(mountpoint: str):
+    key = hashlib.sha256(os.path.abspath(mountpoint).encode()).hexdigest()[:16]
+    return state_path("sessions", f"{key}.json")
+
+
+def _save_record(mountpoint: str, workspace: str, session_id: str, url: str) -> None:
+    write_private(_record_path(mountpoint), json.dumps({"mountpoint": os.path.abspath(mountpoint),
+                                                        "workspace": workspace, "session": session_id,
+                                                        "orchestrator_url": url}))
+
+
+def _load_record(mountpoint: str) -> dict | None:
+    try:
+        return json.loads(_record_path(mountpoint).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def local_mounts_of(identifier: str) -> list[str]:
+    from artifacts_fuse.mount import is_mounted
+
+    found = []
+    for p in sorted(state_path("sessions").glob("*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            rec = json.loads(p.read_text())
+            if rec.get("workspace") == identifier and is_mounted(rec["mountpoint"]):
+                found.append(rec["mountpoint"])
+    return found
+
+
+def _revoke(out, workspace: str, session_id: str) -> bool:
+    try:
+        auth.client().sessions.revoke(workspace, session_id)
+        return True
+    except Exception as e:  # the mount is already gone: say so, but do not fail the command
+        out.warn(f"could not revoke mount session {session_id} of {workspace}: {e}")
+        return False
+
+
+# -- mount -------------------------------------------------------------------------------------
+
+def session_settings(grant, workspace_name: str, *, custom: str | None):
+    """``MountSettings`` for a session grant (managed S3 keys in ``env``; BYO from the host)."""
+    from artifacts_core.config import profile_config
+    from artifacts_fuse import MountSettings
+
+    if grant.storage.credentials is not None:
+        c = grant.storage.credentials
+        env = {"ARTIFACTS_S3_ACCESS_KEY_ID": c.access_key_id, "ARTIFACTS_S3_SECRET_ACCESS_KEY": c.secret_access_key}
+        if c.session_token:
+            env["ARTIFACTS_S3_SESSION_TOKEN"] = c.session_token
+    else:
+        env = as_env(resolve_byo_credentials())
+    profile = grant.cache_profile
+    config = None
+    if profile == "custom":
+        custom = custom or custom_profile_file("custom")
+        config = profile_config("custom", custom_file=custom)
+    return MountSettings(meta_url=grant.meta.url, key_prefix=grant.meta.key_prefix, workspace=workspace_name,
+                         storage_url=grant.storage.url, profile=profile if profile != "custom" else "interactive",
+                         config=config, env=env)
+
+
+def mount_workspace(args, ref: str, mountpoint: str, *, foreground: bool, read_only: bool,
+                    custom: str | None = None) -> None:
+    import artifacts_fuse
+
+    out = args.out
+    check_ref(ref)
+    mp = check_mountpoint(mountpoint)
+    api = auth.client()
+    ws = api.workspaces.get(ref)
+    if ws.backend == "byo":
+        resolve_byo_credentials()  # fail before a session exists
+    grant = api.sessions.create(ws.identifier, mode="ro" if read_only else "rw", ttl_seconds=SESSION_TTL,
+                                host=socket.gethostname(), mountpoint=mp)
+    sid = grant.session.id
+    try:
+        settings = session_settings(grant, ws.name, custom=custom)
+        out.info(f"Mounting {mp} ...")
+        out.detail(f"session {sid} ({grant.session.mode}, Redis user {grant.meta.user}) for {ws.identifier}")
+        _save_record(mp, ws.identifier, sid, api.base_url)
+        artifacts_fuse.mount(settings, mp, foreground=foreground, read_only=read_only)
+    except BaseException:
+        _revoke(out, ws.identifier, sid)
+        with contextlib.suppress(OSError):
+            _record_path(mp).unlink()
+        raise
+    if foreground:  # returns once unmounted
+        _revoke(out, ws.identifier, sid)
+        with contextlib.suppress(OSError):
+            _record_path(mp).unlink()
+        out.info(f"Unmounted {mp}.")
+        return
+    out.result(f"Mounted {ws.identifier} at {mp}{' (read-only)' if read_only else ''}.",
+               data=None if args.command == "workspace" else {"workspace": ws.identifier, "mountpoint": mp,
+                                                                "session": sid, "mode": grant.session.mode})
+
+
+def cmd_mount(args) -> int:
+    mount_workspace(args, args.workspace, args.mountpoint, foreground=args.foreground, read_only=args.read_only)
+    return 0
+
+
+def cmd_unmount(args) -> int:
+    from artifacts_fuse.mount import is_mounted, unmount
+
+    mp = os.path.abspath(args.mountpoint)
+    record = _load_record(mp)
+    if is_mounted(mp) or record is None:
+        unmount(mp)  # MountError "path … is not mounted" when there is nothing at all
+    if record is not None:
+        _revoke(args.out, record["workspace"], record["session"])
+        with contextlib.suppress(OSError):
+            _record_path(mp).unlink()
+    args.out.result(f"Unmounted {mp}.", data={"mountpoint": mp, "session_revoked": record is not None})
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("mount", help="mount a workspace at a local path")
+    p.add_argument("workspace", help="name, handle/name or artifacts://handle/name")
+    p.add_argument("mountpoint")
+    p.add_argument("-f", "--foreground", action="store_true", help="serve in this process until unmounted")
+    p.add_argument("--read-only", action="store_true", help="a read-only session (enforced by Redis and S3)")
+    p.set_defaults(func=cmd_mount)
+    p = sub.add_parser("unmount", help="unmount cleanly (and end the mount's session)")
+    p.add_argument("mountpoint")
+    p.set_defaults(func=cmd_unmount)

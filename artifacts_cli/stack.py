@@ -1,0 +1,291 @@
+"""``artifacts up`` / ``artifacts down``: the embedded local stack (DESIGN.md §7, issue 7).
+
+``up`` starts, on loopback and in the background, each piece that is not already running:
+
+- ``redis-server`` (``artifacts_orchestrator.local.start_redis``): AOF everysec, ``noeviction``,
+  an ACL file with the admin user, the default user off;
+- the SeaweedFS S3 gateway with its IAM API writable, an explicit admin identity and the managed
+  bucket ``artifacts-managed``;
+- the orchestrator (``python -m artifacts_orchestrator serve`` with a 0600 config file);
+
+then makes sure an account exists for the local user (handle from the login name) and that
+``credentials.json`` holds a key that works against it. Everything lives under
+``$XDG_STATE_HOME/tonbo/artifacts/stack`` (0700): ``stack.json`` (pids and ports, no secrets),
+``orchestrator.json`` and ``account.json`` (0600, secrets), the servers' data directories; the
+orchestrator's log is ``$XDG_CACHE_HOME/tonbo/artifacts/logs/orchestrator.log``.
+
+Ports are picked once and kept: a managed workspace's storage URL names the S3 endpoint, so a
+restarted stack must answer on the same one. ``up`` is idempotent: a piece whose recorded pid is
+alive (and is the same program) is left alone.
+
+``down`` unmounts the mounts this CLI made, then stops the orchestrator, SeaweedFS and Redis by
+their recorded pids (SIGTERM; SIGKILL after a bound). Data stays; the next ``up`` finds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from artifacts_cli.config import CliError, read_json, resolve_login, save_login, state_path, write_private
+from artifacts_core.config import xdg_dir
+from artifacts_core.servers import LOOPBACK, SeaweedS3, free_port
+from artifacts_orchestrator.client import Artifacts
+from artifacts_orchestrator.errors import AccountExists, ApiError
+from artifacts_orchestrator.models import HANDLE_RE
+
+BUCKET = "artifacts-managed"
+DEFAULT_PORT = 8720  # the client's default URL, so a fresh shell finds the local orchestrator
+#: Seconds to wait for the orchestrator's /healthz: it checks Redis and loads the function
+#: library first, well under a second here; the bound covers a loaded machine.
+READY_TIMEOUT = 30.0
+#: SIGTERM grace per process: Redis writes its AOF, the orchestrator closes its database; weed
+#: can take over 10 s on SIGTERM and holds nothing unsaved, so it gets a shorter bound.
+STOP_GRACE = {"orchestrator": 10.0, "s3": 3.0, "redis": 15.0}
+PROGRAMS = {"redis": "redis-server", "s3": "weed", "orchestrator": "artifacts_orchestrator"}
+
+
+def stack_dir() -> Path:
+    return state_path("stack")
+
+
+def _load() -> dict:
+    return read_json(stack_dir() / "stack.json")
+
+
+def _save(state: dict) -> None:
+    write_private(stack_dir() / "stack.json", json.dumps(state, indent=2))
+
+
+def _alive(entry: dict | None, name: str) -> bool:
+    """The recorded pid runs the expected program (not a recycled pid, not a zombie)."""
+    pid = (entry or {}).get("pid")
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and PROGRAMS[name].encode() in cmdline
+
+
+def _local_handle() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "local"
+    handle = re.sub(r"[^a-z0-9-]+", "-", user.lower()).strip("-")[:63] or "local"
+    return handle if HANDLE_RE.match(handle) else "local"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def _start_redis(d: Path, state: dict) -> None:
+    from artifacts_orchestrator.local import start_redis
+
+    server, _admin_url = start_redis(d / "redis", port=state.get("redis", {}).get("port"))
+    state["redis"] = {"pid": server.proc.pid, "port": server.port}
+
+
+def _start_s3(d: Path, state: dict) -> None:
+    keys_file = d / "s3-admin.json"
+    keys = read_json(keys_file)
+    if not keys:
+        keys = {"access_key": "AK" + secrets.token_hex(9).upper(), "secret_key": secrets.token_urlsafe(30)}
+        write_private(keys_file, json.dumps(keys))
+    (d / "s3").mkdir(parents=True, exist_ok=True, mode=0o700)
+    s3 = SeaweedS3.start(d / "s3", iam_writable=True, access_key=keys["access_key"], secret_key=keys["secret_key"],
+                         buckets=(BUCKET,), ports=state.get("s3", {}).get("ports"))
+    state["s3"] = {"pid": s3.proc.pid, "ports": s3.ports, "endpoint": s3.endpoint}
+
+
+def _write_orchestrator_config(d: Path, state: dict, port: int) -> Path:
+    redis_pw = (d / "redis" / "admin.pw").read_text().strip()
+    keys = read_json(d / "s3-admin.json")
+    old = read_json(d / "orchestrator.json")
+    cfg = {"db": str(d / "orchestrator.db"),
+           "redis_url": f"redis://artifacts-admin:{redis_pw}@{LOOPBACK}:{state['redis']['port']}/0",
+           "managed": {"endpoint": state["s3"]["endpoint"], "bucket": BUCKET, "access_key": keys["access_key"],
+                       "secret_key": keys["secret_key"], "region": "us-east-1"},
+           "host": LOOPBACK, "port": port, "admin_token": old.get("admin_token") or secrets.token_urlsafe(32)}
+    path = d / "orchestrator.json"
+    write_private(path, json.dumps(cfg, indent=2))
+    return path
+
+
+def _start_orchestrator(d: Path, state: dict, port: int) -> None:
+    cfg = _write_orchestrator_config(d, state, port)
+    logs = xdg_dir("cache") / "logs"
+    logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(logs / "orchestrator.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARTIFACTS_S3_", "TONBO_API_KEY"))}
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "artifacts_orchestrator", "serve", "--config", str(cfg)],
+                                stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd=d, env=env,
+                                start_new_session=True)
+    finally:
+        os.close(fd)
+    url = f"http://{LOOPBACK}:{port}"
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            raise CliError(f"the orchestrator exited while starting (code {proc.returncode})",
+                           f"see {logs / 'orchestrator.log'}")
+        with contextlib.suppress(ApiError):
+            Artifacts("", base_url=url, timeout=1).health()
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise CliError(f"the orchestrator did not answer within {READY_TIMEOUT:.0f} s",
+                           f"see {logs / 'orchestrator.log'}")
+        time.sleep(0.1)
+    state["orchestrator"] = {"pid": proc.pid, "port": port, "url": url}
+
+
+def _ensure_account(out, d: Path, url: str) -> str:
+    """A working key for the local account in account.json and credentials.json; its handle."""
+    acct_file = d / "account.json"
+    acct = read_json(acct_file)
+    handle = acct.get("handle")
+    try:
+        if acct.get("api_key"):
+            Artifacts(acct["api_key"], base_url=url).whoami()
+        else:
+            raise ApiError("no local account yet")
+    except ApiError:
+        token = read_json(d / "orchestrator.json")["admin_token"]
+        anon = Artifacts("", base_url=url)
+        base = _local_handle()
+        for handle in [base, *(f"{base[:58]}-{secrets.token_hex(2)}" for _ in range(3))]:
+            try:
+                new = anon.create_account(handle, admin_token=token)
+                break
+            except AccountExists:
+                continue
+        else:
+            raise CliError("could not create a local account", "see the orchestrator log") from None
+        acct = {"handle": new.account.handle, "api_key": new.key.key, "orchestrator_url": url}
+        write_private(acct_file, json.dumps(acct))
+        out.info(f"Created account {new.account.handle} on the local orchestrator.")
+        handle = new.account.handle
+    try:
+        login = resolve_login()
+        if login.source != "env" and login.url == url and login.api_key == acct["api_key"]:
+            return handle
+    except CliError:
+        pass
+    path = save_login(acct["api_key"], url, handle, announce=lambda p: out.info(f"Wrote {p}"))
+    out.info(f"Saved the local account's API key to {path} (mode 0600).")
+    return handle
+
+
+def cmd_up(args) -> int:
+    out = args.out
+    d = stack_dir()
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    state = _load()
+    started = []
+    if not _alive(state.get("redis"), "redis"):
+        with out.phase("Starting redis-server (AOF everysec, noeviction, ACL file)…"):
+            _start_redis(d, state)
+        started.append("redis")
+    if not _alive(state.get("s3"), "s3"):
+        with out.phase(f"Starting the SeaweedFS S3 gateway (IAM, bucket {BUCKET})…"):
+            _start_s3(d, state)
+        started.append("s3")
+    _save(state)
+    orch = state.get("orchestrator") or {}
+    if started or not _alive(orch, "orchestrator"):
+        if _alive(orch, "orchestrator"):  # its Redis or S3 restarted: restart it with them
+            _stop("orchestrator", orch, out)
+        port = args.port if args.port is not None else orch.get("port", DEFAULT_PORT)
+        if port == 0:
+            port = free_port()
+        if not _port_free(port):
+            raise CliError(f"port {port} on {LOOPBACK} is taken by another program",
+                           "stop it, or run `artifacts up --port <free port>`", exit_code=6)
+        with out.phase(f"Starting the orchestrator on {LOOPBACK}:{port}…"):
+            _start_orchestrator(d, state, port)
+        started.append("orchestrator")
+        _save(state)
+    url = state["orchestrator"]["url"]
+    handle = _ensure_account(out, d, url)
+    rows = [("redis", state["redis"]["pid"], f"redis://{LOOPBACK}:{state['redis']['port']}"),
+            ("s3", state["s3"]["pid"], state["s3"]["endpoint"]),
+            ("orchestrator", state["orchestrator"]["pid"], url)]
+    if not started:
+        out.info("The local stack is already running.")
+    out.table(("SERVICE", "PID", "ADDRESS"), rows,
+              data={"started": started, "handle": handle, "orchestrator_url": url, "state_dir": str(d),
+                    "services": {n: {"pid": p, "address": a} for n, p, a in rows}})
+    out.info(f"Local stack up; account {handle}; data in {d}.")
+    return 0
+
+
+def _stop(name: str, entry: dict, out) -> None:
+    pid = entry["pid"]
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE[name]
+    while _alive(entry, name) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _alive(entry, name):
+        out.detail(f"{name} (pid {pid}) ignored SIGTERM; killing it")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _unmount_all(out) -> None:
+    from artifacts_cli.mount import cmd_unmount
+    from artifacts_fuse.mount import is_mounted
+
+    for p in sorted(state_path("sessions").glob("*.json")):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            mp = json.loads(p.read_text())["mountpoint"]
+            if is_mounted(mp):
+                out.info(f"Unmounting {mp} …")
+                cmd_unmount(type("A", (), {"mountpoint": mp, "out": out})())
+
+
+def cmd_down(args) -> int:
+    out = args.out
+    state = _load()
+    running = [n for n in ("orchestrator", "s3", "redis") if _alive(state.get(n), n)]
+    if not running:
+        out.result("The local stack is not running.", data={"stopped": []})
+        return 0
+    if _alive(state.get("orchestrator"), "orchestrator"):
+        _unmount_all(out)
+    for name in running:
+        with out.phase(f"Stopping {name} (pid {state[name]['pid']})…"):
+            _stop(name, state[name], out)
+    out.result("Local stack stopped; its data stays in " f"{stack_dir()} for the next `artifacts up`.",
+               data={"stopped": running})
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("up", help="start the local stack (Redis, SeaweedFS, orchestrator) and log in to it")
+    p.add_argument("--port", type=int, help=f"orchestrator port (default {DEFAULT_PORT}, or the one used "
+                   "before; 0 picks a free one)")
+    p.set_defaults(func=cmd_up)
+    p = sub.add_parser("down", help="stop the local stack (its data stays)")
+    p.set_defaults(func=cmd_down)
