@@ -42,7 +42,7 @@ class VolumeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     disk_free_ratio: float = 0.1  # never fill the cache disk past 90 %
     cache_dir: str = ""  # empty: $XDG_CACHE_HOME/tonbo/artifacts
     # -- readahead (bytes) --
-    readahead_min: int = 1 * MiB  # first window once reads look sequential
+    readahead_min: int = 4 * MiB  # first window once reads look sequential: one block (as JuiceFS)
     readahead_max: int = 16 * MiB  # 4 blocks: fills the pipe for one reader without wasting GETs on random reads
     # -- writes --
     buffer_size: int = 300 * MiB  # write + readahead buffer budget; writers block past it (back-pressure)

@@ -73,6 +73,6 @@ async def list_all(store: ObjectStore, prefix: str = "", start_after: str = "") 
 
 def check_range(offset: int, length: int | None) -> None:
     if offset < 0 or (length is not None and length < 0):
-        from artifacts_core.errors import InvalidArgument  # noqa: PLC0415
+        from artifacts_core.errors import InvalidArgument
 
         raise InvalidArgument(f"invalid byte range: offset={offset} length={length}")

@@ -149,8 +149,11 @@ class FileOps:
         else:
             st.views.pop(chunk, None)
         urgency = result.compaction
-        if urgency and not append and chunk >= 0:
-            self.on_compaction_hint(ino, chunk, urgency)
+        if urgency:
+            # An append landed where Redis put it: at the chunk of the offset it reports.
+            index = result.offset // CHUNK_SIZE if append and result.offset >= 0 else chunk
+            if index >= 0:
+                self.on_compaction_hint(ino, index, urgency)
         return attr
 
     # -- open, create, release -----------------------------------------------------------------
