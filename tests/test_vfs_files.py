@@ -204,3 +204,25 @@ def test_internal_files_stats_and_config_without_secrets(vol, s3_server):
     assert ".stats" in vol.listdir("/") and ".trash" in vol.listdir("/")
     with pytest.raises(PermissionError):
         vol.open(".stats", "w")
+
+
+def test_a_volume_on_redis_cluster(redis_cluster, storage_url, tmp_path):
+    import random as _random
+
+    from artifacts_core.config import profile_config
+    from artifacts_core.volume import format_volume, open_volume
+
+    prefix = f"{{u_{_random.randrange(10**12)}_w_1}}:"
+    format_volume(redis_cluster.url, storage_url, "clustervol", key_prefix=prefix, require_aof=False,
+                  trash_days=0)
+    vol = open_volume(redis_cluster.url, key_prefix=prefix, require_aof=False,
+                      config=profile_config(cache_dir=str(tmp_path / "c")))
+    try:
+        payload = os.urandom(5 << 20)
+        vol.write_bytes("big", payload)
+        with vol.open("log", "a") as f:
+            f.write("line\n")
+        assert vol.read_bytes("big") == payload and vol.open("log").read() == "line\n"
+        assert sorted(n for n in vol.listdir("/") if not n.startswith(".")) == ["big", "log"]
+    finally:
+        vol.close()
