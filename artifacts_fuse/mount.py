@@ -194,7 +194,8 @@ def mount(settings: MountSettings, mountpoint: str, foreground: bool = False,
         message = _read_until_closed(ready, READY_TIMEOUT).decode(errors="replace").strip()
     if message != "ready":
         if not message:
-            proc.kill() if proc.poll() is None else None
+            if proc.poll() is None:
+                proc.kill()
             message = f"the mount process exited before the mount was up (see {logp})"
         elif message == "timeout":
             os.killpg(proc.pid, signal.SIGKILL)
@@ -230,6 +231,15 @@ def _wait_exit(pid: int, timeout: float) -> bool:
         os.close(fd)
 
 
+def _is_supervisor(pid: int, mountpoint: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return argv[:2] == [b"artifacts", b"mount"] and os.fsencode(mountpoint) in argv
+
+
 def unmount(mountpoint: str, timeout: float = UNMOUNT_TIMEOUT) -> None:
     """Unmount gracefully and return once the workspace is closed (data committed, session ended)."""
     mp = os.path.abspath(mountpoint)
@@ -237,6 +247,8 @@ def unmount(mountpoint: str, timeout: float = UNMOUNT_TIMEOUT) -> None:
         raise MountError(f"path {mp} is not mounted", errno=errno.EINVAL)
     state = _read_state(mp)
     pid = state.get("supervisor") if state else None
+    if pid and not _is_supervisor(pid, mp):
+        pid = None  # a stale state file: that pid is now someone else
     if pid:
         try:
             os.kill(pid, signal.SIGTERM)

@@ -129,3 +129,34 @@ def test_posix_record_locks_conflict_across_mounts(pair):
         fcntl.lockf(fb, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 50)  # a disjoint range is free
         fa.close()  # closing releases the owner's POSIX locks
         fcntl.lockf(fb, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 5)
+
+
+def test_blocked_lock_waits_do_not_starve_the_mount(pair):
+    """More blocked waiters than libfuse's default 10 worker threads: the mount still answers."""
+    a, b = pair
+    open(os.path.join(a, "busy"), "w").close()
+    wait_for(lambda: os.path.exists(os.path.join(b, "busy")), VISIBLE, "busy on B")
+    holder = subprocess.Popen(["flock", os.path.join(a, "busy"), "-c", "echo held; read x"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    waiters = []
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        waiters = [subprocess.Popen(["flock", os.path.join(b, "busy"), "true"]) for _ in range(16)]
+        answered = threading.Event()
+
+        def probe() -> None:
+            os.listdir(b)
+            with open(os.path.join(b, "probe"), "w") as f:
+                f.write("ok")
+            answered.set()
+
+        threading.Thread(target=probe, daemon=True).start()
+        assert answered.wait(10), "the mount stopped answering while lock waiters were blocked"
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        assert holder.wait(timeout=30) == 0
+        assert [w.wait(timeout=60) for w in waiters] == [0] * len(waiters)
+    finally:
+        for p in (holder, *waiters):
+            if p.poll() is None:
+                p.kill()

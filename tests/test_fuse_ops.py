@@ -216,3 +216,22 @@ def test_unexpected_exception_becomes_eio_and_is_logged_once(caplog):
         assert glue._wrapper(mknod) == -errno.EEXIST
     records = [r for r in caplog.records if r.name == "artifacts.fuse"]
     assert len(records) == 1 and records[0].exc_info[0] is ValueError
+
+
+def test_fallocate_and_copy_file_range(d):
+    p, q = os.path.join(d, "alloc"), os.path.join(d, "copy")
+    fd = os.open(p, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        os.posix_fallocate(fd, 0, 1 << 20)
+        assert os.fstat(fd).st_size == 1 << 20
+        os.pwrite(fd, b"abc", 100)
+        out = os.open(q, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            assert os.copy_file_range(fd, out, 1 << 20, 0, 0) == 1 << 20
+        finally:
+            os.close(out)
+    finally:
+        os.close(fd)
+    with open(q, "rb") as f:
+        data = f.read()
+    assert len(data) == 1 << 20 and data[100:103] == b"abc" and data[:100] == bytes(100)
