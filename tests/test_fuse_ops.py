@@ -235,3 +235,19 @@ def test_fallocate_and_copy_file_range(d):
     with open(q, "rb") as f:
         data = f.read()
     assert len(data) == 1 << 20 and data[100:103] == b"abc" and data[:100] == bytes(100)
+
+
+def test_accesslog_streams_operations_but_not_its_own_reads(mnt, d):
+    fd = os.open(os.path.join(mnt.mountpoint, ".accesslog"), os.O_RDONLY)
+    try:
+        os.mkdir(os.path.join(d, "logged"))
+        seen = b""
+        for _ in range(50):  # each read returns what is there, waiting up to 1 s for a first line
+            seen += os.read(fd, 65536)
+            if b"mkdir" in seen:
+                break
+        assert b"mkdir" in seen and b"logged" in seen
+        rest = os.read(fd, 65536)  # nothing happened since: no lines about reading this file
+        assert b" read (" not in rest
+    finally:
+        os.close(fd)

@@ -248,9 +248,9 @@ class FileOps:
 
     def read(self, fh: int, offset: int, size: int) -> bytes:
         h = self._handle(fh)
+        if h.internal is not None:  # not logged: reading .accesslog would log its own reads forever
+            return h.internal.read(offset, size)
         with self._op("read", h.ino, offset, size, caller=h.caller):
-            if h.internal is not None:
-                return h.internal.read(offset, size)
             if not h.readable:
                 raise error_for("EBADF", "file not open for reading")
             if offset < 0 or size < 0:
