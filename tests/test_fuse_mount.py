@@ -151,3 +151,26 @@ def test_read_only_mount_refuses_writes(ws, mp):
 def test_unmount_of_a_path_that_is_not_mounted(tmp_path):
     with pytest.raises(MountError, match="not mounted"):
         unmount(str(tmp_path))
+
+
+def test_foreground_mode_serves_until_unmounted(ws, mp):
+    import sys
+
+    import msgspec
+
+    code = ("import sys, msgspec; from artifacts_fuse import mount, MountSettings; "
+            "mount(msgspec.json.decode(sys.stdin.buffer.read(), type=MountSettings), sys.argv[1], "
+            "foreground=True); print('returned')")
+    proc = subprocess.Popen([sys.executable, "-c", code, mp], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(msgspec.json.encode(ws))
+        proc.stdin.close()
+        assert wait_for(lambda: is_mounted(mp), 60, "the foreground mount")
+        assert ".stats" in os.listdir(mp)
+        subprocess.run(["fusermount3", "-u", mp], check=True)
+        assert proc.wait(timeout=30) == 0 and proc.stdout.read() == b"returned\n"
+        assert b"mounting workspace" in proc.stderr.read()  # logs go to the terminal
+    finally:
+        if proc.poll() is None:
+            proc.kill()
