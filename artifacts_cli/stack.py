@@ -91,6 +91,9 @@ def _local_handle() -> str:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        # SO_REUSEADDR as the orchestrator's server sets it: connections of a stopped one linger
+        # in TIME-WAIT for a minute and must not count as "taken".
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((LOOPBACK, port))
         except OSError:

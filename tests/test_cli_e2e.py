@@ -1,0 +1,246 @@
+"""The CLI end to end: ``artifacts up`` starts the real local stack (redis-server with AOF and an
+ACL file, SeaweedFS with IAM, the orchestrator) under temporary XDG directories, and every step
+runs ``.venv/bin/artifacts`` as a subprocess, mounting with real FUSE.
+
+Proves: a managed and a BYO workspace survive create+mount -> write -> unmount -> mount at a second
+mountpoint -> read back, and delete leaves no key under the prefix and no live session (nor its
+Redis user); a read-only mount refuses writes; an interrupted create resumes; every documented
+mistake gives its exit code and message without a traceback and loses nothing; ``--format json``
+parses; login/logout/whoami; ``up``/``down`` are idempotent and the data outlives a restart.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+
+import pytest
+import redis
+
+from artifacts_orchestrator.client import Artifacts
+from tests.test_cli_local import ARTIFACTS, cli_env, run  # noqa: F401 - ARTIFACTS documents the binary
+
+pytestmark = [pytest.mark.redis, pytest.mark.s3, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cli")
+    env = cli_env(base)
+    p = run(env, "--format", "json", "up", "--port", "0")
+    info = json.loads(p.stdout)
+    state = base / "state" / "tonbo" / "artifacts" / "stack"
+    st = json.loads((state / "stack.json").read_text())
+    admin = redis.Redis(host="127.0.0.1", port=st["redis"]["port"], username="artifacts-admin",
+                        password=(state / "redis" / "admin.pw").read_text().strip())
+    creds = json.loads((base / "config" / "tonbo" / "artifacts" / "credentials.json").read_text())
+    yield {"env": env, "base": base, "info": info, "state": state, "admin": admin, "creds": creds,
+           "api": Artifacts(creds["api_key"], base_url=creds["orchestrator_url"]),
+           "s3": json.loads((state / "s3-admin.json").read_text()), "endpoint": st["s3"]["endpoint"]}
+    for rec in (base / "state" / "tonbo" / "artifacts" / "sessions").glob("*.json"):
+        run(env, "unmount", json.loads(rec.read_text())["mountpoint"], code=None)
+    run(env, "down", code=None)
+    admin.close()
+
+
+def read(path: str, mode: str = "r"):
+    with open(path, mode) as f:
+        return f.read()
+
+
+def mountpoint(stack, name: str) -> str:
+    mp = stack["base"] / "mnt" / name
+    mp.mkdir(parents=True, exist_ok=True)
+    return str(mp)
+
+
+def keys_under(stack, prefix: str) -> list[bytes]:
+    return list(stack["admin"].scan_iter(match=prefix.replace("{", "\\{").replace("}", "\\}") + "*", count=1000))
+
+
+def acl_users(stack) -> set[str]:
+    return {u.decode() if isinstance(u, bytes) else u for u in stack["admin"].acl_users()}
+
+
+def lifecycle(stack, name: str, env: dict, *create_args: str) -> None:
+    mp1, mp2 = mountpoint(stack, f"{name}-1"), mountpoint(stack, f"{name}-2")
+    p = run(env, "workspace", "create", name, mp1, *create_args)
+    assert f"Workspace {name} is active." in p.stdout and f"Mounting {mp1} ..." in p.stderr
+    with open(os.path.join(mp1, "report.md"), "w") as f:
+        f.write("hello from the first mount\n")
+    os.makedirs(os.path.join(mp1, "data"))
+    with open(os.path.join(mp1, "data", "big.bin"), "wb") as f:
+        f.write(os.urandom(5 << 20))  # past the inline limit and one block: real S3 objects
+    big = read(os.path.join(mp1, "data", "big.bin"), "rb")
+    run(env, "unmount", mp1)
+    assert not os.path.ismount(mp1)
+    ref = f"artifacts://{stack['creds']['handle']}/{name}"
+    run(env, "mount", ref, mp2)
+    assert read(os.path.join(mp2, "report.md")) == "hello from the first mount\n"
+    assert read(os.path.join(mp2, "data", "big.bin"), "rb") == big
+    show = json.loads(run(env, "--format", "json", "workspace", "show", f"{stack['creds']['handle']}/{name}").stdout)
+    prefix = show["metadata_key_prefix"]
+    live = stack["api"].sessions.list(name).sessions
+    assert len(live) == 1 and live[0].mountpoint == mp2
+    users = {s.redis_user for s in live}
+    assert users <= acl_users(stack)
+    assert keys_under(stack, prefix)
+    run(env, "unmount", mp2)
+    assert stack["api"].sessions.list(name).sessions == []  # unmount revoked its session
+    assert not users & acl_users(stack)
+    run(env, "mount", name, mp1)
+    sid = stack["api"].sessions.list(name).sessions[0]
+    p = run(env, "workspace", "delete", name, "--yes")
+    assert f"Workspace {ref} deleted." in p.stdout and f"{mp1} still mounts" in p.stderr
+    assert keys_under(stack, prefix) == []
+    revoked = stack["api"].sessions.list(name, include_revoked=True).sessions
+    assert [s.id for s in revoked if s.revoked_at] and sid.redis_user not in acl_users(stack)
+    with pytest.raises(OSError) as e:
+        os.listdir(mp1)
+    assert e.value.errno == errno.EACCES
+    run(env, "unmount", mp1)
+    assert json.loads(run(env, "--format", "json", "workspace", "show", name).stdout)["status"] == "deleted"
+
+
+def test_up_again_is_a_no_op_and_logs_in(stack):
+    assert stack["info"]["started"] == ["redis", "s3", "orchestrator"]
+    again = json.loads(run(stack["env"], "--format", "json", "up").stdout)
+    assert again["started"] == [] and again["orchestrator_url"] == stack["info"]["orchestrator_url"]
+    cred = stack["base"] / "config" / "tonbo" / "artifacts" / "credentials.json"
+    assert stat.S_IMODE(cred.stat().st_mode) == 0o600
+    for f in ("orchestrator.json", "account.json", "s3-admin.json"):
+        assert stat.S_IMODE((stack["state"] / f).stat().st_mode) == 0o600
+    me = json.loads(run(stack["env"], "--format", "json", "whoami").stdout)
+    assert me["account"]["handle"] == stack["creds"]["handle"]
+    assert stack["creds"]["api_key"] not in run(stack["env"], "whoami").stdout
+    # A fresh account lists nothing, as JSON even without --format json (SPEC.md §2.3).
+    assert json.loads(run(stack["env"], "workspace", "list").stdout) == {"workspaces": []}
+
+
+def test_managed_workspace_lifecycle(stack):
+    lifecycle(stack, "managed-ws", stack["env"])
+
+
+def test_byo_workspace_lifecycle_and_credential_cache(stack):
+    import botocore.session
+    from botocore.config import Config
+
+    env, s3 = stack["env"], stack["s3"]
+    # The BYO bucket: the same SeaweedFS, its own bucket, the admin identity's keys as "the user's".
+    client = botocore.session.get_session().create_client(
+        "s3", endpoint_url=stack["endpoint"], region_name="us-east-1", aws_access_key_id=s3["access_key"],
+        aws_secret_access_key=s3["secret_key"], config=Config(s3={"addressing_style": "path"}))
+    client.create_bucket(Bucket="byo-bucket")
+    with_keys = {**env, "ARTIFACTS_S3_ACCESS_KEY_ID": s3["access_key"], "ARTIFACTS_S3_SECRET_ACCESS_KEY": s3["secret_key"]}
+    mp = mountpoint(stack, "byo-0")
+    p = run(with_keys, "workspace", "create", "byo-ws", mp, "--backend", "byo", "--bucket", "byo-bucket",
+            "--endpoint", stack["endpoint"], "--region", "us-east-1", "--prefix", "team")
+    cache = stack["base"] / "config" / "tonbo" / "artifacts" / "byo-credentials"
+    assert f"Cached BYO credentials at {cache} (mode 0600);\nfuture mounts will use them automatically." in p.stderr
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    assert s3["secret_key"] not in p.stdout + p.stderr
+    run(env, "unmount", mp)
+    run(env, "workspace", "delete", "byo-ws", "--yes")
+    # From here on no key in the environment: the cache is used (SPEC.md §6.3).
+    lifecycle(stack, "byo-ws2", env, "--backend", "byo", "--bucket", "byo-bucket", "--endpoint", stack["endpoint"],
+              "--prefix", "team")
+    # BYO chunks are the user's data: delete never touches the bucket.
+    assert client.list_objects_v2(Bucket="byo-bucket", Prefix="team/").get("KeyCount", 0) > 0
+    run(env, "storage", "clear")
+    p = run(env, "mount", "byo-ws2", mountpoint(stack, "byo-3"), code=None)
+    assert p.returncode in (5, 7)  # deleted (not active) comes first; never a traceback
+
+
+def test_read_only_mount_refuses_writes(stack):
+    env = stack["env"]
+    mp, ro = mountpoint(stack, "rw"), mountpoint(stack, "ro")
+    run(env, "-q", "workspace", "create", "ro-ws", mp)
+    with open(os.path.join(mp, "kept.txt"), "w") as f:
+        f.write("kept\n")
+    run(env, "mount", "ro-ws", ro, "--read-only")
+    assert read(os.path.join(ro, "kept.txt")) == "kept\n"
+    for attempt in (lambda: open(os.path.join(ro, "new.txt"), "w").close(), lambda: os.unlink(os.path.join(ro, "kept.txt"))):
+        with pytest.raises(OSError) as e:
+            attempt()
+        assert e.value.errno in (errno.EROFS, errno.EACCES)
+    assert [s.mode for s in stack["api"].sessions.list("ro-ws").sessions if s.mountpoint == ro] == ["ro"]
+    # stats: the live counters of the mount, as a table and as JSON.
+    assert "ops_total" in run(env, "stats", mp).stdout
+    metrics = json.loads(run(env, "--format", "json", "stats", mp).stdout)["metrics"]
+    assert any(m["name"] == "artifacts_ops_total" and m["labels"].get("op") == "write" for m in metrics)
+    # inspect: the keyspace summary through a read-only session that it revokes.
+    summary = json.loads(run(env, "--format", "json", "inspect", "ro-ws").stdout)
+    assert summary["counters"]["totalinodes"] >= 2 and summary["kinds"]["i"] >= 2
+    assert {s["mountpoint"] for s in summary["mount_sessions"]} == {mp, ro}
+    assert len(stack["api"].sessions.list("ro-ws").sessions) == 2  # inspect's own session is gone
+    run(env, "unmount", ro)
+    run(env, "unmount", mp)
+
+
+def test_interrupted_create_resumes(stack):
+    env = stack["env"]
+    stack["api"].workspaces.create("resumed")  # Phase 1 only: left pending_format
+    p = run(env, "-v", "workspace", "create", "resumed")
+    assert f"Resuming pending_format workspace artifacts://{stack['creds']['handle']}/resumed" in p.stderr
+    assert "Phase 2:" in p.stderr and "Workspace resumed is active." in p.stdout
+    assert stack["api"].workspaces.get("resumed").status == "active"
+
+
+def test_mistakes_give_documented_errors_and_lose_nothing(stack):
+    env = stack["env"]
+    mp = mountpoint(stack, "busy")
+    run(env, "-q", "workspace", "create", "precious", mp)
+    with open(os.path.join(mp, "keep.txt"), "w") as f:
+        f.write("precious\n")
+    p = run(env, "workspace", "create", "precious", code=5)
+    assert "workspace_exists" in p.stderr and "Hint:" in p.stderr
+    p = run(env, "mount", "precious", mp, code=8)
+    assert f"Error: path {mp} is already a mount point;\n       run `artifacts unmount {mp}` first" in p.stderr
+    run(env, "workspace", "create", "other", mp, code=8)  # checked before anything is reserved
+    assert not [w for w in stack["api"].workspaces.list().workspaces if w.name == "other"]
+    for args in (("workspace", "show", "nope"), ("mount", "nope", mountpoint(stack, "nope")),
+                 ("workspace", "delete", "nope", "--yes"), ("inspect", "nope")):
+        assert "workspace_not_found" in run(env, *args, code=4).stderr
+    run(env, "workspace", "show", "bad name!", code=2)
+    run({**env, "TONBO_API_KEY": "tbo_" + "Z" * 32}, "workspace", "list", code=3)
+    p = run(env, "mount", "precious", mountpoint(stack, "nonempty-parent") + "/missing", code=8)
+    assert "does not exist" in p.stderr
+    assert stack["api"].sessions.list("precious").sessions and len(stack["api"].sessions.list("precious").sessions) == 1
+    assert read(os.path.join(mp, "keep.txt")) == "precious\n"
+    run(env, "unmount", mp)
+
+
+def test_login_logout_whoami(stack):
+    env = stack["env"]
+    cred = stack["base"] / "config" / "tonbo" / "artifacts" / "credentials.json"
+    assert "Removed" in run(env, "logout").stdout and not cred.exists()
+    run(env, "whoami", code=3)
+    new_key = stack["api"].keys.create("cli-test").key
+    run({**env, "TONBO_API_KEY": new_key, "ARTIFACTS_ORCHESTRATOR_URL": stack["creds"]["orchestrator_url"]}, "whoami")
+    p = run({**env, "ARTIFACTS_ORCHESTRATOR_URL": stack["creds"]["orchestrator_url"]},
+            "login", "--api-key", "-", input=new_key + "\n")
+    assert "Logged in as" in p.stdout and new_key not in p.stdout + p.stderr
+    assert stat.S_IMODE(cred.stat().st_mode) == 0o600
+    assert json.loads(run(env, "--format", "json", "whoami").stdout)["key"]["name"] == "cli-test"
+    run(env, "login", "--api-key", "-", input="tbo_" + "Q" * 32 + "\n", code=3)  # unknown key: not saved
+    assert json.loads(cred.read_text())["api_key"] == new_key
+    run(env, "up")  # puts the local account's key back
+
+
+def test_down_and_up_are_idempotent_and_keep_data(stack):
+    env = stack["env"]
+    mp = mountpoint(stack, "restart")
+    run(env, "-q", "workspace", "create", "durable", mp)
+    with open(os.path.join(mp, "note.txt"), "w") as f:
+        f.write("survives a restart\n")
+    p = run(env, "down")  # unmounts what this CLI mounted, then stops the stack
+    assert not os.path.ismount(mp) and "stopped" in p.stdout
+    assert "not running" in run(env, "down").stdout
+    run(env, "workspace", "list", code=6)
+    again = json.loads(run(env, "--format", "json", "up").stdout)
+    assert sorted(again["started"]) == ["orchestrator", "redis", "s3"]
+    run(env, "mount", "durable", mp)
+    assert read(os.path.join(mp, "note.txt")) == "survives a restart\n"
+    run(env, "unmount", mp)

@@ -1,0 +1,128 @@
+"""The CLI without servers: the command runs as a subprocess with its own XDG directories.
+
+What a user notices: the BYO cache is written 0600 and shown masked first4***last4, ``set``
+updates only the fields it names and the environment wins field by field; a bad name, a missing
+login or an unreachable orchestrator gives one ``Error:`` line, a hint and the documented exit
+code, never a traceback; ``--format json`` output parses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from artifacts_core.servers import free_port
+
+ARTIFACTS = str(Path(sys.executable).parent / "artifacts")
+AK, SK = "AKIAEXAMPLE1234567726M", "LFq0secretsecretsecretg03S"
+
+
+def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ARTIFACTS_", "TONBO_", "XDG_", "AWS_"))}
+    env.update(HOME=str(tmp / "home"), XDG_CONFIG_HOME=str(tmp / "config"), XDG_CACHE_HOME=str(tmp / "cache"),
+               XDG_STATE_HOME=str(tmp / "state"), NO_COLOR="1")
+    env.update(extra)
+    return env
+
+
+def run(env: dict, *args: str, input: str | None = None, code: int | None = 0) -> subprocess.CompletedProcess:
+    p = subprocess.run([ARTIFACTS, *args], env=env, capture_output=True, text=True, input=input, timeout=120)
+    assert "Traceback" not in p.stderr, p.stderr
+    if code is not None:
+        assert p.returncode == code, (args, p.returncode, p.stdout, p.stderr)
+    return p
+
+
+@pytest.fixture
+def env(tmp_path) -> dict[str, str]:
+    return cli_env(tmp_path)
+
+
+def test_version_and_help(env):
+    assert run(env, "--version").stdout.startswith("artifacts ")
+    assert run(env, "-V").stdout.strip() == run(env, "--version").stdout.strip()
+    p = run(env, code=2)
+    assert "workspace" in p.stderr and "mount" in p.stderr
+
+
+def test_storage_set_show_clear_masks_and_keeps_0600(env, tmp_path):
+    cache = tmp_path / "config" / "tonbo" / "artifacts" / "byo-credentials"
+    run(env, "storage", "set", code=2)  # nothing to save
+    p = run(env, "storage", "set", "--access-key-id", AK, "--secret-access-key", SK, "--region", "us-west-1")
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    assert stat.S_IMODE(cache.parent.stat().st_mode) == 0o700
+    assert str(cache) in p.stdout + p.stderr and SK not in p.stdout + p.stderr
+    shown = run(env, "storage", "show").stdout
+    assert f"Path: {cache}" in shown
+    assert "ACCESS_KEY_ID: AKIA***726M" in shown and "SECRET_ACCESS_KEY: LFq0***g03S" in shown
+    assert "SESSION_TOKEN: (unset)" in shown and "REGION: us-west-1" in shown
+    assert AK not in shown and SK not in shown
+    # Rotation of one field leaves the others alone.
+    run(env, "storage", "set", "--region", "eu-west-2")
+    data = json.loads(run(env, "--format", "json", "storage", "show").stdout)
+    assert data["fields"]["REGION"] == "eu-west-2" and data["fields"]["ACCESS_KEY_ID"] == "AKIA***726M"
+    assert data["mode"] == "600"
+    # The environment overrides per field, and show says so.
+    over = run({**env, "ARTIFACTS_S3_REGION": "ap-south-1"}, "storage", "show").stdout
+    assert "Overridden in this shell by: ARTIFACTS_S3_REGION" in over
+    # set with no flags saves the env's fields, merged into the cache.
+    run({**env, "ARTIFACTS_S3_SESSION_TOKEN": "tok-" + "x" * 20}, "storage", "set")
+    assert json.loads(cache.read_text())["SESSION_TOKEN"].startswith("tok-")
+    assert json.loads(cache.read_text())["ACCESS_KEY_ID"] == AK
+    assert "Removed" in run(env, "storage", "clear").stdout and not cache.exists()
+    assert "No cache" in run(env, "storage", "clear").stdout
+
+
+def test_not_logged_in_is_exit_3_with_a_hint(env):
+    p = run(env, "workspace", "list", code=3)
+    assert p.stderr.startswith("Error: not logged in") and "artifacts login" in p.stderr
+    run(env, "whoami", code=3)
+
+
+def test_orchestrator_down_is_exit_6(env, tmp_path):
+    (tmp_path / "mnt").mkdir()
+    dead = f"http://127.0.0.1:{free_port()}"
+    e = {**env, "TONBO_API_KEY": "tbo_" + "a" * 32, "ARTIFACTS_ORCHESTRATOR_URL": dead}
+    for args in (("workspace", "list"), ("workspace", "create", "ok"), ("whoami",), ("mount", "ok", str(tmp_path / "mnt"))):
+        p = run(e, *args, code=6)
+        assert "cannot reach the orchestrator" in p.stderr and "artifacts up" in p.stderr
+
+
+@pytest.mark.parametrize("name", ["_lead", "has space", "a" * 64, "dot.name", "slash/x/y"])
+def test_invalid_workspace_names_are_usage_errors(env, name):
+    e = {**env, "TONBO_API_KEY": "tbo_" + "a" * 32, "ARTIFACTS_ORCHESTRATOR_URL": f"http://127.0.0.1:{free_port()}"}
+    p = run(e, "workspace", "create", name, code=2)
+    assert p.stderr.startswith("Error: invalid workspace") and "Hint:" in p.stderr
+
+
+def test_byo_without_location_or_credentials_reserves_nothing(env):
+    e = {**env, "TONBO_API_KEY": "tbo_" + "a" * 32, "ARTIFACTS_ORCHESTRATOR_URL": f"http://127.0.0.1:{free_port()}"}
+    p = run(e, "workspace", "create", "b1", "--backend", "byo", code=2)
+    assert "--bucket and --endpoint" in p.stderr
+    # Location given, no credentials anywhere: exit 7 before any call (the orchestrator is down:
+    # a call would have been exit 6).
+    p = run(e, "workspace", "create", "b1", "--backend", "byo", "--bucket", "b", "--endpoint", "http://x", code=7)
+    assert "no S3 credentials" in p.stderr and "storage set" in p.stderr
+
+
+def test_login_refuses_manual_code_and_non_keys(env):
+    p = run(env, "login", "--manual-code", code=2)
+    assert "not available" in p.stderr and "--api-key" in p.stderr
+    p = run(env, "login", "--api-key", "-", input="not-a-key\n", code=2)
+    assert "not an API key" in p.stderr and "not-a-key" not in p.stderr
+
+
+def test_delete_needs_yes_and_status_migrate_are_stubs(env):
+    e = {**env, "TONBO_API_KEY": "tbo_" + "a" * 32}
+    assert "--yes" in run(e, "workspace", "delete", "x", code=2).stderr
+    assert "not yet implemented" in run(env, "status").stdout
+    assert json.loads(run(env, "--format", "json", "migrate").stdout) == {"implemented": False}
+    p = run(env, "unmount", str(env["HOME"]), code=8)
+    assert "is not mounted" in p.stderr
