@@ -136,7 +136,8 @@ class Volume(PathAPI):
         meta.new_session({"host": socket.gethostname(), "pid": os.getpid(), "mountpoint": mountpoint,
                           "version": __version__, "read_only": read_only})
         self.maintenance = Maintenance(meta, self.chunks, self.vfs, config)
-        jobs = [("flush", 0.2, self._flush_due), ("heartbeat", config.heartbeat, meta.heartbeat),
+        jobs = [("flush", 0.2, self._flush_due), ("closes", 0.2, self.vfs.flush_closes),
+                ("heartbeat", config.heartbeat, meta.heartbeat),
                 ("memory", MEMORY_CHECK, self.maintenance.check_memory),
                 ("compact", 0.2, self.maintenance.compact_queued)]
         if config.background_jobs and not read_only:
@@ -192,6 +193,8 @@ class Volume(PathAPI):
             self.vfs.flush_all()
         finally:
             try:
+                with contextlib.suppress(Exception):  # the session's end releases them anyway
+                    self.vfs.flush_closes()
                 self.meta.close_session()
             finally:
                 self.chunks.close()

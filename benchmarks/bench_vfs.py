@@ -74,7 +74,12 @@ def path_api(vol_factory, size_mib: int, small: int, appends: int) -> dict:
     phase("small create+write", create)
     phase("small stat", lambda: [vol.stat(p) for p in names])
     phase("small read", lambda: [vol.read_bytes(p) for p in names])
-    phase("small delete", lambda: [vol.remove(p) for p in names])
+    t = time.perf_counter()
+    for _ in range(10):
+        vol.listdir("small")
+    out["small list"] = (10 * len(names) / (time.perf_counter() - t), "ops/s")
+    phase("small rename", lambda: [vol.rename(p, p + ".r") for p in names])
+    phase("small delete", lambda: [vol.remove(p + ".r") for p in names])
     line = b"x" * 199 + b"\n"
     t = time.perf_counter()
     for _ in range(appends):
@@ -93,31 +98,7 @@ def mounted(root: str, drop, size_mib: int, small: int, appends: int) -> dict:
     seq, root = w.sequential(root, size_mib, drop)
     out.update({k: v for k, v in seq.items() if k != "seq read warm"})
     os.unlink(os.path.join(root, "seq.bin"))
-    d = os.path.join(root, "small")
-    os.mkdir(d)
-    data = os.urandom(4096)
-    names = [os.path.join(d, f"f{i:05d}") for i in range(small)]
-
-    def phase(label, fn):
-        t = time.perf_counter()
-        fn()
-        out[label] = (len(names) / (time.perf_counter() - t), "ops/s")
-
-    def create():
-        for p in names:
-            fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
-            os.write(fd, data)
-            os.close(fd)
-
-    def read():
-        for p in names:
-            with open(p, "rb") as f:
-                f.read()
-
-    phase("small create+write", create)
-    phase("small stat", lambda: [os.stat(p) for p in names])
-    phase("small read", read)
-    phase("small delete", lambda: [os.unlink(p) for p in names])
+    out.update(w.small_files(root, small))
     path = os.path.join(root, "append.log")
     line = b"x" * 199 + b"\n"
     t = time.perf_counter()

@@ -42,6 +42,9 @@ from artifacts_core.vfs.writer import FileWriter, WriterState
 log = logging.getLogger("artifacts.vfs")
 
 _ACCMODE = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
+#: Releases deregistered per round trip at most; a full batch is sent at once rather than waiting
+#: for the next tick.
+CLOSE_BATCH = 256
 
 
 @dataclass
@@ -88,6 +91,28 @@ class FileOps:
         self._fhs = itertools.count(1)
         self._handles: dict[int, Handle] = {}
         self._inodes: dict[Ino, InodeState] = {}
+        self._closes: list[Ino] = []  # opens to deregister, batched (DESIGN.md §10)
+        self._closes_lock = threading.Lock()
+
+    def _queue_close(self, ino: Ino) -> None:
+        with self._closes_lock:
+            self._closes.append(ino)
+            full = len(self._closes) >= CLOSE_BATCH
+        if full:
+            self.flush_closes()
+
+    def flush_closes(self) -> None:
+        """Deregister the queued releases in one round trip (the background tick calls this; an
+        inode unlinked elsewhere meanwhile is freed by the engine when its last open goes)."""
+        with self._closes_lock:
+            batch, self._closes = self._closes, []
+        if batch:
+            try:
+                self.meta.close_many(batch)
+            except ArtifactsError:
+                with self._closes_lock:  # retried on the next tick; session expiry is the backstop
+                    self._closes[:0] = batch
+                raise
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -239,10 +264,7 @@ class FileOps:
                     with self._lock:
                         if st.handles <= 0 and (st.writer is None or st.writer.state is WriterState.CLEAN):
                             self._inodes.pop(h.ino, None)
-                try:
-                    self.meta.close_file(h.ino)
-                except NotFound:
-                    pass
+                self._queue_close(h.ino)
 
     # -- data ----------------------------------------------------------------------------------
 

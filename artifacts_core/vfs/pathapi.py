@@ -106,7 +106,7 @@ class PathAPI:
             if hit is not None and hit[2] > time.monotonic():
                 return hit[0], None, hit[1]
         ino, attr = self.vfs.lookup(parent, name)
-        if ttl > 0 and attr.is_dir:
+        if ttl > 0:
             with self._entries_lock:
                 self._entries[key] = (ino, attr.type, time.monotonic() + ttl)
         return ino, attr, attr.type
@@ -117,13 +117,20 @@ class PathAPI:
 
     def _resolve(self, path, *, follow: bool = True) -> tuple[Ino, Parts]:
         """The inode a path names (and its canonical parts after following symlinks)."""
+        ino, parts, _ = self._resolve_attr(path, follow=follow)
+        return ino, parts
+
+    def _resolve_attr(self, path, *, follow: bool = True) -> tuple[Ino, Parts, Attr | None]:
+        """As ``_resolve``, plus the final inode's attributes when the walk fetched them fresh
+        (None when the entry came from the cache)."""
         parts = list(canonicalize(path))
         hops = 0
+        attr = None
         while True:
             ino, done = ROOT_INO, []
             restarted = False
             for i, name in enumerate(parts):
-                child, _attr, typ = self._lookup(ino, name)
+                child, attr, typ = self._lookup(ino, name)
                 last = i == len(parts) - 1
                 if typ == _stat.S_IFLNK >> 12 and (follow or not last):
                     hops += 1
@@ -137,7 +144,7 @@ class PathAPI:
                 ino = child
                 done.append(name)
             if not restarted:
-                return ino, tuple(done)
+                return ino, tuple(done), (attr if parts else None)
 
     def _link_target(self, link: Ino, where: list[str]) -> list[str]:
         target = self.vfs.readlink(link)
@@ -191,8 +198,8 @@ class PathAPI:
     # -- metadata ------------------------------------------------------------------------------
 
     def stat(self, path, *, follow_symlinks: bool = True) -> os.stat_result:
-        ino, _ = self._resolve(path, follow=follow_symlinks)
-        return stat_result(ino, self.vfs.getattr(ino))
+        ino, _, attr = self._resolve_attr(path, follow=follow_symlinks)
+        return stat_result(ino, attr if attr is not None else self.vfs.getattr(ino))
 
     def lstat(self, path) -> os.stat_result:
         return self.stat(path, follow_symlinks=False)

@@ -57,6 +57,28 @@ function DATA.rec_unpack(s)
 end
 
 function DATA.ref_field(id, size) return istr(id) .. '_' .. istr(size) end
+
+-- Append to `out` the (id, bytes) pairs of the inline slices among the records `recs` that
+-- overlap the chunk range [lo, hi), each id once; returns `out`. (Readers get a chunk's inline
+-- bytes in the same call as its slice list.)
+function DATA.add_inline(p, recs, lo, hi, out)
+  local seen = {}
+  for _, s in ipairs(recs) do
+    if string.byte(s, SLICE_SIZE) == DATA.KIND_INLINE then
+      local r = DATA.rec_unpack(s)
+      local id = istr(r.id)
+      if not seen[id] and r.pos < hi and r.pos + r.len > lo then
+        seen[id] = true
+        local data = redis.call('GET', k_inline(p, id))
+        if data then
+          out[#out + 1] = id
+          out[#out + 1] = data
+        end
+      end
+    end
+  end
+  return out
+end
 function DATA.k_indexes(p, ino) return p .. 'ci' .. istr(ino) end
 
 -- A list of chunk `indx` may now exist: remember its index (chunk 0 is always looked at).
@@ -171,23 +193,7 @@ redis.register_function{
     local p = prefix_of(keys)
     local lo, hi = tonumber(args[3]) or 0, tonumber(args[4]) or CHUNK_SIZE
     local recs = redis.call('LRANGE', k_chunk(p, args[1], args[2]), 0, -1)
-    local out = { redis.call('GET', k_inode(p, args[1])), table.concat(recs) }
-    local seen = {}
-    for _, s in ipairs(recs) do
-      if string.byte(s, SLICE_SIZE) == DATA.KIND_INLINE then
-        local r = DATA.rec_unpack(s)
-        local id = istr(r.id)
-        if not seen[id] and r.pos < hi and r.pos + r.len > lo then
-          seen[id] = true
-          local data = redis.call('GET', k_inline(p, id))
-          if data then
-            out[#out + 1] = id
-            out[#out + 1] = data
-          end
-        end
-      end
-    end
-    return out
+    return DATA.add_inline(p, recs, lo, hi, { redis.call('GET', k_inode(p, args[1])), table.concat(recs) })
   end,
   flags = { 'no-writes' },
 }

@@ -258,22 +258,7 @@ redis.register_function{
     if not raw then return fail('ENOENT', 'entry without inode ' .. eino) end
     if etyp ~= T_FILE then return { tonumber(eino), etyp, raw, '' } end
     local recs = redis.call('LRANGE', k_chunk(p, eino, args[3]), 0, -1)
-    local out = { tonumber(eino), etyp, raw, table.concat(recs) }
-    local seen = {}
-    for _, s in ipairs(recs) do
-      if string.byte(s, SLICE_SIZE) == DATA.KIND_INLINE then
-        local id = istr(DATA.rec_unpack(s).id)
-        if not seen[id] then
-          seen[id] = true
-          local data = redis.call('GET', k_inline(p, id))
-          if data then
-            out[#out + 1] = id
-            out[#out + 1] = data
-          end
-        end
-      end
-    end
-    return out
+    return DATA.add_inline(p, recs, 0, CHUNK_SIZE, { tonumber(eino), etyp, raw, table.concat(recs) })
   end,
   flags = { 'no-writes' },
 }
