@@ -253,6 +253,9 @@ def make_app(service: Service, *, admin_token: str = "", reap_interval: float | 
     app.router.add_get(ws + "/sessions", list_sessions)
     app.router.add_delete(ws + "/sessions/{sid}", revoke_session)
     app.router.add_post(ws + "/sessions/{sid}/renew", renew_session)
+    from artifacts_orchestrator import platform_routes  # issue 8 (imports this module: no cycle at load)
+
+    platform_routes.setup(app, service)
 
     async def start_background(app: web.Application):
         reaper = asyncio.get_running_loop().create_task(_reaper(app, reap_interval)) if reap_interval else None

@@ -8,12 +8,15 @@
     ...format with r.format.url, r.format.key_prefix, r.storage...
     api.workspaces.format_completed("notes")
     grant = api.sessions.create("notes", mode="ro")
+    issued = api.platform.create_mount_ticket("acme", "task-1", workspace="notes", ttl_seconds=3600)
+    api.platform.revoke_access_grants(tenant_slug="acme", runtime_id="task-1")
     api.workspaces.delete("notes")
 
 Results are the msgspec structs of ``models.py``; failures are the exceptions of ``errors.py``
 (``WorkspaceExists`` carries ``existing``; an unreachable orchestrator is
 ``OrchestratorUnavailable``). Workspaces are addressed as ``name`` (your own handle),
-``handle/name`` or ``artifacts://handle/name``.
+``handle/name`` or ``artifacts://handle/name``. ``platform`` holds the tenant, grant and
+mount-ticket calls of issue 8 (docs/platform.md).
 
 Moving parts: each namespace method describes one call (method, path, body, result type) and
 hands it to the client's ``_send``, which is blocking in ``Artifacts`` (stdlib ``urllib``) and a
@@ -28,11 +31,12 @@ import os
 import urllib.error
 import urllib.request
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import msgspec
 
 from artifacts_orchestrator import models as m
+from artifacts_orchestrator import platform_models as pm
 from artifacts_orchestrator.errors import InvalidRequest, OrchestratorUnavailable, error_from_body
 
 #: Where ``artifacts up`` serves the orchestrator when nothing else is configured.
@@ -148,6 +152,70 @@ class _Keys:
         return self._c._send(_Call("DELETE", f"/keys/{quote(key_id, safe='')}", None, m.KeyView))
 
 
+class _Platform:
+    """Tenants, access grants and mount tickets (issue 8; docs/platform.md). Seed 003's
+    ``createMountTicket`` is ``create_mount_ticket``; its ``mount_ticket`` is the JSON a runtime's
+    ``mount-ticket.json`` holds (``msgspec.json.encode(issued.mount_ticket)``)."""
+
+    def __init__(self, client) -> None:
+        self._c = client
+
+    def create_tenant(self, slug: str, *, external_id: str = "", metadata: dict | None = None) -> pm.TenantView:
+        body = {"slug": slug, "external_id": external_id, "metadata": metadata or {}}
+        return self._c._send(_Call("POST", "/tenants", body, pm.TenantView))
+
+    def list_tenants(self) -> pm.TenantList:
+        return self._c._send(_Call("GET", "/tenants", None, pm.TenantList))
+
+    def get_tenant(self, slug: str) -> pm.TenantView:
+        return self._c._send(_Call("GET", f"/tenants/{quote(slug, safe='')}", None, pm.TenantView))
+
+    def create_access_grant(self, workspace: str, *, tenant_slug: str, runtime_id: str | None = None,
+                            mode: str = "rw", ttl_seconds: int | None = None) -> pm.GrantView:
+        """``runtime_id=None`` makes the grant tenant-wide; ``ttl_seconds`` makes it expire."""
+        body = {"workspace": workspace, "tenant_slug": tenant_slug, "runtime_id": runtime_id, "mode": mode,
+                "ttl_seconds": ttl_seconds}
+        return self._c._send(_Call("POST", "/grants", body, pm.GrantView))
+
+    def list_access_grants(self, *, tenant_slug: str | None = None, runtime_id: str | None = None,
+                           workspace: str | None = None, include_revoked: bool = False) -> pm.GrantList:
+        query = {k: v for k, v in (("tenant", tenant_slug), ("runtime_id", runtime_id), ("workspace", workspace),
+                                   ("include_revoked", "true" if include_revoked else None)) if v is not None}
+        return self._c._send(_Call("GET", "/grants" + (f"?{urlencode(query)}" if query else ""), None,
+                                   pm.GrantList))
+
+    def get_access_grant(self, grant_id: str) -> pm.GrantView:
+        return self._c._send(_Call("GET", f"/grants/{quote(grant_id, safe='')}", None, pm.GrantView))
+
+    def revoke_access_grants(self, selector: dict | None = None, *, grant_id: str | None = None,
+                             tenant_slug: str | None = None, runtime_id: str | None = None) -> pm.RevokeResult:
+        """By ``grant_id``; the whole tenant (``tenant_slug``); one runtime (``tenant_slug`` +
+        ``runtime_id``). Live mounts of what is revoked fail with EACCES within about a second.
+        ``selector`` also takes seed 003's ``{"tenantSlug": …, "runtimeId": …}``."""
+        sel = selector or {}
+        body = {"grant_id": grant_id or sel.get("grantId") or sel.get("grant_id"),
+                "tenant_slug": tenant_slug or sel.get("tenantSlug") or sel.get("tenant_slug"),
+                "runtime_id": runtime_id or sel.get("runtimeId") or sel.get("runtime_id")}
+        return self._c._send(_Call("POST", "/grants/revoke", body, pm.RevokeResult))
+
+    def create_mount_ticket(self, tenant_slug: str, runtime_id: str, *, workspace: str, ttl_seconds: int,
+                            mode: str = "rw") -> pm.TicketIssued:
+        """Creates the tenant and the runtime-scoped grant if missing; returns a signed ticket."""
+        body = {"tenant_slug": tenant_slug, "runtime_id": runtime_id, "workspace": workspace, "mode": mode,
+                "ttl_seconds": ttl_seconds}
+        return self._c._send(_Call("POST", "/mount-tickets", body, pm.TicketIssued))
+
+    def exchange_mount_ticket(self, mount_ticket: Any, *, workspace: str | None = None, host: str = "",
+                              mountpoint: str = "") -> pm.ExchangeResult:
+        """What a runtime does (the CLI's ``mount --ticket-file``): no API key is sent, ever."""
+        body = {"mount_ticket": msgspec.to_builtins(mount_ticket), "workspace": workspace, "host": host,
+                "mountpoint": mountpoint}
+        return self._c._send(_Call("POST", "/mount-tickets/exchange", body, pm.ExchangeResult), token="")
+
+    def public_keys(self) -> pm.PublicKeyList:
+        return self._c._send(_Call("GET", "/mount-tickets/keys", None, pm.PublicKeyList), token="")
+
+
 class _Base:
     def __init__(self, api_key: str | None = None, *, base_url: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -157,6 +225,7 @@ class _Base:
         self.workspaces = _Workspaces(self)
         self.sessions = _Sessions(self)
         self.keys = _Keys(self)
+        self.platform = _Platform(self)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"

@@ -106,6 +106,43 @@ class InternalError(ApiError):
     code, status = "internal", 500
 
 
+# -- platforms (issue 8; docs/platform.md) --------------------------------------------------------
+
+
+class TenantNotFound(ApiError):
+    code, status = "tenant_not_found", 404
+
+
+class TenantExists(ApiError):
+    code, status = "tenant_exists", 409
+
+
+class GrantNotFound(ApiError):
+    code, status = "grant_not_found", 404
+
+
+class GrantRevoked(ApiError):
+    """The ticket's grant (or the runtime's access) was revoked or has expired."""
+
+    code, status = "grant_revoked", 403
+
+
+class TicketInvalid(ApiError):
+    """Not a ticket, tampered with, or signed by an unknown or retired key."""
+
+    code, status = "ticket_invalid", 401
+
+
+class TicketExpired(ApiError):
+    code, status = "ticket_expired", 401
+
+
+class TicketUsed(ApiError):
+    """A ticket is single-use (DESIGN.md §10): a remount needs a new one."""
+
+    code, status = "ticket_used", 409
+
+
 class OrchestratorUnavailable(ApiError):
     """Client side only: the orchestrator could not be reached (no HTTP answer at all)."""
 
@@ -116,7 +153,8 @@ ERRORS: dict[str, type[ApiError]] = {cls.code: cls for cls in (
     Unauthorized, Forbidden, WorkspaceNotFound, SessionNotFound, KeyNotFound, RouteNotFound,
     MethodNotAllowed, WorkspaceExists, AccountExists, WorkspaceNotActive, WorkspaceNotCompletable,
     SettingKeyMissing, InvalidRequest, MetadataAclProvisioningFailed, StorageProvisioningFailed,
-    InternalError, OrchestratorUnavailable)}
+    InternalError, OrchestratorUnavailable, TenantNotFound, TenantExists, GrantNotFound, GrantRevoked,
+    TicketInvalid, TicketExpired, TicketUsed)}
 
 
 def error_from_body(status: int, body: Any) -> ApiError:

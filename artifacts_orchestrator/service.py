@@ -98,6 +98,10 @@ class Service:
         self.session_ttl = session_ttl
         self._deleting: set[int] = set()
         self._lock = threading.Lock()
+        #: Extensions (the platform layer, platform_service.py): called with a workspace whose
+        #: delete was accepted, and with ``now`` on every reaper pass (returning counts).
+        self.delete_hooks: list[Callable[[m.Workspace], None]] = []
+        self.reap_hooks: list[Callable[[float], dict[str, int]]] = []
 
     # -- accounts and keys ----------------------------------------------------------------------
 
@@ -236,6 +240,8 @@ class Service:
         if ws.status == "deleted":
             return self.view(ws), False
         ws, _ = self.store.transition(ws.id, {"pending_format", "active", "deleting"}, "deleting", self.clock())
+        for hook in self.delete_hooks:
+            hook(ws)
         return self.view(ws), True
 
     def run_delete(self, workspace_id: int) -> None:
@@ -287,16 +293,26 @@ class Service:
                              s3_user=user if ws.backend == "managed" else "", created_at=now,
                              expires_at=now + ttl, host=req.host[:HOST_MAX], mountpoint=req.mountpoint[:MOUNTPOINT_MAX])
         self.store.add_session(row)
+        return self.provision_session(ws, row)
+
+    def provision_session(self, ws: m.Workspace, row: m.MountSession,
+                          still_valid: Callable[[], None] | None = None) -> m.SessionGrant:
+        """Mint the ACL user (and managed S3 user) of a session whose row is stored, then check
+        that the workspace is still active and ``still_valid()`` does not raise (a grant revoked
+        meanwhile); on any failure undo both and mark the row revoked."""
+        user = row.redis_user
         try:
             password = secrets.token_urlsafe(PASSWORD_BYTES)
-            self.redis.set_user(user, password, ws.key_prefix, read_only=req.mode == "ro")
+            self.redis.set_user(user, password, ws.key_prefix, read_only=row.mode == "ro")
             creds = None
             if row.s3_user and self.storage is not None:
-                creds = self.storage.issue(user, ws.storage_prefix, read_only=req.mode == "ro",
+                creds = self.storage.issue(user, ws.storage_prefix, read_only=row.mode == "ro",
                                            expires_at=row.expires_at)
             current = self.store.get_workspace(ws.id)
             if current is None or current.status != "active":  # deleted while we provisioned
-                raise WorkspaceNotActive(f"{handle}/{name} is being deleted")
+                raise WorkspaceNotActive(f"{ws.handle}/{ws.name} is being deleted")
+            if still_valid is not None:
+                still_valid()
         except BaseException:
             with contextlib.suppress(ApiError):  # best effort; the orphan reaper takes what is left
                 self.redis.delete_user(user)
@@ -304,7 +320,7 @@ class Service:
                     self.storage.revoke(row.s3_user)
             self.store.revoke_session(row.id, self.clock(), "provisioning failed")
             raise
-        log.info("session %s (%s) issued on %s/%s", sid, req.mode, ws.handle, ws.name)
+        log.info("session %s (%s) issued on %s/%s", row.id, row.mode, ws.handle, ws.name)
         meta = m.MetaAccess(url=self.redis.client_url(user, password), user=user, key_prefix=ws.key_prefix,
                             expires_at=row.expires_at)
         return m.SessionGrant(session=self._session_view(ws, row), meta=meta,
@@ -374,6 +390,8 @@ class Service:
         for ws in self.store.workspaces_in(["deleting"]):
             self.run_delete(ws.id)
             done["deletes"] += 1
+        for hook in self.reap_hooks:
+            done.update(hook(now))
         return done
 
     def view(self, ws: m.Workspace) -> m.WorkspaceView:

@@ -1,0 +1,204 @@
+# ruff: noqa: F811 - the imported fixtures are used as parameters
+"""Seed 003's platform quickstart end to end on the real local stack (orchestrator over loopback
+HTTP, Redis with an ACL file, SeaweedFS with IAM, FUSE): the platform's backend creates a workspace
+and a mount ticket; the "runtime" — a separate process with its own XDG directories and no API key
+in its environment — mounts with the ticket file; the agent writes through the mount; the platform
+revokes and the mount fails with EACCES within the bound; the workspace is deleted.
+
+Also: a loose ticket file is refused; a ticket mounts once; a ticket cannot mount another
+workspace; an ``ro`` ticket cannot write; an expired ticket is refused; the platform's API key is in
+none of the runtime's files, process arguments or environments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+from test_orchestrator_api import _reset_clock, api, create_and_format, stack, wait_deleted  # noqa: F401
+
+from artifacts_fuse import is_mounted, unmount
+
+pytestmark = [pytest.mark.redis, pytest.mark.s3]
+
+#: The revocation bound asserted here: the target is about one second (DESIGN.md §10); tests
+#: assert a few times the target, benchmarks/bench_revocation.py measures the figure.
+REVOCATION_BOUND = 5.0
+
+
+class Runtime:
+    """A customer runtime: its own HOME and XDG directories, a ticket file, no platform key."""
+
+    def __init__(self, root: Path, orchestrator_url: str) -> None:
+        self.root = root
+        self.ticket_file = root / "run" / "tonbo" / "artifacts" / "mount-ticket.json"
+        self.env = {"PATH": os.environ["PATH"], "HOME": str(root / "home"), "LANG": "C.UTF-8",
+                    "XDG_CONFIG_HOME": str(root / "config"), "XDG_CACHE_HOME": str(root / "cache"),
+                    "XDG_STATE_HOME": str(root / "state")}
+        for d in ("home", "config", "cache", "state"):
+            (root / d).mkdir(parents=True, exist_ok=True)
+        self.ticket_file.parent.mkdir(parents=True, exist_ok=True)
+        self.ticket_file.parent.chmod(0o700)
+        self.mounts: list[str] = []
+
+    def inject(self, issued, mode: int = 0o600) -> None:
+        """What the platform's launcher does (seed 003 step 7)."""
+        self.ticket_file.unlink(missing_ok=True)
+        fd = os.open(self.ticket_file, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(msgspec.json.encode(issued.mount_ticket))
+        self.ticket_file.chmod(mode)
+
+    def mount(self, mountpoint: Path, *extra: str) -> subprocess.CompletedProcess:
+        """``artifacts mount --ticket-file … MOUNTPOINT`` as a separate process."""
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        self.mounts.append(str(mountpoint))
+        cmd = [sys.executable, "-m", "artifacts_cli.ticket", "--ticket-file", str(self.ticket_file),
+               *extra, str(mountpoint)]
+        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=120,
+                              cwd=str(self.root / "home"))
+
+    def mount_pids(self) -> list[int]:
+        pids = []
+        for state in (self.root / "state" / "tonbo" / "artifacts" / "mounts").glob("*.json"):
+            info = json.loads(state.read_text())
+            pids += [info["supervisor"], info["child"]]
+        return pids
+
+    def files(self) -> list[Path]:
+        return [p for p in self.root.rglob("*") if p.is_file() and not p.is_symlink()]
+
+    def unmount_all(self) -> None:
+        for mp in self.mounts:
+            if is_mounted(mp):
+                with contextlib.suppress(Exception):
+                    unmount(mp, timeout=30)
+            if is_mounted(mp):
+                subprocess.run(["fusermount3", "-uz", mp], capture_output=True)
+
+
+@pytest.fixture
+def rt(stack, tmp_path):
+    r = Runtime(tmp_path / "runtime", stack["server"].url)
+    yield r
+    r.unmount_all()
+
+
+def first_eacces(mp: Path, timeout: float) -> float:
+    """Stat a fresh name in the mount (negative lookups are never cached, so each goes to the
+    FUSE process) until one fails with EACCES; seconds it took."""
+    started = time.monotonic()
+    n = 0
+    while time.monotonic() - started < timeout:
+        n += 1
+        try:
+            os.stat(mp / f"probe-{n}")
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            return time.monotonic() - started
+    raise AssertionError(f"no EACCES within {timeout} s after revocation")
+
+
+def test_platform_quickstart_end_to_end(stack, api, monkeypatch, rt, tmp_path):
+    # Steps 5-6 on the platform's backend: a workspace and a one-hour rw ticket for the task.
+    create_and_format(api, "task-4711", monkeypatch)
+    issued = api.platform.create_mount_ticket("acme", "task-4711", workspace=f"{api.handle}/task-4711",
+                                              mode="rw", ttl_seconds=3600)
+    # Step 7, done wrong first: a world-readable ticket file is refused before it is used.
+    rt.inject(issued, mode=0o644)
+    bad = rt.mount(tmp_path / "mnt" / "work")
+    assert bad.returncode == 1 and "accessible by group or others" in bad.stderr and "chmod 600" in bad.stderr
+    assert not is_mounted(str(tmp_path / "mnt" / "work"))
+    rt.ticket_file.chmod(0o600)
+
+    # Step 8: mount in the runtime, and the agent uses it like a local directory.
+    work = tmp_path / "mnt" / "work"
+    done = rt.mount(work)
+    assert done.returncode == 0, done.stderr
+    assert is_mounted(str(work))
+    (work / "output.txt").write_text("hello")
+    (work / "big.bin").write_bytes(os.urandom(3 << 20))  # past the inline limit: blocks in S3
+    assert (work / "output.txt").read_text() == "hello"
+    sessions = api.sessions.list("task-4711").sessions
+    assert len(sessions) == 1 and sessions[0].mountpoint == str(work)
+
+    # The platform's key is nowhere in the runtime: files, process arguments, environments.
+    key = api._api_key.encode()
+    pids = rt.mount_pids()
+    assert len(pids) == 2
+    for pid in pids:
+        for what in ("cmdline", "environ"):
+            blob = Path(f"/proc/{pid}/{what}").read_bytes()
+            assert key not in blob and b"tbo_" not in blob, f"/proc/{pid}/{what}"
+        assert b"redis://" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    files = rt.files()
+    assert rt.ticket_file in files and any("logs" in str(p) for p in files)
+    for p in files:
+        assert key not in p.read_bytes(), p
+    for p in files:
+        if "state" in p.parts or "logs" in p.parts:
+            assert p.stat().st_mode & 0o077 == 0, f"{p} is {oct(p.stat().st_mode)}"
+
+    # A ticket mounts once.
+    again = rt.mount(tmp_path / "mnt" / "again")
+    assert again.returncode == 1 and "ticket_used" in again.stderr
+
+    # Step 9: revoke the runtime; the mount fails with EACCES on its next operation.
+    api.platform.revoke_access_grants(tenant_slug="acme", runtime_id="task-4711")
+    took = first_eacces(work, REVOCATION_BOUND)
+    assert took < REVOCATION_BOUND
+    with pytest.raises(PermissionError):
+        (work / "after.txt").write_text("no")
+    assert api.sessions.list("task-4711").sessions == []
+    rt.unmount_all()
+    api.workspaces.delete(f"{api.handle}/task-4711")
+    assert wait_deleted(api, "task-4711").status == "deleted"
+
+
+def test_a_runtime_ticket_cannot_mount_another_workspace_and_expired_tickets_are_refused(
+        stack, api, monkeypatch, rt, tmp_path):
+    create_and_format(api, "mine", monkeypatch)
+    create_and_format(api, "other", monkeypatch)
+    rt.inject(api.platform.create_mount_ticket("acme", "r1", workspace="mine", ttl_seconds=60))
+    res = rt.mount(tmp_path / "m1", "--workspace", f"{api.handle}/other")
+    assert res.returncode == 1 and "forbidden" in res.stderr and f"{api.handle}/mine" in res.stderr
+    assert not is_mounted(str(tmp_path / "m1"))
+    assert api.sessions.list("other").sessions == []
+    stack["clock"].offset = 61  # the orchestrator's clock: the 60-second ticket has expired
+    res = rt.mount(tmp_path / "m2")
+    assert res.returncode == 1 and "ticket_expired" in res.stderr
+    stack["clock"].offset = 0
+    res = rt.mount(tmp_path / "m3")  # the refusals above did not consume the ticket
+    assert res.returncode == 0, res.stderr
+
+
+def test_an_ro_ticket_mounts_read_only_and_cannot_write(stack, api, monkeypatch, rt, tmp_path):
+    create_and_format(api, "docs", monkeypatch)
+    writer = Runtime(tmp_path / "writer", stack["server"].url)
+    try:
+        writer.inject(api.platform.create_mount_ticket("acme", "w", workspace="docs", ttl_seconds=60))
+        assert writer.mount(tmp_path / "w").returncode == 0
+        (tmp_path / "w" / "readme.txt").write_text("read me")
+        writer.unmount_all()
+    finally:
+        writer.unmount_all()
+    rt.inject(api.platform.create_mount_ticket("acme", "reader", workspace="docs", mode="ro", ttl_seconds=60))
+    res = rt.mount(tmp_path / "r")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "r" / "readme.txt").read_text() == "read me"
+    for attempt in (lambda: (tmp_path / "r" / "new.txt").write_text("x"),
+                    lambda: (tmp_path / "r" / "readme.txt").write_text("changed"),
+                    lambda: (tmp_path / "r" / "d").mkdir()):
+        with pytest.raises(OSError) as e:
+            attempt()
+        assert e.value.errno in (errno.EROFS, errno.EACCES)
+    assert (tmp_path / "r" / "readme.txt").read_text() == "read me"
