@@ -9,7 +9,8 @@
 - the orchestrator (``python -m artifacts_orchestrator serve`` with a 0600 config file);
 
 then makes sure an account exists for the local user (handle from the login name) and that
-``credentials.json`` holds a key that works against it. Everything lives under
+``credentials.json`` holds its key — unless it holds a working login to another orchestrator,
+which ``up`` keeps (with a warning) unless ``--login`` is given. Everything lives under
 ``$XDG_STATE_HOME/tonbo/artifacts/stack`` (0700): ``stack.json`` (pids and ports, no secrets),
 ``orchestrator.json`` and ``account.json`` (0600, secrets), the servers' data directories; the
 orchestrator's log is ``$XDG_CACHE_HOME/tonbo/artifacts/logs/orchestrator.log``.
@@ -37,7 +38,15 @@ import sys
 import time
 from pathlib import Path
 
-from artifacts_cli.config import CliError, read_json, resolve_login, save_login, state_path, write_private
+from artifacts_cli.config import (
+    CREDENTIALS,
+    CliError,
+    config_path,
+    read_json,
+    save_login,
+    state_path,
+    write_private,
+)
 from artifacts_core.config import xdg_dir
 from artifacts_core.servers import LOOPBACK, SeaweedS3, free_port
 from artifacts_orchestrator.client import Artifacts
@@ -163,7 +172,15 @@ def _start_orchestrator(d: Path, state: dict, port: int) -> None:
     state["orchestrator"] = {"pid": proc.pid, "port": port, "url": url}
 
 
-def _ensure_account(out, d: Path, url: str) -> str:
+def _works(saved: dict) -> bool:
+    try:
+        Artifacts(saved["api_key"], base_url=saved["orchestrator_url"], timeout=5).whoami()
+        return True
+    except ApiError:
+        return False
+
+
+def _ensure_account(out, d: Path, url: str, force_login: bool = False) -> str:
     """A working key for the local account in account.json and credentials.json; its handle."""
     acct_file = d / "account.json"
     acct = read_json(acct_file)
@@ -189,12 +206,13 @@ def _ensure_account(out, d: Path, url: str) -> str:
         write_private(acct_file, json.dumps(acct))
         out.info(f"Created account {new.account.handle} on the local orchestrator.")
         handle = new.account.handle
-    try:
-        login = resolve_login()
-        if login.source != "env" and login.url == url and login.api_key == acct["api_key"]:
-            return handle
-    except CliError:
-        pass
+    saved = read_json(config_path(CREDENTIALS))
+    if saved.get("api_key") == acct["api_key"] and saved.get("orchestrator_url") == url:
+        return handle
+    foreign = saved.get("orchestrator_url")
+    if saved.get("api_key") and foreign and foreign != url and not force_login and _works(saved):
+        out.warn(f"kept your login to {foreign}; `artifacts up --login` switches this machine to the local stack")
+        return handle
     path = save_login(acct["api_key"], url, handle, announce=lambda p: out.info(f"Wrote {p}"))
     out.info(f"Saved the local account's API key to {path} (mode 0600).")
     return handle
@@ -230,7 +248,7 @@ def cmd_up(args) -> int:
         started.append("orchestrator")
         _save(state)
     url = state["orchestrator"]["url"]
-    handle = _ensure_account(out, d, url)
+    handle = _ensure_account(out, d, url, force_login=args.login)
     rows = [("redis", state["redis"]["pid"], f"redis://{LOOPBACK}:{state['redis']['port']}"),
             ("s3", state["s3"]["pid"], state["s3"]["endpoint"]),
             ("orchestrator", state["orchestrator"]["pid"], url)]
@@ -289,6 +307,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("up", help="start the local stack (Redis, SeaweedFS, orchestrator) and log in to it")
     p.add_argument("--port", type=int, help=f"orchestrator port (default {DEFAULT_PORT}, or the one used "
                    "before; 0 picks a free one)")
+    p.add_argument("--login", action="store_true", help="save the local account's key even if this machine "
+                   "is logged in to another orchestrator")
     p.set_defaults(func=cmd_up)
     p = sub.add_parser("down", help="stop the local stack (its data stays)")
     p.set_defaults(func=cmd_down)
