@@ -161,6 +161,13 @@ def mount_workspace(args, ref: str, mountpoint: str, *, foreground: bool, read_o
 
 
 def cmd_mount(args) -> int:
+    if args.ticket_file:  # a platform runtime (issue 8): the ticket is the only credential
+        from artifacts_cli.ticket import cmd_mount_ticket
+
+        return cmd_mount_ticket(args)
+    if not args.mountpoint:
+        raise CliError("mount needs a workspace and a mountpoint", "artifacts mount <workspace> <mountpoint>",
+                       exit_code=2)
     mount_workspace(args, args.workspace, args.mountpoint, foreground=args.foreground, read_only=args.read_only)
     return 0
 
@@ -182,8 +189,10 @@ def cmd_unmount(args) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("mount", help="mount a workspace at a local path")
-    p.add_argument("workspace", help="name, handle/name or artifacts://handle/name")
-    p.add_argument("mountpoint")
+    p.add_argument("workspace", nargs="?", help="name, handle/name or artifacts://handle/name")
+    p.add_argument("mountpoint", nargs="?")
+    p.add_argument("--ticket-file", metavar="FILE",
+                   help="mount with a platform's mount ticket (mode 0600), e.g. /run/tonbo/artifacts/mount-ticket.json")
     p.add_argument("-f", "--foreground", action="store_true", help="serve in this process until unmounted")
     p.add_argument("--read-only", action="store_true", help="a read-only session (enforced by Redis and S3)")
     p.set_defaults(func=cmd_mount)

@@ -15,7 +15,7 @@ platform's API key. ``mount_with_ticket``:
    whatever the kernel is told).
 
 A ticket is single-use: a remount needs a new ticket (the orchestrator answers ``ticket_used``).
-Until the CLI's ``mount`` command grows ``--ticket-file`` this module runs on its own:
+``artifacts mount --ticket-file`` (mount.py) calls ``cmd_mount_ticket``; the module also runs alone:
 ``python -m artifacts_cli.ticket --ticket-file FILE MOUNTPOINT [--workspace handle/name] [--foreground]``.
 """
 
@@ -30,15 +30,28 @@ import stat
 import sys
 from urllib.parse import urlsplit
 
-from artifacts_core.errors import ArtifactsError
+from artifacts_cli.config import CliError
 from artifacts_orchestrator.client import URL_ENV, Artifacts
-from artifacts_orchestrator.errors import ApiError
+from artifacts_orchestrator.errors import ApiError, TicketInvalid
 from artifacts_orchestrator.tickets import MAX_TICKET_BYTES, unverified_claims
 
 #: Where seed 003 injects the ticket.
 DEFAULT_TICKET_FILE = "/run/tonbo/artifacts/mount-ticket.json"
 #: A ticket file is a few hundred bytes; a larger one is refused before it is parsed.
 MAX_FILE_BYTES = 4 * MAX_TICKET_BYTES
+
+
+#: The CLI's exit codes (main.py) for the ticket path: 2 usage, 3 authentication, 5 conflict.
+EXIT_USAGE, EXIT_AUTH, EXIT_CONFLICT = 2, 3, 5
+#: Refusals of an exchange -> (exit code, hint): the runtime cannot fix these, its platform can.
+TICKET_ERRORS = {
+    "ticket_invalid": (EXIT_AUTH, "the ticket was altered or its signing key retired: ask the platform for a new one"),
+    "ticket_expired": (EXIT_AUTH, "ask the platform for a new ticket"),
+    "ticket_used": (EXIT_CONFLICT, "a ticket mounts once; a remount needs a new ticket from the platform"),
+    "grant_revoked": (EXIT_AUTH, "this runtime's access was revoked or has expired"),
+    "forbidden": (EXIT_AUTH, "a ticket mounts only the workspace it was issued for"),
+    "workspace_not_active": (EXIT_CONFLICT, "the workspace is being deleted (or not created yet)"),
+}
 
 
 class TicketFileError(Exception):
@@ -88,25 +101,33 @@ def _exchange_url(iss: str) -> str:
     return url
 
 
-def mount_with_ticket(path: str, mountpoint: str, foreground: bool = False, *,
-                      workspace: str | None = None) -> int:
-    """Exchange the ticket in ``path`` and mount its workspace at ``mountpoint``; 0 on success,
-    1 with a message on stderr otherwise (the CLI's convention)."""
-    from artifacts_fuse import MountError, MountSettings, mount
+def mount_from_ticket(out, path: str, mountpoint: str, *, foreground: bool = False,
+                      workspace: str | None = None) -> dict:
+    """Exchange the ticket in ``path`` and mount its workspace at ``mountpoint``. Raises
+    ``CliError`` / ``ApiError`` / ``MountError`` (the CLI turns them into a message and an exit
+    code); returns what was mounted."""
+    from artifacts_fuse import MountSettings, mount
+    from artifacts_fuse.mount import check_mountpoint
 
     try:
         ticket = read_ticket_file(path)
         claims = unverified_claims(ticket)
-        api = Artifacts("", base_url=_exchange_url(claims.iss))  # never an API key in a runtime
-        mp = os.path.abspath(mountpoint)
+        url = _exchange_url(claims.iss)
+    except TicketFileError as e:
+        raise CliError(str(e), exit_code=EXIT_USAGE) from None
+    except TicketInvalid as e:
+        raise CliError(f"{path}: {e.message}", "it must hold the mount_ticket the platform created",
+                       exit_code=EXIT_USAGE) from None
+    mp = check_mountpoint(mountpoint)  # a busy or missing mountpoint costs no ticket
+    api = Artifacts("", base_url=url)  # never an API key in a runtime
+    try:
         got = api.platform.exchange_mount_ticket(ticket, workspace=workspace, host=socket.gethostname(),
                                                  mountpoint=mp)
-    except TicketFileError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 1
     except ApiError as e:
-        print(f"Error: {e.code}: {e.message}", file=sys.stderr)
-        return 1
+        if e.code in TICKET_ERRORS:
+            exit_code, hint = TICKET_ERRORS[e.code]
+            raise CliError(f"{e.code}: {e.message}", hint, exit_code=exit_code) from None
+        raise
     s = got.mount
     env = {}
     if s.storage.credentials is not None:
@@ -119,14 +140,41 @@ def mount_with_ticket(path: str, mountpoint: str, foreground: bool = False, *,
     settings = MountSettings(meta_url=s.meta.url, key_prefix=s.meta.key_prefix, workspace=s.volume_name,
                              storage_url=s.storage.url, profile=profile, env=env)
     read_only = s.session.mode == "ro"
+    out.info(f"Mounting artifacts://{got.workspace} at {mp} ({s.session.mode}; runtime {got.runtime_id} "
+             f"of tenant {got.tenant}) ...")
+    mount(settings, mp, foreground=foreground, read_only=read_only)
+    return {"workspace": f"artifacts://{got.workspace}", "mountpoint": mp, "mode": s.session.mode,
+            "session": s.session.id, "tenant": got.tenant, "runtime_id": got.runtime_id, "grant_id": got.grant_id}
+
+
+def cmd_mount_ticket(args) -> int:
+    """``artifacts mount --ticket-file FILE [WORKSPACE] MOUNTPOINT`` (mount.py hands over here)."""
+    given = [a for a in (args.workspace, args.mountpoint) if a]
+    if not given:
+        raise CliError("mount --ticket-file needs a mountpoint", "artifacts mount --ticket-file FILE /mnt/work",
+                       exit_code=EXIT_USAGE)
+    workspace = given[0] if len(given) == 2 else None
+    done = mount_from_ticket(args.out, args.ticket_file, given[-1], foreground=args.foreground,
+                             workspace=workspace)
+    if not args.foreground:
+        args.out.result(f"Mounted {done['workspace']} at {done['mountpoint']}"
+                        f"{' (read-only)' if done['mode'] == 'ro' else ''}.", data=done)
+    return 0
+
+
+def mount_with_ticket(path: str, mountpoint: str, foreground: bool = False, *,
+                      workspace: str | None = None) -> int:
+    """The same as a function returning the CLI's exit code (messages on stderr)."""
+    from artifacts_cli.main import handle_error
+    from artifacts_cli.output import Output
+
+    out = Output()
     try:
-        if not foreground:
-            print(f"Mounting artifacts://{got.workspace} at {mp} ({s.session.mode}, runtime {got.runtime_id} "
-                  f"of tenant {got.tenant})", file=sys.stderr)
-        mount(settings, mp, foreground=foreground, read_only=read_only)
-    except (MountError, ArtifactsError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 1
+        done = mount_from_ticket(out, path, mountpoint, foreground=foreground, workspace=workspace)
+    except (Exception, KeyboardInterrupt) as e:
+        return handle_error(e, out)
+    if not foreground:
+        out.result(f"Mounted {done['workspace']} at {done['mountpoint']}.")
     return 0
 
 

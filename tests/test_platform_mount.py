@@ -32,6 +32,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.s3]
 #: The revocation bound asserted here: the target is about one second (DESIGN.md §10); tests
 #: assert a few times the target, benchmarks/bench_revocation.py measures the figure.
 REVOCATION_BOUND = 5.0
+#: The ``artifacts`` console script of this environment.
+ARTIFACTS = str(Path(sys.executable).parent / "artifacts")
 
 
 class Runtime:
@@ -57,12 +59,13 @@ class Runtime:
             f.write(msgspec.json.encode(issued.mount_ticket))
         self.ticket_file.chmod(mode)
 
-    def mount(self, mountpoint: Path, *extra: str) -> subprocess.CompletedProcess:
-        """``artifacts mount --ticket-file … MOUNTPOINT`` as a separate process."""
+    def mount(self, mountpoint: Path, workspace: str | None = None) -> subprocess.CompletedProcess:
+        """``artifacts mount --ticket-file FILE [WORKSPACE] MOUNTPOINT`` as a separate process (the
+        venv's console script, so PATH needs nothing of ours)."""
         mountpoint.mkdir(parents=True, exist_ok=True)
         self.mounts.append(str(mountpoint))
-        cmd = [sys.executable, "-m", "artifacts_cli.ticket", "--ticket-file", str(self.ticket_file),
-               *extra, str(mountpoint)]
+        cmd = [ARTIFACTS, "mount", "--ticket-file", str(self.ticket_file),
+               *([workspace] if workspace else []), str(mountpoint)]
         return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=120,
                               cwd=str(self.root / "home"))
 
@@ -116,7 +119,7 @@ def test_platform_quickstart_end_to_end(stack, api, monkeypatch, rt, tmp_path):
     # Step 7, done wrong first: a world-readable ticket file is refused before it is used.
     rt.inject(issued, mode=0o644)
     bad = rt.mount(tmp_path / "mnt" / "work")
-    assert bad.returncode == 1 and "accessible by group or others" in bad.stderr and "chmod 600" in bad.stderr
+    assert bad.returncode == 2 and "accessible by group or others" in bad.stderr and "chmod 600" in bad.stderr
     assert not is_mounted(str(tmp_path / "mnt" / "work"))
     rt.ticket_file.chmod(0o600)
 
@@ -150,7 +153,7 @@ def test_platform_quickstart_end_to_end(stack, api, monkeypatch, rt, tmp_path):
 
     # A ticket mounts once.
     again = rt.mount(tmp_path / "mnt" / "again")
-    assert again.returncode == 1 and "ticket_used" in again.stderr
+    assert again.returncode == 5 and "ticket_used" in again.stderr
 
     # Step 9: revoke the runtime; the mount fails with EACCES on its next operation.
     api.platform.revoke_access_grants(tenant_slug="acme", runtime_id="task-4711")
@@ -169,13 +172,13 @@ def test_a_runtime_ticket_cannot_mount_another_workspace_and_expired_tickets_are
     create_and_format(api, "mine", monkeypatch)
     create_and_format(api, "other", monkeypatch)
     rt.inject(api.platform.create_mount_ticket("acme", "r1", workspace="mine", ttl_seconds=60))
-    res = rt.mount(tmp_path / "m1", "--workspace", f"{api.handle}/other")
-    assert res.returncode == 1 and "forbidden" in res.stderr and f"{api.handle}/mine" in res.stderr
+    res = rt.mount(tmp_path / "m1", f"{api.handle}/other")
+    assert res.returncode == 3 and "forbidden" in res.stderr and f"{api.handle}/mine" in res.stderr
     assert not is_mounted(str(tmp_path / "m1"))
     assert api.sessions.list("other").sessions == []
     stack["clock"].offset = 61  # the orchestrator's clock: the 60-second ticket has expired
     res = rt.mount(tmp_path / "m2")
-    assert res.returncode == 1 and "ticket_expired" in res.stderr
+    assert res.returncode == 3 and "ticket_expired" in res.stderr
     stack["clock"].offset = 0
     res = rt.mount(tmp_path / "m3")  # the refusals above did not consume the ticket
     assert res.returncode == 0, res.stderr
