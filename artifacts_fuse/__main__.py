@@ -7,9 +7,16 @@ import sys
 
 def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "serve":
+        import logging
+        import os
+
         from artifacts_fuse.daemon import serve_child
 
-        return serve_child()
+        rc = serve_child()
+        # Everything is committed (or given up on, logged): exit without waiting for threads
+        # of a volume whose servers may be gone.
+        logging.shutdown()
+        os._exit(rc)
     if len(argv) == 2 and argv[0] == "unmount":
         from artifacts_fuse.mount import unmount
 

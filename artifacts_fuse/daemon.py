@@ -30,6 +30,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import msgspec
 
@@ -43,6 +44,9 @@ PYTHON_ENV = "ARTIFACTS_FUSE_PYTHON"
 #: waiters block while other requests still find a thread; libfuse starts threads only on demand.
 MAX_THREADS = 256
 _PR_SET_PDEATHSIG = 1
+#: How long the child may take to commit and close after the unmount: the client's own retries
+#: ride out a Redis or S3 restart within this, and ``unmount`` waits a little longer (120 s).
+CLOSE_TIMEOUT = 100.0
 
 
 class MountSettings(msgspec.Struct, kw_only=True):
@@ -197,13 +201,33 @@ def serve(request: ChildRequest, ready=None) -> int:
             rc = 1
     finally:
         log.info("unmounted %s; committing and closing the workspace", request.mountpoint)
+        rc = _close(vol, s.workspace) or rc
+    return rc
+
+
+def _close(vol, workspace: str) -> int:
+    """Close the volume (commit, end the session), bounded: with Redis or S3 gone for good the
+    client would retry forever, and a process that never exits blocks ``unmount``."""
+    errors: list[BaseException] = []
+
+    def close() -> None:
         try:
             vol.close()
-        except Exception:
-            log.exception("closing workspace %s failed", s.workspace)
-            rc = rc or 1
-    log.info("workspace %s closed", s.workspace)
-    return rc
+        except Exception as e:
+            errors.append(e)
+
+    t = threading.Thread(target=close, name="artifacts-close", daemon=True)
+    t.start()
+    t.join(CLOSE_TIMEOUT)
+    if t.is_alive():
+        log.error("workspace %s could not be closed within %.0f s (metadata or storage unreachable); "
+                  "data not yet committed is lost", workspace, CLOSE_TIMEOUT)
+        return 1
+    if errors:
+        log.error("closing workspace %s failed: %s", workspace, errors[0])
+        return 1
+    log.info("workspace %s closed", workspace)
+    return 0
 
 
 def serve_child() -> int:
