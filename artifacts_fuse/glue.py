@@ -135,9 +135,10 @@ class ArtifactsFUSE(mfusepy.FUSE):
     def readdir_fuse_3(self, path, buf, filler, offset: int, fip, flags: int) -> int:
         """Entries with their inode numbers and types; resumable at any offset (the index)."""
         st = mfusepy.c_stat()
+        pst = ctypes.pointer(st)
         for name, ino, mode, nxt in self.operations.readdir_from(fip.contents.fh, offset):
             st.st_ino = ino
             st.st_mode = mode
-            if filler(buf, name.encode(self.encoding, self.errors), ctypes.byref(st), nxt, 0) != 0:
+            if filler(buf, name, pst, nxt, 0):
                 break
         return 0

@@ -46,6 +46,17 @@ class InodeCache:
             self._entries.clear()
         self._entries[(parent, name)] = (ino, time.monotonic() + self.ttl)
 
+    def remember_many(self, parent: Ino, children) -> None:
+        """``remember`` for ``(name, ino)`` pairs of one directory listing (one clock read)."""
+        if self.ttl <= 0:
+            return
+        expires = time.monotonic() + self.ttl
+        entries = self._entries
+        for name, ino in children:
+            entries[(parent, name)] = (ino, expires)
+        if len(entries) >= MAX_ENTRIES:
+            entries.clear()
+
     def forget(self, parent: Ino, name: str) -> None:
         self._entries.pop((parent, name), None)
 

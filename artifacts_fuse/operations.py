@@ -18,6 +18,7 @@ import ctypes
 import errno
 import fcntl
 import itertools
+import os
 import stat as _stat
 import threading
 import time
@@ -239,25 +240,24 @@ class ArtifactsOperations(mfusepy.Operations):
         return fh
 
     def readdir(self, path, fh):  # bound for libfuse; glue.readdir_fuse_3 calls readdir_from
-        return [name for name, *_ in self.readdir_from(fh, 0)]
+        return [os.fsdecode(name) for name, *_ in self.readdir_from(fh, 0)]
 
     def readdir_from(self, fh, offset):
-        """Yield ``(name, ino, mode, next offset)`` from ``offset`` (0 rereads the directory)."""
+        """Yield ``(name as bytes, ino, mode, next offset)`` from ``offset`` (0 rereads the
+        directory, as rewinddir does); names are encoded once, when the listing is read."""
         d = self._dirs[fh]
         if offset == 0:
-            d.entries = [(".", d.ino, _stat.S_IFDIR), ("..", d.parent, _stat.S_IFDIR)]
-            seen: set[str] = set()
+            entries = {".": (d.ino, _stat.S_IFDIR), "..": (d.parent, _stat.S_IFDIR)}
             cursor = 0
             while True:
                 page, cursor = self.vfs.readdir(d.ino, cursor, caller=d.caller)
-                for name, ino, typ in page:
-                    if name not in seen:
-                        seen.add(name)
-                        d.entries.append((name, ino, typ << 12))
-                        if ino != ROOT_INO and not internal.is_internal(ino):
-                            self.inodes.remember(d.ino, name, ino)
+                for name, ino, typ in page:  # HSCAN may repeat a name across pages: keep one
+                    entries[name] = (ino, typ << 12)
                 if not cursor:
                     break
+            self.inodes.remember_many(d.ino, ((n, i) for n, (i, _) in entries.items()
+                                              if n not in (".", "..") and not internal.is_internal(i)))
+            d.entries = [(os.fsencode(n), i, m) for n, (i, m) in entries.items()]
         for i in range(offset, len(d.entries)):
             name, ino, mode = d.entries[i]
             yield name, ino, mode, i + 1
