@@ -1,4 +1,4 @@
-"""``open_workspace``: an open ``Volume`` for Python code, with the CLI's login (no FUSE).
+"""A workspace without FUSE: ``open_workspace`` for Python code and ``artifacts mcp serve``.
 
 ::
 
@@ -15,8 +15,14 @@ managed workspaces, the session's own S3 keys — set in this process's ``ARTIFA
 volume's S3 client, never written anywhere — and revokes the session when the block ends.
 BYO workspaces use the host's credentials (env, then the cache), as a mount does.
 
-``artifacts mcp serve`` and the demo use it; so can any agent harness on a machine where
-``artifacts login`` (or ``artifacts up``) was run.
+The demo uses it; so can any agent harness on a machine where ``artifacts login`` (or
+``artifacts up``) was run.
+
+``mcp serve <workspace> [--read-only]`` serves the agent API's MCP server (issue 6) on stdio
+with such a session (``ro``: only the read-only tools are listed, and Redis refuses writes
+anyway): ``artifacts_agentfs.mcp_server.serve`` opens the volume and serves until the client
+closes stdin; the session is revoked after. stdout belongs to the protocol there, so every
+message of that command goes to stderr.
 """
 
 from __future__ import annotations
@@ -67,3 +73,29 @@ def open_workspace(ref: str, *, read_only: bool = False) -> Iterator:
             yield vol
         finally:
             vol.close()
+
+
+def cmd_mcp_serve(args) -> int:
+    from artifacts_agentfs import mcp_server
+    from artifacts_cli.workspace import check_ref
+
+    check_ref(args.workspace)
+    with workspace_session(args.workspace, read_only=args.read_only, label="(mcp)") as (grant, env):
+        os.environ.update(env)
+        args.out.info(f"Serving {grant.session.workspace} over MCP on stdio "
+                      f"(session {grant.session.id}, {grant.session.mode})")
+        profile = grant.cache_profile if grant.cache_profile != "custom" else "interactive"
+        mcp_server.serve(mcp_server.Settings(meta_url=grant.meta.url, key_prefix=grant.meta.key_prefix,
+                                             storage_url=grant.storage.url, read_only=args.read_only,
+                                             profile=profile))
+    return 0
+
+
+def add_parser(sub) -> None:
+    m = sub.add_parser("mcp", help="serve a workspace to agents over MCP")
+    m.set_defaults(parser=m)
+    msub = m.add_subparsers(dest="mcp_command", metavar="<subcommand>")
+    p = msub.add_parser("serve", help="serve a workspace's files as MCP tools on stdin/stdout")
+    p.add_argument("workspace", help="name, handle/name or artifacts://handle/name")
+    p.add_argument("--read-only", action="store_true", help="read-only session; only read tools listed")
+    p.set_defaults(func=cmd_mcp_serve)

@@ -1,8 +1,8 @@
 """``artifacts``: the command line (SPEC.md §2, NEW docs), its global flags and its exit codes.
 
 Each concern registers its commands in its own module (``auth``, ``workspace``, ``mount``,
-``storage``, ``stack``, ``inspect``, ``stats``, ``mcp``); a command is ``func(args) -> int``
-with ``args.out`` (``output.Output``) already set. ``artifacts_cli.platform.add_parser`` is
+``storage``, ``stack``, ``inspect``, ``stats``, ``connect`` for ``mcp serve``); a command is
+``func(args) -> int`` with ``args.out`` (``output.Output``) already set. ``artifacts_cli.platform.add_parser`` is
 called when that module exists (issue 8 adds ``artifacts platform …``).
 
 Global flags (``-v``, ``-q``, ``--trace``, ``--format json``, ``--no-color``) are accepted before
@@ -60,7 +60,7 @@ API_ERRORS: dict[str, tuple[int, str]] = {
                                                    "ARTIFACTS_ORCHESTRATOR_URL"),
 }
 
-COMMAND_MODULES = ("auth", "workspace", "mount", "storage", "stack", "inspect", "stats", "mcp")
+COMMAND_MODULES = ("auth", "workspace", "mount", "storage", "stack", "inspect", "stats", "connect")
 
 
 def _version() -> str:

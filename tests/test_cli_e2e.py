@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from artifacts_orchestrator.client import Artifacts
-from tests.test_cli_local import ARTIFACTS, cli_env, run  # noqa: F401 - ARTIFACTS documents the binary
+from tests.test_cli_local import ARTIFACTS, cli_env, run
 
 pytestmark = [pytest.mark.redis, pytest.mark.s3, pytest.mark.slow]
 
@@ -60,11 +60,25 @@ def keys_under(stack, prefix: str) -> list[bytes]:
     return list(stack["admin"].scan_iter(match=prefix.replace("{", "\\{").replace("}", "\\}") + "*", count=1000))
 
 
+def admin_s3(stack):
+    import botocore.session
+    from botocore.config import Config
+
+    s3 = stack["s3"]
+    return botocore.session.get_session().create_client(
+        "s3", endpoint_url=stack["endpoint"], region_name="us-east-1", aws_access_key_id=s3["access_key"],
+        aws_secret_access_key=s3["secret_key"], config=Config(s3={"addressing_style": "path"}))
+
+
+def objects_under(stack, bucket: str, prefix: str) -> int:
+    return admin_s3(stack).list_objects_v2(Bucket=bucket, Prefix=prefix.strip("/") + "/").get("KeyCount", 0)
+
+
 def acl_users(stack) -> set[str]:
     return {u.decode() if isinstance(u, bytes) else u for u in stack["admin"].acl_users()}
 
 
-def lifecycle(stack, name: str, env: dict, *create_args: str) -> None:
+def lifecycle(stack, name: str, env: dict, *create_args: str, delete_while_mounted: bool = False) -> None:
     mp1, mp2 = mountpoint(stack, f"{name}-1"), mountpoint(stack, f"{name}-2")
     p = run(env, "workspace", "create", name, mp1, *create_args)
     assert f"Workspace {name} is active." in p.stdout and f"Mounting {mp1} ..." in p.stderr
@@ -81,7 +95,8 @@ def lifecycle(stack, name: str, env: dict, *create_args: str) -> None:
     assert read(os.path.join(mp2, "report.md")) == "hello from the first mount\n"
     assert read(os.path.join(mp2, "data", "big.bin"), "rb") == big
     show = json.loads(run(env, "--format", "json", "workspace", "show", f"{stack['creds']['handle']}/{name}").stdout)
-    prefix = show["metadata_key_prefix"]
+    prefix, storage = show["metadata_key_prefix"], show["storage"]
+    assert objects_under(stack, storage["bucket"], storage["prefix"]) > 0
     live = stack["api"].sessions.list(name).sessions
     assert len(live) == 1 and live[0].mountpoint == mp2
     users = {s.redis_user for s in live}
@@ -92,15 +107,24 @@ def lifecycle(stack, name: str, env: dict, *create_args: str) -> None:
     assert not users & acl_users(stack)
     run(env, "mount", name, mp1)
     sid = stack["api"].sessions.list(name).sessions[0]
+    if not delete_while_mounted:
+        run(env, "unmount", mp1)
     p = run(env, "workspace", "delete", name, "--yes")
-    assert f"Workspace {ref} deleted." in p.stdout and f"{mp1} still mounts" in p.stderr
+    assert f"Workspace {ref} deleted." in p.stdout
     assert keys_under(stack, prefix) == []
+    if show["backend"] == "managed":  # the managed prefix is emptied; a BYO bucket is never touched
+        assert objects_under(stack, storage["bucket"], storage["prefix"]) == 0
+    else:
+        assert objects_under(stack, storage["bucket"], storage["prefix"]) > 0
     revoked = stack["api"].sessions.list(name, include_revoked=True).sessions
-    assert [s.id for s in revoked if s.revoked_at] and sid.redis_user not in acl_users(stack)
-    with pytest.raises(OSError) as e:
-        os.listdir(mp1)
-    assert e.value.errno == errno.EACCES
-    run(env, "unmount", mp1)
+    assert sid.id in [s.id for s in revoked if s.revoked_at] and sid.redis_user not in acl_users(stack)
+    if delete_while_mounted:
+        # The live mount loses access at once (EACCES), and delete names it.
+        assert f"{mp1} still mounts" in p.stderr
+        with pytest.raises(OSError) as e:
+            os.listdir(mp1)
+        assert e.value.errno == errno.EACCES
+        run(env, "unmount", mp1)
     assert json.loads(run(env, "--format", "json", "workspace", "show", name).stdout)["status"] == "deleted"
 
 
@@ -120,20 +144,24 @@ def test_up_again_is_a_no_op_and_logs_in(stack):
 
 
 def test_managed_workspace_lifecycle(stack):
-    lifecycle(stack, "managed-ws", stack["env"])
+    lifecycle(stack, "managed-ws", stack["env"], delete_while_mounted=True)
 
 
 def test_byo_workspace_lifecycle_and_credential_cache(stack):
-    import botocore.session
-    from botocore.config import Config
-
     env, s3 = stack["env"], stack["s3"]
     # The BYO bucket: the same SeaweedFS, its own bucket, the admin identity's keys as "the user's".
-    client = botocore.session.get_session().create_client(
-        "s3", endpoint_url=stack["endpoint"], region_name="us-east-1", aws_access_key_id=s3["access_key"],
-        aws_secret_access_key=s3["secret_key"], config=Config(s3={"addressing_style": "path"}))
-    client.create_bucket(Bucket="byo-bucket")
+    admin_s3(stack).create_bucket(Bucket="byo-bucket")
     with_keys = {**env, "ARTIFACTS_S3_ACCESS_KEY_ID": s3["access_key"], "ARTIFACTS_S3_SECRET_ACCESS_KEY": s3["secret_key"]}
+    location = ("--backend", "byo", "--bucket", "byo-bucket", "--endpoint", stack["endpoint"])
+    # Keys the bucket refuses: Phase 2 fails (exit 7), the workspace stays pending_format, the
+    # secret is in no message, and the same command with good keys resumes it.
+    wrong = {**with_keys, "ARTIFACTS_S3_SECRET_ACCESS_KEY": "wrong-secret-" + "x" * 20}
+    p = run(wrong, "workspace", "create", "byo-retry", *location, code=7)
+    assert "re-run the same command" in p.stderr and "wrong-secret" not in p.stderr
+    assert stack["api"].workspaces.get("byo-retry").status == "pending_format"
+    p = run(with_keys, "-v", "workspace", "create", "byo-retry", *location)
+    assert "Resuming pending_format workspace" in p.stderr and "Workspace byo-retry is active." in p.stdout
+    run(env, "workspace", "delete", "byo-retry", "--yes")
     mp = mountpoint(stack, "byo-0")
     p = run(with_keys, "workspace", "create", "byo-ws", mp, "--backend", "byo", "--bucket", "byo-bucket",
             "--endpoint", stack["endpoint"], "--region", "us-east-1", "--prefix", "team")
@@ -146,8 +174,6 @@ def test_byo_workspace_lifecycle_and_credential_cache(stack):
     # From here on no key in the environment: the cache is used (SPEC.md §6.3).
     lifecycle(stack, "byo-ws2", env, "--backend", "byo", "--bucket", "byo-bucket", "--endpoint", stack["endpoint"],
               "--prefix", "team")
-    # BYO chunks are the user's data: delete never touches the bucket.
-    assert client.list_objects_v2(Bucket="byo-bucket", Prefix="team/").get("KeyCount", 0) > 0
     run(env, "storage", "clear")
     p = run(env, "mount", "byo-ws2", mountpoint(stack, "byo-3"), code=None)
     assert p.returncode in (5, 7)  # deleted (not active) comes first; never a traceback
@@ -244,3 +270,57 @@ def test_down_and_up_are_idempotent_and_keep_data(stack):
     run(env, "mount", "durable", mp)
     assert read(os.path.join(mp, "note.txt")) == "survives a restart\n"
     run(env, "unmount", mp)
+
+
+def test_secrets_stay_out_of_argv_logs_and_loose_files(stack):
+    env = stack["env"]
+    mp = mountpoint(stack, "secrets")
+    run(env, "-v", "workspace", "create", "secret-ws", mp)
+    redis_pw = (stack["state"] / "redis" / "admin.pw").read_text().strip()
+    secrets = [stack["creds"]["api_key"], stack["s3"]["secret_key"], redis_pw]
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read().decode(errors="replace")
+            except OSError:
+                continue
+            assert "redis://" not in cmdline and "ARTIFACTS_S3_SECRET" not in cmdline, cmdline
+            assert not any(sec in cmdline for sec in secrets), cmdline
+    # The mount's grant (session Redis password, S3 keys) is in no file either.
+    for path in stack["base"].rglob("*"):
+        if path.is_file() and "mnt" not in path.parts and path.stat().st_size < (8 << 20):
+            text = path.read_bytes().decode(errors="replace")
+            assert "redis://ms-" not in text and "redis://fmt-" not in text, path  # session/format URLs
+            if path.name not in ("credentials.json", "account.json", "admin.pw", "users.acl", "orchestrator.json",
+                                 "s3-admin.json", "s3.json") and "data" not in path.parts:
+                assert not any(sec in text for sec in secrets), path
+    run(env, "unmount", mp)
+
+
+def test_mcp_serve_with_a_session_that_ends_with_it(stack):
+    import asyncio
+
+    from mcp import ClientSession, StdioServerParameters, stdio_client
+
+    env = stack["env"]
+    run(env, "-q", "workspace", "create", "mcp-ws")
+
+    async def session(*extra):
+        params = StdioServerParameters(command=ARTIFACTS, args=["mcp", "serve", "mcp-ws", *extra], env=env)
+        with open(os.devnull, "w") as errlog:
+            async with stdio_client(params, errlog=errlog) as (r, w), ClientSession(r, w) as s:
+                await s.initialize()
+                names = {t.name for t in (await s.list_tools()).tools}
+                during = stack["api"].sessions.list("mcp-ws").sessions
+                if "writeFile" in names:
+                    assert not (await s.call_tool("writeFile", {"path": "a.md", "content": "hi\n"})).is_error
+                got = await s.call_tool("readFile", {"path": "a.md"})
+                return names, got.structured_content, during
+
+    names, got, during = asyncio.run(session())
+    assert "writeFile" in names and got["content"] == "hi\n"
+    assert [x.mode for x in during] == ["rw"]
+    names, got, during = asyncio.run(session("--read-only"))
+    assert "writeFile" not in names and got["content"] == "hi\n" and [x.mode for x in during] == ["ro"]
+    assert stack["api"].sessions.list("mcp-ws").sessions == []  # both revoked when the server ended
