@@ -262,7 +262,7 @@ def test_revoking_a_runtime_kills_its_sessions_in_redis_and_s3_and_its_tickets(s
     assert done.sessions_revoked == 1 and done.tickets_voided == 1 and len(done.grants) == 1
     with pytest.raises(PermissionError):
         vol.listdir("/")
-    assert time.monotonic() - revoked_at < 5
+    assert time.monotonic() - revoked_at < 3  # three times the target of about a second
     with pytest.raises(Exception, match=r"InvalidAccessKeyId|AccessDenied|Forbidden"):
         s3.get_object(Bucket="artifacts-managed", Key=f"{got.mount.storage.prefix}/probe")
     with pytest.raises(E.GrantRevoked):
@@ -365,3 +365,21 @@ def test_async_platform_client(stack, api, monkeypatch):
     t, got, listed, done = asyncio.run(main())
     assert t.metadata == {"k": 1} and got.runtime_id == "r1" and len(listed.grants) == 1
     assert done.sessions_revoked == 1
+
+
+def test_rotate_ticket_key_command(tmp_path, capsys):
+    from artifacts_orchestrator.__main__ import main
+    from artifacts_orchestrator.tickets import KeyRing
+
+    cfg = tmp_path / "orchestrator.json"
+    cfg.write_text(json.dumps({"db": str(tmp_path / "db" / "orchestrator.db"), "redis_url": "redis://unused"}))
+    cfg.chmod(0o600)
+    assert main(["rotate-ticket-key", "--config", str(cfg)]) == 0
+    first = capsys.readouterr().out.strip()
+    assert main(["rotate-ticket-key", "--config", str(cfg), "--prune"]) == 0
+    second = capsys.readouterr().out.strip()
+    keys = tmp_path / "db" / "ticket-keys"
+    assert second > first and sorted(p.stem for p in keys.glob("*.pem")) == [first, second]
+    assert (keys.stat().st_mode & 0o777) == 0o700
+    assert all((p.stat().st_mode & 0o777) == 0o600 for p in keys.glob("*.pem"))
+    assert [k.kid for k in KeyRing(keys).public_keys()] == [first, second]

@@ -29,9 +29,10 @@ from artifacts_fuse import is_mounted, unmount
 
 pytestmark = [pytest.mark.redis, pytest.mark.s3]
 
-#: The revocation bound asserted here: the target is about one second (DESIGN.md §10); tests
-#: assert a few times the target, benchmarks/bench_revocation.py measures the figure.
-REVOCATION_BOUND = 5.0
+#: The revocation bound asserted here: the target is about one second (DESIGN.md §10); tests assert
+#: three times the target (redis-py retrying a refused AUTH once made it 4 s); the figure itself
+#: comes from benchmarks/bench_revocation.py.
+REVOCATION_BOUND = 3.0
 #: The ``artifacts`` console script of this environment.
 ARTIFACTS = str(Path(sys.executable).parent / "artifacts")
 

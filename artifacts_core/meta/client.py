@@ -31,6 +31,8 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.exceptions as rex
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 from artifacts_core.errors import (
     ArtifactsError,
@@ -106,7 +108,26 @@ class RedisTarget:
         return redis.Redis(host=host, port=port, db=self.db, username=self.username,
                            password=self.password, ssl=self.tls, socket_timeout=timeout,
                            socket_connect_timeout=min(timeout, 5.0), max_connections=pool_size,
-                           health_check_interval=30, decode_responses=False)
+                           health_check_interval=30, decode_responses=False, retry=_retry())
+
+
+class _SessionRetry(Retry):
+    """redis-py retries ``AuthenticationError`` (a ``ConnectionError``) ten times with backoff, which
+    made a revoked session's next operation take 3-5 s to fail (benchmarks/bench_revocation.py).
+    A refused AUTH is final here: the session was revoked or has expired, and EACCES is due now.
+    Every other error is retried exactly as redis-py's default does."""
+
+    def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
+        def retryable(e: Exception) -> bool:
+            if isinstance(e, (rex.AuthenticationError, rex.AuthorizationError)):
+                return False
+            return is_retryable(e) if is_retryable is not None else True
+        return super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
+def _retry() -> Retry:
+    # redis-py 8's defaults (redis/_defaults.py): 10 retries, jittered backoff from 10 ms, capped at 1 s.
+    return _SessionRetry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), 10)
 
 
 class MetaClient:
