@@ -63,6 +63,11 @@ class OrchestratorConfig(msgspec.Struct, frozen=True, kw_only=True):
     configure_redis: bool = False
     require_aof: bool = True
     require_aclfile: bool = True
+    #: Mount-ticket signing keys (a 0700 directory of 0600 PEM files); default beside ``db``.
+    ticket_keys: str | None = None
+    #: The URL written into mount tickets for runtimes to exchange them at (default: the address
+    #: the platform's request came to).
+    public_url: str | None = None
 
 
 def quiet_third_party_loggers() -> None:
@@ -92,7 +97,27 @@ def build_service(cfg: OrchestratorConfig) -> Service:
                                     secret_key=s.secret_key, region=s.region, root=s.root,
                                     public_endpoint=s.public_endpoint)
         storage.ensure_bucket()
-    return Service(SQLiteStore(cfg.db), redis, storage, format_ttl=cfg.format_ttl, session_ttl=cfg.session_ttl)
+    service = Service(SQLiteStore(cfg.db), redis, storage, format_ttl=cfg.format_ttl, session_ttl=cfg.session_ttl)
+    from artifacts_orchestrator.platform_service import PlatformService  # issue 8
+
+    service.platform = PlatformService(service, _keyring(cfg), public_url=cfg.public_url)  # type: ignore[attr-defined]
+    return service
+
+
+def _keyring(cfg: OrchestratorConfig):
+    from artifacts_orchestrator.tickets import KeyRing
+
+    return KeyRing(cfg.ticket_keys or Path(cfg.db).parent / "ticket-keys")
+
+
+def _rotate_ticket_key(args: argparse.Namespace) -> int:
+    """A new signing key (used from now on, by running orchestrators too); ``--prune`` first
+    deletes keys every ticket of which has expired (docs/platform.md, key rotation)."""
+    keys = _keyring(load_config(args.config))
+    for kid in keys.prune() if args.prune else ():
+        print(f"pruned {kid}", file=sys.stderr)
+    print(keys.rotate())
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -141,10 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     acc.add_argument("handle")
     acc.add_argument("--db", required=True, help="the orchestrator's SQLite database")
     acc.add_argument("--key-name", default="default")
+    rot = sub.add_parser("rotate-ticket-key", help="add a mount-ticket signing key (prints its kid)")
+    rot.add_argument("--config", required=True, help="JSON config file (mode 0600)")
+    rot.add_argument("--prune", action="store_true", help="first delete keys no unexpired ticket can need")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_third_party_loggers()
+    if args.command == "rotate-ticket-key":
+        return _rotate_ticket_key(args)
     return _serve(args) if args.command == "serve" else _create_account(args)
 
 
