@@ -182,8 +182,12 @@ def tenant_view(t: Tenant) -> TenantView:
 
 
 def grant_view(g: AccessGrant, workspace: str, tenant: str, now: float) -> GrantView:
-    status = ("revoked" if g.revoke_reason != "expired" else "expired") if g.revoked_at is not None else (
-        "expired" if g.expires_at is not None and g.expires_at <= now else "active")
+    if g.revoked_at is not None:
+        status = "expired" if g.revoke_reason == "expired" else "revoked"
+    elif g.expires_at is not None and g.expires_at <= now:
+        status = "expired"  # the reaper has not passed yet; it is refused all the same
+    else:
+        status = "active"
     return GrantView(id=g.id, workspace=workspace, tenant=tenant, runtime_id=g.runtime_id or None, mode=g.mode,
                      created_at=g.created_at, expires_at=g.expires_at, revoked_at=g.revoked_at,
                      revoke_reason=g.revoke_reason, status=status)

@@ -268,7 +268,7 @@ class PlatformService:
         expires = now + TICKET_SESSION_TTL
         if grant.expires_at is not None:
             expires = min(expires, grant.expires_at)
-        row = m.MountSession(id=sid, workspace_id=ws.id, account_id=ws.account_id, mode=claims.mode,  # type: ignore[arg-type]
+        row = m.MountSession(id=sid, workspace_id=ws.id, account_id=ws.account_id, mode=claims.mode,
                              redis_user=user, s3_user=user if ws.backend == "managed" else "", created_at=now,
                              expires_at=expires, host=req.host[:HOST_MAX], mountpoint=req.mountpoint[:MOUNTPOINT_MAX],
                              tenant_id=claims.tenant_id, runtime_id=claims.runtime_id, grant_id=claims.grant_id,

@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 from cryptography.exceptions import InvalidSignature
@@ -70,7 +71,7 @@ class TicketClaims(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     exp: float
     account_id: int
     workspace: TicketWorkspace
-    mode: str
+    mode: Literal["ro", "rw"]
     tenant: str  # slug
     tenant_id: int
     runtime_id: str
