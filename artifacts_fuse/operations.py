@@ -97,6 +97,7 @@ class ArtifactsOperations(mfusepy.Operations):
         self._dir_fhs = itertools.count(DIR_FH_BASE)
         self._groups: dict[int, tuple[float, tuple[int, ...]]] = {}
         self._gens: dict[int, int] = {}
+        self._posix_locks: dict[tuple[int, int], int] = {}  # (ino, lock owner) -> handle it locked through
 
     # -- who is calling ------------------------------------------------------------------------
 
@@ -332,12 +333,18 @@ class ArtifactsOperations(mfusepy.Operations):
             lk.l_len = 0 if e >= LOCK_EOF else e - s + 1
             return 0
         wait = cmd == fcntl.F_SETLKW
+        key = (self.vfs.handle_ino(fh), owner)
         if lk.l_type == fcntl.F_UNLCK and flush:
-            # libfuse unlocks the owner's whole range on every close(2): free unless it locked here.
-            self.vfs.release_locks(fh, owner, posix=True, flock=False)
+            # close(2) of any descriptor drops the process's POSIX locks on the file (POSIX), also
+            # those taken through another descriptor; free when the owner locked nothing here.
+            locked_through = self._posix_locks.pop(key, None)
+            if locked_through is not None:
+                self.vfs.release_locks(locked_through, owner, posix=True, flock=False)
             return 0
         self.vfs.setlk(fh, owner, lk.l_type, start, end, self._caller().pid, wait,
                        cancel=_Interrupt() if wait else None)
+        if lk.l_type != fcntl.F_UNLCK:
+            self._posix_locks[key] = fh
         return 0
 
     # -- xattrs --------------------------------------------------------------------------------

@@ -160,3 +160,17 @@ def test_blocked_lock_waits_do_not_starve_the_mount(pair):
         for p in (holder, *waiters):
             if p.poll() is None:
                 p.kill()
+
+
+def test_closing_any_descriptor_drops_the_process_posix_locks(pair):
+    a, b = pair
+    with open(os.path.join(a, "two-fds"), "wb") as f:
+        f.write(b"\0" * 10)
+    wait_for(lambda: os.path.exists(os.path.join(b, "two-fds")), VISIBLE, "two-fds on B")
+    with open(os.path.join(a, "two-fds"), "r+b") as fa1, open(os.path.join(b, "two-fds"), "r+b") as fb:
+        fcntl.lockf(fa1, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(BlockingIOError):
+            fcntl.lockf(fb, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with open(os.path.join(a, "two-fds"), "rb"):
+            pass  # POSIX: closing this second descriptor releases the lock taken through the first
+        fcntl.lockf(fb, fcntl.LOCK_EX | fcntl.LOCK_NB)
