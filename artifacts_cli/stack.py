@@ -49,7 +49,7 @@ from artifacts_cli.config import (
 )
 from artifacts_core.config import xdg_dir
 from artifacts_core.servers import LOOPBACK, SeaweedS3, free_port
-from artifacts_orchestrator.client import Artifacts
+from artifacts_orchestrator.client import KEY_ENV, Artifacts
 from artifacts_orchestrator.errors import AccountExists, ApiError
 from artifacts_orchestrator.models import HANDLE_RE
 
@@ -219,6 +219,16 @@ def _ensure_account(out, d: Path, url: str, force_login: bool = False) -> str:
 
 
 def cmd_up(args) -> int:
+    try:
+        return _up(args)
+    except (FileNotFoundError, RuntimeError, TimeoutError) as e:
+        # A server binary missing (scripts/bootstrap installs them) or a server that would not
+        # start: its own message carries the tail of its log.
+        raise CliError(f"cannot start the local stack: {e}", "run scripts/bootstrap; logs are under "
+                       f"{stack_dir()} and {xdg_dir('cache') / 'logs'}") from None
+
+
+def _up(args) -> int:
     out = args.out
     d = stack_dir()
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -228,6 +238,7 @@ def cmd_up(args) -> int:
         with out.phase("Starting redis-server (AOF everysec, noeviction, ACL file)…"):
             _start_redis(d, state)
         started.append("redis")
+        _save(state)  # recorded at once: a later failure must leave it for `down` to stop
     if not _alive(state.get("s3"), "s3"):
         with out.phase(f"Starting the SeaweedFS S3 gateway (IAM, bucket {BUCKET})…"):
             _start_s3(d, state)
@@ -258,6 +269,8 @@ def cmd_up(args) -> int:
               data={"started": started, "handle": handle, "orchestrator_url": url, "state_dir": str(d),
                     "services": {n: {"pid": p, "address": a} for n, p, a in rows}})
     out.info(f"Local stack up; account {handle}; data in {d}.")
+    if os.environ.get(KEY_ENV):
+        out.warn(f"{KEY_ENV} is set in this shell and wins over the saved key; unset it to use the local account")
     return 0
 
 
