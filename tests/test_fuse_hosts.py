@@ -6,7 +6,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import signal
 import subprocess
+import sys
 import threading
 import uuid
 
@@ -174,3 +176,31 @@ def test_closing_any_descriptor_drops_the_process_posix_locks(pair):
         with open(os.path.join(a, "two-fds"), "rb"):
             pass  # POSIX: closing this second descriptor releases the lock taken through the first
         fcntl.lockf(fb, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_a_signal_interrupts_a_blocked_lock_wait(pair):
+    a, b = pair
+    open(os.path.join(a, "intr"), "w").close()
+    wait_for(lambda: os.path.exists(os.path.join(b, "intr")), VISIBLE, "intr on B")
+    code = ("import fcntl, signal, sys\n"
+            "def stop(*_): raise SystemExit(7)\n"
+            "signal.signal(signal.SIGUSR1, stop)\n"
+            "f = open(sys.argv[1], 'rb')\n"
+            "print('waiting', flush=True)\n"
+            "fcntl.flock(f, fcntl.LOCK_EX)\n"
+            "print('granted', flush=True)\n")
+    with open(os.path.join(a, "intr"), "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        waiter = subprocess.Popen([sys.executable, "-c", code, os.path.join(b, "intr")], stdout=subprocess.PIPE,
+                                  text=True)
+        try:
+            assert waiter.stdout.readline().strip() == "waiting"
+            with pytest.raises(subprocess.TimeoutExpired):
+                waiter.wait(timeout=0.5)  # blocked behind A's lock
+            waiter.send_signal(signal.SIGUSR1)
+            assert waiter.wait(timeout=10) == 7  # the wait ended with EINTR; the handler ran
+        finally:
+            if waiter.poll() is None:
+                waiter.kill()
+    # A closed its descriptor: the lock is free, and the interrupted waiter does not hold it.
+    assert subprocess.run(["flock", "-n", os.path.join(b, "intr"), "true"]).returncode == 0
