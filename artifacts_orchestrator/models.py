@@ -195,6 +195,11 @@ class SessionView(msgspec.Struct, frozen=True, kw_only=True):
     revoke_reason: str = ""
     host: str = ""
     mountpoint: str = ""
+    #: For a session a mount ticket was exchanged for (issue 8; "" otherwise): which runtime
+    #: holds it, under which grant, from which ticket.
+    runtime_id: str = ""
+    grant_id: str = ""
+    ticket_id: str = ""
 
 
 class SessionGrant(msgspec.Struct, frozen=True, kw_only=True):
@@ -279,7 +284,8 @@ def workspace_view(ws: Workspace) -> WorkspaceView:
 def session_view(ws: Workspace, s: MountSession) -> SessionView:
     return SessionView(id=s.id, workspace=identifier(ws.handle, ws.name), mode=s.mode, redis_user=s.redis_user,
                        created_at=s.created_at, expires_at=s.expires_at, revoked_at=s.revoked_at,
-                       revoke_reason=s.revoke_reason, host=s.host, mountpoint=s.mountpoint)
+                       revoke_reason=s.revoke_reason, host=s.host, mountpoint=s.mountpoint,
+                       runtime_id=s.runtime_id, grant_id=s.grant_id, ticket_id=s.ticket_id)
 
 
 def account_view(a: Account) -> AccountView:

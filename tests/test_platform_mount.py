@@ -23,8 +23,17 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from test_orchestrator_api import _reset_clock, api, create_and_format, stack, wait_deleted  # noqa: F401
+from test_orchestrator_api import (  # noqa: F401 - fixtures
+    _config,
+    _reset_clock,
+    api,
+    create_and_format,
+    s3_env,
+    stack,
+    wait_deleted,
+)
 
+from artifacts_core.volume import open_volume
 from artifacts_fuse import is_mounted, unmount
 
 pytestmark = [pytest.mark.redis, pytest.mark.s3]
@@ -133,7 +142,17 @@ def test_platform_quickstart_end_to_end(stack, api, monkeypatch, rt, tmp_path):
     (work / "big.bin").write_bytes(os.urandom(3 << 20))  # past the inline limit: blocks in S3
     assert (work / "output.txt").read_text() == "hello"
     sessions = api.sessions.list("task-4711").sessions
-    assert len(sessions) == 1 and sessions[0].mountpoint == str(work)
+    assert len(sessions) == 1 and sessions[0].mountpoint == str(work) and sessions[0].runtime_id == "task-4711"
+    assert sessions[0].ticket_id == issued.ticket_id and sessions[0].grant_id == issued.grant.id
+    # What the agent wrote is in the workspace: the platform reads it back with a session of its own.
+    own = api.sessions.create("task-4711", mode="ro")
+    s3_env(monkeypatch, own.storage.credentials)
+    with open_volume(own.meta.url, own.storage.url, key_prefix=own.meta.key_prefix, read_only=True,
+                     config=_config(tmp_path / "backend-cache")) as vol:
+        with vol.open("output.txt") as f:
+            assert f.read() == "hello"
+        assert vol.stat("big.bin").st_size == 3 << 20
+    api.sessions.revoke("task-4711", own.session.id)
 
     # The platform's key is nowhere in the runtime: files, process arguments, environments.
     key = api._api_key.encode()
