@@ -14,6 +14,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import select
+import signal
 import stat
 
 import pytest
@@ -261,6 +263,20 @@ def test_down_and_up_are_idempotent_and_keep_data(stack):
     run(env, "-q", "workspace", "create", "durable", mp)
     with open(os.path.join(mp, "note.txt"), "w") as f:
         f.write("survives a restart\n")
+    # The orchestrator alone goes away: the mount keeps working (it is not on the data path),
+    # new control-plane calls fail with exit 6, and `up` restarts only what is missing.
+    orch = json.loads((stack["state"] / "stack.json").read_text())["orchestrator"]["pid"]
+    os.kill(orch, signal.SIGTERM)
+    fd = os.pidfd_open(orch)
+    try:
+        assert select.select([fd], [], [], 15)[0], "the orchestrator did not exit on SIGTERM"
+    finally:
+        os.close(fd)
+    run(env, "workspace", "list", code=6)
+    with open(os.path.join(mp, "during.txt"), "w") as f:
+        f.write("written while the orchestrator was down\n")
+    assert read(os.path.join(mp, "note.txt")) == "survives a restart\n"
+    assert json.loads(run(env, "--format", "json", "up").stdout)["started"] == ["orchestrator"]
     p = run(env, "down")  # unmounts what this CLI mounted, then stops the stack
     assert not os.path.ismount(mp) and "stopped" in p.stdout
     assert "not running" in run(env, "down").stdout
@@ -269,6 +285,7 @@ def test_down_and_up_are_idempotent_and_keep_data(stack):
     assert sorted(again["started"]) == ["orchestrator", "redis", "s3"]
     run(env, "mount", "durable", mp)
     assert read(os.path.join(mp, "note.txt")) == "survives a restart\n"
+    assert read(os.path.join(mp, "during.txt")) == "written while the orchestrator was down\n"
     run(env, "unmount", mp)
 
 
