@@ -102,7 +102,7 @@ def _exchange_url(iss: str) -> str:
 
 
 def mount_from_ticket(out, path: str, mountpoint: str, *, foreground: bool = False,
-                      workspace: str | None = None) -> dict:
+                      workspace: str | None = None, read_only: bool = False) -> dict:
     """Exchange the ticket in ``path`` and mount its workspace at ``mountpoint``. Raises
     ``CliError`` / ``ApiError`` / ``MountError`` (the CLI turns them into a message and an exit
     code); returns what was mounted."""
@@ -121,8 +121,8 @@ def mount_from_ticket(out, path: str, mountpoint: str, *, foreground: bool = Fal
     mp = check_mountpoint(mountpoint)  # a busy or missing mountpoint costs no ticket
     api = Artifacts("", base_url=url)  # never an API key in a runtime
     try:
-        got = api.platform.exchange_mount_ticket(ticket, workspace=workspace, host=socket.gethostname(),
-                                                 mountpoint=mp)
+        got = api.platform.exchange_mount_ticket(ticket, workspace=workspace, mode="ro" if read_only else None,
+                                                 host=socket.gethostname(), mountpoint=mp)
     except ApiError as e:
         if e.code in TICKET_ERRORS:
             exit_code, hint = TICKET_ERRORS[e.code]
@@ -148,14 +148,15 @@ def mount_from_ticket(out, path: str, mountpoint: str, *, foreground: bool = Fal
 
 
 def cmd_mount_ticket(args) -> int:
-    """``artifacts mount --ticket-file FILE [WORKSPACE] MOUNTPOINT`` (mount.py hands over here)."""
+    """``artifacts mount --ticket-file FILE [WORKSPACE] MOUNTPOINT [--read-only]`` (mount.py hands
+    over here); ``--read-only`` asks for a read-only session even with an ``rw`` ticket."""
     given = [a for a in (args.workspace, args.mountpoint) if a]
     if not given:
         raise CliError("mount --ticket-file needs a mountpoint", "artifacts mount --ticket-file FILE /mnt/work",
                        exit_code=EXIT_USAGE)
     workspace = given[0] if len(given) == 2 else None
     done = mount_from_ticket(args.out, args.ticket_file, given[-1], foreground=args.foreground,
-                             workspace=workspace)
+                             workspace=workspace, read_only=args.read_only)
     if not args.foreground:
         args.out.result(f"Mounted {done['workspace']} at {done['mountpoint']}"
                         f"{' (read-only)' if done['mode'] == 'ro' else ''}.", data=done)

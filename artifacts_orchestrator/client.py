@@ -205,11 +205,12 @@ class _Platform:
                 "ttl_seconds": ttl_seconds}
         return self._c._send(_Call("POST", "/mount-tickets", body, pm.TicketIssued))
 
-    def exchange_mount_ticket(self, mount_ticket: Any, *, workspace: str | None = None, host: str = "",
-                              mountpoint: str = "") -> pm.ExchangeResult:
-        """What a runtime does (the CLI's ``mount --ticket-file``): no API key is sent, ever."""
-        body = {"mount_ticket": msgspec.to_builtins(mount_ticket), "workspace": workspace, "host": host,
-                "mountpoint": mountpoint}
+    def exchange_mount_ticket(self, mount_ticket: Any, *, workspace: str | None = None, mode: str | None = None,
+                              host: str = "", mountpoint: str = "") -> pm.ExchangeResult:
+        """What a runtime does (the CLI's ``mount --ticket-file``): no API key is sent, ever.
+        ``mode="ro"`` narrows an ``rw`` ticket to a read-only session."""
+        body = {"mount_ticket": msgspec.to_builtins(mount_ticket), "workspace": workspace, "mode": mode,
+                "host": host, "mountpoint": mountpoint}
         return self._c._send(_Call("POST", "/mount-tickets/exchange", body, pm.ExchangeResult), token="")
 
     def public_keys(self) -> pm.PublicKeyList:

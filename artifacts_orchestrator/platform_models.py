@@ -109,6 +109,8 @@ class ExchangeRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     mount_ticket: dict[str, Any]
     #: What the runtime means to mount (``handle/name``); refused when it is not the ticket's.
     workspace: str | None = None
+    #: Narrow an ``rw`` ticket to a read-only session (never the other way).
+    mode: Mode | None = None
     host: str = ""
     mountpoint: str = ""
 

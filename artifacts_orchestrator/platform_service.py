@@ -249,6 +249,9 @@ class PlatformService:
     def exchange(self, req: pm.ExchangeRequest) -> pm.ExchangeResult:
         """A genuine, unexpired, unused ticket of a live grant -> a mount session (once)."""
         claims = self.keys.verify(req.mount_ticket)
+        mode = req.mode or claims.mode
+        if pm.MODE_RANK[mode] > pm.MODE_RANK[claims.mode]:
+            raise Forbidden(f"this mount ticket allows {claims.mode} only")
         if req.workspace is not None:
             handle, name = parse_ref(req.workspace)
             if f"{handle}/{name}" != claims.workspace.ref and not (handle == "~" and
@@ -268,7 +271,7 @@ class PlatformService:
         expires = now + TICKET_SESSION_TTL
         if grant.expires_at is not None:
             expires = min(expires, grant.expires_at)
-        row = m.MountSession(id=sid, workspace_id=ws.id, account_id=ws.account_id, mode=claims.mode,
+        row = m.MountSession(id=sid, workspace_id=ws.id, account_id=ws.account_id, mode=mode,
                              redis_user=user, s3_user=user if ws.backend == "managed" else "", created_at=now,
                              expires_at=expires, host=req.host[:HOST_MAX], mountpoint=req.mountpoint[:MOUNTPOINT_MAX],
                              tenant_id=claims.tenant_id, runtime_id=claims.runtime_id, grant_id=claims.grant_id,

@@ -294,6 +294,15 @@ def test_ro_ticket_sessions_cannot_write_even_through_a_read_write_client(stack,
             vol.mkdir("nope")
     finally:
         _close(vol)
+    ro_only = ticket_dict(api.platform.create_mount_ticket("acme", "reader", workspace="ro", mode="ro",
+                                                           ttl_seconds=600))
+    with pytest.raises(E.Forbidden, match="allows ro only"):
+        runtime(api).platform.exchange_mount_ticket(ro_only, mode="rw")
+    rw = ticket_dict(api.platform.create_mount_ticket("acme", "writer", workspace="ro", ttl_seconds=600))
+    narrowed = runtime(api).platform.exchange_mount_ticket(rw, mode="ro")  # a runtime may ask for less
+    assert narrowed.mount.session.mode == "ro"
+    with pytest.raises(rex.NoPermissionError):
+        redis.Redis.from_url(narrowed.mount.meta.url).set(narrowed.mount.meta.key_prefix + "setting", "x")
 
 
 def test_grant_ttl_expiry_by_the_reaper_and_workspace_delete_revoke_everything(stack, api, monkeypatch, tmp_path):
