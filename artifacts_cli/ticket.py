@@ -61,7 +61,7 @@ class TicketFileError(Exception):
 def read_ticket_file(path: str) -> dict:
     """The ticket in ``path`` (the bare ticket or the whole ``{"mount_ticket": …}`` response)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not hang the mount
     except OSError as e:
         raise TicketFileError(f"cannot read the mount ticket {path}: {e.strerror}") from None
     with os.fdopen(fd, "rb") as f:

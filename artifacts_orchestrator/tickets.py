@@ -30,6 +30,7 @@ import base64
 import binascii
 import calendar
 import itertools
+import logging
 import os
 import re
 import secrets
@@ -45,6 +46,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from artifacts_orchestrator.errors import TicketExpired, TicketInvalid
+
+log = logging.getLogger("artifacts.orchestrator.tickets")
 
 TICKET_FORMAT = "artifacts-mount-ticket/1"
 #: Ticket lifetime bounds: a minute (less cannot get a runtime booted and its mount started) up to
@@ -131,10 +134,15 @@ class KeyRing:
             if mtime != self._seen_mtime:
                 keys = {}
                 for path in sorted(self.directory.glob("*.pem")):
-                    if KID_RE.match(path.stem):
+                    if not KID_RE.match(path.stem):
+                        continue
+                    try:
                         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-                        if isinstance(key, Ed25519PrivateKey):
-                            keys[path.stem] = key
+                    except (OSError, ValueError, TypeError) as e:  # a damaged file must not stop the others
+                        log.error("ignoring ticket key %s: %s", path.name, type(e).__name__)
+                        continue
+                    if isinstance(key, Ed25519PrivateKey):
+                        keys[path.stem] = key
                 self._keys, self._seen_mtime = keys, mtime
             return self._keys
 
@@ -193,10 +201,11 @@ class KeyRing:
         return kid, keys[kid]
 
     def _verifying_key(self, kid: str) -> Ed25519PublicKey | None:
+        keys = self._load()
         until = self._retirements().get(kid, 0.0)
-        if until is not None and until <= self.clock():
+        if kid not in keys or (until is not None and until <= self.clock()):
             return None  # unknown or retired
-        return self._keys[kid].public_key()
+        return keys[kid].public_key()
 
     # -- tickets ----------------------------------------------------------------------------------
 
