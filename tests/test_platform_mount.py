@@ -122,8 +122,16 @@ def first_eacces(mp: Path, timeout: float) -> float:
 
 
 def test_platform_quickstart_end_to_end(stack, api, monkeypatch, rt, tmp_path):
-    # Steps 5-6 on the platform's backend: a workspace and a one-hour rw ticket for the task.
-    create_and_format(api, "task-4711", monkeypatch)
+    # Step 5 on the platform's backend: `artifacts workspace create task-4711` with TONBO_API_KEY.
+    backend = tmp_path / "backend"
+    env = {"PATH": os.environ["PATH"], "HOME": str(backend), "TONBO_API_KEY": api._api_key,
+           "ARTIFACTS_ORCHESTRATOR_URL": api.base_url, **{f"XDG_{d}_HOME": str(backend / d.lower())
+                                                           for d in ("CONFIG", "CACHE", "STATE")}}
+    made = subprocess.run([ARTIFACTS, "workspace", "create", "task-4711"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    assert api.workspaces.get("task-4711").status == "active"
+    # Step 6: a one-hour rw ticket for the task (tenant and runtime grant made on the way).
     issued = api.platform.create_mount_ticket("acme", "task-4711", workspace=f"{api.handle}/task-4711",
                                               mode="rw", ttl_seconds=3600)
     # Step 7, done wrong first: a world-readable ticket file is refused before it is used.
