@@ -190,7 +190,8 @@ class PlatformService:
     def _revoke(self, account_id: int, where: dict, sessions: dict, tickets: dict, reason: str) -> pm.RevokeResult:
         now = self.clock()
         grants = self.store.revoke_grants(account_id, now, reason, **where)
-        # Sessions through an already-revoked grant are dead already; a repeat finds none.
+        # Rows first, then sessions: if Redis or S3 fails midway the call fails (500), a repeat
+        # finds the sessions still live, and the reaper kills those of revoked grants meanwhile.
         voided = self.store.void_tickets(account_id, now, **tickets)
         killed = 0
         for row in self.store.live_sessions(account_id, **sessions):
@@ -206,10 +207,14 @@ class PlatformService:
         self.store.void_tickets(ws.account_id, self.clock(), workspace_id=ws.id)
 
     def reap(self, now: float) -> dict[str, int]:
+        """Grants past their TTL, and live sessions of revoked grants (a revocation cut short)."""
         expired = self.store.expired_grants(now)
         for g in expired:
             self._revoke(g.account_id, {"id": g.id}, {"grant_id": g.id}, {"grant_id": g.id}, "expired")
-        return {"grants_expired": len(expired)}
+        leftover = self.store.sessions_of_revoked_grants()
+        for row in leftover:
+            self.service._revoke_session_row(row, "grant revoked")
+        return {"grants_expired": len(expired), "grant_sessions": len(leftover)}
 
     # -- tickets ----------------------------------------------------------------------------------
 

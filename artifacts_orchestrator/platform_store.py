@@ -91,6 +91,7 @@ class PlatformStore(Protocol):
     def consume_ticket(self, jti: str, now: float, session: MountSession) -> pm.AccessGrant: ...
     def release_ticket(self, jti: str) -> None: ...
     def live_sessions(self, account_id: int, **where: Any) -> list[MountSession]: ...
+    def sessions_of_revoked_grants(self) -> list[MountSession]: ...
 
 
 def _where(where: dict[str, Any], allowed: Iterable[str]) -> tuple[str, list[Any]]:
@@ -239,6 +240,12 @@ class SQLitePlatformStore:
             conn.execute("UPDATE mount_tickets SET used_at = NULL, session_id = '' WHERE jti = ?", (jti,))
 
     # -- sessions ---------------------------------------------------------------------------------
+
+    def sessions_of_revoked_grants(self) -> list[MountSession]:
+        """Live sessions whose grant is revoked: a revocation cut short (Redis or S3 down) left them."""
+        return self.base._many(MountSession, "SELECT s.* FROM mount_sessions s JOIN access_grants g "
+                                             "ON s.grant_id = g.id WHERE s.revoked_at IS NULL "
+                                             "AND g.revoked_at IS NOT NULL")
 
     def live_sessions(self, account_id: int, **where: Any) -> list[MountSession]:
         sql, args = _where(where, ("grant_id", "tenant_id", "runtime_id", "workspace_id"))

@@ -335,6 +335,21 @@ def test_grant_ttl_expiry_by_the_reaper_and_workspace_delete_revoke_everything(s
                if g.workspace.endswith("/gone"))
 
 
+def test_the_reaper_finishes_a_revocation_cut_short(stack, api, monkeypatch, tmp_path):
+    create_and_format(api, "short", monkeypatch)
+    got, vol = _exchange_and_open(api, "acme", "r1", "short", "rw", monkeypatch, tmp_path / "a")
+    platform = stack["service"].platform
+    account_id = api.whoami().account.id
+    # The rows were marked, then Redis failed before the sessions were killed:
+    platform.store.revoke_grants(account_id, time.time(), "revoked", id=got.grant_id)
+    assert vol.listdir("/") is not None  # still alive
+    assert stack["service"].reap()["grant_sessions"] == 1
+    with pytest.raises(PermissionError):
+        vol.listdir("/")
+    _close(vol)
+    assert stack["service"].reap()["grant_sessions"] == 0
+
+
 # -- keys ------------------------------------------------------------------------------------------
 
 
