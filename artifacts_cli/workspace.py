@@ -25,6 +25,8 @@ import contextlib
 import os
 import time
 
+from redis.exceptions import RedisError
+
 from artifacts_cli import auth
 from artifacts_cli.config import (
     CliError,
@@ -109,9 +111,13 @@ def cmd_create(args) -> int:
             existing = e.existing or {}
             if existing.get("status") != "pending_format":
                 raise
+            if existing.get("backend", backend) != backend:
+                raise CliError(f"{name} is a pending_format {existing['backend']} workspace",
+                               f"re-run the create with --backend {existing['backend']} (and its location), "
+                               f"or delete it: `artifacts workspace delete {name} --yes`", exit_code=5) from None
             out.detail(f"Resuming pending_format workspace {existing.get('identifier', name)}")
-            r = api.workspaces.create(name, backend=existing.get("backend", backend),
-                                      cache_profile=args.cache_profile, resume=True, **location)
+            r = api.workspaces.create(name, backend=backend, cache_profile=args.cache_profile, resume=True,
+                                      **location)
         ws = r.workspace
     out.detail(f"Workspace {ws.identifier} reserved (status={ws.status}, key prefix={ws.metadata_key_prefix})")
 
@@ -130,7 +136,7 @@ def cmd_create(args) -> int:
         try:
             with s3_env(format_env):
                 format_volume(r.format.url, r.storage.url, ws.volume_name, key_prefix=r.format.key_prefix)
-        except OSError as e:
+        except (OSError, RedisError) as e:  # the bucket or the format user refused, or went away
             raise CliError(f"formatting {ws.identifier} failed: {getattr(e, 'strerror', None) or e}",
                            "fix the cause and re-run the same command: it resumes the pending workspace",
                            exit_code=7 if backend == "byo" else 1) from None

@@ -161,6 +161,7 @@ def test_byo_workspace_lifecycle_and_credential_cache(stack):
     p = run(wrong, "workspace", "create", "byo-retry", *location, code=7)
     assert "re-run the same command" in p.stderr and "wrong-secret" not in p.stderr
     assert stack["api"].workspaces.get("byo-retry").status == "pending_format"
+    assert "--backend byo" in run(env, "workspace", "create", "byo-retry", code=5).stderr  # not as managed
     p = run(with_keys, "-v", "workspace", "create", "byo-retry", *location)
     assert "Resuming pending_format workspace" in p.stderr and "Workspace byo-retry is active." in p.stdout
     run(env, "workspace", "delete", "byo-retry", "--yes")
