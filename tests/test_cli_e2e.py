@@ -346,3 +346,29 @@ def test_mcp_serve_with_a_session_that_ends_with_it(stack):
     names, got, during = asyncio.run(session("--read-only"))
     assert "writeFile" not in names and got["content"] == "hi\n" and [x.mode for x in during] == ["ro"]
     assert stack["api"].sessions.list("mcp-ws").sessions == []  # both revoked when the server ended
+
+
+def test_the_readme_demo_runs_twice(tmp_path):
+    """scripts/demo, the README's first command, on its own stack (fresh XDG directories)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = cli_env(tmp_path, ARTIFACTS_DEMO_MNT=str(tmp_path / "mnt"), ARTIFACTS_DEMO_PORT="0")
+    try:
+        outputs = []
+        for _ in range(2):
+            p = subprocess.run([str(root / "scripts" / "demo")], env=env, capture_output=True, text=True, timeout=300)
+            assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+            assert "Traceback" not in p.stdout + p.stderr
+            outputs.append(p.stdout + p.stderr)
+        first, second = outputs
+        assert "artifacts workspace create demo" in first and "Workspace demo is active." in first
+        assert "artifacts mount demo" in second and "already running" in second
+        for out in outputs:  # the mount, the agent API and .stats all did their part
+            assert "written with echo >>" in out and "appendFile notes/agent.md" in out
+            assert "ops_total" in out and f"Unmounted {tmp_path / 'mnt'}." in out
+        assert second.count("- appended at") >= 2  # the agent's file grew on the second run
+        assert not os.path.ismount(tmp_path / "mnt")
+    finally:
+        run(env, "down", code=None)
