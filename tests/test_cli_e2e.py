@@ -372,3 +372,45 @@ def test_the_readme_demo_runs_twice(tmp_path):
         assert not os.path.ismount(tmp_path / "mnt")
     finally:
         run(env, "down", code=None)
+
+
+def test_foreground_mount_serves_until_unmounted(stack):
+    import subprocess
+    import time
+
+    env = stack["env"]
+    run(env, "-q", "workspace", "create", "fg-ws")
+    mp = mountpoint(stack, "fg")
+    proc = subprocess.Popen([ARTIFACTS, "mount", "fg-ws", mp, "--foreground"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.ismount(mp):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        with open(os.path.join(mp, "fg.txt"), "w") as f:
+            f.write("foreground\n")
+        assert [s.mountpoint for s in stack["api"].sessions.list("fg-ws").sessions] == [mp]
+        run(env, "unmount", mp)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert f"Mounting {mp} ..." in err and f"Unmounted {mp}." in err
+    assert stack["api"].sessions.list("fg-ws").sessions == []
+    assert read_via_api(stack, "fg-ws", "fg.txt") == "foreground\n"
+    assert stack["api"].sessions.list("fg-ws").sessions == []  # the API's ro session ended too
+
+
+def read_via_api(stack, name: str, path: str) -> str:
+    """A file's text through the Python API (``open_workspace``, no mount), with the CLI's login."""
+    import subprocess
+
+    code = ("import sys\nfrom artifacts_cli.connect import open_workspace\n"
+            "with open_workspace(sys.argv[1], read_only=True) as vol, vol.open(sys.argv[2]) as f:\n"
+            "    sys.stdout.write(f.read())\n")
+    p = subprocess.run([os.path.join(os.path.dirname(ARTIFACTS), "python"), "-c", code, name, path],
+                       env=stack["env"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
