@@ -84,6 +84,7 @@ class NamespaceOps:
         check_new_name(dp.parts[-1], dp.display)
         self._check_version(sp, if_version)
         sparent = self._dir(sp.parts[:-1])
+        self.vfs.lookup(sparent, sp.parts[-1])  # a missing source fails before parents are made
         dparent = self._dir(dp.parts[:-1], create=True)
         if overwrite:
             try:

@@ -370,3 +370,14 @@ def test_bytes_for_python_callers_and_a_full_workspace_is_enospc_with_a_hint(vol
     assert e.value.errno == 28  # ENOSPC
     err = fs.call("appendFile", {"path": "fill/0.bin", "content": "y" * 300_000})["error"]
     assert err["code"] == "ENOSPC" and "delete" in err["hint"]
+
+
+def test_regression_a_failed_move_creates_no_destination_parents(vol):
+    """Shrunk by the model test: moveFile of a missing source made the destination's parent."""
+    from artifacts_agentfs import AgentFS
+
+    fs = AgentFS(vol)
+    fs.append_file("a", "\x00")
+    with pytest.raises(FileNotFoundError):
+        fs.move_file("b", "d/x")
+    assert [e["name"] for e in fs.readdir("/")["entries"]] == ["a"]
