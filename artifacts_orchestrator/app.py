@@ -164,6 +164,11 @@ async def get_workspace(request: web.Request) -> web.Response:
     return _json(await _run(request, request.app[SERVICE].get_workspace, account, *_ref(request)))
 
 
+async def inspect_workspace(request: web.Request) -> web.Response:
+    account = await _account(request)
+    return _json(await _run(request, request.app[SERVICE].inspect_workspace, account, *_ref(request)))
+
+
 async def format_completed(request: web.Request) -> web.Response:
     account = await _account(request)
     return _json(await _run(request, request.app[SERVICE].format_completed, account, *_ref(request)))
@@ -249,6 +254,7 @@ def make_app(service: Service, *, admin_token: str = "", reap_interval: float | 
     app.router.add_get(ws, get_workspace)
     app.router.add_delete(ws, delete_workspace)
     app.router.add_post(ws + "/format-completed", format_completed)
+    app.router.add_get(ws + "/inspect", inspect_workspace)
     app.router.add_post(ws + "/sessions", create_session)
     app.router.add_get(ws + "/sessions", list_sessions)
     app.router.add_delete(ws + "/sessions/{sid}", revoke_session)

@@ -95,6 +95,10 @@ class _Workspaces:
     def get(self, ref: str) -> m.WorkspaceView:
         return self._c._send(_Call("GET", _ws_path(ref), None, m.WorkspaceView))
 
+    def inspect(self, ref: str) -> dict:
+        """A summary of the workspace's metadata keyspace (key kinds, counters, sessions)."""
+        return self._c._send(_Call("GET", _ws_path(ref, "/inspect"), None, dict))
+
     def delete(self, ref: str) -> m.WorkspaceView:
         """Starts the delete flow (202); poll ``get`` until ``status == "deleted"``."""
         return self._c._send(_Call("DELETE", _ws_path(ref), None, m.WorkspaceView))

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterable
 from urllib.parse import quote
@@ -50,13 +52,21 @@ FORMAT_USER_PREFIX = "fmt-"
 SESSION_USER_PREFIX = "ms-"
 
 BASE_COMMANDS = ("-@all", "+@read", "+@write", "-@scripting", "-@dangerous", "+fcall", "+fcall_ro",
-                 "+ping", "+hello", "+time")
+                 "+ping", "+hello", "+time",
+                 # Commands that take no key see the whole database: SCAN and RANDOMKEY would show
+                 # other workspaces' key names, DBSIZE their number. Sessions need none of them.
+                 "-scan", "-randomkey", "-dbsize")
 #: What redis-py's cluster client runs to find the slot owner (no data, no writes).
 CLUSTER_COMMANDS = ("+cluster|slots", "+cluster|shards", "+cluster|nodes", "+command", "+readonly",
                     "+asking")
 #: Keys a read-only session's functions must still write (30_locks.lua, 31_sessions.lua):
 #: sessions, sessioninfo, sess<sid>; o<ino>; lockf/lockp<ino>, locked<sid>; nextsession; jobs.
 RO_WRITABLE = ("sess*", "o[0-9]*", "lock*", "nextsession", "jobs")
+
+#: Counters shown by ``summarize`` and the single keys counted under their own name.
+COUNTERS = ("totalinodes", "usedspace", "inlinebytes", "nextinode", "nextslice")
+_SINGLETONS = frozenset(("setting", "limits", "sessions", "sessioninfo", "jobs", "commits", "sliceref",
+                         "delfiles", "delslices", "inlinechunks", "slicebatches", "nextsession"))
 
 #: Keys per SCAN step and per UNLINK in the delete sweep: large enough to be quick, small enough
 #: that one command never blocks Redis for long.
@@ -273,6 +283,34 @@ class RedisAdmin:
         except (rex.ConnectionError, rex.TimeoutError) as e:
             self.close()
             raise MetadataAclProvisioningFailed("cannot reach Redis to delete the workspace's keys") from e
+
+    def summarize(self, prefix: str) -> dict:
+        """A workspace's keyspace for ``artifacts inspect``: key counts by kind (the letters that
+        start a key's suffix: ``i`` attrs, ``d`` directories, ``c`` chunk lists, ...; whole names
+        for the singletons), the volume's counters and its live metadata sessions. Sessions may
+        not SCAN (it would show every workspace's key names), so the orchestrator does it."""
+        node = self._owner(prefix)
+        kinds: dict[str, int] = {}
+        total = 0
+        for key in node.scan_iter(match=Keys(prefix).pattern, count=SWEEP_BATCH):
+            suffix = key.decode("utf-8", "surrogateescape")[len(prefix):]
+            m = re.match(r"[a-z]+", suffix)
+            kind = suffix if suffix in _SINGLETONS or (m and m.group(0) in COUNTERS) else (
+                m.group(0) if m else "(other)")
+            kinds[kind] = kinds.get(kind, 0) + 1
+            total += 1
+        values = node.mget([prefix + c for c in COUNTERS])
+        counters = {c: int(v) if v is not None else 0 for c, v in zip(COUNTERS, values, strict=True)}
+        sessions = []
+        for sid, info in (node.hgetall(prefix + "sessioninfo") or {}).items():
+            try:
+                detail = json.loads(info)
+            except ValueError:
+                detail = {}
+            sessions.append({"sid": sid.decode(), **{k: detail.get(k) for k in ("host", "pid", "mountpoint",
+                                                                                 "read_only")}})
+        return {"keys": total, "kinds": dict(sorted(kinds.items())), "counters": counters,
+                "meta_sessions": sessions}
 
     def count_keys(self, prefix: str) -> int:
         node = self._owner(prefix)

@@ -234,6 +234,11 @@ class Service:
     def get_workspace(self, account: m.Account, handle: str, name: str) -> m.WorkspaceView:
         return self.view(self.resolve(account, handle, name))
 
+    def inspect_workspace(self, account: m.Account, handle: str, name: str) -> dict:
+        """The workspace's metadata keyspace summarised (``artifacts inspect``)."""
+        ws = self.resolve(account, handle, name)
+        return {"workspace": msgspec.to_builtins(self.view(ws)), **self.redis.summarize(ws.key_prefix)}
+
     def delete_workspace(self, account: m.Account, handle: str, name: str) -> tuple[m.WorkspaceView, bool]:
         """Step 1 (row lock, ``deleting``). Returns the view and whether the rest must run."""
         ws = self.resolve(account, handle, name)

@@ -118,7 +118,9 @@ def test_rw_user_is_confined_to_its_workspace_and_to_functions(acl_redis, admin)
                     ("FCALL", "af_create", 1, b + "setting", ROOT, "x", 0o644, 0, 0, 0, 0),
                     ("EVAL", "return 1", 0), ("SCRIPT", "FLUSH"), ("FUNCTION", "FLUSH"),
                     ("FUNCTION", "LOAD", "#!lua name=x\nredis.register_function('x', function() end)"),
-                    ("KEYS", "*"), ("FLUSHALL",), ("CONFIG", "GET", "*"), ("ACL", "LIST"), ("SET", "other", "1")):
+                    ("KEYS", "*"), ("FLUSHALL",), ("CONFIG", "GET", "*"), ("ACL", "LIST"), ("SET", "other", "1"),
+                    # key-less listings would show other workspaces' key names (or their number)
+                    ("SCAN", 0), ("SCAN", 0, "MATCH", "*"), ("RANDOMKEY",), ("DBSIZE",)):
             with pytest.raises(rex.ResponseError) as e:
                 r.execute_command(*cmd)
             assert "NOPERM" in str(e.value) or "no permissions" in str(e.value), cmd
