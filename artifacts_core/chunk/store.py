@@ -61,9 +61,12 @@ DEFAULT_BUFFER_BUDGET = 300 << 20
 _OFFLOAD_MIN = 64 << 10
 _FEW_CORES = 4
 #: Disk-cache writes queued at most (each holds an encoded block in memory); more are skipped.
-_MAX_DISK_PENDING = 16
-#: Disk-cache worker threads: file I/O blocks, so it gets its own few threads.
-_DISK_THREADS = 4
+#: Small on purpose: under a fast sequential stream the cache keeps what the disk absorbs without
+#: slowing the read (measured on this 2-core VM, 1 GiB cold read: 16 queued writes on 4 threads
+#: cost 45 % of the throughput, 219 vs 393 MiB/s without a disk cache; 4 on 2 threads ~300 MiB/s).
+_MAX_DISK_PENDING = 4
+#: Disk-cache worker threads: file I/O blocks, so it gets its own threads; two keep the disk busy.
+_DISK_THREADS = 2
 #: Block sizes accepted (JuiceFS allows 64 KiB to 16 MiB; small sizes serve fast tests).
 _MIN_BLOCK, _MAX_BLOCK = 4 << 10, 16 << 20
 

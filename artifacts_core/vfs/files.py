@@ -293,14 +293,14 @@ class FileOps:
             return data
 
     def _read_range(self, st: InodeState, offset: int, size: int) -> bytes:
-        out = bytearray()
+        parts = []
         end = offset + size
         while offset < end:
             index, pos = divmod(offset, CHUNK_SIZE)
             n = min(end - offset, CHUNK_SIZE - pos)
-            out += self._read_chunk(st, index, pos, n, st.length)
+            parts.append(self._read_chunk(st, index, pos, n, st.length))
             offset += n
-        return bytes(out)
+        return parts[0] if len(parts) == 1 else b"".join(parts)  # one copy at most per read
 
     def _view(self, st: InodeState, index: int, file_length: int, *, refresh: bool = False) -> ChunkView:
         view = None if refresh else st.views.get(index)
@@ -336,28 +336,31 @@ class FileOps:
         raise AssertionError("unreachable")
 
     def _read_view(self, view: ChunkView, pos: int, size: int) -> bytes:
-        out = bytearray()
+        parts: list[bytes] = []
+        at = pos  # everything before `at` is in parts
         end = pos + size
         for seg in view.segments:
             s_start, s_end = seg.pos, seg.pos + seg.len
             if s_end <= pos or s_start >= end:
                 continue
             a, b = max(pos, s_start), min(end, s_end)
-            if len(out) < a - pos:
-                out += bytes(a - pos - len(out))
+            if at < a:
+                parts.append(bytes(a - at))
             inner = seg.off + (a - s_start)
             if seg.id == 0:
-                out += bytes(b - a)
+                parts.append(bytes(b - a))
             elif seg.kind == SLICE_INLINE:
                 data = view.inline.get(seg.id)
                 if data is None:
                     raise NotFound("inline slice is gone")
-                out += data[inner:inner + (b - a)]
+                parts.append(data[inner:inner + (b - a)])
             else:
-                out += self.chunks.read(seg.id, seg.size, inner, b - a)
-        if len(out) < size:
-            out += bytes(size - len(out))
-        return bytes(out)
+                parts.append(self.chunks.read(seg.id, seg.size, inner, b - a))
+            at = b
+        if at < end:
+            parts.append(bytes(end - at))
+        # A read inside one segment (the common case) returns the chunk store's bytes uncopied.
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _prefetch(self, st: InodeState, offset: int, size: int) -> None:
         end = offset + size
