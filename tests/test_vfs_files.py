@@ -226,3 +226,18 @@ def test_a_volume_on_redis_cluster(redis_cluster, storage_url, tmp_path):
         assert sorted(n for n in vol.listdir("/") if not n.startswith(".")) == ["big", "log"]
     finally:
         vol.close()
+
+
+def test_create_registers_the_open_in_the_same_round_trip(volume_factory):
+    from artifacts_core.types import ROOT_INO
+
+    a, b = volume_factory(), volume_factory()
+    before = a.meta.client.round_trips
+    fh, ino, _ = a.vfs.create(ROOT_INO, "new.bin", 0o444, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    assert a.meta.client.round_trips - before == 1  # create + open: one function call
+    a.vfs.write(fh, 0, b"data")  # the creator writes even though the mode is read-only (POSIX)
+    a.vfs.flush(fh)
+    b.remove("new.bin")  # unlinked on another host while open here: the open was registered,
+    assert a.meta.getattr(ino).nlink == 0  # so the inode is kept (sustained), not freed
+    assert a.vfs.read(fh, 0, 10) == b"data"
+    a.vfs.release(fh)

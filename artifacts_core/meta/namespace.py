@@ -187,19 +187,23 @@ class NamespaceOps:
     # -- new names -----------------------------------------------------------------------------
 
     def _create(self, parent: Ino, name: str | bytes, typ: int, mode: int, caller: Caller, *,
-                rdev: int = 0, exclusive: bool = True, target: bytes = b"") -> tuple[Ino, Attr, bool]:
+                rdev: int = 0, exclusive: bool = True, target: bytes = b"",
+                open_sid: int = 0) -> tuple[Ino, Attr, bool]:
         ino, raw, created = self.client.call(
             "af_create", parent, fsname(name), typ, mode & 0o7777, rdev, caller.uid, caller.gid_arg(),
-            "1" if exclusive else "0", target)
+            "1" if exclusive else "0", target, open_sid)
         return Ino(ino), unpack_attr(raw), bool(created)
 
     def create(self, parent: Ino, name: str | bytes, mode: int = 0o644, caller: Caller = ROOT_CALLER, *,
-               exclusive: bool = True) -> tuple[Ino, Attr, bool]:
+               exclusive: bool = True, register_open: bool = False) -> tuple[Ino, Attr, bool]:
         """A regular file. Returns (ino, attr, created): with ``exclusive=False`` an existing
-        non-directory is returned with ``created`` False (open with O_CREAT, without O_EXCL)."""
+        non-directory is returned with ``created`` False (open with O_CREAT, without O_EXCL).
+        ``register_open``: a newly created file is also opened by this session in the same call
+        (as ``open`` would register it; the creator may open what it creates whatever its mode)."""
         if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
             raise error_for("EINVAL", "create makes regular files; use mknod or mkdir")
-        return self._create(parent, name, TYPE_FILE, mode, caller, exclusive=exclusive)
+        return self._create(parent, name, TYPE_FILE, mode, caller, exclusive=exclusive,
+                            open_sid=self.sid if register_open else 0)
 
     def mknod(self, parent: Ino, name: str | bytes, mode: int, rdev: int = 0,
               caller: Caller = ROOT_CALLER) -> tuple[Ino, Attr]:

@@ -208,9 +208,10 @@ class FileOps:
             self._writable(parent, caller=caller)
             from artifacts_core.paths import check_name
 
-            ino, attr, _ = self.meta.create(parent, check_name(name), mode, caller,
-                                            exclusive=bool(flags & os.O_EXCL))
-            attr = self.meta.open(ino, flags & ~os.O_TRUNC, caller)
+            ino, attr, created = self.meta.create(parent, check_name(name), mode, caller,
+                                                  exclusive=bool(flags & os.O_EXCL), register_open=True)
+            if not created:  # an existing file: open it as open(2) would (access checked)
+                attr = self.meta.open(ino, flags & ~os.O_TRUNC, caller)
             fh = self._opened(ino, attr, flags, caller)
             return fh, ino, self._preview(ino, attr)
 

@@ -9,7 +9,9 @@
 -- af_create: a new inode and its entry.
 -- KEYS: setting. ARGV: parent ino, name, type (S_IFMT >> 12), permission bits, rdev, uid, gids,
 --   exclusive ("1": an existing name is EEXIST; "0": an existing non-directory is returned, as
---   open(O_CREAT) without O_EXCL), symlink target (symlinks only).
+--   open(O_CREAT) without O_EXCL), symlink target (symlinks only), [open sid: a session id that
+--   registers an open of a NEWLY created file in the same call, as af_open does — a create + open
+--   costs one round trip; an existing file returned by a non-exclusive create is not opened].
 -- Returns {ino, attr bytes, 1 if created now else 0}.
 -- Errors: ENOENT (parent missing or removed, empty name), ENOTDIR, EACCES (search or write on the
 --   parent), EEXIST, EISDIR (non-exclusive create over a directory), ENAMETOOLONG, EINVAL,
@@ -39,6 +41,11 @@ redis.register_function('af_create', function(keys, args)
   if not may(d, c, 2) then return fail('EACCES', 'write permission denied on the directory') end
   local q = ns.quota(p, space_of(0), 1)
   if q then return q end
+  local open_sid = args[10]
+  if open_sid and open_sid ~= '' and open_sid ~= '0'
+      and redis.call('HEXISTS', k_named(p, 'sessioninfo'), open_sid) == 0 then
+    return fail('ESTALE', 'session ' .. open_sid .. ' expired and was cleaned up')
+  end
   -- all checks done: writes from here on
   local sec, nsec = now()
   local ino = alloc_inode(p)
@@ -71,6 +78,10 @@ redis.register_function('af_create', function(keys, args)
   attr_put(p, parent, d)
   redis.call('INCRBY', k_named(p, 'usedspace'), space_of(0))
   redis.call('INCR', k_named(p, 'totalinodes'))
+  if open_sid and open_sid ~= '' and open_sid ~= '0' then
+    redis.call('HINCRBY', k_opens(p, ino), open_sid, 1)
+    redis.call('SADD', k_held(p, open_sid), ino)
+  end
   return { tonumber(ino), packed, 1 }
 end)
 
