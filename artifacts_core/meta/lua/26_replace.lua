@@ -48,6 +48,15 @@ function RE.target(p, parent, name, c, create, expect)
 end
 
 -- Inline bytes of `size` may be stored: nil, or the EAGAIN reply.
+-- The used-space change of giving a file `new_length` bytes (an existing file `a`), or of a new
+-- file of `size` bytes (one more inode, `a` nil); (nil, error reply) over capacity or quota.
+function RE.space_for(p, a, new_length, size)
+  if a then return DATA.space_delta(p, a, new_length) end
+  local q = check_quota(p, space_of(size), 1)
+  if q then return nil, q end
+  return space_of(size)
+end
+
 function RE.inline_error(p, size)
   local lim = limits(p)
   if size > lim.inline_limit then return fail('EAGAIN', 'slice exceeds the inline limit') end
@@ -130,16 +139,8 @@ redis.register_function('af_replace_content', function(keys, args)
     local ierr = RE.inline_error(p, size)
     if ierr then return ierr end
   end
-  local dspace
-  if a then
-    local qerr
-    dspace, qerr = DATA.space_delta(p, a, size)
-    if not dspace then return qerr end
-  else
-    local q = check_quota(p, space_of(size), 1)
-    if q then return q end
-    dspace = space_of(size)
-  end
+  local dspace, qerr = RE.space_for(p, a, size, size)
+  if not dspace then return qerr end
   -- all checks done: writes from here on
   local t, sec, nsec = DATA.now_f()
   local created = 0
@@ -208,16 +209,8 @@ redis.register_function('af_append_entry', function(keys, args)
   local pieces = { { indx, pos, 0, first } }
   if first < size then pieces[2] = { indx + 1, 0, first, size - first } end
   if length + size > DATA.MAX_LENGTH then return fail('EFBIG', 'file too large') end
-  local dspace
-  if a then
-    local qerr
-    dspace, qerr = DATA.space_delta(p, a, length + size)
-    if not dspace then return qerr end
-  else
-    local q = check_quota(p, space_of(size), 1)
-    if q then return q end
-    dspace = space_of(size)
-  end
+  local dspace, qerr = RE.space_for(p, a, length + size, size)
+  if not dspace then return qerr end
   -- all checks done: writes from here on
   local t, sec, nsec = DATA.now_f()
   local created = 0
