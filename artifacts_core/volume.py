@@ -136,7 +136,7 @@ class Volume(PathAPI):
         meta.new_session({"host": socket.gethostname(), "pid": os.getpid(), "mountpoint": mountpoint,
                           "version": __version__, "read_only": read_only})
         self.maintenance = Maintenance(meta, self.chunks, self.vfs, config)
-        jobs = [("flush", 0.2, self._flush_due), ("closes", 0.2, self.vfs.flush_closes),
+        jobs = [("flush", 0.2, self.vfs.flush_due), ("closes", 0.2, self.vfs.flush_closes),
                 ("heartbeat", config.heartbeat, meta.heartbeat),
                 ("memory", MEMORY_CHECK, self.maintenance.check_memory),
                 ("compact", 0.2, self.maintenance.compact_queued)]
@@ -158,20 +158,6 @@ class Volume(PathAPI):
         if stored != self.setting.uuid:
             raise ConfigError(f"the storage holds volume {stored}, not {self.setting.uuid}",
                               hint="the storage URL points at another workspace's data")
-
-    def _flush_due(self) -> None:
-        import time
-
-        now = time.monotonic()
-        for st in list(self.vfs._inodes.values()):
-            w = st.writer
-            if w is None or w.state.value != "dirty":
-                continue
-            if now - w.dirty_since >= self.config.flush_interval or now - w.last_write >= self.config.flush_idle:
-                try:
-                    w.flush()
-                except Exception as e:  # remembered by the writer, raised by the next flush
-                    log.debug("background flush of inode %d failed: %s", st.ino, e)
 
     def describe(self) -> str:
         """The running configuration as JSON, with every secret removed (``.config``)."""

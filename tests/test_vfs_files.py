@@ -241,3 +241,16 @@ def test_create_registers_the_open_in_the_same_round_trip(volume_factory):
     assert a.meta.getattr(ino).nlink == 0  # so the inode is kept (sustained), not freed
     assert a.vfs.read(fh, 0, 10) == b"data"
     a.vfs.release(fh)
+
+
+def test_dirty_data_is_committed_by_the_idle_flush_without_a_close(volume_factory):
+    import time
+
+    a, b = volume_factory(flush_idle=0.2), volume_factory()
+    f = a.open("idle.txt", "wb", buffering=0)
+    f.write(b"written, not closed")
+    deadline = time.monotonic() + 10  # the background tick commits it within about a second
+    while b.stat("idle.txt").st_size == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert b.read_bytes("idle.txt") == b"written, not closed"
+    f.close()

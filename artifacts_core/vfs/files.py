@@ -19,7 +19,10 @@ import itertools
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
+
+import msgspec
 
 from artifacts_core.errors import (
     ArtifactsError,
@@ -147,7 +150,6 @@ class FileOps:
         length = max(attr.length, st.writer.max_end) + st.writer.pending_append
         if length == attr.length:
             return attr
-        import msgspec
 
         return msgspec.structs.replace(attr, length=length)
 
@@ -411,6 +413,21 @@ class FileOps:
             st = self._inodes.get(h.ino)
             if st is not None and st.writer is not None:
                 st.writer.flush()
+
+    def flush_due(self) -> None:
+        """Commit dirty files whose data waited past ``flush_interval`` or has been idle past
+        ``flush_idle`` (the background tick). A failure is remembered by the writer and raised by
+        the file's next flush or close."""
+        now = time.monotonic()
+        for st in list(self._inodes.values()):
+            w = st.writer
+            if w is None or w.state is not WriterState.DIRTY:
+                continue
+            if now - w.dirty_since >= self.config.flush_interval or now - w.last_write >= self.config.flush_idle:
+                try:
+                    w.flush()
+                except ArtifactsError as e:
+                    log.debug("background flush of inode %d failed: %s", st.ino, e)
 
     def flush_all(self) -> None:
         """Commit every dirty inode (unmount, close); the first error is raised after trying all."""
