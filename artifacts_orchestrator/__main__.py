@@ -8,8 +8,7 @@
 The config file is JSON (``OrchestratorConfig``). It holds secrets (the admin Redis URL, the S3
 admin keys, the admin token), so it must not be readable by group or others: ``serve`` refuses a
 looser mode. Nothing secret is ever taken from the command line, where ``ps`` would show it.
-``build_service`` is what the local stack (``artifacts up``) calls to run the orchestrator
-in-process with the same configuration.
+``build_service`` and ``build_platform`` wire the same pieces in-process from a configuration.
 """
 
 from __future__ import annotations
@@ -29,10 +28,12 @@ from redis.exceptions import RedisError
 from artifacts_core.errors import ArtifactsError
 from artifacts_orchestrator.app import REAP_INTERVAL, OrchestratorServer
 from artifacts_orchestrator.errors import ApiError
+from artifacts_orchestrator.platform_service import PlatformService
 from artifacts_orchestrator.redis_acl import RedisAdmin
 from artifacts_orchestrator.service import FORMAT_TTL, SESSION_TTL, Service
 from artifacts_orchestrator.storage import SeaweedIAMStorage
 from artifacts_orchestrator.store import SQLiteStore
+from artifacts_orchestrator.tickets import KeyRing
 
 #: The local stack's orchestrator port (also the client's default URL).
 DEFAULT_PORT = 8720
@@ -97,16 +98,16 @@ def build_service(cfg: OrchestratorConfig) -> Service:
                                     secret_key=s.secret_key, region=s.region, root=s.root,
                                     public_endpoint=s.public_endpoint)
         storage.ensure_bucket()
-    service = Service(SQLiteStore(cfg.db), redis, storage, format_ttl=cfg.format_ttl, session_ttl=cfg.session_ttl)
-    from artifacts_orchestrator.platform_service import PlatformService  # issue 8
-
-    service.platform = PlatformService(service, _keyring(cfg), public_url=cfg.public_url)  # type: ignore[attr-defined]
-    return service
+    return Service(SQLiteStore(cfg.db), redis, storage, format_ttl=cfg.format_ttl, session_ttl=cfg.session_ttl)
 
 
-def _keyring(cfg: OrchestratorConfig):
-    from artifacts_orchestrator.tickets import KeyRing
+def build_platform(cfg: OrchestratorConfig, service: Service) -> PlatformService:
+    """The platform layer (tenants, grants, mount tickets) over ``service``, with the configured
+    ticket signing keys; it registers its delete and reaper hooks on ``service``."""
+    return PlatformService(service, _keyring(cfg), public_url=cfg.public_url)
 
+
+def _keyring(cfg: OrchestratorConfig) -> KeyRing:
     return KeyRing(cfg.ticket_keys or Path(cfg.db).parent / "ticket-keys")
 
 
@@ -124,10 +125,11 @@ def _serve(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     try:
         service = build_service(cfg)
+        platform = build_platform(cfg, service)
     except (ArtifactsError, ApiError, RedisError) as e:  # a message, not a traceback
         print(f"error: cannot start the orchestrator: {e}", file=sys.stderr)
         return 1
-    server = OrchestratorServer(service, host=cfg.host, port=cfg.port, admin_token=cfg.admin_token,
+    server = OrchestratorServer(service, platform=platform, host=cfg.host, port=cfg.port, admin_token=cfg.admin_token,
                                 reap_interval=cfg.reap_interval).start()
     print(f"orchestrator listening on {server.url}", flush=True)
     stop = threading.Event()

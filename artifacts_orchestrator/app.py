@@ -6,7 +6,8 @@ Moving parts:
   traceback and answered 500 ``internal`` without details;
 - handlers are a few lines: authenticate, decode the body into a msgspec request type (a bad body
   is 422 ``invalid_request``), call one ``Service`` method on the worker pool (SQLite, redis-py and
-  botocore block), encode the result;
+  botocore block), encode the result -- with the helpers of ``handlers.py``, which the platform's
+  routes (``platform_routes.py``, added when ``make_app`` is given a ``PlatformService``) share;
 - background work on the same pool: the rest of a delete flow after its 202, and the reaper
   every ``reap_interval`` seconds (expired format users and sessions, orphans, unfinished deletes);
 - ``OrchestratorServer``: runs the app on its own event-loop thread, bound to loopback by
@@ -19,17 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hmac
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import msgspec
 from aiohttp import web
 
 from artifacts_orchestrator import models as m
+from artifacts_orchestrator import platform_routes
 from artifacts_orchestrator.errors import (
     ApiError,
     InternalError,
@@ -38,6 +38,16 @@ from artifacts_orchestrator.errors import (
     RouteNotFound,
     Unauthorized,
 )
+from artifacts_orchestrator.handlers import (
+    EXECUTOR,
+    SERVICE,
+    authenticated,
+    decode_body,
+    query_flag,
+    respond,
+    run,
+)
+from artifacts_orchestrator.platform_service import PlatformService
 from artifacts_orchestrator.service import Service
 
 log = logging.getLogger("artifacts.orchestrator.http")
@@ -49,38 +59,8 @@ REAP_INTERVAL = 30.0
 #: Largest request body accepted (requests are small JSON documents).
 MAX_BODY = 64 << 10
 
-SERVICE = web.AppKey("service", Service)
-EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
 TASKS = web.AppKey("tasks", set)
-
-
-def _json(obj: Any, status: int = 200) -> web.Response:
-    return web.Response(body=msgspec.json.encode(obj), status=status, content_type="application/json")
-
-
-async def _run(request: web.Request, fn, *args, **kwargs):
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(request.app[EXECUTOR], functools.partial(fn, *args, **kwargs))
-
-
-async def _account(request: web.Request) -> m.Account:
-    account, _ = await _run(request, request.app[SERVICE].authenticate, request.headers.get("Authorization"))
-    return account
-
-
-async def _body(request: web.Request, type_: type) -> Any:
-    raw = await request.read()
-    try:
-        return msgspec.json.decode(raw or b"{}", type=type_)
-    except msgspec.ValidationError as e:
-        raise InvalidRequest(f"invalid request body: {e}") from None
-    except msgspec.DecodeError:
-        raise InvalidRequest("the request body is not JSON") from None
-
-
-def _flag(request: web.Request, name: str) -> bool:
-    return request.query.get(name, "").lower() in ("1", "true", "yes")
 
 
 @web.middleware
@@ -88,33 +68,33 @@ async def errors_middleware(request: web.Request, handler):
     try:
         return await handler(request)
     except ApiError as e:
-        return _json(e.body(), e.status)
+        return respond(e.body(), e.status)
     except web.HTTPMethodNotAllowed:
         e = MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
-        return _json(e.body(), e.status)
+        return respond(e.body(), e.status)
     except web.HTTPNotFound:
         e = RouteNotFound(f"no route {request.method} {request.path}")
-        return _json(e.body(), e.status)
+        return respond(e.body(), e.status)
     except web.HTTPRequestEntityTooLarge:
-        return _json(InvalidRequest("the request body is too large").body(), 413)
+        return respond(InvalidRequest("the request body is too large").body(), 413)
     except web.HTTPException:
         raise
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.path)
-        return _json(InternalError("internal error; see the orchestrator's log").body(), 500)
+        return respond(InternalError("internal error; see the orchestrator's log").body(), 500)
 
 
 # -- handlers ------------------------------------------------------------------------------------
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return _json({"status": "ok"})
+    return respond({"status": "ok"})
 
 
 async def whoami(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
-    account, key = await _run(request, svc.authenticate, request.headers.get("Authorization"))
-    return _json(m.WhoAmI(account=m.AccountView(id=account.id, handle=account.handle, created_at=account.created_at),
+    account, key = await run(request, svc.authenticate, request.headers.get("Authorization"))
+    return respond(m.WhoAmI(account=m.AccountView(id=account.id, handle=account.handle, created_at=account.created_at),
                           key=m.KeyView(id=key.id, name=key.name, hint=key.hint, created_at=key.created_at)))
 
 
@@ -123,36 +103,36 @@ async def create_account(request: web.Request) -> web.Response:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if not expected or scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
         raise Unauthorized("this route needs the orchestrator's admin token")
-    req = await _body(request, m.CreateAccountRequest)
-    return _json(await _run(request, request.app[SERVICE].create_account, req.handle, req.key_name), 201)
+    req = await decode_body(request, m.CreateAccountRequest)
+    return respond(await run(request, request.app[SERVICE].create_account, req.handle, req.key_name), 201)
 
 
 async def create_key(request: web.Request) -> web.Response:
-    account = await _account(request)
-    req = await _body(request, m.CreateKeyRequest)
-    return _json(await _run(request, request.app[SERVICE].create_key, account, req.name), 201)
+    account = await authenticated(request)
+    req = await decode_body(request, m.CreateKeyRequest)
+    return respond(await run(request, request.app[SERVICE].create_key, account, req.name), 201)
 
 
 async def list_keys(request: web.Request) -> web.Response:
-    account = await _account(request)
-    return _json(await _run(request, request.app[SERVICE].list_keys, account))
+    account = await authenticated(request)
+    return respond(await run(request, request.app[SERVICE].list_keys, account))
 
 
 async def revoke_key(request: web.Request) -> web.Response:
-    account = await _account(request)
-    return _json(await _run(request, request.app[SERVICE].revoke_key, account, request.match_info["key_id"]))
+    account = await authenticated(request)
+    return respond(await run(request, request.app[SERVICE].revoke_key, account, request.match_info["key_id"]))
 
 
 async def create_workspace(request: web.Request) -> web.Response:
-    account = await _account(request)
-    req = await _body(request, m.CreateWorkspaceRequest)
-    resp, created = await _run(request, request.app[SERVICE].create_workspace, account, req)
-    return _json(resp, 201 if created else 200)
+    account = await authenticated(request)
+    req = await decode_body(request, m.CreateWorkspaceRequest)
+    resp, created = await run(request, request.app[SERVICE].create_workspace, account, req)
+    return respond(resp, 201 if created else 200)
 
 
 async def list_workspaces(request: web.Request) -> web.Response:
-    account = await _account(request)
-    return _json(await _run(request, request.app[SERVICE].list_workspaces, account, _flag(request, "include_deleted")))
+    account = await authenticated(request)
+    return respond(await run(request, request.app[SERVICE].list_workspaces, account, query_flag(request, "include_deleted")))
 
 
 def _ref(request: web.Request) -> tuple[str, str]:
@@ -160,51 +140,51 @@ def _ref(request: web.Request) -> tuple[str, str]:
 
 
 async def get_workspace(request: web.Request) -> web.Response:
-    account = await _account(request)
-    return _json(await _run(request, request.app[SERVICE].get_workspace, account, *_ref(request)))
+    account = await authenticated(request)
+    return respond(await run(request, request.app[SERVICE].get_workspace, account, *_ref(request)))
 
 
 async def inspect_workspace(request: web.Request) -> web.Response:
-    account = await _account(request)
-    return _json(await _run(request, request.app[SERVICE].inspect_workspace, account, *_ref(request)))
+    account = await authenticated(request)
+    return respond(await run(request, request.app[SERVICE].inspect_workspace, account, *_ref(request)))
 
 
 async def format_completed(request: web.Request) -> web.Response:
-    account = await _account(request)
-    return _json(await _run(request, request.app[SERVICE].format_completed, account, *_ref(request)))
+    account = await authenticated(request)
+    return respond(await run(request, request.app[SERVICE].format_completed, account, *_ref(request)))
 
 
 async def delete_workspace(request: web.Request) -> web.Response:
-    account = await _account(request)
+    account = await authenticated(request)
     svc = request.app[SERVICE]
-    view, run = await _run(request, svc.delete_workspace, account, *_ref(request))
-    if run:
+    view, started = await run(request, svc.delete_workspace, account, *_ref(request))
+    if started:
         _background(request.app, svc.run_delete, view.id)
-    return _json(view, 202)
+    return respond(view, 202)
 
 
 async def create_session(request: web.Request) -> web.Response:
-    account = await _account(request)
-    req = await _body(request, m.CreateSessionRequest)
-    return _json(await _run(request, request.app[SERVICE].create_session, account, *_ref(request), req), 201)
+    account = await authenticated(request)
+    req = await decode_body(request, m.CreateSessionRequest)
+    return respond(await run(request, request.app[SERVICE].create_session, account, *_ref(request), req), 201)
 
 
 async def list_sessions(request: web.Request) -> web.Response:
-    account = await _account(request)
-    return _json(await _run(request, request.app[SERVICE].list_sessions, account, *_ref(request),
-                            _flag(request, "include_revoked")))
+    account = await authenticated(request)
+    return respond(await run(request, request.app[SERVICE].list_sessions, account, *_ref(request),
+                            query_flag(request, "include_revoked")))
 
 
 async def revoke_session(request: web.Request) -> web.Response:
-    account = await _account(request)
-    return _json(await _run(request, request.app[SERVICE].revoke_session, account, *_ref(request),
+    account = await authenticated(request)
+    return respond(await run(request, request.app[SERVICE].revoke_session, account, *_ref(request),
                             request.match_info["sid"]))
 
 
 async def renew_session(request: web.Request) -> web.Response:
-    account = await _account(request)
-    req = await _body(request, m.RenewSessionRequest)
-    return _json(await _run(request, request.app[SERVICE].renew_session, account, *_ref(request),
+    account = await authenticated(request)
+    req = await decode_body(request, m.RenewSessionRequest)
+    return respond(await run(request, request.app[SERVICE].renew_session, account, *_ref(request),
                             request.match_info["sid"], req))
 
 
@@ -235,8 +215,10 @@ async def _reaper(app: web.Application, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-def make_app(service: Service, *, admin_token: str = "", reap_interval: float | None = REAP_INTERVAL,
-             workers: int = WORKERS) -> web.Application:
+def make_app(service: Service, *, platform: PlatformService | None = None, admin_token: str = "",
+             reap_interval: float | None = REAP_INTERVAL, workers: int = WORKERS) -> web.Application:
+    """The orchestrator's routes over ``service``; the platform's (tenants, grants, mount tickets)
+    too when ``platform`` is given (``python -m artifacts_orchestrator serve`` always gives one)."""
     app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY)
     app[SERVICE] = service
     app[EXECUTOR] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="orchestrator")
@@ -259,9 +241,8 @@ def make_app(service: Service, *, admin_token: str = "", reap_interval: float | 
     app.router.add_get(ws + "/sessions", list_sessions)
     app.router.add_delete(ws + "/sessions/{sid}", revoke_session)
     app.router.add_post(ws + "/sessions/{sid}/renew", renew_session)
-    from artifacts_orchestrator import platform_routes  # issue 8 (imports this module: no cycle at load)
-
-    platform_routes.setup(app, service)
+    if platform is not None:
+        platform_routes.setup(app, platform)
 
     async def start_background(app: web.Application):
         reaper = asyncio.get_running_loop().create_task(_reaper(app, reap_interval)) if reap_interval else None
@@ -279,10 +260,13 @@ def make_app(service: Service, *, admin_token: str = "", reap_interval: float | 
 
 
 class OrchestratorServer:
-    """The app on its own event-loop thread: ``start()``, ``url``, ``stop()``."""
+    """The app on its own event-loop thread: ``start()``, ``url``, ``stop()``. ``platform``: the
+    platform layer over ``service`` whose routes it serves too (none without it)."""
 
-    def __init__(self, service: Service, *, host: str = "127.0.0.1", port: int = 0, **app_options: Any) -> None:
+    def __init__(self, service: Service, *, platform: PlatformService | None = None, host: str = "127.0.0.1",
+                 port: int = 0, **app_options: Any) -> None:
         self.service = service
+        self.platform = platform
         self.host = host
         self.port = port
         self._options = app_options
@@ -300,7 +284,7 @@ class OrchestratorServer:
         return self
 
     async def _start(self) -> None:
-        self._runner = web.AppRunner(make_app(self.service, **self._options), access_log=log)
+        self._runner = web.AppRunner(make_app(self.service, platform=self.platform, **self._options), access_log=log)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()

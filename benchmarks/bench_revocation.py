@@ -39,10 +39,12 @@ from artifacts_fuse import is_mounted, unmount
 from artifacts_orchestrator.app import OrchestratorServer
 from artifacts_orchestrator.client import Artifacts
 from artifacts_orchestrator.local import start_redis, start_s3
+from artifacts_orchestrator.platform_service import PlatformService
 from artifacts_orchestrator.redis_acl import RedisAdmin
 from artifacts_orchestrator.service import Service
 from artifacts_orchestrator.storage import SeaweedIAMStorage
 from artifacts_orchestrator.store import SQLiteStore
+from artifacts_orchestrator.tickets import KeyRing
 
 BUCKET = "artifacts-managed"
 ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
@@ -85,7 +87,8 @@ def start_stack(base: Path):
     storage = SeaweedIAMStorage(endpoint=s3.endpoint, bucket=BUCKET, access_key=s3.access_key,
                                 secret_key=s3.secret_key, region=s3.region)
     service = Service(SQLiteStore(base / "db" / "orchestrator.db"), redis_admin, storage)
-    server = OrchestratorServer(service, admin_token=ADMIN_TOKEN, reap_interval=None).start()
+    platform = PlatformService(service, KeyRing(base / "db" / "ticket-keys"))
+    server = OrchestratorServer(service, platform=platform, admin_token=ADMIN_TOKEN, reap_interval=None).start()
     return rserver, s3, redis_admin, service, server
 
 

@@ -18,10 +18,12 @@ from artifacts_orchestrator import errors as E
 from artifacts_orchestrator.app import OrchestratorServer
 from artifacts_orchestrator.client import Artifacts, AsyncArtifacts, wait_for_status
 from artifacts_orchestrator.local import start_redis, start_s3
+from artifacts_orchestrator.platform_service import PlatformService
 from artifacts_orchestrator.redis_acl import RedisAdmin
 from artifacts_orchestrator.service import Service
 from artifacts_orchestrator.storage import SeaweedIAMStorage
 from artifacts_orchestrator.store import SQLiteStore
+from artifacts_orchestrator.tickets import KeyRing
 
 pytestmark = [pytest.mark.redis, pytest.mark.s3]
 
@@ -48,8 +50,9 @@ def stack(tmp_path_factory):
                                 secret_key=s3.secret_key, region=s3.region)
     clock = Clock()
     service = Service(SQLiteStore(base / "db" / "orchestrator.db"), redis_admin, storage, clock=clock)
-    server = OrchestratorServer(service, admin_token=ADMIN_TOKEN, reap_interval=None).start()
-    state = {"server": server, "service": service, "clock": clock, "s3": s3, "redis": rserver,
+    platform = PlatformService(service, KeyRing(base / "db" / "ticket-keys", clock=clock))
+    server = OrchestratorServer(service, platform=platform, admin_token=ADMIN_TOKEN, reap_interval=None).start()
+    state = {"server": server, "service": service, "platform": platform, "clock": clock, "s3": s3, "redis": rserver,
              "admin_url": admin_url, "db": base / "db" / "orchestrator.db"}
     yield state
     server.stop()

@@ -338,7 +338,7 @@ def test_grant_ttl_expiry_by_the_reaper_and_workspace_delete_revoke_everything(s
 def test_the_reaper_finishes_a_revocation_cut_short(stack, api, monkeypatch, tmp_path):
     create_and_format(api, "short", monkeypatch)
     got, vol = _exchange_and_open(api, "acme", "r1", "short", "rw", monkeypatch, tmp_path / "a")
-    platform = stack["service"].platform
+    platform = stack["platform"]
     account_id = api.whoami().account.id
     # The rows were marked, then Redis failed before the sessions were killed:
     platform.store.revoke_grants(account_id, time.time(), "revoked", id=got.grant_id)
@@ -355,7 +355,7 @@ def test_the_reaper_finishes_a_revocation_cut_short(stack, api, monkeypatch, tmp
 
 def test_signing_keys_rotate_and_old_tickets_verify_until_retired(stack, api, monkeypatch):
     create_and_format(api, "rot", monkeypatch)
-    keys = stack["service"].platform.keys
+    keys = stack["platform"].keys
     old = ticket_dict(api.platform.create_mount_ticket("acme", "r1", workspace="rot", ttl_seconds=600))
     late = ticket_dict(api.platform.create_mount_ticket("acme", "r2", workspace="rot", ttl_seconds=600))
     new_kid = keys.rotate()

@@ -1,0 +1,55 @@
+"""What every route handler of the orchestrator shares (app.py's and platform_routes.py's).
+
+A handler is a few lines: ``authenticated`` (the caller's account from its bearer key),
+``decode_body`` (a strict msgspec request type; a bad body is 422 ``invalid_request``), one
+blocking service method through ``run`` on the app's worker pool (SQLite, redis-py and botocore
+block), then ``respond`` (the result as JSON). The app keys the handlers read live here too, so
+both route modules import this one and never each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from artifacts_orchestrator import models as m
+from artifacts_orchestrator.errors import InvalidRequest
+from artifacts_orchestrator.service import Service
+
+SERVICE = web.AppKey("service", Service)
+EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
+
+
+def respond(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(body=msgspec.json.encode(obj), status=status, content_type="application/json")
+
+
+async def run(request: web.Request, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on the app's worker pool (it blocks)."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(request.app[EXECUTOR], functools.partial(fn, *args, **kwargs))
+
+
+async def authenticated(request: web.Request) -> m.Account:
+    """The account whose API key the request carries (401 ``unauthorized`` otherwise)."""
+    account, _ = await run(request, request.app[SERVICE].authenticate, request.headers.get("Authorization"))
+    return account
+
+
+async def decode_body(request: web.Request, type_: type) -> Any:
+    raw = await request.read()
+    try:
+        return msgspec.json.decode(raw or b"{}", type=type_)
+    except msgspec.ValidationError as e:
+        raise InvalidRequest(f"invalid request body: {e}") from None
+    except msgspec.DecodeError:
+        raise InvalidRequest("the request body is not JSON") from None
+
+
+def query_flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("1", "true", "yes")
