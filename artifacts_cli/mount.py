@@ -80,7 +80,7 @@ def _load_record(mountpoint: str) -> dict | None:
 
 
 def local_mounts_of(identifier: str) -> list[str]:
-    from artifacts_fuse.mount import is_mounted
+    from artifacts_fuse.mountinfo import is_mounted
 
     found = []
     for p in sorted(state_path("sessions").glob("*.json")):
@@ -173,7 +173,8 @@ def cmd_mount(args) -> int:
 
 
 def cmd_unmount(args) -> int:
-    from artifacts_fuse.mount import is_mounted, unmount
+    from artifacts_fuse.mount import unmount
+    from artifacts_fuse.mountinfo import is_mounted
 
     mp = os.path.abspath(args.mountpoint)
     record = _load_record(mp)

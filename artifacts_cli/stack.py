@@ -289,7 +289,7 @@ def _stop(name: str, entry: dict, out) -> None:
 
 def _unmount_all(out) -> None:
     from artifacts_cli.mount import cmd_unmount
-    from artifacts_fuse.mount import is_mounted
+    from artifacts_fuse.mountinfo import is_mounted
 
     for p in sorted(state_path("sessions").glob("*.json")):
         with contextlib.suppress(OSError, ValueError, KeyError):

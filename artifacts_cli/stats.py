@@ -44,7 +44,7 @@ def _fmt(v: float) -> str:
 
 
 def cmd_stats(args) -> int:
-    from artifacts_fuse.mount import is_mounted
+    from artifacts_fuse.mountinfo import is_mounted
 
     mp = os.path.abspath(args.mountpoint)
     if not is_mounted(mp):

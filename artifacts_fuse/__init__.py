@@ -4,6 +4,7 @@
 ``unmount(mountpoint)`` ends it gracefully. See ``docs/fuse.md`` and ``docs/SEMANTICS.md``."""
 
 from artifacts_fuse.daemon import MountSettings
-from artifacts_fuse.mount import Mount, MountError, is_mounted, mount, unmount
+from artifacts_fuse.mount import Mount, MountError, mount, unmount
+from artifacts_fuse.mountinfo import is_mounted
 
 __all__ = ["Mount", "MountError", "MountSettings", "is_mounted", "mount", "unmount"]

@@ -35,6 +35,7 @@ import threading
 import msgspec
 
 from artifacts_core.config import VolumeConfig
+from artifacts_fuse.mountinfo import mount_entry, state_file
 
 log = logging.getLogger("artifacts.fuse")
 
@@ -70,12 +71,6 @@ class ChildRequest(msgspec.Struct, kw_only=True):
     log_path: str = ""
 
 
-def state_path(mountpoint: str) -> str:
-    from artifacts_fuse.mount import state_file
-
-    return str(state_file(mountpoint))
-
-
 def _open_private(path: str, flags: int) -> int:
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     fd = os.open(path, flags | os.O_CREAT, 0o600)
@@ -109,7 +104,7 @@ def supervise() -> int:
     os.close(log_fd)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
-    state = state_path(request.mountpoint)
+    state = str(state_file(request.mountpoint))
     with contextlib.suppress(OSError):
         fd = _open_private(state, os.O_WRONLY | os.O_TRUNC)
         os.write(fd, json.dumps({"supervisor": os.getpid(), "child": child.pid,
@@ -126,7 +121,7 @@ def supervise() -> int:
 
 # -- the FUSE-serving child ----------------------------------------------------------------------
 
-def _setup_logging(stream=None) -> None:
+def setup_logging(stream=None) -> None:
     logging.basicConfig(level=logging.INFO, stream=stream or sys.stderr,
                         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
 
@@ -166,8 +161,6 @@ def serve(request: ChildRequest, ready=None) -> int:
 
     def mounted() -> None:
         """Runs once libfuse has INIT: a stat waits for the INIT answer, then the mount is live."""
-        from artifacts_fuse.mount import mount_entry
-
         try:
             os.stat(request.mountpoint)
             entry = mount_entry(request.mountpoint)
@@ -232,7 +225,7 @@ def _close(vol, workspace: str) -> int:
 
 def serve_child() -> int:
     """Entry of ``python -m artifacts_fuse serve``: settings on stdin, ready fd in the environment."""
-    _setup_logging()
+    setup_logging()
     request = msgspec.json.decode(sys.stdin.buffer.read(), type=ChildRequest)
     ready_fd = int(os.environ.pop(READY_ENV))
 

@@ -18,7 +18,6 @@ Logs go to ``$XDG_CACHE_HOME/tonbo/artifacts/logs/<workspace>.log`` (mode 0600, 
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import select
@@ -35,7 +34,8 @@ import msgspec
 
 from artifacts_core.config import xdg_dir
 from artifacts_core.errors import ArtifactsError
-from artifacts_fuse.daemon import PYTHON_ENV, READY_ENV, ChildRequest, MountSettings, serve
+from artifacts_fuse.daemon import PYTHON_ENV, READY_ENV, ChildRequest, MountSettings, serve, setup_logging
+from artifacts_fuse.mountinfo import mount_entry, state_file
 
 #: Credentials handed to the child through the settings pipe and kept out of its environment.
 SECRET_ENV = ("ARTIFACTS_S3_ACCESS_KEY_ID", "ARTIFACTS_S3_SECRET_ACCESS_KEY", "ARTIFACTS_S3_SESSION_TOKEN")
@@ -65,28 +65,6 @@ class Mount:
 
 
 # -- mountpoint checks ---------------------------------------------------------------------------
-
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal (``\\040``)."""
-    return field.encode().decode("unicode_escape").encode("latin-1").decode("utf-8", "surrogateescape")
-
-
-def mount_entry(mountpoint: str) -> dict[str, str] | None:
-    """The ``/proc/self/mountinfo`` entry whose mount point is ``mountpoint`` (the last one)."""
-    found = None
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            if _unescape(fields[4]) == mountpoint:
-                found = {"fstype": fields[sep + 1], "source": _unescape(fields[sep + 2]),
-                         "options": fields[5]}
-    return found
-
-
-def is_mounted(mountpoint: str) -> bool:
-    return mount_entry(os.path.abspath(mountpoint)) is not None
-
 
 def _stat_errno(path: str) -> int | None:
     """errno of stat(path), or ETIMEDOUT when it hangs (a FUSE server that stopped answering)."""
@@ -129,11 +107,6 @@ def check_mountpoint(mountpoint: str) -> str:
 
 # -- state and logs ------------------------------------------------------------------------------
 
-def state_file(mountpoint: str) -> Path:
-    key = hashlib.sha256(os.path.abspath(mountpoint).encode()).hexdigest()[:16]
-    return xdg_dir("state") / "mounts" / f"{key}.json"
-
-
 def log_file(workspace: str) -> Path:
     return xdg_dir("cache") / "logs" / f"{workspace}.log"
 
@@ -173,9 +146,7 @@ def mount(settings: MountSettings, mountpoint: str, foreground: bool = False,
     request = ChildRequest(settings=_with_secrets(settings), mountpoint=mp, read_only=read_only,
                            log_path=str(logp))
     if foreground:
-        from artifacts_fuse.daemon import _setup_logging
-
-        _setup_logging()
+        setup_logging()
         rc = serve(request, ready=lambda message: print(message, file=sys.stderr))
         if rc:
             raise MountError(f"the mount of {mp} ended with an error (see the log above)")

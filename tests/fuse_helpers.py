@@ -15,7 +15,7 @@ import uuid
 from artifacts_core.config import profile_config
 from artifacts_core.volume import format_volume
 from artifacts_fuse import MountSettings, is_mounted, mount, unmount
-from artifacts_fuse.mount import mount_entry
+from artifacts_fuse.mountinfo import mount_entry
 
 TEST_BUCKET = "artifacts-test"
 _ids = itertools.count(1)
