@@ -77,7 +77,7 @@ def open_workspace(ref: str, *, read_only: bool = False) -> Iterator:
 
 def cmd_mcp_serve(args) -> int:
     from artifacts_agentfs import mcp_server
-    from artifacts_cli.workspace import check_ref
+    from artifacts_cli.refs import check_ref
 
     check_ref(args.workspace)
     with workspace_session(args.workspace, read_only=args.read_only, label="(mcp)") as (grant, env):

@@ -13,7 +13,7 @@ The orchestrator reads the keyspace (``GET /workspaces/<handle>/<name>/inspect``
 from __future__ import annotations
 
 from artifacts_cli import auth
-from artifacts_cli.workspace import check_ref
+from artifacts_cli.refs import check_ref
 
 
 def cmd_inspect(args) -> int:

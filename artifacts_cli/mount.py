@@ -33,7 +33,7 @@ from artifacts_cli.config import (
     state_path,
     write_private,
 )
-from artifacts_cli.workspace import check_ref
+from artifacts_cli.refs import check_ref
 
 #: Seconds a mount session lives: the orchestrator's upper bound (7 days), since no process renews
 #: it yet; a shorter one would cut off long agent runs mid-task.

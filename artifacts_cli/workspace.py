@@ -28,6 +28,7 @@ import time
 from redis.exceptions import RedisError
 
 from artifacts_cli import auth
+from artifacts_cli import mount as mount_cmd
 from artifacts_cli.config import (
     CliError,
     env_storage_fields,
@@ -35,26 +36,13 @@ from artifacts_cli.config import (
     resolve_byo_credentials,
     write_byo_cache,
 )
-from artifacts_orchestrator.client import parse_ref, wait_for_status
-from artifacts_orchestrator.errors import InvalidRequest, WorkspaceExists
-from artifacts_orchestrator.models import WORKSPACE_NAME_RE
+from artifacts_cli.refs import check_name, check_ref
+from artifacts_orchestrator.client import wait_for_status
+from artifacts_orchestrator.errors import WorkspaceExists
 
 #: Seconds ``delete`` waits for the background flow: sweeping a large workspace's keys and
 #: managed objects takes seconds, not minutes; past this the command says how to follow up.
 DELETE_WAIT = 120.0
-
-
-def check_name(name: str) -> None:
-    if not WORKSPACE_NAME_RE.match(name):
-        raise CliError(f"invalid workspace name {name!r}",
-                       "use 1-63 letters, digits, '-' or '_', starting with a letter or digit", exit_code=2)
-
-
-def check_ref(ref: str) -> None:
-    try:
-        parse_ref(ref)
-    except InvalidRequest as e:
-        raise CliError(e.message, exit_code=2) from None
 
 
 @contextlib.contextmanager
@@ -87,7 +75,6 @@ def _byo_location(args) -> dict[str, str]:
 
 
 def cmd_create(args) -> int:
-    from artifacts_cli import mount as mount_cmd
     from artifacts_core.volume import format_volume
 
     out, name = args.out, args.name
@@ -193,8 +180,6 @@ def cmd_show(args) -> int:
 
 
 def cmd_delete(args) -> int:
-    from artifacts_cli.mount import local_mounts_of
-
     check_ref(args.workspace)
     if not args.yes:
         raise CliError(f"deleting {args.workspace} removes all its files; nothing asks twice",
@@ -207,7 +192,7 @@ def cmd_delete(args) -> int:
         except TimeoutError:
             raise CliError(f"{ws.identifier} is still being deleted",
                            f"check later with `artifacts workspace show {args.workspace}`", exit_code=1) from None
-    for mp in local_mounts_of(ws.identifier):
+    for mp in mount_cmd.local_mounts_of(ws.identifier):
         args.out.warn(f"{mp} still mounts the deleted workspace (every operation now fails); "
                       f"run `artifacts unmount {mp}`")
     args.out.result(f"Workspace {ws.identifier} deleted.", data=ws)
