@@ -107,7 +107,8 @@ class ChunkStore:
 
     def writer(self, slice_id: SliceId) -> SliceWriter:
         """A writer for a new slice; the VFS commits it only after ``finish()`` returns."""
-        return SliceWriter(self, slice_id)
+        return SliceWriter(slice_id, block_size=self.block_size, loop=self.loop, budget=self.budget,
+                           upload=self._submit_upload, delete=self.delete_keys)
 
     def _submit_upload(self, block: BlockKey, buf: bytearray) -> concurrent.futures.Future[None]:
         return self.loop.submit(self._upload(block, buf))

@@ -15,6 +15,11 @@ States are explicit: ``WRITING → FINISHED`` or ``→ FAILED`` (an upload faile
 further writes raise) and ``→ ABORTED`` from any state. Memory: a block buffer's growth takes bytes
 from the store's budget first (may block, see ``budget``); the bytes come back when its upload ends.
 Thread-safe, synchronous, for VFS threads — never call it on the loop thread (it may block).
+
+The writer knows the chunk store only through the sink it is given (``ChunkStore.writer`` passes
+its own): ``upload(block, buf)`` starts a block's upload and returns its future (the upload gives
+the block's budget bytes back when it ends), ``delete(keys)`` is the coroutine that removes stored
+blocks, and ``loop`` and ``budget`` are the store's.
 """
 
 from __future__ import annotations
@@ -22,14 +27,19 @@ from __future__ import annotations
 import concurrent.futures
 import enum
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
+from artifacts_core.aio import LoopThread
+from artifacts_core.chunk.budget import ByteBudget
 from artifacts_core.chunk.keys import BlockKey, block_count
 from artifacts_core.errors import ArtifactsError, InvalidArgument, StorageError, TimedOut
 from artifacts_core.types import CHUNK_SIZE, SliceId
 
-if TYPE_CHECKING:
-    from artifacts_core.chunk.store import ChunkStore
+#: Starts the upload of a frozen block; the future ends when it is stored (or failed).
+Upload = Callable[[BlockKey, bytearray], concurrent.futures.Future[None]]
+#: Deletes stored block objects by key (a coroutine, run on the loop).
+Delete = Callable[[Sequence[str]], Coroutine[Any, Any, None]]
 
 
 class WriterState(enum.Enum):
@@ -40,10 +50,14 @@ class WriterState(enum.Enum):
 
 
 class SliceWriter:
-    def __init__(self, chunks: ChunkStore, slice_id: SliceId) -> None:
+    def __init__(self, slice_id: SliceId, *, block_size: int, loop: LoopThread, budget: ByteBudget,
+                 upload: Upload, delete: Delete) -> None:
         self.slice_id = slice_id
-        self._chunks = chunks
-        self._bs = chunks.block_size
+        self._bs = block_size
+        self._loop = loop
+        self._budget = budget
+        self._start_upload = upload
+        self._delete_blocks = delete
         self._lock = threading.Lock()
         self._state = WriterState.WRITING
         self._length = 0
@@ -70,7 +84,7 @@ class SliceWriter:
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
-        if self._chunks.loop.in_loop_thread():
+        if self._loop.in_loop_thread():
             raise RuntimeError("SliceWriter.write() on the event-loop thread: it may block; use a worker thread")
         end = offset + len(view)
         with self._lock:
@@ -95,7 +109,7 @@ class SliceWriter:
                     buf = self._buffers[index] = bytearray()
                 need = hi - base if hi > lo else bs  # a block wholly inside the gap fills up with zeros
                 grow = max(0, need - len(buf))
-                self._chunks.budget.acquire(grow)  # may wait for uploads to drain
+                self._budget.acquire(grow)  # may wait for uploads to drain
                 if lo >= hi:
                     buf += bytes(grow)
                     continue
@@ -125,11 +139,11 @@ class SliceWriter:
         if buf is None:
             buf = bytearray()
         block = BlockKey(self.slice_id, index, len(buf))
-        self._chunks.budget.mark_draining(len(buf))
+        self._budget.mark_draining(len(buf))
         try:
-            future = self._chunks._submit_upload(block, buf)
+            future = self._start_upload(block, buf)
         except BaseException:
-            self._chunks.budget.release(len(buf))
+            self._budget.release(len(buf))
             raise
         future.add_done_callback(self._upload_done)
         self._uploads.append(future)
@@ -170,7 +184,7 @@ class SliceWriter:
             return self._length
 
     def _wait(self, uploads: list[concurrent.futures.Future[None]], timeout: float | None) -> None:
-        if self._chunks.loop.in_loop_thread():
+        if self._loop.in_loop_thread():
             raise RuntimeError("SliceWriter.finish()/abort() on the event-loop thread would deadlock")
         _done, pending = concurrent.futures.wait(uploads, timeout)
         if pending:
@@ -183,10 +197,10 @@ class SliceWriter:
                 return
             self._state = WriterState.ABORTED
             for buf in self._buffers.values():
-                self._chunks.budget.release(len(buf), draining=False)
+                self._budget.release(len(buf), draining=False)
             self._buffers.clear()
             uploads, keys = list(self._uploads), list(self._keys)
         # Wait rather than cancel: a cancelled PUT may still land after our DELETE.
         self._wait(uploads, None)
         if keys:
-            self._chunks.loop.run(self._chunks.delete_keys(keys))
+            self._loop.run(self._delete_blocks(keys))
