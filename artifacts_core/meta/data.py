@@ -31,7 +31,6 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-import time
 from collections.abc import Sequence
 
 import msgspec
@@ -90,13 +89,19 @@ def _ok(value) -> str:
 
 
 class DataOps:
-    """Mixin of ``RedisMetaEngine``: the data map. Needs ``self.client`` and ``self.keys``."""
+    """Mixin of ``RedisMetaEngine``: the data map. Needs ``self.client``, ``self.keys``, ``self.sid``
+    and ``self.setting``; owns the state below (the engine's ``__init__`` calls this one)."""
 
-    slice_grace: float = DEFAULT_SLICE_GRACE
-    _slice_next = 0
-    _slice_end = 0
-    _inline_pressure = False
-    _pressure_checked = 0.0
+    def __init__(self) -> None:
+        #: Seconds a slice dropped by truncate, compaction or a replace stays readable (tests
+        #: shorten it); reclaim and replace pass it to their functions too.
+        self.slice_grace: float = DEFAULT_SLICE_GRACE
+        # This client's batch of slice ids, [next, end); the lock is held across one INCRBY at most.
+        self._slice_lock = threading.Lock()
+        self._slice_next = 0
+        self._slice_end = 0
+        #: Redis is past INLINE_MEMORY_FRACTION of maxmemory (``refresh_inline_pressure``).
+        self._inline_pressure = False
 
     # -- slice ids -----------------------------------------------------------------------------
 
@@ -111,10 +116,7 @@ class DataOps:
 
     def new_slice_id(self) -> SliceId:
         """One fresh slice id from this client's batch (a round trip once per SLICE_ID_BATCH)."""
-        # One lock per engine, made on first use (dict.setdefault is atomic), guarding its batch;
-        # held across one INCRBY at most.
-        lock = self.__dict__.setdefault("_slice_lock", threading.Lock())
-        with lock:
+        with self._slice_lock:
             if self._slice_next >= self._slice_end:
                 ids = self.new_slice_ids(SLICE_ID_BATCH)
                 self._slice_next, self._slice_end = ids.start, ids.stop
@@ -153,8 +155,25 @@ class DataOps:
             info = {}
         used, cap = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
         self._inline_pressure = cap > 0 and used > INLINE_MEMORY_FRACTION * cap
-        self._pressure_checked = time.monotonic()
         return self._inline_pressure
+
+    def inline_allowed(self, size: int) -> bool:
+        """Whether a new slice of ``size`` bytes may go inline now: within the volume's inline
+        limit and Redis below the memory threshold (the function still checks the volume's cap)."""
+        return not self._inline_pressure and self.setting is not None and size <= self.setting.inline_limit
+
+    def _commit_call(self, function: str, args: list, *, inline: bool):
+        """Run a function that may store inline bytes (``inline``): refused up front while Redis is
+        under memory pressure, and the function's EAGAIN (over the inline limit or the volume's
+        inline cap) raised as InlineRefused, so the caller stores the slices in S3 instead."""
+        if inline and self._inline_pressure:
+            raise InlineRefused("Redis memory is past the inline threshold")
+        try:
+            return self.client.call(function, *args)
+        except ArtifactsError as e:
+            if e.errno == errno.EAGAIN:
+                raise InlineRefused(e.strerror or "inline refused") from e
+            raise
 
     def commit_slice(self, ino: Ino, index: int, record: SliceRecord, *, data: bytes | None = None,
                      append: bool = False, caller: Caller = ROOT_CALLER) -> CommitResult:
@@ -167,19 +186,12 @@ class DataOps:
         storage is refused (store in S3 and commit again with the same or a new id), NoSpace over
         capacity.
         """
-        if data is not None and self._inline_pressure:
-            raise InlineRefused("Redis memory is past the inline threshold")
         args = [_ok(ino), _ok(0 if append else index), _ok(record.pos), _ok(record.id),
                 _ok(record.size), _ok(record.off), _ok(record.len), "1" if append else "0",
                 _ok(caller.uid)]
         if data is not None:
             args.append(data)
-        try:
-            reply = self.client.call("af_commit", *args)
-        except ArtifactsError as e:
-            if e.errno == errno.EAGAIN:
-                raise InlineRefused(e.strerror or "inline refused") from e
-            raise
+        reply = self._commit_call("af_commit", args, inline=data is not None)
         attr = unpack_attr(reply[0]) if reply[0] else None
         return CommitResult(attr, int(reply[2]), int(reply[1]), bool(int(reply[3])))
 
@@ -224,16 +236,9 @@ class DataOps:
         first record's slice id. Raises InlineRefused (store those slices in S3, call again)."""
         args = [_ok(ino), _ok(length), _ok(caller.uid), repr(float(self.slice_grace))]
         for index, r, data in records:
-            if data is not None and self._inline_pressure:
-                raise InlineRefused("Redis memory is past the inline threshold")
             args += [_ok(index), _ok(r.pos), _ok(r.id), _ok(r.size), _ok(r.off), _ok(r.len),
                      b"" if data is None else data]
-        try:
-            reply = self.client.call("af_replace", *args)
-        except ArtifactsError as e:
-            if e.errno == errno.EAGAIN:
-                raise InlineRefused(e.strerror or "inline refused") from e
-            raise
+        reply = self._commit_call("af_replace", args, inline=any(data is not None for _, _, data in records))
         attr = unpack_attr(reply[0]) if reply[0] else None
         return CommitResult(attr, 0, len(records), bool(int(reply[1])))
 

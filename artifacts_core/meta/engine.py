@@ -11,7 +11,9 @@
 | ``reclaim.py`` | deleting released data, trash expiry, compaction of chunks |
 
 Each concern is a mixin over the same state (``self.client``, ``self.keys``, ``self.setting``,
-``self.sid``); every mutating method is one ``self.client.call(...)``: one round trip.
+``self.sid``, declared here); a mixin with state of its own declares it in its own ``__init__``,
+which this one calls (``DataOps``). Every mutating method is one ``self.client.call(...)``: one
+round trip.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ class RedisMetaEngine(NamespaceOps, DataOps, SessionOps, LockOps, ReclaimOps, Re
     def __init__(self, url: str, prefix: str, *, may_load_library: bool = True, **client_options) -> None:
         self.keys = Keys(prefix)
         self.client = MetaClient(url, self.keys, may_load_library=may_load_library, **client_options)
-        self.setting = None  # the volume's Setting, read by open()/format()
+        self.setting: Setting | None = None  # the volume's Setting, read by open()/format()
         self.sid = 0  # this client's session id, 0 until a session is registered
+        DataOps.__init__(self)  # slice ids, slice_grace, inline pressure: the state DataOps owns
 
     def format(self, setting: Setting, *, require_aof: bool = True) -> bool:
         """Format this workspace's namespace (see ``format.format_meta``)."""

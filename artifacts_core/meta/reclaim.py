@@ -134,7 +134,8 @@ def kept_head(records: list[SliceRecord], keep_min: int = KEEP_MIN) -> int:
 
 
 class ReclaimOps:
-    """Mixin of ``RedisMetaEngine``: reclaiming space. Uses ``DataOps`` for ids and reads."""
+    """Mixin of ``RedisMetaEngine``: reclaiming space. Uses ``DataOps`` for slice ids, reads,
+    whether a slice may go inline (``inline_allowed``) and ``slice_grace``."""
 
     # -- elections -----------------------------------------------------------------------------
 
@@ -164,8 +165,7 @@ class ReclaimOps:
         data: bytes | None = None
         if end > start:
             sid = self.new_slice_id()
-            inline_ok = (not prefer_s3 and not self._inline_pressure and self.setting is not None
-                         and end - start <= self.setting.inline_limit)
+            inline_ok = not prefer_s3 and self.inline_allowed(end - start)
             job = CompactionJob(ino, index, sid, start, end - start,
                                 [s for s in view if s.end > start and s.pos < end], inline, inline_ok)
             new, data = writer(job)
