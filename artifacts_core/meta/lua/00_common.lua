@@ -196,6 +196,29 @@ local function alloc_inode(p)
   return istr(redis.call('INCR', k_named(p, 'nextinode')))
 end
 
+-- ---- changes to a file's data (20_data, 21_resize, 26_replace) ---------------------------
+-- inline_error: may new inline slices be stored, the largest `largest` bytes, adding `added`
+-- bytes to the volume's inline bytes? nil, or the EAGAIN reply (over the inline limit or the
+-- volume's inline cap: the caller stores the data in S3 instead, never ENOSPC for that).
+-- A check: writes nothing.
+local function inline_error(p, largest, added)
+  local lim = limits(p)
+  if largest > lim.inline_limit then return fail('EAGAIN', 'slice exceeds the inline limit') end
+  local total = tonumber(redis.call('GET', k_named(p, 'inlinebytes')) or '0')
+  if total + added > lim.inline_cap then return fail('EAGAIN', 'volume inline cap reached') end
+  return nil
+end
+
+-- close_write: the last writes of a change to the data of file `ino`, after all its checks: the
+-- attr `a` gets `length`, mtime/ctime (sec, nsec) and a new change counter, and the volume's used
+-- space moves by `dspace` (DATA.space_delta's answer, already checked against the quota).
+local function close_write(p, ino, a, length, dspace, sec, nsec)
+  a.length = length
+  touch(a, true, sec, nsec)
+  attr_put(p, ino, a)
+  if dspace ~= 0 then redis.call('INCRBY', k_named(p, 'usedspace'), dspace) end
+end
+
 -- ---- the end of an inode's life ---------------------------------------------------------
 -- free_inode: the inode has no links and no open handle anywhere. Its attributes go at once;
 -- its data is released in the background: `delfiles` gets "<ino>:<length>" and the reclaim job

@@ -168,6 +168,31 @@ function DATA.space_delta(p, a, newlen)
   return d
 end
 
+-- Writes: the records of a committed slice (`sid`, `size` bytes), one per piece {chunk index,
+-- pos, off, len} (a slice in two pieces holds two references), its inline bytes when `data` is
+-- given (counted in `inlinebytes`, the chunks noted in `inlinechunks`) and its id in `commits`
+-- (a retry is then a no-op). Returns the length of the last list pushed and of the longest.
+function DATA.push_pieces(p, ino, sid, size, pieces, data, t)
+  local id = tonumber(sid)
+  local kind = data and DATA.KIND_INLINE or DATA.KIND_S3
+  local last, longest = 0, 0
+  for _, pc in ipairs(pieces) do
+    last = redis.call('RPUSH', k_chunk(p, ino, pc[1]), DATA.rec_pack(pc[2], id, size, pc[3], pc[4], kind))
+    longest = math.max(longest, last)
+    DATA.note_chunk(p, ino, pc[1])
+    if data then redis.call('ZADD', k_named(p, 'inlinechunks'), t, DATA.chunk_member(ino, pc[1])) end
+  end
+  if #pieces > 1 then DATA.ref_add(p, id, size, #pieces - 1) end
+  if data then
+    redis.call('SET', k_inline(p, sid), data)
+    redis.call('INCRBY', k_named(p, 'inlinebytes'), size)
+  end
+  local commits = k_named(p, 'commits')
+  redis.call('ZADD', commits, t, sid)
+  redis.call('ZREMRANGEBYSCORE', commits, '-inf', t - DATA.COMMIT_TTL)
+  return last, longest
+end
+
 -- Hole records over the file range [s, e) on the chunks that exist (RPUSHX: a missing list is
 -- zeros already). Returns nothing.
 function DATA.push_holes(p, ino, s, e)
@@ -206,7 +231,7 @@ redis.register_function{
 --   Append: index and pos are ignored; the data goes at the file's length at commit time. If
 --   that crosses a chunk boundary, the record is split into two (the second at pos 0 of the
 --   next chunk, both referencing the slice: 2 references), so an append always lands whole.
--- Returns {attr, records in the (last) chunk list, file offset where the data landed,
+-- Returns {attr, records in the longest chunk list it pushed to, file offset where the data landed,
 --   duplicate (1 if this slice id was already committed: nothing changed; attr may be nil if
 --   the inode is gone since)}.
 -- Errors: ENOENT (inode gone; the caller deletes the uploaded blocks), EISDIR, EINVAL (bad
@@ -219,8 +244,7 @@ redis.register_function('af_commit', function(keys, args)
   local indx, pos, id = tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
   local size, off, len = tonumber(args[5]), tonumber(args[6]), tonumber(args[7])
   local append, uid, data = args[8] == '1', tonumber(args[9]) or 0, args[10]
-  local commits = k_named(p, 'commits')
-  if redis.call('ZSCORE', commits, sid) then
+  if redis.call('ZSCORE', k_named(p, 'commits'), sid) then
     return { redis.call('GET', k_inode(p, ino)), 0, -1, 1 }
   end
   if not (id and id > 0 and size and off and len and len > 0 and off >= 0 and off + len <= size
@@ -229,14 +253,10 @@ redis.register_function('af_commit', function(keys, args)
   end
   local a, err = DATA.file_attr(p, ino)
   if not a then return err end
-  local kind = DATA.KIND_S3
   if data then
-    kind = DATA.KIND_INLINE
     if #data ~= size then return fail('EINVAL', 'inline data length differs from the slice size') end
-    local lim = limits(p)
-    if size > lim.inline_limit then return fail('EAGAIN', 'slice exceeds the inline limit') end
-    local total = tonumber(redis.call('GET', k_named(p, 'inlinebytes')) or '0')
-    if total + size > lim.inline_cap then return fail('EAGAIN', 'volume inline cap reached') end
+    local ierr = inline_error(p, size, size)
+    if ierr then return ierr end
   end
   local pieces
   if append then
@@ -259,24 +279,8 @@ redis.register_function('af_commit', function(keys, args)
   if not dspace then return qerr end
   -- writes
   local t, sec, ns_ = DATA.now_f()
-  local count = 0
-  for _, pc in ipairs(pieces) do
-    count = math.max(count, redis.call('RPUSH', k_chunk(p, ino, pc[1]),
-      DATA.rec_pack(pc[2], id, size, pc[3], pc[4], kind)))
-    DATA.note_chunk(p, ino, pc[1])
-    if data then redis.call('ZADD', k_named(p, 'inlinechunks'), t, DATA.chunk_member(ino, pc[1])) end
-  end
-  if #pieces > 1 then DATA.ref_add(p, id, size, #pieces - 1) end
-  if data then
-    redis.call('SET', k_inline(p, sid), data)
-    redis.call('INCRBY', k_named(p, 'inlinebytes'), size)
-  end
-  redis.call('ZADD', commits, t, sid)
-  redis.call('ZREMRANGEBYSCORE', commits, '-inf', t - DATA.COMMIT_TTL)
-  a.length = newlen
+  local _, count = DATA.push_pieces(p, ino, sid, size, pieces, data, t)
   DATA.kill_suid(a, uid)
-  touch(a, true, sec, ns_)
-  attr_put(p, ino, a)
-  if dspace ~= 0 then redis.call('INCRBY', k_named(p, 'usedspace'), dspace) end
+  close_write(p, ino, a, newlen, dspace, sec, ns_)
   return { attr_pack(a), count, pieces[1][1] * CHUNK_SIZE + pieces[1][2], 0 }
 end)

@@ -1,4 +1,5 @@
--- 21_resize.lua: truncate, fallocate and copy_file_range on the data map (helpers: 20_data.lua).
+-- 21_resize.lua: truncate, fallocate and copy_file_range on the data map (helpers: 20_data.lua,
+-- and `inline_error` and `close_write` from 00_common.lua).
 --
 -- No function here writes data bytes: zeros are hole records (id 0), shared data is records
 -- copied with one more reference each. Compaction later drops what holes hide.
@@ -99,14 +100,11 @@ redis.register_function('af_fallocate', function(keys, args)
   local zeroing = (punch or zero) and offset < newlen
   if zeroing then DATA.push_holes(p, ino, offset, math.min(offset + length, newlen)) end
   local changed = newlen ~= a.length
-  if changed or zeroing then
+  if changed or zeroing then  -- otherwise the length and so the used space stay (dspace is 0)
     local _, sec, ns_ = DATA.now_f()
     DATA.kill_suid(a, tonumber(args[5]) or 0)
-    a.length = newlen
-    touch(a, true, sec, ns_)
-    attr_put(p, ino, a)
+    close_write(p, ino, a, newlen, dspace, sec, ns_)
   end
-  if dspace ~= 0 then redis.call('INCRBY', k_named(p, 'usedspace'), dspace) end
   return attr_pack(a)
 end)
 
@@ -179,10 +177,7 @@ redis.register_function('af_copy_range', function(keys, args)
     end
   end
   DATA.kill_suid(da, tonumber(args[6]) or 0)
-  da.length = newlen
-  touch(da, true, sec, ns_)
-  attr_put(p, dst, da)
-  if dspace ~= 0 then redis.call('INCRBY', k_named(p, 'usedspace'), dspace) end
+  close_write(p, dst, da, newlen, dspace, sec, ns_)
   return { attr_pack(da), n }
 end)
 
@@ -209,7 +204,7 @@ redis.register_function('af_replace', function(keys, args)
   if not a then return err end
   if not newlen or newlen < 0 or (#args - 4) % 7 ~= 0 then return fail('EINVAL', 'invalid arguments') end
   if newlen > DATA.MAX_LENGTH then return fail('EFBIG', 'file too large') end
-  local recs, inline_new, counts = {}, 0, {}
+  local recs, inline_new, inline_max, counts = {}, 0, 0, {}
   for k = 5, #args, 7 do
     local r = { indx = tonumber(args[k]), pos = tonumber(args[k + 1]), id = tonumber(args[k + 2]),
       size = tonumber(args[k + 3]), off = tonumber(args[k + 4]), len = tonumber(args[k + 5]),
@@ -220,8 +215,9 @@ redis.register_function('af_replace', function(keys, args)
       return fail('EINVAL', 'invalid slice record')
     end
     r.kind = #r.data > 0 and DATA.KIND_INLINE or DATA.KIND_S3
-    if r.kind == DATA.KIND_INLINE and #r.data ~= r.size then
-      return fail('EINVAL', 'inline data length differs from the slice size')
+    if r.kind == DATA.KIND_INLINE then
+      if #r.data ~= r.size then return fail('EINVAL', 'inline data length differs from the slice size') end
+      inline_max = math.max(inline_max, r.size)
     end
     local f = DATA.ref_field(r.id, r.size)
     if not counts[f] then
@@ -232,14 +228,8 @@ redis.register_function('af_replace', function(keys, args)
     recs[#recs + 1] = r
   end
   if inline_new > 0 then
-    local lim = limits(p)
-    local total = tonumber(redis.call('GET', k_named(p, 'inlinebytes')) or '0')
-    for _, r in ipairs(recs) do
-      if r.kind == DATA.KIND_INLINE and r.size > lim.inline_limit then
-        return fail('EAGAIN', 'slice exceeds the inline limit')
-      end
-    end
-    if total + inline_new > lim.inline_cap then return fail('EAGAIN', 'volume inline cap reached') end
+    local ierr = inline_error(p, inline_max, inline_new)
+    if ierr then return ierr end
   end
   local dspace, qerr = DATA.space_delta(p, a, newlen)
   if not dspace then return qerr end
@@ -269,10 +259,7 @@ redis.register_function('af_replace', function(keys, args)
     end
   end
   redis.call('ZREMRANGEBYSCORE', commits, '-inf', t - DATA.COMMIT_TTL)
-  a.length = newlen
   DATA.kill_suid(a, uid)
-  touch(a, true, sec, ns_)
-  attr_put(p, ino, a)
-  if dspace ~= 0 then redis.call('INCRBY', k_named(p, 'usedspace'), dspace) end
+  close_write(p, ino, a, newlen, dspace, sec, ns_)
   return { attr_pack(a), 0 }
 end)

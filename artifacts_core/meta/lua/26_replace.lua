@@ -1,7 +1,8 @@
 -- 26_replace.lua: the agent API's data operations by name, each one call: replacing a file's
 -- whole content keeping its inode (af_replace_content; DESIGN.md §10: "writeFile replaces content
 -- atomically and keeps the inode"), appending (af_append_entry) and reading (af_read_entry).
--- Helpers: 10_namespace.lua (`ns`), 20_data.lua (`DATA`) and the `RE` table below.
+-- Helpers: 00_common.lua (`inline_error`, `close_write`), 10_namespace.lua (`ns`), 20_data.lua
+-- (`DATA`, incl. `DATA.push_pieces`, which af_commit uses too) and the `RE` table below.
 --
 -- The caller stores the new content first (inline bytes travel in this call; larger content is
 -- an S3 slice whose blocks are already uploaded), then this function swaps it in: the file's
@@ -47,7 +48,6 @@ function RE.target(p, parent, name, c, create, expect)
   return d, nil, etyp, eino, a
 end
 
--- Inline bytes of `size` may be stored: nil, or the EAGAIN reply.
 -- The used-space change of giving a file `new_length` bytes (an existing file `a`), or of a new
 -- file of `size` bytes (one more inode, `a` nil); (nil, error reply) over capacity or quota.
 function RE.space_for(p, a, new_length, size)
@@ -55,14 +55,6 @@ function RE.space_for(p, a, new_length, size)
   local q = check_quota(p, space_of(size), 1)
   if q then return nil, q end
   return space_of(size)
-end
-
-function RE.inline_error(p, size)
-  local lim = limits(p)
-  if size > lim.inline_limit then return fail('EAGAIN', 'slice exceeds the inline limit') end
-  local total = tonumber(redis.call('GET', k_named(p, 'inlinebytes')) or '0')
-  if total + size > lim.inline_cap then return fail('EAGAIN', 'volume inline cap reached') end
-  return nil
 end
 
 -- Writes: a new empty regular file `name` in `parent` (attr `d`); returns ino, attr table.
@@ -78,28 +70,6 @@ function RE.new_file(p, parent, d, name, c, gids, perm, sec, nsec)
   attr_put(p, parent, d)
   redis.call('INCR', k_named(p, 'totalinodes'))
   return ino, a
-end
-
--- Writes: one record of slice (id, size) per piece {chunk index, pos, off, len}; inline bytes,
--- the inline index and the idempotency record. Returns the length of the last list pushed.
-function RE.push(p, ino, sid, size, pieces, data, t)
-  local id = tonumber(sid)
-  local kind = data and DATA.KIND_INLINE or DATA.KIND_S3
-  local count = 0
-  for _, pc in ipairs(pieces) do
-    count = redis.call('RPUSH', k_chunk(p, ino, pc[1]), DATA.rec_pack(pc[2], id, size, pc[3], pc[4], kind))
-    DATA.note_chunk(p, ino, pc[1])
-    if data then redis.call('ZADD', k_named(p, 'inlinechunks'), t, DATA.chunk_member(ino, pc[1])) end
-  end
-  if #pieces > 1 then DATA.ref_add(p, id, size, #pieces - 1) end
-  if data then
-    redis.call('SET', k_inline(p, sid), data)
-    redis.call('INCRBY', k_named(p, 'inlinebytes'), size)
-  end
-  local commits = k_named(p, 'commits')
-  redis.call('ZADD', commits, t, sid)
-  redis.call('ZREMRANGEBYSCORE', commits, '-inf', t - DATA.COMMIT_TTL)
-  return count
 end
 
 -- af_replace_content: create or overwrite file `name` in directory `parent` with one slice.
@@ -136,7 +106,7 @@ redis.register_function('af_replace_content', function(keys, args)
   local d, err, _, eino, a = RE.target(p, parent, name, c, create, expect)
   if not d then return err end
   if data then
-    local ierr = RE.inline_error(p, size)
+    local ierr = inline_error(p, size, size)
     if ierr then return ierr end
   end
   local dspace, qerr = RE.space_for(p, a, size, size)
@@ -161,11 +131,8 @@ redis.register_function('af_replace_content', function(keys, args)
     ino, a = RE.new_file(p, parent, d, name, c, args[8], perm, sec, nsec)
     created = 1
   end
-  if size > 0 then RE.push(p, ino, sid, size, { { 0, 0, 0, size } }, data, t) end
-  a.length = size
-  touch(a, true, sec, nsec)
-  attr_put(p, ino, a)
-  if dspace ~= 0 then redis.call('INCRBY', k_named(p, 'usedspace'), dspace) end
+  if size > 0 then DATA.push_pieces(p, ino, sid, size, { { 0, 0, 0, size } }, data, t) end
+  close_write(p, ino, a, size, dspace, sec, nsec)
   return { tonumber(ino), attr_pack(a), created }
 end)
 
@@ -199,7 +166,7 @@ redis.register_function('af_append_entry', function(keys, args)
   local d, err, _, eino, a = RE.target(p, parent, name, c, create, expect)
   if not d then return err end
   if data then
-    local ierr = RE.inline_error(p, size)
+    local ierr = inline_error(p, size, size)
     if ierr then return ierr end
   end
   local length = a and a.length or 0
@@ -221,11 +188,8 @@ redis.register_function('af_append_entry', function(keys, args)
     ino, a = RE.new_file(p, parent, d, name, c, args[8], perm, sec, nsec)
     created = 1
   end
-  local count = RE.push(p, ino, sid, size, pieces, data, t)
-  a.length = length + size
-  touch(a, true, sec, nsec)
-  attr_put(p, ino, a)
-  if dspace ~= 0 then redis.call('INCRBY', k_named(p, 'usedspace'), dspace) end
+  local count = DATA.push_pieces(p, ino, sid, size, pieces, data, t)
+  close_write(p, ino, a, length + size, dspace, sec, nsec)
   return { tonumber(ino), attr_pack(a), length, count, created, 0 }
 end)
 
