@@ -32,7 +32,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -48,7 +47,7 @@ from artifacts_cli.config import (
     write_private,
 )
 from artifacts_core.config import xdg_dir
-from artifacts_core.servers import LOOPBACK, SeaweedS3, free_port
+from artifacts_core.servers import LOOPBACK, SeaweedS3, free_port, port_is_free
 from artifacts_orchestrator.client import KEY_ENV, Artifacts
 from artifacts_orchestrator.errors import AccountExists, ApiError
 from artifacts_orchestrator.models import HANDLE_RE
@@ -96,18 +95,6 @@ def _local_handle() -> str:
         user = "local"
     handle = re.sub(r"[^a-z0-9-]+", "-", user.lower()).strip("-")[:63] or "local"
     return handle if HANDLE_RE.match(handle) else "local"
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        # SO_REUSEADDR as the orchestrator's server sets it: connections of a stopped one linger
-        # in TIME-WAIT for a minute and must not count as "taken".
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((LOOPBACK, port))
-        except OSError:
-            return False
-    return True
 
 
 def _start_redis(d: Path, state: dict) -> None:
@@ -251,7 +238,7 @@ def _up(args) -> int:
         port = args.port if args.port is not None else orch.get("port", DEFAULT_PORT)
         if port == 0:
             port = free_port()
-        if not _port_free(port):
+        if not port_is_free(port):
             raise CliError(f"port {port} on {LOOPBACK} is taken by another program",
                            "stop it, or run `artifacts up --port <free port>`", exit_code=6)
         with out.phase(f"Starting the orchestrator on {LOOPBACK}:{port}…"):

@@ -32,7 +32,9 @@ LOOPBACK = "127.0.0.1"
 _PORT_CEILING = 55536
 
 
-def _port_is_free(port: int) -> bool:
+def port_is_free(port: int) -> bool:
+    """Whether a server could bind ``port`` on loopback now. SO_REUSEADDR, as our servers set it:
+    connections of a stopped one linger in TIME-WAIT for a minute and must not count as taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -48,7 +50,7 @@ def free_port(*, grpc_offset: bool = False) -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((LOOPBACK, 0))
             port = s.getsockname()[1]
-        if grpc_offset and (port >= _PORT_CEILING or not _port_is_free(port + 10000)):
+        if grpc_offset and (port >= _PORT_CEILING or not port_is_free(port + 10000)):
             continue
         return port
     raise RuntimeError("no free loopback port found")
