@@ -255,6 +255,35 @@ def test_inline_cap_and_limit_fall_back_to_s3(meta_factory, key_prefix):
     assert meta.inline_bytes() == 16
 
 
+def test_every_inline_writer_refuses_past_the_limit_and_the_cap_and_changes_nothing(meta_factory, key_prefix):
+    """replace_content (af_replace), replace_entry (af_replace_content) and append_entry
+    (af_append_entry) refuse inline bytes over the per-slice limit or the volume's cap with EAGAIN
+    (InlineRefused: the caller stores them in S3), before any write; within both they store them."""
+    meta = meta_factory(key_prefix, inline_limit=16, inline_cap=20)
+    ino = mkfile(meta)
+    write(meta, ino, 0, b"a" * 12, inline=True)  # 12 of the 20 cap bytes taken
+    before = meta.getattr(ino)
+
+    def refused(call, *args, **kwargs):
+        with pytest.raises(InlineRefused) as e:
+            call(*args, **kwargs)
+        assert e.value.errno == errno.EAGAIN
+
+    for size in (17, 9):  # over the limit; within it but past the cap (12 + 9 > 20)
+        sid = meta.new_slice_id()
+        refused(meta.replace_content, ino, size, [(0, SliceRecord(0, sid, size, 0, size, SLICE_INLINE), b"r" * size)])
+        refused(meta.replace_entry, ROOT_INO, "f", meta.new_slice_id(), size, data=b"w" * size)
+        refused(meta.append_entry, ROOT_INO, "f", meta.new_slice_id(), size, data=b"p" * size)
+        refused(meta.replace_entry, ROOT_INO, "new", meta.new_slice_id(), size, data=b"n" * size)
+    assert meta.getattr(ino) == before and meta.inline_bytes() == 12
+    assert read_file(meta, ino) == b"a" * 12
+    with pytest.raises(NotFound):
+        meta.lookup(ROOT_INO, "new")
+    _, result, _ = meta.append_entry(ROOT_INO, "f", meta.new_slice_id(), 8, data=b"p" * 8)  # 12 + 8 fits
+    assert result.attr.length == 20 and meta.inline_bytes() == 20
+    assert read_file(meta, ino) == b"a" * 12 + b"p" * 8
+
+
 def test_inline_refused_while_redis_memory_is_high(tmp_path, key_prefix):
     from artifacts_core.meta.engine import RedisMetaEngine
     from artifacts_core.meta.format import Setting, new_uuid
