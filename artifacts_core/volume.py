@@ -9,6 +9,12 @@ session, stop the background thread and the loop thread.
 
 Storage objects of a volume live under ``<volume name>/`` in the storage URL's bucket and prefix.
 Secrets (S3 keys, Redis passwords) are never logged or shown: ``.config`` prints redacted URLs.
+
+``vol.exec(argv, ...)`` runs a command in a sandbox with the workspace at ``/workspace``
+(docs/exec.md). The sandbox is not part of the core: it is found through the ``artifacts.exec``
+entry-point group (``artifacts_exec`` registers its ``Executor`` there, as fsspec finds its
+filesystems), so the core names a contract — ``Executor(vol)`` with ``run()`` and ``close()`` —
+and imports no frontend. ``vol.source`` tells such a plugin how this volume was opened.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import contextlib
 import logging
 import os
 import socket
+import threading
+from dataclasses import dataclass, field
 
 import msgspec
 
@@ -40,6 +48,8 @@ from artifacts_core.vfs.pathapi import PathAPI
 log = logging.getLogger("artifacts")
 
 UUID_OBJECT = "artifacts_uuid"
+#: The entry-point group a sandbox registers its executor in (``vol.exec``).
+EXEC_ENTRY_POINTS = "artifacts.exec"
 #: How often the volume re-reads Redis memory use (inline data stops past 70 % of maxmemory).
 MEMORY_CHECK = 5.0
 
@@ -101,12 +111,27 @@ def format_volume(meta_url: str, storage_url: str, name: str, *, key_prefix: str
         meta.close()
 
 
+@dataclass(frozen=True)
+class VolumeSource:
+    """How a volume was opened: what another process needs to open the same workspace (a mount
+    made for ``vol.exec``). ``meta_url`` may hold a password: it is kept out of ``repr``."""
+
+    meta_url: str = field(repr=False)
+    key_prefix: str
+    storage_url: str | None = field(repr=False)
+    config: VolumeConfig = field(repr=False)
+    require_aof: bool = True
+
+
 class Volume(PathAPI):
     """An open volume: ``vol.vfs`` (inode API) plus the path API."""
 
     def __init__(self, meta: RedisMetaEngine, store: ObjectStore, config: VolumeConfig, *,
-                 read_only: bool = False, mountpoint: str = "") -> None:
+                 read_only: bool = False, mountpoint: str = "", source: VolumeSource | None = None) -> None:
         self.meta = meta
+        self.source = source
+        self._executor = None
+        self._executor_lock = threading.Lock()
         self.setting: Setting = meta.setting
         self.config = config
         self.read_only = read_only
@@ -170,10 +195,23 @@ class Volume(PathAPI):
             "session": self.meta.sid,
         }).decode()
 
+    def exec(self, argv, **options):
+        """Run ``argv`` in a sandbox with this workspace at ``/workspace``; returns the
+        executor's result (exit code, bounded output, changed files; docs/exec.md). Options:
+        ``stdin``, ``timeout``, ``max_output``, ``isolated`` (a transaction), ``cwd``, ``env``,
+        ``network``. The executor — and its warm mount — lives until ``close()``."""
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = _load_executor()(self)
+        return self._executor.run(argv, **options)
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._executor is not None:
+            with contextlib.suppress(Exception):  # logged by the executor; the volume still closes
+                self._executor.close()
         self._background.stop()
         try:
             self.vfs.flush_all()
@@ -196,6 +234,16 @@ class Volume(PathAPI):
         self.close()
 
 
+def _load_executor():
+    from importlib.metadata import entry_points
+
+    found = sorted(entry_points(group=EXEC_ENTRY_POINTS), key=lambda ep: ep.name)
+    if not found:
+        raise ConfigError("no sandbox is installed for vol.exec",
+                          hint="install the artifacts distribution with its artifacts_exec package")
+    return found[0].load()
+
+
 def open_volume(meta_url: str, storage_url: str | None = None, *, key_prefix: str,
                 profile: str = "interactive", config: VolumeConfig | None = None,
                 custom_profile: str | None = None, read_only: bool = False,
@@ -210,7 +258,9 @@ def open_volume(meta_url: str, storage_url: str | None = None, *, key_prefix: st
         if not url:
             raise ConfigError("no storage URL given and none stored with the volume")
         store = _volume_store(url, setting.name)
-        return Volume(meta, store, config, read_only=read_only, mountpoint=mountpoint)
+        source = VolumeSource(meta_url=meta_url, key_prefix=key_prefix, storage_url=url, config=config,
+                              require_aof=require_aof)
+        return Volume(meta, store, config, read_only=read_only, mountpoint=mountpoint, source=source)
     except BaseException:
         meta.close()
         raise
