@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import errno
 
-from artifacts_agentfs import edit, namespace, search
+from artifacts_agentfs import edit, namespace, search, shell
 from artifacts_agentfs.errors import BinaryContentError, TooLargeError, conflict, invalid
 from artifacts_agentfs.limits import (
     DEFAULT_LIMITS,
@@ -59,10 +59,18 @@ from artifacts_core.vfs.pathapi import MAX_SYMLINKS
 class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
     """The agent file-operation API over one open volume (thread-safe, like the VFS)."""
 
-    def __init__(self, vol, *, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, vol, *, limits: Limits = DEFAULT_LIMITS, executor=None) -> None:
         self.vol = vol
         self.vfs = vol.vfs
         self.limits = limits
+        #: Runs the ``bash`` tool (an ``artifacts_exec.Executor``); None: code execution is off.
+        self.executor = executor
+
+    def bash(self, command: str, *, stdin: str | None = None, timeout: int | None = None,
+             max_output: int | None = None, mode: str | None = None) -> dict:
+        """The ``bash`` tool (``shell.py``): EPERM unless the host gave an executor."""
+        return shell.run_bash(self.executor, command, stdin=stdin, timeout=timeout, max_output=max_output,
+                              mode=mode)
 
     def call(self, name: str, arguments=None) -> dict:
         """Run a tool call by its agent-facing name (``tools.call``): never raises."""

@@ -8,13 +8,15 @@ tools, ``destructiveHint`` for those that may overwrite or delete, ``idempotentH
 ``openWorldHint: false`` (the tools touch only the workspace). A failed call is a result with
 ``isError: true`` and ``{"error": {code, message, path, hint}}`` -- the model sees it and can
 correct itself -- never a protocol error. With ``read_only`` only the read-only tools are listed.
+``--bash`` (settings ``bash: true``) adds the ``bash`` tool: commands in a sandbox on the workspace
+(``artifacts_exec``, docs/exec.md). It is off by default: code execution is the host's choice.
 
 Settings (where the workspace is) never travel in argv, where any local user can read them with
 ``ps``: they come from a JSON file named by ``--settings FILE`` or ``ARTIFACTS_AGENTFS_SETTINGS``
 (it must not be readable by group or others: 0600), or from the environment --
 ``ARTIFACTS_META_URL``, ``ARTIFACTS_KEY_PREFIX``, optionally ``ARTIFACTS_STORAGE_URL`` and
 ``ARTIFACTS_PROFILE``; S3 keys come from the host environment as for every volume. File keys:
-``meta_url``, ``key_prefix``, ``storage_url``, ``profile``, ``read_only``, ``require_aof``.
+``meta_url``, ``key_prefix``, ``storage_url``, ``profile``, ``read_only``, ``require_aof``, ``bash``.
 
 Each call runs the synchronous ``AgentFS`` method in a worker thread (``anyio.to_thread``), so a
 slow call never stalls the protocol loop; the volume is opened before serving and closed after.
@@ -53,6 +55,7 @@ class Settings:
     profile: str = "interactive"
     read_only: bool = False
     require_aof: bool = True
+    bash: bool = False
 
 
 def load_settings(path: str | None = None, env: dict | None = None) -> Settings:
@@ -78,9 +81,9 @@ def load_settings(path: str | None = None, env: dict | None = None) -> Settings:
                          "ARTIFACTS_META_URL and ARTIFACTS_KEY_PREFIX") from None
 
 
-def mcp_tools(*, read_only: bool = False) -> list[types.Tool]:
+def mcp_tools(*, read_only: bool = False, exec: bool = False) -> list[types.Tool]:
     out = []
-    for t in tools.TOOLS:
+    for t in tools.tool_set(exec=exec and not read_only):
         if read_only and not t.read_only:
             continue
         out.append(types.Tool(
@@ -88,12 +91,12 @@ def mcp_tools(*, read_only: bool = False) -> list[types.Tool]:
             output_schema=tools.output_schema(t),
             annotations=types.ToolAnnotations(read_only_hint=t.read_only,
                                               destructive_hint=t.destructive if not t.read_only else False,
-                                              idempotent_hint=t.idempotent, open_world_hint=False)))
+                                              idempotent_hint=t.idempotent, open_world_hint=t.open_world)))
     return out
 
 
 def build_server(fs: AgentFS, *, read_only: bool = False) -> Server:
-    listed = mcp_tools(read_only=read_only)
+    listed = mcp_tools(read_only=read_only, exec=fs.executor is not None)
     names = {t.name for t in listed}
     limiter = anyio.CapacityLimiter(MAX_CONCURRENT_CALLS)
 
@@ -138,9 +141,16 @@ def serve(settings: Settings) -> None:
     vol = open_volume(settings.meta_url, settings.storage_url, key_prefix=settings.key_prefix,
                       profile=settings.profile, read_only=settings.read_only,
                       require_aof=settings.require_aof)
+    executor = None
     try:
-        anyio.run(_serve, AgentFS(vol), settings.read_only)
+        if settings.bash and not settings.read_only:
+            from artifacts_exec import Executor  # the host chose code execution: load the sandbox
+
+            executor = Executor(vol)
+        anyio.run(_serve, AgentFS(vol, executor=executor), settings.read_only)
     finally:
+        if executor is not None:
+            executor.close()
         vol.close()
 
 
@@ -149,10 +159,14 @@ def main(argv: list[str] | None = None) -> None:
                                      description="Serve a workspace's files as MCP tools over stdio.")
     parser.add_argument("--settings", help="JSON settings file, mode 0600 (or $ARTIFACTS_AGENTFS_SETTINGS)")
     parser.add_argument("--read-only", action="store_true", help="list only the read-only tools")
+    parser.add_argument("--bash", action="store_true",
+                        help="add the bash tool: commands in a sandbox on the workspace (off by default)")
     args = parser.parse_args(argv)
     settings = load_settings(args.settings)
     if args.read_only and not settings.read_only:
         settings = Settings(**{**settings.__dict__, "read_only": True})
+    if args.bash and not settings.bash:
+        settings = Settings(**{**settings.__dict__, "bash": True})
     serve(settings)
 
 

@@ -1,5 +1,7 @@
 """One description of the tools, and what is generated from it: OpenAI function definitions,
 Anthropic tool definitions, MCP tools (mcp_server.py) and the ``call(name, arguments)`` dispatcher.
+``EXEC_TOOLS`` (the ``bash`` tool) joins them only when the host enables code execution
+(``exec=True``; shell.py).
 
 ``TOOLS`` lists every operation once: its agent-facing name (readFile, ...), the ``AgentFS``
 method, a description written for a model, its parameters (JSON Schema per parameter, required
@@ -62,6 +64,7 @@ class Tool:
     read_only: bool = False
     destructive: bool = False
     idempotent: bool = False
+    open_world: bool = False
 
 
 def _out(**props) -> dict:
@@ -160,6 +163,39 @@ TOOLS: tuple[Tool, ...] = (
 )
 BY_NAME = {t.name: t for t in TOOLS}
 
+#: Code execution, listed only when the agent host enables it (``exec=True``; shell.py).
+BASH = Tool(
+    "bash", "bash",
+    "Run a shell command (bash -c) in a sandbox whose working directory is the workspace "
+    "(/workspace, read-write). No network; nothing outside the workspace persists (/tmp is private "
+    "per call). Returns exit_code, stdout, stderr (each cut at max_output bytes: *_truncated), "
+    "duration_ms, timed_out, and the files created, changed and deleted. mode='transaction' runs on "
+    "a private copy that is committed only if the command exits 0 and nobody else changed those files "
+    "meanwhile (committed, conflicts).",
+    (Param("command", {**_STR, "description": "The command line, run as bash -c."}, True),
+     Param("stdin", {**_STR, "description": "Text given to the command's standard input."}),
+     Param("timeout", {**_INT, "description": "Seconds before the command and all its processes are "
+                                              "killed (default 60, at most 1800)."}),
+     Param("max_output", {**_INT, "description": "Bytes kept per stream (default 65536)."}),
+     Param("mode", {"type": "string", "enum": ["shared", "transaction"],
+                    "description": "shared (default): writes land at once. transaction: all or nothing."})),
+    _out(exit_code="integer", stdout="string", stderr="string", stdout_truncated="boolean",
+         stderr_truncated="boolean", timed_out="boolean", duration_ms="number", mode="string",
+         created={"type": "array", "items": {"type": "string"}},
+         changed={"type": "array", "items": {"type": "string"}},
+         deleted={"type": "array", "items": {"type": "string"}},
+         changes_complete="boolean", changes_truncated="boolean",
+         committed=["boolean", "string", "null"], conflicts={"type": "array", "items": {"type": "object"}},
+         commit_error=["string", "null"]),
+    destructive=True)
+EXEC_TOOLS: tuple[Tool, ...] = (BASH,)
+ALL_BY_NAME = {t.name: t for t in TOOLS + EXEC_TOOLS}
+
+
+def tool_set(*, exec: bool = False) -> tuple[Tool, ...]:
+    """The file tools, plus ``bash`` when the host enables code execution."""
+    return TOOLS + EXEC_TOOLS if exec else TOOLS
+
 
 def input_schema(tool: Tool, *, strict: bool = False) -> dict:
     props, required = {}, []
@@ -179,21 +215,22 @@ def output_schema(tool: Tool) -> dict:
     return {"type": "object", "properties": tool.output}
 
 
-def openai_tools(*, strict: bool = True) -> list[dict]:
+def openai_tools(*, strict: bool = True, exec: bool = False) -> list[dict]:
     """Chat Completions ``tools`` entries (``{"type": "function", "function": {...}}``)."""
     return [{"type": "function", "function": {"name": t.name, "description": t.description,
                                               "parameters": input_schema(t, strict=strict),
-                                              "strict": strict}} for t in TOOLS]
+                                              "strict": strict}} for t in tool_set(exec=exec)]
 
 
-def openai_responses_tools(*, strict: bool = True) -> list[dict]:
+def openai_responses_tools(*, strict: bool = True, exec: bool = False) -> list[dict]:
     """Responses API ``tools`` entries (the same function, flattened)."""
-    return [{"type": "function", **f["function"]} for f in openai_tools(strict=strict)]
+    return [{"type": "function", **f["function"]} for f in openai_tools(strict=strict, exec=exec)]
 
 
-def anthropic_tools() -> list[dict]:
+def anthropic_tools(*, exec: bool = False) -> list[dict]:
     """Messages API ``tools`` entries."""
-    return [{"name": t.name, "description": t.description, "input_schema": input_schema(t)} for t in TOOLS]
+    return [{"name": t.name, "description": t.description, "input_schema": input_schema(t)}
+            for t in tool_set(exec=exec)]
 
 
 _JSON_TYPES = {"string": str, "integer": int, "boolean": bool}
@@ -234,7 +271,7 @@ def _arguments(tool: Tool, arguments) -> dict:
 
 def invoke(fs, name: str, arguments=None) -> dict:
     """Run one tool call on ``fs`` (an ``AgentFS``); raises the operation's exception."""
-    tool = BY_NAME.get(name)
+    tool = ALL_BY_NAME.get(name)
     if tool is None:
         raise invalid(f"unknown tool {name!r}", hint=f"tools: {', '.join(BY_NAME)}")
     kwargs = _arguments(tool, arguments)

@@ -22,7 +22,7 @@ The demo uses it; so can any agent harness on a machine where ``artifacts login`
 with such a session (``ro``: only the read-only tools are listed, and Redis refuses writes
 anyway): ``artifacts_agentfs.mcp_server.serve`` opens the volume and serves until the client
 closes stdin; the session is revoked after. stdout belongs to the protocol there, so every
-message of that command goes to stderr.
+message of that command goes to stderr. ``--bash`` adds the sandboxed ``bash`` tool (docs/exec.md).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def cmd_mcp_serve(args) -> int:
         profile = grant.cache_profile if grant.cache_profile != "custom" else "interactive"
         mcp_server.serve(mcp_server.Settings(meta_url=grant.meta.url, key_prefix=grant.meta.key_prefix,
                                              storage_url=grant.storage.url, read_only=args.read_only,
-                                             profile=profile))
+                                             profile=profile, bash=args.bash))
     return 0
 
 
@@ -98,4 +98,6 @@ def add_parser(sub) -> None:
     p = msub.add_parser("serve", help="serve a workspace's files as MCP tools on stdin/stdout")
     p.add_argument("workspace", help="name, handle/name or artifacts://handle/name")
     p.add_argument("--read-only", action="store_true", help="read-only session; only read tools listed")
+    p.add_argument("--bash", action="store_true",
+                   help="add the bash tool: commands in a sandbox on the workspace (off by default)")
     p.set_defaults(func=cmd_mcp_serve)

@@ -60,7 +60,7 @@ API_ERRORS: dict[str, tuple[int, str]] = {
                                                    "ARTIFACTS_ORCHESTRATOR_URL"),
 }
 
-COMMAND_MODULES = ("auth", "workspace", "mount", "storage", "stack", "inspect", "stats", "connect")
+COMMAND_MODULES = ("auth", "workspace", "mount", "storage", "stack", "inspect", "stats", "connect", "exec")
 
 
 def _version() -> str:
