@@ -18,7 +18,6 @@ could be committed.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -53,9 +52,7 @@ def cmd_exec(args) -> int:
     from artifacts_exec import Executor, Limits, SandboxError, SandboxUnavailable
 
     out = args.out
-    argv = list(args.argv)
-    if argv and argv[0] == "--":
-        argv = argv[1:]
+    argv = list(args.argv)  # main.run takes everything after "--" unparsed
     if not argv:
         raise CliError("exec needs a command", "artifacts exec <workspace> -- <command> [args...]", exit_code=2)
     check_ref(args.workspace)
@@ -130,5 +127,5 @@ def add_parser(sub) -> None:
     p.add_argument("--memory", type=int, metavar="BYTES", help="address space per process (4 GiB)")
     p.add_argument("--processes", type=int, help="processes at once (256)")
     p.add_argument("--cpu", type=int, metavar="SECONDS", help="CPU seconds per process (600)")
-    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- command [args...]")
+    p.add_argument("argv", nargs="*", metavar="-- command [args...]")
     p.set_defaults(func=cmd_exec)

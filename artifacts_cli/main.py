@@ -142,7 +142,16 @@ def handle_error(e: BaseException, out: Output) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = None
+    if "--" in argv:  # `artifacts exec <ws> [options] -- <command> ...`: the command is not parsed
+        i = argv.index("--")
+        argv, command = argv[:i], argv[i + 1:]
     args = parser.parse_args(argv)
+    if command is not None:
+        if not hasattr(args, "argv"):
+            parser.error("'--' only separates the command of `artifacts exec`")
+        args.argv = [*args.argv, *command]
     out = Output(fmt=args.format or "text", quiet=args.quiet, verbose=args.verbose, trace=args.trace,
                  color=not args.no_color)
     args.out = out

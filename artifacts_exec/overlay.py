@@ -90,7 +90,7 @@ def launch_prefix(lower: str, run: RunDir) -> tuple[list[str], dict[str, str]]:
     if not root:
         unshare[1:1] = ["--user", "--map-root-user"]
     script = (f'mount -t overlay artifacts-txn -o "$ARTIFACTS_OVERLAY" "$ARTIFACTS_MERGED" '
-              f'|| {{ echo "{MOUNT_FAILED}" >&2; exit 125; }}; exec "$@"')
+              f'|| {{ echo "{MOUNT_FAILED}" >&2; exit 125; }}; unset ARTIFACTS_OVERLAY ARTIFACTS_MERGED; exec "$@"')
     env = {"ARTIFACTS_OVERLAY": options, "ARTIFACTS_MERGED": run.merged}
     return [*unshare, "/bin/sh", "-c", script, "sh"], env
 

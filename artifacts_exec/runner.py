@@ -39,7 +39,7 @@ from artifacts_exec.policy import DEFAULT_LIMITS, Limits
 
 #: The launcher's environment: a PATH for sh/unshare/bwrap and nothing else of the runner's.
 LAUNCH_ENV = {"PATH": "/usr/bin:/bin"}
-_JOIN_CGROUP = 'echo $$ > "$ARTIFACTS_CGROUP" || exit 125; exec "$@"'
+_JOIN_CGROUP = 'echo $$ > "$ARTIFACTS_CGROUP" || exit 125; unset ARTIFACTS_CGROUP; exec "$@"'
 
 
 @dataclass

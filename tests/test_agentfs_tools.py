@@ -39,8 +39,8 @@ def test_names_are_the_seed_operations_plus_edit_glob_grep_and_valid_everywhere(
 
 @pytest.mark.parametrize("strict", [True, False])
 def test_openai_function_definitions_follow_the_documented_rules(strict):
-    defs = tools.openai_tools(strict=strict)
-    assert len(defs) == len(tools.TOOLS)
+    defs = tools.openai_tools(strict=strict, exec=True)
+    assert len(defs) == len(tools.TOOLS) + len(tools.EXEC_TOOLS)
     for d in defs:
         assert d["type"] == "function" and set(d["function"]) == {"name", "description", "parameters", "strict"}
         params = d["function"]["parameters"]
@@ -53,7 +53,7 @@ def test_openai_function_definitions_follow_the_documented_rules(strict):
                 assert not STRICT_FORBIDDEN & set(node), (d["function"]["name"], node)
                 if node.get("type") == "object":
                     assert node.get("additionalProperties") is False
-        spec = tools.BY_NAME[d["function"]["name"]]
+        spec = tools.ALL_BY_NAME[d["function"]["name"]]
         for p in spec.params:  # optional parameters are nullable in strict mode, and only there
             t = params["properties"][p.name]["type"]
             assert (isinstance(t, list) and "null" in t) == (strict and not p.required)
@@ -62,22 +62,36 @@ def test_openai_function_definitions_follow_the_documented_rules(strict):
 
 
 def test_anthropic_tool_definitions_follow_the_documented_rules():
-    for d in tools.anthropic_tools():
+    for d in tools.anthropic_tools(exec=True):
         assert set(d) == {"name", "description", "input_schema"}
         assert NAME_RULE.match(d["name"]) and d["description"]
         schema = d["input_schema"]
         jsonschema.Draft202012Validator.check_schema(schema)
         assert schema["type"] == "object"
         assert set(schema["required"]) <= set(schema["properties"])
-        required = {p.name for p in tools.BY_NAME[d["name"]].params if p.required}
+        required = {p.name for p in tools.ALL_BY_NAME[d["name"]].params if p.required}
         assert set(schema["required"]) == required
 
 
 def test_output_schemas_are_objects_and_valid():
-    for t in tools.TOOLS:
+    for t in tools.tool_set(exec=True):
         schema = tools.output_schema(t)
         jsonschema.Draft202012Validator.check_schema(schema)
         assert schema["type"] == "object" and schema["properties"]
+
+
+def test_bash_is_listed_only_when_the_host_enables_it_and_refused_otherwise(vol):
+    from artifacts_agentfs import mcp_server
+
+    assert "bash" not in {d["name"] for d in tools.anthropic_tools()}
+    assert "bash" not in {d["function"]["name"] for d in tools.openai_tools()}
+    assert "bash" in {d["name"] for d in tools.anthropic_tools(exec=True)}
+    listed = {t.name: t for t in mcp_server.mcp_tools(exec=True)}
+    assert listed["bash"].annotations.destructive_hint and not listed["bash"].annotations.read_only_hint
+    assert "bash" not in {t.name for t in mcp_server.mcp_tools()}
+    assert "bash" not in {t.name for t in mcp_server.mcp_tools(read_only=True, exec=True)}
+    res = AgentFS(vol).call("bash", {"command": "echo hi"})  # no executor: code execution is off
+    assert res["ok"] is False and res["error"]["code"] == "EPERM" and res["error"]["hint"]
 
 
 def test_dispatcher_round_trip_and_structured_errors(vol):

@@ -414,3 +414,35 @@ def read_via_api(stack, name: str, path: str) -> str:
                        env=stack["env"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     return p.stdout
+
+
+def test_exec_runs_commands_in_a_sandbox_on_the_workspace(stack):
+    """``artifacts exec``: on the CLI's own mount when there is one, else a mount for the run;
+    the command's status and output; JSON results; a transaction; the timeout's status."""
+    env = stack["env"]
+    mp = mountpoint(stack, "exec")
+    run(env, "-q", "workspace", "create", "exec-ws")
+    # No mount here yet: the run mounts the workspace for itself and unmounts after.
+    p = run(env, "exec", "exec-ws", "--", "sh", "-c", "echo one > a.txt; cat a.txt; id -u; exit 3", code=3)
+    assert p.stdout == "one\n1000\n"
+    run(env, "mount", "exec-ws", mp)
+    assert read(os.path.join(mp, "a.txt")) == "one\n"
+    # With the CLI's mount: used as is; --format json gives the whole result.
+    p = run(env, "--format", "json", "exec", "exec-ws", "--", "sh", "-c", "sort > b.txt; cat b.txt")
+    assert json.loads(p.stdout)["exit_code"] == 0
+    p = run(env, "--format", "json", "exec", "exec-ws", "--stdin", "--", "sh", "-c", "sort > b.txt; cat b.txt",
+            input="pear\napple\n")
+    result = json.loads(p.stdout)
+    assert result["stdout"] == "apple\npear\n" and result["changed"] == ["b.txt"]
+    assert read(os.path.join(mp, "b.txt")) == "apple\npear\n"
+    p = run(env, "--format", "json", "exec", "exec-ws", "--isolated", "--", "sh", "-c", "echo txn > c.txt")
+    assert json.loads(p.stdout)["committed"] is True and read(os.path.join(mp, "c.txt")) == "txn\n"
+    run(env, "exec", "exec-ws", "--isolated", "--", "sh", "-c", "echo no > d.txt; exit 1", code=1)
+    assert not os.path.exists(os.path.join(mp, "d.txt"))
+    p = run(env, "exec", "exec-ws", "--timeout", "1", "--", "sleep", "30", code=124)
+    assert "timeout" in p.stderr
+    # The session's secrets never reach the command.
+    p = run(env, "exec", "exec-ws", "--", "sh", "-c", "env; cat /proc/*/environ 2>/dev/null")
+    assert "ARTIFACTS" not in p.stdout and "redis://" not in p.stdout and "TONBO" not in p.stdout
+    run(env, "exec", "exec-ws", code=2)  # no command
+    run(env, "unmount", mp)

@@ -395,3 +395,28 @@ def test_the_host_network_switch_is_explicit(ex):
         assert ex.run(["python3", "-c", probe]).stdout == b"refused\n"
         assert ex.run(["python3", "-c", probe], network=True).stdout == b"reached\n"
     time.sleep(0)  # nothing to wait for: the listener closes with the block
+
+
+def test_the_agent_bash_tool(ex, vol):
+    import json
+
+    from artifacts_agentfs import AgentFS, tools
+
+    fs = AgentFS(vol, executor=ex)
+    args = {p.name: None for p in tools.BASH.params}  # OpenAI strict mode: nulls for the optional ones
+    args["command"] = "mkdir -p tool && cd tool && echo made > f.txt && cat f.txt && echo oops >&2; exit 3"
+    res = fs.call("bash", json.dumps(args))
+    assert res["ok"], res
+    out = res["result"]
+    assert out["exit_code"] == 3 and out["stdout"] == "made\n" and out["stderr"] == "oops\n"
+    assert out["created"] == ["tool/", "tool/f.txt"] and out["mode"] == "shared"
+    assert not out["stdout_truncated"] and out["duration_ms"] > 0
+    res = fs.call("bash", {"command": "echo t > tool/t.txt; false", "mode": "transaction"})
+    assert res["ok"] and res["result"]["committed"] is False and not vol.exists("tool/t.txt")
+    res = fs.call("bash", {"command": "cat", "stdin": "piped", "timeout": 5, "max_output": 3})
+    assert res["result"]["stdout"] == "pip" and res["result"]["stdout_truncated"]
+    res = fs.call("bash", {"command": "sleep 30", "timeout": 1})
+    assert res["result"]["timed_out"] and res["result"]["exit_code"] == 124
+    for bad in ({"command": ""}, {"command": "true", "timeout": 0}, {"command": "true", "mode": "x"},
+                {"command": "true", "max_output": -1}):
+        assert fs.call("bash", bad)["error"]["code"] == "EINVAL", bad
