@@ -28,7 +28,7 @@ from artifacts_exec import Executor, Limits, SandboxUnavailable, sandbox
 from artifacts_exec.process import TIMEOUT_EXIT
 from tests.fuse_helpers import new_workspace, wait_for
 
-pytestmark = [pytest.mark.redis, pytest.mark.s3]
+pytestmark = [pytest.mark.redis, pytest.mark.s3, pytest.mark.slow]
 
 SECRET = "sk-test-very-secret-value-4711"
 
