@@ -63,7 +63,7 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
         self.vol = vol
         self.vfs = vol.vfs
         self.limits = limits
-        #: Runs the ``bash`` tool (an ``artifacts_exec.Executor``); None: code execution is off.
+        #: Runs the ``bash`` tool (an ``artifacts_fuse.exec.Executor``); None: code execution is off.
         self.executor = executor
 
     def bash(self, command: str, *, stdin: str | None = None, timeout: int | None = None,

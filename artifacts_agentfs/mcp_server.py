@@ -9,7 +9,7 @@ tools, ``destructiveHint`` for those that may overwrite or delete, ``idempotentH
 ``isError: true`` and ``{"error": {code, message, path, hint}}`` -- the model sees it and can
 correct itself -- never a protocol error. With ``read_only`` only the read-only tools are listed.
 ``--bash`` (settings ``bash: true``) adds the ``bash`` tool: commands in a sandbox on the workspace
-(``artifacts_exec``, docs/exec.md). It is off by default: code execution is the host's choice.
+(``artifacts_fuse.exec``, docs/exec.md). It is off by default: code execution is the host's choice.
 
 Settings (where the workspace is) never travel in argv, where any local user can read them with
 ``ps``: they come from a JSON file named by ``--settings FILE`` or ``ARTIFACTS_AGENTFS_SETTINGS``
@@ -144,9 +144,9 @@ def serve(settings: Settings) -> None:
     executor = None
     try:
         if settings.bash and not settings.read_only:
-            from artifacts_exec import Executor  # the host chose code execution: load the sandbox
+            from artifacts_core.volume import load_executor  # the host chose code execution
 
-            executor = Executor(vol)
+            executor = load_executor()(vol)
         anyio.run(_serve, AgentFS(vol, executor=executor), settings.read_only)
     finally:
         if executor is not None:

@@ -2,12 +2,12 @@
 enables it.
 
 Code execution is off unless the agent host turns it on: ``AgentFS(vol, executor=Executor(vol))``
-(``artifacts_exec``), ``python -m artifacts_agentfs.mcp_server --bash`` or
+(``artifacts_fuse.exec``), ``python -m artifacts_agentfs.mcp_server --bash`` or
 ``artifacts mcp serve <ws> --bash``. Without an executor the tool is not listed, and a call to
 it fails with EPERM — not every deployment wants agents to run code.
 
 The command runs as ``bash -c <command>`` in ``/workspace`` (the workspace, read-write), with
-no network, a scrubbed environment and the limits of ``artifacts_exec.policy``; ``mode:
+no network, a scrubbed environment and the limits of ``artifacts_fuse.exec.policy``; ``mode:
 "transaction"`` runs it on a private copy-on-write view committed only on exit 0 (and only if the
 files it changed were not changed meanwhile). Output is bounded per stream (``max_output``) with a
 ``truncated`` flag per stream; the result lists the files created, changed and deleted.

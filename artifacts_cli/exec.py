@@ -2,7 +2,7 @@
 with the workspace at ``/workspace`` (docs/exec.md).
 
 It opens a session as ``open_workspace`` does, opens the volume (snapshots and transaction
-commits go through the core), and runs the command with ``artifacts_exec.Executor``: on this
+commits go through the core), and runs the command with ``artifacts_fuse.exec.Executor``: on this
 CLI's existing mount of the workspace when there is one (``artifacts mount``), else on a mount
 made for this run (about 0.75 s more; keep a mount for repeated runs). The session is revoked
 at the end.
@@ -49,7 +49,7 @@ def cmd_exec(args) -> int:
     from artifacts_cli.mount import local_mounts_of
     from artifacts_cli.workspace import check_ref
     from artifacts_core.volume import open_volume
-    from artifacts_exec import Executor, Limits, SandboxError, SandboxUnavailable
+    from artifacts_fuse.exec import Executor, Limits, SandboxError, SandboxUnavailable
 
     out = args.out
     argv = list(args.argv)  # main.run takes everything after "--" unparsed

@@ -12,7 +12,7 @@ Secrets (S3 keys, Redis passwords) are never logged or shown: ``.config`` prints
 
 ``vol.exec(argv, ...)`` runs a command in a sandbox with the workspace at ``/workspace``
 (docs/exec.md). The sandbox is not part of the core: it is found through the ``artifacts.exec``
-entry-point group (``artifacts_exec`` registers its ``Executor`` there, as fsspec finds its
+entry-point group (``artifacts_fuse.exec`` registers its ``Executor`` there, as fsspec finds its
 filesystems), so the core names a contract — ``Executor(vol)`` with ``run()`` and ``close()`` —
 and imports no frontend. ``vol.source`` tells such a plugin how this volume was opened.
 """
@@ -202,7 +202,7 @@ class Volume(PathAPI):
         ``network``. The executor — and its warm mount — lives until ``close()``."""
         with self._executor_lock:
             if self._executor is None:
-                self._executor = _load_executor()(self)
+                self._executor = load_executor()(self)
         return self._executor.run(argv, **options)
 
     def close(self) -> None:
@@ -234,13 +234,15 @@ class Volume(PathAPI):
         self.close()
 
 
-def _load_executor():
+def load_executor():
+    """The installed sandbox's executor class (the ``artifacts.exec`` entry point): how a frontend
+    gets code execution without importing another frontend."""
     from importlib.metadata import entry_points
 
     found = sorted(entry_points(group=EXEC_ENTRY_POINTS), key=lambda ep: ep.name)
     if not found:
         raise ConfigError("no sandbox is installed for vol.exec",
-                          hint="install the artifacts distribution with its artifacts_exec package")
+                          hint="install the artifacts distribution with its artifacts_fuse.exec package")
     return found[0].load()
 
 

@@ -36,8 +36,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=50)
     args = ap.parse_args()
-    from artifacts_exec import Executor
     from artifacts_fuse import MountSettings, mount, unmount
+    from artifacts_fuse.exec import Executor
 
     with tempfile.TemporaryDirectory(prefix="bench-exec-") as tmp:
         os.environ["XDG_STATE_HOME"] = os.path.join(tmp, "state")

@@ -24,8 +24,8 @@ import time
 import pytest
 
 from artifacts_core.volume import open_volume
-from artifacts_exec import Executor, Limits, SandboxUnavailable, sandbox
-from artifacts_exec.process import TIMEOUT_EXIT
+from artifacts_fuse.exec import Executor, Limits, SandboxUnavailable, sandbox
+from artifacts_fuse.exec.process import TIMEOUT_EXIT
 from tests.fuse_helpers import new_workspace, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.s3, pytest.mark.slow]
@@ -369,7 +369,7 @@ def test_a_non_root_runner_gets_the_same_sandbox(tmp_path):
 
 def test_a_host_without_user_namespaces_gets_a_clear_error_never_an_unsandboxed_run(tmp_path):
     """A real refusal: the probe runs inside a namespace where new user namespaces are disabled."""
-    code = ("from artifacts_exec import sandbox, SandboxUnavailable\n"
+    code = ("from artifacts_fuse.exec import sandbox, SandboxUnavailable\n"
             "try:\n    sandbox.probe()\nexcept SandboxUnavailable as e:\n    print('REFUSED', e)\n"
             "else:\n    print('RAN')")
     res = subprocess.run(["bwrap", "--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-user",

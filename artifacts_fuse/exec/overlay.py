@@ -51,8 +51,8 @@ from dataclasses import dataclass, field
 from artifacts_core.errors import ArtifactsError, NotFound
 from artifacts_core.meta.replace import ABSENT, VersionMismatch
 from artifacts_core.types import CHUNK_SIZE, Caller
-from artifacts_exec.changes import Entry, Resolver
-from artifacts_exec.errors import SandboxUnavailable
+from artifacts_fuse.exec.changes import Entry, Resolver
+from artifacts_fuse.exec.errors import SandboxUnavailable
 
 _OPAQUE = ("trusted.overlay.opaque", "user.overlay.opaque")
 #: Marker the launcher prints when the overlay mount fails (told apart from bwrap's errors).

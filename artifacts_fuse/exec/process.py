@@ -34,8 +34,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from artifacts_exec.errors import SandboxError
-from artifacts_exec.sandbox import Command, explain_failure
+from artifacts_fuse.exec.errors import SandboxError
+from artifacts_fuse.exec.sandbox import Command, explain_failure
 
 #: Exit status reported when the wall-clock timeout killed the run (as GNU ``timeout``).
 TIMEOUT_EXIT = 124

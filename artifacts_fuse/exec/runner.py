@@ -32,10 +32,10 @@ from artifacts_core.config import xdg_dir
 from artifacts_core.errors import ArtifactsError, InvalidArgument, NotADirectory, ReadOnly
 from artifacts_core.paths import canonicalize, join
 from artifacts_core.types import Caller
-from artifacts_exec import cgroup, overlay, process, sandbox
-from artifacts_exec.changes import SNAPSHOT_LIMIT, Changes, Resolver, diff, snapshot
-from artifacts_exec.errors import SandboxError, SandboxUnavailable
-from artifacts_exec.policy import DEFAULT_LIMITS, Limits
+from artifacts_fuse.exec import cgroup, overlay, process, sandbox
+from artifacts_fuse.exec.changes import SNAPSHOT_LIMIT, Changes, Resolver, diff, snapshot
+from artifacts_fuse.exec.errors import SandboxError, SandboxUnavailable
+from artifacts_fuse.exec.policy import DEFAULT_LIMITS, Limits
 
 #: The launcher's environment: a PATH for sh/unshare/bwrap and nothing else of the runner's.
 LAUNCH_ENV = {"PATH": "/usr/bin:/bin"}

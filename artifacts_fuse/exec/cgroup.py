@@ -21,7 +21,7 @@ import signal
 import time
 import uuid
 
-from artifacts_exec.errors import SandboxUnavailable
+from artifacts_fuse.exec.errors import SandboxUnavailable
 
 V1_ROOT = "/sys/fs/cgroup/pids"
 V2_ROOT = "/sys/fs/cgroup"

@@ -41,9 +41,9 @@ import os
 import shutil
 import subprocess
 
-from artifacts_exec.errors import SandboxUnavailable
-from artifacts_exec.policy import Limits
-from artifacts_exec.seccomp import filter_fd, filter_for_machine
+from artifacts_fuse.exec.errors import SandboxUnavailable
+from artifacts_fuse.exec.policy import Limits
+from artifacts_fuse.exec.seccomp import filter_fd, filter_for_machine
 
 #: Where the workspace appears inside the sandbox, and who the command runs as there.
 WORKSPACE = "/workspace"

@@ -11,8 +11,8 @@ This package is a frontend: it uses the core and the FUSE frontend's public ``mo
 ``unmount``; the core reaches it only through the ``artifacts.exec`` entry point.
 """
 
-from artifacts_exec.errors import SandboxError, SandboxUnavailable
-from artifacts_exec.policy import DEFAULT_LIMITS, Limits
-from artifacts_exec.runner import ExecResult, Executor
+from artifacts_fuse.exec.errors import SandboxError, SandboxUnavailable
+from artifacts_fuse.exec.policy import DEFAULT_LIMITS, Limits
+from artifacts_fuse.exec.runner import ExecResult, Executor
 
 __all__ = ["DEFAULT_LIMITS", "ExecResult", "Executor", "Limits", "SandboxError", "SandboxUnavailable"]
