@@ -46,12 +46,18 @@ from artifacts_agentfs.limits import (
     version_of,
 )
 from artifacts_agentfs.paths import AgentPath, agent_path, check_new_name
-from artifacts_core.errors import ArtifactsError, IsADirectory, NotADirectory, NotFound
+from artifacts_core.errors import (
+    ABSENT,
+    ArtifactsError,
+    EntryIsSymlink,
+    IsADirectory,
+    NotADirectory,
+    NotFound,
+    VersionMismatch,
+)
 from artifacts_core.errors import PermissionDenied as _Denied
-from artifacts_core.meta.attrs import Attr
-from artifacts_core.meta.replace import ABSENT, EntryIsSymlink, VersionMismatch
 from artifacts_core.paths import join
-from artifacts_core.types import ROOT_INO, Ino
+from artifacts_core.types import ROOT_INO, Attr, Ino
 from artifacts_core.vfs import internal
 from artifacts_core.vfs.pathapi import MAX_SYMLINKS
 

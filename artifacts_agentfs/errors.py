@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import errno as _errno
 
-from artifacts_core.errors import ArtifactsError, InvalidArgument, PermissionDenied
-from artifacts_core.meta.replace import VersionMismatch
+from artifacts_core.errors import ArtifactsError, InvalidArgument, PermissionDenied, VersionMismatch
 
 
 class _Coded:

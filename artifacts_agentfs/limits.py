@@ -17,8 +17,7 @@ import datetime as _dt
 from dataclasses import dataclass
 
 from artifacts_agentfs.errors import invalid
-from artifacts_core.meta.attrs import TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, Attr
-from artifacts_core.types import CHUNK_SIZE
+from artifacts_core.types import CHUNK_SIZE, TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, Attr
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,8 @@ import uuid
 
 from artifacts_agentfs.limits import version_of
 from artifacts_agentfs.paths import agent_path, check_new_name
-from artifacts_core.errors import ArtifactsError, Exists, IsADirectory, NotADirectory, NotFound
-from artifacts_core.meta.replace import ABSENT
-from artifacts_core.vfs.core import RENAME_NOREPLACE
+from artifacts_core.errors import ABSENT, ArtifactsError, Exists, IsADirectory, NotADirectory, NotFound
+from artifacts_core.types import RENAME_NOREPLACE
 
 
 class NamespaceOps:

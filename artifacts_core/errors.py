@@ -114,6 +114,24 @@ class TimedOut(ArtifactsError):
     default_errno = _errno.ETIMEDOUT
 
 
+class VersionMismatch(ArtifactsError):
+    """The file is not at the version the caller expected (it changed, or it is gone)."""
+
+    default_errno = _errno.ESTALE
+
+
+class EntryIsSymlink(ArtifactsError):
+    """A by-name data operation met a symbolic link: resolve it and repeat on the target."""
+
+    default_errno = _errno.ELOOP
+
+
+#: The ``expect`` value of the by-name data operations meaning "the name must not exist yet"
+#: (exclusive create); any other expectation is a version ``(ino, gen)``. A mismatch raises
+#: ``VersionMismatch``.
+ABSENT = "-"
+
+
 class ConfigError(ArtifactsError):
     """Bad settings or a misconfigured server (e.g. an evicting Redis); the message says what to fix."""
 

@@ -17,8 +17,7 @@ from __future__ import annotations
 import time
 
 from artifacts_core.errors import NotFound
-from artifacts_core.meta.attrs import Attr
-from artifacts_core.types import ROOT_INO, Caller, Ino
+from artifacts_core.types import ROOT_INO, Attr, Caller, Ino
 
 #: Entries kept before the cache is simply cleared: ~250k entries is tens of MB of Python
 #: objects, far more than an agent's working set, and clearing costs one lookup per entry later.

@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 
 import mfusepy
 
-from artifacts_core.meta.attrs import Attr
-from artifacts_core.types import ROOT_INO, Caller, Ino
+from artifacts_core.types import ROOT_INO, Attr, Caller, Ino
 from artifacts_core.vfs import internal
 from artifacts_fuse.inodes import InodeCache, split
 

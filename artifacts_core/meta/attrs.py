@@ -13,64 +13,29 @@ btime i64 + ns u32, gen u64 (incremented by every change of data or attributes).
 
 from __future__ import annotations
 
-import stat
 import struct
 
 import msgspec
 
-from artifacts_core.types import Ino, SliceId
+from artifacts_core.types import (  # noqa: F401 -- Attr and the types live in types.py; re-exported
+    TYPE_BLK,
+    TYPE_CHR,
+    TYPE_DIR,
+    TYPE_FIFO,
+    TYPE_FILE,
+    TYPE_SOCK,
+    TYPE_SYMLINK,
+    Attr,
+    Ino,
+    SliceId,
+)
 
 ATTR_FORMAT = ">BHIIqIqIqIIQIQqIQ"
 ATTR_SIZE = struct.calcsize(ATTR_FORMAT)  # 91
 _ATTR = struct.Struct(ATTR_FORMAT)
 
-# File types as stored: the S_IFMT nibble (mode >> 12).
-TYPE_FIFO = stat.S_IFIFO >> 12  # 1
-TYPE_CHR = stat.S_IFCHR >> 12  # 2
-TYPE_DIR = stat.S_IFDIR >> 12  # 4
-TYPE_BLK = stat.S_IFBLK >> 12  # 6
-TYPE_FILE = stat.S_IFREG >> 12  # 8
-TYPE_SYMLINK = stat.S_IFLNK >> 12  # 10
-TYPE_SOCK = stat.S_IFSOCK >> 12  # 12
-
 #: Attr flag: the inode is unlinked but still open somewhere (kept until the last close).
 FLAG_SUSTAINED = 0x01
-
-
-class Attr(msgspec.Struct, frozen=True):
-    mode: int  # full st_mode: type bits | permission bits
-    uid: int
-    gid: int
-    atime_ns: int
-    mtime_ns: int
-    ctime_ns: int
-    nlink: int
-    length: int
-    rdev: int = 0
-    parent: int = 0
-    btime_ns: int = 0
-    gen: int = 0
-    flags: int = 0
-
-    @property
-    def type(self) -> int:
-        return self.mode >> 12
-
-    @property
-    def is_dir(self) -> bool:
-        return self.mode >> 12 == TYPE_DIR
-
-    @property
-    def is_file(self) -> bool:
-        return self.mode >> 12 == TYPE_FILE
-
-    @property
-    def is_symlink(self) -> bool:
-        return self.mode >> 12 == TYPE_SYMLINK
-
-    @property
-    def perm(self) -> int:
-        return self.mode & 0o7777
 
 
 def unpack_attr(data: bytes) -> Attr:

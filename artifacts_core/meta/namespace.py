@@ -38,10 +38,8 @@ from artifacts_core.meta.attrs import (
     unpack_attr,
     unpack_entry,
 )
-from artifacts_core.types import ROOT_CALLER, Caller, Ino
+from artifacts_core.types import RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_CALLER, Caller, Ino  # noqa: F401
 
-RENAME_NOREPLACE = 1  # linux/fs.h
-RENAME_EXCHANGE = 2
 XATTR_CREATE = 1  # linux/xattr.h
 XATTR_REPLACE = 2
 R_OK, W_OK, X_OK, F_OK = 4, 2, 1, 0

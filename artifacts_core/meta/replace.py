@@ -26,25 +26,10 @@ from __future__ import annotations
 
 import errno
 
-from artifacts_core.errors import ArtifactsError
+from artifacts_core.errors import ABSENT, ArtifactsError, EntryIsSymlink, VersionMismatch
 from artifacts_core.meta.attrs import TYPE_FILE, Attr, SliceRecord, unpack_attr, unpack_slices
 from artifacts_core.meta.data import CommitResult, InlineRefused
 from artifacts_core.types import ROOT_CALLER, Caller, Ino, SliceId
-
-#: ``expect`` value meaning "the name must not exist yet" (exclusive create).
-ABSENT = "-"
-
-
-class VersionMismatch(ArtifactsError):
-    """The file is not at the version the caller expected (it changed, or it is gone)."""
-
-    default_errno = errno.ESTALE
-
-
-class EntryIsSymlink(ArtifactsError):
-    """The name is a symbolic link: resolve it and replace the target instead."""
-
-    default_errno = errno.ELOOP
 
 
 def _expect_arg(expect) -> str:

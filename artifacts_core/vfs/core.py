@@ -21,19 +21,23 @@ from contextlib import contextmanager
 
 from artifacts_core.config import VolumeConfig
 from artifacts_core.errors import InvalidArgument, PermissionDenied, ReadOnly, error_for
-from artifacts_core.meta.attrs import Attr
 from artifacts_core.metrics import Metrics
 from artifacts_core.paths import check_name
-from artifacts_core.types import ROOT_CALLER, ROOT_INO, TRASH_INO, Caller, Ino
+from artifacts_core.types import (
+    RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+    ROOT_CALLER,
+    ROOT_INO,
+    TRASH_INO,
+    Attr,
+    Caller,
+    Ino,
+)
 from artifacts_core.vfs import internal
 from artifacts_core.vfs.files import FileOps
 from artifacts_core.vfs.replace import ContentOps
 
 log = logging.getLogger("artifacts.vfs")
-
-#: Linux renameat2 flags.
-RENAME_NOREPLACE = 1
-RENAME_EXCHANGE = 2
 
 
 class VFS(FileOps, ContentOps):

@@ -20,8 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from artifacts_core.meta.attrs import Attr
-from artifacts_core.types import Ino
+from artifacts_core.types import Attr, Ino
 
 INTERNAL_BASE = 0x7FFF_FFFF_0000_0000
 

@@ -31,9 +31,8 @@ from artifacts_core.errors import (
     PermissionDenied,
     error_for,
 )
-from artifacts_core.meta.attrs import Attr
 from artifacts_core.paths import Parts, canonicalize, join
-from artifacts_core.types import ROOT_INO, Ino
+from artifacts_core.types import ROOT_INO, Attr, Ino
 from artifacts_core.vfs.fileio import VFSRawIO, mode_flags, wrap
 
 #: Symlinks followed in one resolution before ELOOP (Linux's limit).
