@@ -17,6 +17,7 @@ import functools
 
 from artifacts_agentfs.api import AgentFS
 from artifacts_agentfs.limits import DEFAULT_LIMITS, Limits
+from artifacts_core.volume import Volume
 
 #: Operations in flight per AsyncAgentFS: a few times what one Redis connection sustains, below
 #: the metadata client's pool of 64 connections so FUSE or other users of the volume keep some.
@@ -24,7 +25,7 @@ MAX_WORKERS = 16
 
 
 class AsyncAgentFS:
-    def __init__(self, vol, *, limits: Limits = DEFAULT_LIMITS, max_workers: int = MAX_WORKERS) -> None:
+    def __init__(self, vol: Volume, *, limits: Limits = DEFAULT_LIMITS, max_workers: int = MAX_WORKERS) -> None:
         self.sync = AgentFS(vol, limits=limits)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="agentfs")
 

@@ -6,7 +6,7 @@ a bool); failures raise the exceptions of ``artifacts_core.errors`` / ``errors.p
 tool layer turns into ``{code, message, path, hint}``.
 
 How each operation maps onto the core, and what it costs in Redis round trips (directories on
-the way are resolved through the volume's entry cache):
+the way are resolved through the entry cache of the core's resolver, ``vfs.resolver``):
 
 | operation | core | round trips |
 |---|---|---|
@@ -31,6 +31,8 @@ it is checked by a lookup just before the operation (a window of one round trip,
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
+from typing import TypeVar
 
 from artifacts_agentfs import edit, namespace, search, shell
 from artifacts_agentfs.errors import BinaryContentError, TooLargeError, conflict, invalid
@@ -45,11 +47,10 @@ from artifacts_agentfs.limits import (
     type_name,
     version_of,
 )
-from artifacts_agentfs.paths import AgentPath, agent_path, check_new_name
+from artifacts_agentfs.paths import AGENT_LINKS, AgentPath, agent_path, check_new_name
 from artifacts_core.errors import (
     ABSENT,
     ArtifactsError,
-    EntryIsSymlink,
     IsADirectory,
     NotADirectory,
     NotFound,
@@ -59,15 +60,18 @@ from artifacts_core.errors import PermissionDenied as _Denied
 from artifacts_core.paths import join
 from artifacts_core.types import ROOT_INO, Attr, Ino
 from artifacts_core.vfs import internal
-from artifacts_core.vfs.pathapi import MAX_SYMLINKS
+from artifacts_core.volume import Volume
+
+T = TypeVar("T")
 
 
 class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
     """The agent file-operation API over one open volume (thread-safe, like the VFS)."""
 
-    def __init__(self, vol, *, limits: Limits = DEFAULT_LIMITS, executor=None) -> None:
+    def __init__(self, vol: Volume, *, limits: Limits = DEFAULT_LIMITS, executor=None) -> None:
         self.vol = vol
         self.vfs = vol.vfs
+        self.resolver = vol.vfs.resolver
         self.limits = limits
         #: Runs the ``bash`` tool (an ``artifacts_fuse.exec.Executor``); None: code execution is off.
         self.executor = executor
@@ -89,15 +93,14 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
     def _dir(self, parts: tuple[str, ...], *, create: bool = False) -> Ino:
         """The inode of the directory ``parts`` (made with its parents when ``create``)."""
         try:
-            ino, _ = self.vol._resolve(join(parts))
-            return ino
+            return self.resolver.walk(parts, policy=AGENT_LINKS).ino
         except NotFound:
             if not create:
                 raise
         for name in parts:
             check_new_name(name, join(parts))
         self.vol.makedirs(join(parts), exist_ok=True)
-        return self.vol._resolve(join(parts))[0]
+        return self.resolver.walk(parts, policy=AGENT_LINKS).ino
 
     def _lookup(self, ap: AgentPath, *, follow: bool = True) -> tuple[Ino, Attr]:
         """(ino, attr) of what ``ap`` names: one lookup past the cached directories."""
@@ -106,7 +109,7 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
         parent = self._dir(ap.parts[:-1])
         ino, attr = self.vfs.lookup(parent, ap.parts[-1])
         if attr.is_symlink and follow:
-            ino, _ = self.vol._resolve(join(ap.parts))
+            ino = self.resolver.walk(ap.parts, policy=AGENT_LINKS).ino
             attr = self.vfs.getattr(ino)
         if ap.dir_only and not attr.is_dir:
             raise NotADirectory("not a directory (the path ends with '/')", path=ap.display)
@@ -175,13 +178,10 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
         instant) when the range is within one chunk; the bounds come from that attr."""
         if ap.is_root:
             raise IsADirectory("readFile needs a file; this is the workspace root", path="/")
-        got = []
+        def op(parent: Ino, name: str, _may_create: bool) -> tuple[Ino, Attr, bytes]:
+            return self.vfs.read_named(parent, name, offset, size)
 
-        def op(parent, name, _may_create):
-            got.append(self.vfs.read_named(parent, name, offset, size))
-
-        self._named(ap, op, create_parents=False, create=False)
-        ino, attr, data = got[0]
+        ino, attr, data = self._named(ap, op, create_parents=False, create=False)
         if ap.dir_only and not attr.is_dir:
             raise NotADirectory("not a directory (the path ends with '/')", path=ap.display)
         if attr.is_dir:
@@ -301,17 +301,17 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
         expect = ABSENT if if_version == "absent" else parse_version(if_version)
         return self._replace(ap, data, expect=expect, create_parents=create_parents)
 
-    def _named(self, ap: AgentPath, op, *, create_parents: bool = True, create: bool = True):
+    def _named(self, ap: AgentPath, op: Callable[[Ino, str, bool], T], *, create_parents: bool = True,
+               create: bool = True) -> T:
         """Run ``op(parent, name, may_create)`` on the entry ``ap`` names: one call in the common
-        case. A symlink entry is followed (inside the workspace) and the call repeated on its
-        target; a new name must pass the portability rules (else the call may only overwrite)."""
+        case. The core's resolver follows a symlink entry (under the agent policy) and repeats
+        the call on its target; a new name must pass the portability rules (else the call may
+        only overwrite)."""
         if ap.dir_only and create:  # open("x/", O_CREAT) is EISDIR on Linux
             raise IsADirectory("a path ending with '/' names a directory", path=ap.display + "/",
                                hint="remove the trailing '/' to name a file")
-        parts = ap.parts
-        for _ in range(MAX_SYMLINKS + 1):  # 40 links followed, as Linux, then the entry itself
-            parent = self._dir(parts[:-1], create=create_parents and create)
-            name = parts[-1]
+
+        def attempt(parent: Ino, name: str, parts: tuple[str, ...]) -> T:
             refused = None
             try:
                 check_new_name(name, join(parts))
@@ -319,11 +319,6 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
                 refused = e
             try:
                 return op(parent, name, create and refused is None)
-            except EntryIsSymlink:
-                link, _ = self.vfs.lookup(parent, name)
-                parts = tuple(self.vol._link_target(link, list(parts[:-1])))
-                if not parts:
-                    raise IsADirectory("the link points at the workspace root", path=ap.display) from None
             except VersionMismatch:
                 try:
                     cur = version_of(*self.vfs.lookup(parent, name))
@@ -334,10 +329,12 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
                 if create and refused is not None:
                     raise refused from None
                 raise
-        raise ArtifactsError("too many symbolic links", errno=errno.ELOOP, path=ap.display)
+
+        return self.resolver.at_entry(ap.parts, attempt, policy=AGENT_LINKS, path=ap.display,
+                                      parent_of=lambda parts: self._dir(parts, create=create_parents and create))
 
     def _replace(self, ap: AgentPath, data: bytes, *, expect, create_parents: bool = True) -> dict:
-        def op(parent, name, may_create):
+        def op(parent: Ino, name: str, may_create: bool) -> dict:
             ino, attr, created = self.vfs.replace_content(parent, name, data, create=may_create,
                                                           expect=expect)
             return {"path": ap.display, "size": attr.length, "created": created,
@@ -361,7 +358,7 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
             return {"path": ap.display, "offset": attr.length, "size": attr.length,
                     "version": version_of(ino, attr)}
 
-        def op(parent, name, may_create):
+        def op(parent: Ino, name: str, may_create: bool) -> dict:
             ino, attr, offset, _ = self.vfs.append(parent, name, data, create=may_create, expect=expect)
             return {"path": ap.display, "offset": offset, "size": attr.length,
                     "version": version_of(ino, attr)}

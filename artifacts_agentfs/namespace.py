@@ -92,7 +92,6 @@ class NamespaceOps:
             except NotFound:
                 pass
         self.vfs.rename(sparent, sp.parts[-1], dparent, dp.parts[-1], 0 if overwrite else RENAME_NOREPLACE)
-        self.vol._forget_entries()
         return {"src": sp.display, "dest": dp.display}
 
     def mkdir(self, path) -> dict:
@@ -119,7 +118,6 @@ class NamespaceOps:
             raise NotADirectory("rmdir deletes directories; this is not one", path=ap.display,
                                 hint="use deleteFile for a file or a symlink")
         removed = self._rmtree(ap.display)
-        self.vol._forget_entries()
         return {"path": ap.display, "removed": removed}
 
     def _rmtree(self, path: str) -> int:

@@ -26,10 +26,12 @@ streams, drive letters), no Windows device names (``CON``, ``nul.txt``, ``COM1.l
 space, no trailing dot unless the name is all dots (``...`` is a fine name). Existing names are
 never refused by these rules, so files made through other frontends stay readable.
 
-Symlinks are resolved by the VFS path resolver, which follows a link only while its target stays
-inside the workspace (an absolute target, or one climbing above the root: EACCES). Every
-resolution walks inode by inode from the root, so a directory swapped for a link between two
-calls cannot lead outside: there is no outside to reach.
+Symlinks are resolved by the core's resolver (``artifacts_core.vfs.resolve``) under
+``AGENT_LINKS``: a link is followed only while its target stays inside the workspace (an absolute
+target, or one climbing above the root: EACCES), and never into the reserved root names of rule 6
+(EACCES), so a link cannot reach what the path itself may not name. Every resolution walks inode
+by inode from the root, so a directory swapped for a link between two calls cannot lead outside:
+there is no outside to reach.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from typing import NamedTuple
 from artifacts_agentfs.errors import SandboxError
 from artifacts_core.errors import InvalidArgument, NameTooLong
 from artifacts_core.paths import canonicalize, join
+from artifacts_core.vfs.resolve import SymlinkPolicy
 
 #: Bytes per path. The survey's rule: well under PATH_MAX (4096) so a path stays usable as an S3
 #: key or in any tool's buffer; longer paths are a bug or an attack in an agent's call.
@@ -50,6 +53,8 @@ MAX_PATH_BYTES = 1024
 MAX_DEPTH = 256
 #: Root names that belong to the VFS (internal files and the trash).
 RESERVED = frozenset({".stats", ".config", ".accesslog", ".trash"})
+#: The agent API's symlink policy: inside the workspace only, never into the reserved names.
+AGENT_LINKS = SymlinkPolicy(reserved=RESERVED)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ENCODED = re.compile(r"%(2e|2f|5c|25[0-9a-f]{2}|c0|c1|e0%80)", re.I)

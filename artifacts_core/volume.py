@@ -155,7 +155,7 @@ class Volume(PathAPI):
         self.metrics.add_source("redis", lambda: {"round_trips": meta.client.round_trips,
                                                   "errors": meta.client.errors})
         self.metrics.add_source("volume", lambda: {"inline_bytes": meta.inline_bytes()})
-        self._init_paths()
+        PathAPI.__init__(self, self.vfs)
         self._closed = False
         self._check_storage()
         meta.new_session({"host": socket.gethostname(), "pid": os.getpid(), "mountpoint": mountpoint,

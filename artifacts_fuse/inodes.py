@@ -18,6 +18,7 @@ import time
 
 from artifacts_core.errors import NotFound
 from artifacts_core.types import ROOT_INO, Attr, Caller, Ino
+from artifacts_core.vfs.core import VFS
 
 #: Entries kept before the cache is simply cleared: ~250k entries is tens of MB of Python
 #: objects, far more than an agent's working set, and clearing costs one lookup per entry later.
@@ -31,7 +32,7 @@ def split(path: str) -> tuple[str, str]:
 
 
 class InodeCache:
-    def __init__(self, vfs, ttl: float) -> None:
+    def __init__(self, vfs: VFS, ttl: float) -> None:
         self.vfs = vfs
         self.ttl = ttl
         self._entries: dict[tuple[int, str], tuple[Ino, float]] = {}

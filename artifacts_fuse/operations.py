@@ -28,6 +28,7 @@ import mfusepy
 
 from artifacts_core.types import ROOT_INO, Attr, Caller, Ino
 from artifacts_core.vfs import internal
+from artifacts_core.vfs.core import VFS
 from artifacts_fuse.inodes import InodeCache, split
 
 #: Largest FUSE read/write asked of the kernel: 256 pages, the kernel's default max_pages limit.
@@ -86,7 +87,7 @@ def stat_dict(ino: int, a: Attr) -> dict[str, int]:
 class ArtifactsOperations(mfusepy.Operations):
     use_ns = True  # times as integer nanoseconds, both ways
 
-    def __init__(self, vfs, *, entry_ttl: float, attr_ttl: float, negative_ttl: float = 0.0,
+    def __init__(self, vfs: VFS, *, entry_ttl: float, attr_ttl: float, negative_ttl: float = 0.0,
                  on_ready=None) -> None:
         self.vfs = vfs
         self.inodes = InodeCache(vfs, entry_ttl)

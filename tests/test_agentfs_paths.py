@@ -154,6 +154,22 @@ def test_symlinks_pointing_out_are_never_followed(vol, tmp_path):
     assert fs.exists("inside/f.txt") and not fs.exists("flink")
 
 
+def test_symlinks_into_reserved_names_are_not_followed(vol):
+    """A link cannot reach what the path itself may not name (the internal files, the trash)."""
+    fs = AgentFS(vol)
+    vol.symlink(".config", "cfg")
+    vol.symlink(".trash", "t")
+    vol.symlink("sub/../.stats", "st")
+    fs.mkdir("sub")
+    vol.symlink("../.accesslog", "sub/log")
+    for call, args in ((fs.stat, ("cfg",)), (fs.read_file, ("cfg",)), (fs.exists, ("cfg",)),
+                       (fs.readdir, ("t",)), (fs.read_file, ("st",)), (fs.read_file, ("sub/log",)),
+                       (fs.stat, ("sub/log",)), (fs.write_file, ("cfg", "x")), (fs.append_file, ("st", "x")),
+                       (fs.readdir, ("t/",))):
+        assert _code(call, *args) == 13, (call.__name__, args)
+    assert vol.read_bytes("cfg") == vol.read_bytes(".config")  # the path API is the operator's
+
+
 def test_directory_swapped_for_an_outward_link_during_writes(vol, tmp_path):
     fs = AgentFS(vol)
     outside = tmp_path / "host"

@@ -39,7 +39,7 @@ def test_killed_writer_leaves_only_orphans_that_gc_removes(vol, redis_url, key_p
 
     # Metadata never points at missing data: the crashed file exists, empty, with no S3 slices.
     assert vol.stat("crash.bin").st_size == 0
-    ino, _ = vol._resolve("crash.bin")
+    ino = vol.vfs.resolver.resolve("crash.bin").ino
     records, _ = vol.meta.read_chunk(ino, 0)
     assert not [r for r in records if r.kind == SLICE_S3 and r.id]
 

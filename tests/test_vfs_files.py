@@ -193,6 +193,29 @@ def test_symlinks_followed_only_inside_the_workspace(vol):
     assert err.value.errno == errno.ELOOP
 
 
+def test_path_cache_follows_namespace_changes_made_through_the_inode_api(volume_factory):
+    """One resolver serves every frontend: a rename or unlink made through the VFS inode API
+    (FUSE's way) is seen by the path API at once, not after entry_ttl."""
+    from artifacts_core.types import ROOT_INO
+
+    vol = volume_factory(entry_ttl=60.0)  # names stay cached far longer than the test runs
+    vfs = vol.vfs
+    vol.write_bytes("a", b"A")
+    vol.write_bytes("b", b"B")
+    vol.makedirs("dir")
+    vol.write_bytes("dir/f", b"F")
+    assert vol.read_bytes("a") == b"A" and vol.read_bytes("b") == b"B" and vol.exists("dir/f")
+    vfs.rename(ROOT_INO, "b", ROOT_INO, "a")  # replaces a
+    assert vol.read_bytes("a") == b"B" and not vol.exists("b")
+    vfs.rename(ROOT_INO, "dir", ROOT_INO, "moved")
+    assert not vol.exists("dir/f") and vol.read_bytes("moved/f") == b"F"
+    vfs.unlink(ROOT_INO, "a")
+    assert not vol.exists("a")
+    vfs.unlink(vfs.lookup(ROOT_INO, "moved")[0], "f")
+    vfs.rmdir(ROOT_INO, "moved")
+    assert not vol.exists("moved")
+
+
 def test_internal_files_stats_and_config_without_secrets(vol, s3_server):
     vol.write_bytes("f", b"x" * 100)
     stats = vol.read_bytes(".stats").decode()

@@ -18,7 +18,7 @@ def test_many_overwrites_are_compacted_and_read_back_exactly(vol):
             f.seek(off)
             f.write(data)
         model[off:off + len(data)] = data
-    ino, _ = vol._resolve("f.bin")
+    ino = vol.vfs.resolver.resolve("f.bin").ino
     assert vol.read_bytes("f.bin") == bytes(model)
     vol.maintenance.compact_queued()
     assert vol.maintenance.compact(ino, 0) in ("swapped", "skipped")
@@ -30,7 +30,7 @@ def test_many_overwrites_are_compacted_and_read_back_exactly(vol):
 
 def test_quiet_inline_data_migrates_to_s3_and_reads_the_same(vol):
     vol.write_bytes("small.txt", b"tiny but precious\n")
-    ino, _ = vol._resolve("small.txt")
+    ino = vol.vfs.resolver.resolve("small.txt").ino
     before = vol.meta.inline_bytes()
     assert before >= 18
     vol.meta.slice_grace = 0.0  # old slices are released at once, not after the grace period
@@ -52,7 +52,7 @@ def test_reader_with_a_view_compacted_away_elsewhere_refreshes_it(volume_factory
     expected = a.read_bytes("f.bin")
     reader = b.open("f.bin", "rb")
     assert reader.read(100) == expected[:100]  # b caches the view [A, B] and block A0 only
-    ino, _ = a._resolve("f.bin")
+    ino = a.vfs.resolver.resolve("f.bin").ino
     a.meta.slice_grace = 0.0  # release the old slices at once instead of after the grace period
     assert a.maintenance.compact(ino, 0) == "swapped"
     stats = a.meta.reclaim(a.chunks.remove, interval=None)

@@ -1,11 +1,13 @@
 """``VFS``: the inode API every frontend uses (the FUSE adapter calls it directly; the path API and
-the agent API resolve paths and then call it).
+the agent API resolve paths through its ``resolver`` and then call it).
 
 It owns what is per client: open handles, each inode's dirty data (``FileWriter``) and cached
 chunk views, the internal files, the access log and counters, and the background thread. It
 delegates the namespace to the metadata engine (one Redis round trip per operation) and the bytes
 to the chunk store. Namespace methods here stay thin: check what only the client knows (internal
-files, the read-only flag, the trash), call the engine once, keep the local caches coherent.
+files, the read-only flag, the trash), call the engine once, keep the local caches coherent --
+including the path resolver's entry cache, which every unlink, rmdir and rename updates whichever
+frontend made it (``resolve.py``).
 
 Concurrency: thread-safe. One lock guards the handle and inode tables; each inode's writer has its
 own lock, so writes to different files never wait on each other.
@@ -36,6 +38,7 @@ from artifacts_core.types import (
 from artifacts_core.vfs import internal
 from artifacts_core.vfs.files import FileOps
 from artifacts_core.vfs.replace import ContentOps
+from artifacts_core.vfs.resolve import Resolver
 
 log = logging.getLogger("artifacts.vfs")
 
@@ -51,6 +54,7 @@ class VFS(FileOps, ContentOps):
         self._describe_config = describe_config or (lambda: "{}")
         self._lock = threading.RLock()
         FileOps.__init__(self)
+        self.resolver = Resolver(self, config.entry_ttl)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -150,14 +154,20 @@ class VFS(FileOps, ContentOps):
             if parent == ROOT_INO and (name in internal.BY_NAME or name == internal.TRASH_NAME):
                 raise PermissionDenied("internal files cannot be removed", path=name)
             self._writable(parent, caller=caller)
-            self.meta.unlink(parent, name, caller)
+            try:
+                self.meta.unlink(parent, name, caller)
+            finally:
+                self.resolver.forget(parent, name)
 
     def rmdir(self, parent: Ino, name: str, caller: Caller = ROOT_CALLER) -> None:
         with self._op("rmdir", parent, name, caller=caller):
             if parent == ROOT_INO and name == internal.TRASH_NAME:
                 raise PermissionDenied("the trash cannot be removed", path=name)
             self._writable(parent, caller=caller)
-            self.meta.rmdir(parent, name, caller)
+            try:
+                self.meta.rmdir(parent, name, caller)
+            finally:
+                self.resolver.forget(parent, name)
 
     def rename(self, parent: Ino, name: str, new_parent: Ino, new_name: str, flags: int = 0,
                caller: Caller = ROOT_CALLER) -> None:
@@ -168,7 +178,11 @@ class VFS(FileOps, ContentOps):
             if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
                 raise InvalidArgument("unsupported rename flags")
             self._writable(parent, new_parent, caller=caller)
-            self.meta.rename(parent, name, new_parent, check_name(new_name), flags, caller)
+            try:
+                self.meta.rename(parent, name, new_parent, check_name(new_name), flags, caller)
+            finally:
+                self.resolver.forget(parent, name)
+                self.resolver.forget(new_parent, new_name)
 
     def readdir(self, ino: Ino, cursor: int = 0, count: int = 1000, *, plus: bool = False,
                 caller: Caller = ROOT_CALLER):

@@ -4,39 +4,33 @@ Paths are workspace paths (``/a/b`` or ``a/b``), validated once by ``paths.canon
 and exceptions follow ``os``: ``vol.remove`` of a missing file raises ``FileNotFoundError``,
 ``vol.rmdir`` of a non-empty directory ``OSError(ENOTEMPTY)``, and so on.
 
-Symlinks: targets are stored verbatim (tar and venvs need absolute ones); when a path is
-resolved here, a link is followed only while it stays inside the workspace — a relative target
-is resolved against the link's directory, and one that climbs above the root, or an absolute
-target, is refused with EACCES (the kernel, on a mount, resolves them as the host sees them).
-
-Resolution walks the tree one lookup (one Redis round trip) per component; directory entries are
-cached for the profile's ``entry_ttl`` and the cache is cleared by every local namespace change.
+Paths resolve through the VFS's resolver (``resolve.py``) with its ``INSIDE_WORKSPACE`` policy:
+symlink targets are stored verbatim (tar and venvs need absolute ones) and a link is followed only
+while it stays inside the workspace -- a relative target is resolved against the link's directory,
+and one that climbs above the root, or an absolute target, is refused with EACCES (the kernel, on
+a mount, resolves them as the host sees them). The walk costs one lookup (one Redis round trip)
+per component not in the resolver's entry cache (``entry_ttl``), which every namespace change of
+this client keeps coherent, whichever frontend made it.
 """
 
 from __future__ import annotations
 
 import os
 import stat as _stat
-import threading
-import time
 from collections.abc import Iterator
 
 from artifacts_core.errors import (
     ArtifactsError,
     Exists,
-    InvalidArgument,
     IsADirectory,
     NotADirectory,
     NotFound,
     PermissionDenied,
-    error_for,
 )
-from artifacts_core.paths import Parts, canonicalize, join
-from artifacts_core.types import ROOT_INO, Attr, Ino
+from artifacts_core.paths import canonicalize, join
+from artifacts_core.types import Attr, Ino
+from artifacts_core.vfs.core import VFS
 from artifacts_core.vfs.fileio import VFSRawIO, mode_flags, wrap
-
-#: Symlinks followed in one resolution before ELOOP (Linux's limit).
-MAX_SYMLINKS = 40
 
 
 def stat_result(ino: int, a: Attr) -> os.stat_result:
@@ -89,94 +83,32 @@ class DirEntry:
 
 
 class PathAPI:
-    """Mixin of ``Volume``: expects ``self.vfs`` and ``self.config``."""
+    """The path API over one VFS; ``Volume`` is one. Paths resolve through ``vfs.resolver``."""
 
-    def _init_paths(self) -> None:
-        self._entries: dict[tuple[int, str], tuple[Ino, int, float]] = {}
-        self._entries_lock = threading.Lock()
+    def __init__(self, vfs: VFS) -> None:
+        self.vfs = vfs
 
-    # -- resolution ----------------------------------------------------------------------------
-
-    def _lookup(self, parent: Ino, name: str) -> tuple[Ino, Attr | None, int]:
-        ttl = self.config.entry_ttl
-        key = (parent, name)
-        if ttl > 0:
-            hit = self._entries.get(key)
-            if hit is not None and hit[2] > time.monotonic():
-                return hit[0], None, hit[1]
-        ino, attr = self.vfs.lookup(parent, name)
-        if ttl > 0:
-            with self._entries_lock:
-                self._entries[key] = (ino, attr.type, time.monotonic() + ttl)
-        return ino, attr, attr.type
-
-    def _forget_entries(self) -> None:
-        with self._entries_lock:
-            self._entries.clear()
-
-    def _resolve(self, path, *, follow: bool = True) -> tuple[Ino, Parts]:
-        """The inode a path names (and its canonical parts after following symlinks)."""
-        ino, parts, _ = self._resolve_attr(path, follow=follow)
-        return ino, parts
-
-    def _resolve_attr(self, path, *, follow: bool = True) -> tuple[Ino, Parts, Attr | None]:
-        """As ``_resolve``, plus the final inode's attributes when the walk fetched them fresh
-        (None when the entry came from the cache)."""
-        parts = list(canonicalize(path))
-        hops = 0
-        attr = None
-        while True:
-            ino, done = ROOT_INO, []
-            restarted = False
-            for i, name in enumerate(parts):
-                child, attr, typ = self._lookup(ino, name)
-                last = i == len(parts) - 1
-                if typ == _stat.S_IFLNK >> 12 and (follow or not last):
-                    hops += 1
-                    if hops > MAX_SYMLINKS:
-                        raise error_for("ELOOP", "too many levels of symbolic links", path=join(tuple(parts)))
-                    parts = self._link_target(child, done) + parts[i + 1:]
-                    restarted = True
-                    break
-                if not last and typ != _stat.S_IFDIR >> 12:
-                    raise NotADirectory("not a directory", path=join((*done, name)))
-                ino = child
-                done.append(name)
-            if not restarted:
-                return ino, tuple(done), (attr if parts else None)
-
-    def _link_target(self, link: Ino, where: list[str]) -> list[str]:
-        target = self.vfs.readlink(link)
-        if target.startswith("/"):
-            raise PermissionDenied("symlink points outside the workspace", path=target,
-                                   hint="absolute symlink targets are only followed on a mount")
-        return list(canonicalize("/".join([*where, target]), strict=True))
-
-    def _parent(self, path) -> tuple[Ino, str, Parts]:
-        parts = canonicalize(path)
-        if not parts:
-            raise InvalidArgument("the workspace root cannot be used here", path="/")
-        parent, _ = self._resolve(join(parts[:-1]))
-        return parent, parts[-1], parts
+    def _ino(self, path, *, follow: bool = True) -> Ino:
+        return self.vfs.resolver.resolve(path, follow=follow).ino
 
     # -- files ---------------------------------------------------------------------------------
 
     def open(self, path, mode: str = "r", buffering: int = -1, encoding: str | None = None,
              errors: str | None = None, newline: str | None = None):
         flags, binary, _ = mode_flags(mode)
-        parent, name, parts = self._parent(path)
+        parent, name, parts = self.vfs.resolver.parent(path)
         if flags & os.O_CREAT:
             try:
-                ino, _, typ = self._lookup(parent, name)
+                ino, _, typ = self.vfs.resolver.lookup(parent, name)
                 if typ == _stat.S_IFLNK >> 12:
-                    ino, _ = self._resolve(path)
+                    ino = self._ino(path)
                 if flags & os.O_EXCL:
                     raise Exists("file exists", path=join(parts))
                 fh = self.vfs.open(ino, flags & ~(os.O_CREAT | os.O_EXCL))
             except NotFound:
                 fh, ino, _ = self.vfs.create(parent, name, 0o666, flags)
         else:
-            ino, _ = self._resolve(path)
+            ino = self._ino(path)
             fh = self.vfs.open(ino, flags)
         try:
             raw = VFSRawIO(self.vfs, fh, ino, join(parts), flags)
@@ -197,7 +129,7 @@ class PathAPI:
     # -- metadata ------------------------------------------------------------------------------
 
     def stat(self, path, *, follow_symlinks: bool = True) -> os.stat_result:
-        ino, _, attr = self._resolve_attr(path, follow=follow_symlinks)
+        ino, _, attr = self.vfs.resolver.resolve(path, follow=follow_symlinks)
         return stat_result(ino, attr if attr is not None else self.vfs.getattr(ino))
 
     def lstat(self, path) -> os.stat_result:
@@ -205,7 +137,7 @@ class PathAPI:
 
     def exists(self, path) -> bool:
         try:
-            self._resolve(path)
+            self._ino(path)
             return True
         except (NotFound, NotADirectory, PermissionDenied):
             return False
@@ -223,15 +155,15 @@ class PathAPI:
             return False
 
     def chmod(self, path, mode: int) -> None:
-        ino, _ = self._resolve(path)
+        ino = self._ino(path)
         self.vfs.setattr(ino, mode=mode & 0o7777)
 
     def chown(self, path, uid: int, gid: int) -> None:
-        ino, _ = self._resolve(path)
+        ino = self._ino(path)
         self.vfs.setattr(ino, uid=None if uid == -1 else uid, gid=None if gid == -1 else gid)
 
     def utime(self, path, times: tuple[float, float] | None = None, *, ns: tuple[int, int] | None = None) -> None:
-        ino, _ = self._resolve(path)
+        ino = self._ino(path)
         if ns is not None:
             self.vfs.setattr(ino, atime_ns=ns[0], mtime_ns=ns[1])
         elif times is not None:
@@ -240,7 +172,7 @@ class PathAPI:
             self.vfs.setattr(ino, atime_now=True, mtime_now=True)
 
     def truncate(self, path, length: int) -> None:
-        ino, _ = self._resolve(path)
+        ino = self._ino(path)
         if self.vfs.getattr(ino).is_dir:
             raise IsADirectory("is a directory", path=str(path))
         self.vfs.truncate(ino, length)
@@ -262,13 +194,13 @@ class PathAPI:
                 return
 
     def listdir(self, path=".") -> list[str]:
-        ino, _ = self._resolve(path)
+        ino = self._ino(path)
         if not self.vfs.getattr(ino).is_dir:
             raise NotADirectory("not a directory", path=str(path))
         return [name for name, _, _ in self._entries_of(ino, plus=False)]
 
     def scandir(self, path=".") -> Iterator[DirEntry]:
-        ino, parts = self._resolve(path)
+        ino, parts, _ = self.vfs.resolver.resolve(path)
         if not self.vfs.getattr(ino).is_dir:
             raise NotADirectory("not a directory", path=str(path))
         base = join(parts)
@@ -291,7 +223,7 @@ class PathAPI:
             yield base, dirs, files
 
     def mkdir(self, path, mode: int = 0o777) -> None:
-        parent, name, _ = self._parent(path)
+        parent, name, _ = self.vfs.resolver.parent(path)
         self.vfs.mkdir(parent, name, mode)
 
     def makedirs(self, path, mode: int = 0o777, exist_ok: bool = False) -> None:
@@ -308,16 +240,14 @@ class PathAPI:
             raise Exists("file exists", path="/")
 
     def remove(self, path) -> None:
-        parent, name, _ = self._parent(path)
+        parent, name, _ = self.vfs.resolver.parent(path)
         self.vfs.unlink(parent, name)
-        self._forget_entries()
 
     unlink = remove
 
     def rmdir(self, path) -> None:
-        parent, name, _ = self._parent(path)
+        parent, name, _ = self.vfs.resolver.parent(path)
         self.vfs.rmdir(parent, name)
-        self._forget_entries()
 
     def rmtree(self, path) -> None:
         for entry in list(self.scandir(path)):
@@ -334,20 +264,19 @@ class PathAPI:
         self._rename(src, dst, 0)
 
     def _rename(self, src, dst, flags: int) -> None:
-        sp, sn, _ = self._parent(src)
-        dp, dn, _ = self._parent(dst)
+        sp, sn, _ = self.vfs.resolver.parent(src)
+        dp, dn, _ = self.vfs.resolver.parent(dst)
         self.vfs.rename(sp, sn, dp, dn, flags)
-        self._forget_entries()
 
     def symlink(self, target: str, path) -> None:
-        parent, name, _ = self._parent(path)
+        parent, name, _ = self.vfs.resolver.parent(path)
         self.vfs.symlink(parent, name, os.fspath(target))
 
     def readlink(self, path) -> str:
-        ino, _ = self._resolve(path, follow=False)
+        ino = self._ino(path, follow=False)
         return self.vfs.readlink(ino)
 
     def link(self, src, dst) -> None:
-        ino, _ = self._resolve(src, follow=False)
-        parent, name, _ = self._parent(dst)
+        ino = self._ino(src, follow=False)
+        parent, name, _ = self.vfs.resolver.parent(dst)
         self.vfs.link(ino, parent, name)
