@@ -9,20 +9,20 @@ files, the read-only flag, the trash), call the engine once, keep the local cach
 including the path resolver's entry cache, which every unlink, rmdir and rename updates whichever
 frontend made it (``resolve.py``).
 
-Concurrency: thread-safe. One lock guards the handle and inode tables; each inode's writer has its
-own lock, so writes to different files never wait on each other.
+Concurrency: thread-safe. The inode table has its own lock; each inode's writer has its own lock,
+so writes to different files never wait on each other.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
+from artifacts_core.chunk.store import ChunkStore
 from artifacts_core.config import VolumeConfig
 from artifacts_core.errors import InvalidArgument, PermissionDenied, ReadOnly, error_for
+from artifacts_core.meta.engine import RedisMetaEngine
 from artifacts_core.metrics import Metrics
 from artifacts_core.paths import check_name
 from artifacts_core.types import (
@@ -43,34 +43,16 @@ from artifacts_core.vfs.resolve import Resolver
 log = logging.getLogger("artifacts.vfs")
 
 
-class VFS(FileOps, ContentOps):
-    def __init__(self, meta, chunks, config: VolumeConfig, *, read_only: bool = False,
-                 metrics: Metrics | None = None, describe_config=None) -> None:
-        self.meta = meta
-        self.chunks = chunks
-        self.config = config
-        self.read_only = read_only
-        self.metrics = metrics or Metrics()
-        self._describe_config = describe_config or (lambda: "{}")
-        self._lock = threading.RLock()
-        FileOps.__init__(self)
+class VFS(FileOps):
+    """The inode API over one metadata engine and one chunk store (open files: ``FileOps``)."""
+
+    def __init__(self, meta: RedisMetaEngine, chunks: ChunkStore, config: VolumeConfig, *,
+                 read_only: bool = False, metrics: Metrics | None = None,
+                 describe_config: Callable[[], str] | None = None) -> None:
+        super().__init__(meta, chunks, config, read_only=read_only, metrics=metrics or Metrics(),
+                         describe_config=describe_config or (lambda: "{}"))
+        self.content = ContentOps(meta, chunks, self.inodes, self.reader, hint=self._compaction_hint)
         self.resolver = Resolver(self, config.entry_ttl)
-
-    # -- helpers -------------------------------------------------------------------------------
-
-    @contextmanager
-    def _op(self, name: str, *args: object, caller: Caller = ROOT_CALLER) -> Iterator[None]:
-        with self.metrics.operation(name, *args, uid=caller.uid, pid=caller.pid):
-            yield
-
-    def _writable(self, *parents: Ino, caller: Caller = ROOT_CALLER) -> None:
-        if self.read_only:
-            raise ReadOnly("the workspace is mounted read-only")
-        for p in parents:
-            if internal.is_internal(p):
-                raise PermissionDenied("internal files cannot be changed")
-            if p == TRASH_INO and caller.uid != 0:
-                raise PermissionDenied("the trash is read-only", hint="only root may restore from .trash")
 
     # -- lookups and attributes ----------------------------------------------------------------
 
@@ -83,14 +65,14 @@ class VFS(FileOps, ContentOps):
                 if name == internal.TRASH_NAME:
                     return TRASH_INO, self.meta.getattr(TRASH_INO)
             ino, attr = self.meta.lookup(parent, name, caller)
-            return ino, self._preview(ino, attr)
+            return ino, self.inodes.preview(ino, attr)
 
     def getattr(self, ino: Ino) -> Attr:
         with self._op("getattr", ino):
             f = internal.BY_INO.get(ino)
             if f is not None:
                 return internal.internal_attr(f)
-            return self._preview(ino, self.meta.getattr(ino))
+            return self.inodes.preview(ino, self.meta.getattr(ino))
 
     def setattr(self, ino: Ino, *, mode: int | None = None, uid: int | None = None, gid: int | None = None,
                 size: int | None = None, atime_ns: int | None = None, mtime_ns: int | None = None,
@@ -101,16 +83,14 @@ class VFS(FileOps, ContentOps):
             if size is not None:
                 attr = self.truncate(ino, size, caller=caller)
             if any(v is not None for v in (atime_ns, mtime_ns)) or atime_now or mtime_now:
-                st = self._inodes.get(ino)
-                if st is not None and st.writer is not None:
-                    # Commit data written before utimens first: its commit stamps mtime, and it
-                    # must not overwrite the times set now (cp -a, tar, rsync set them last).
-                    st.writer.flush()
+                # Commit data written before utimens first: its commit stamps mtime, and it
+                # must not overwrite the times set now (cp -a, tar, rsync set them last).
+                self.inodes.flush(ino)
             if any(v is not None for v in (mode, uid, gid, atime_ns, mtime_ns)) or atime_now or mtime_now:
                 attr = self.meta.setattr(ino, mode=mode, uid=uid, gid=gid, atime_ns=atime_ns,
                                          mtime_ns=mtime_ns, atime_now=atime_now, mtime_now=mtime_now,
                                          caller=caller)
-            return self._preview(ino, attr if attr is not None else self.meta.getattr(ino))
+            return self.inodes.preview(ino, attr if attr is not None else self.meta.getattr(ino))
 
     def access(self, ino: Ino, mask: int, caller: Caller = ROOT_CALLER) -> None:
         with self._op("access", ino, mask, caller=caller):
@@ -204,6 +184,37 @@ class VFS(FileOps, ContentOps):
         with self._op("statfs"):
             return self.meta.statfs()
 
+    # -- locks ---------------------------------------------------------------------------------
+
+    def flock(self, fh: int, owner: int, op: int, *, timeout: float | None = None, cancel=None) -> None:
+        """BSD flock on the handle's inode (LOCK_SH/LOCK_EX/LOCK_UN, optionally | LOCK_NB)."""
+        h = self._handle(fh)
+        with self._op("flock", h.ino, op, caller=h.caller):
+            self.meta.flock(h.ino, owner, op, timeout=timeout, cancel=cancel)
+            h.lock_owners.add(owner)
+
+    def getlk(self, fh: int, owner: int, type: int, start: int, end: int) -> tuple[int, int, int, int]:
+        h = self._handle(fh)
+        with self._op("getlk", h.ino, type, start, end, caller=h.caller):
+            return self.meta.getlk(h.ino, owner, type, start, end)
+
+    def setlk(self, fh: int, owner: int, type: int, start: int, end: int, pid: int = 0,
+              wait: bool = False, *, timeout: float | None = None, cancel=None) -> None:
+        h = self._handle(fh)
+        with self._op("setlk", h.ino, type, start, end, wait, caller=h.caller):
+            self.meta.setlk(h.ino, owner, type, start, end, pid, wait, timeout=timeout, cancel=cancel)
+            h.lock_owners.add(owner)
+
+    def release_locks(self, fh: int, owner: int, *, posix: bool = True, flock: bool = True) -> None:
+        """Drop ``owner``'s locks on the handle's inode (POSIX on flush, flock on release); costs
+        nothing when the owner never locked through this handle."""
+        h = self._handles.get(fh)
+        if h is None or owner not in h.lock_owners:
+            return
+        self.meta.release_locks(h.ino, owner, posix=posix, flock=flock)
+        if flock:
+            h.lock_owners.discard(owner)
+
     # -- xattrs --------------------------------------------------------------------------------
 
     def getxattr(self, ino: Ino, name: str) -> bytes:
@@ -227,3 +238,53 @@ class VFS(FileOps, ContentOps):
         with self._op("removexattr", ino, name, caller=caller):
             self._writable(ino, caller=caller)
             self.meta.removexattr(ino, name, caller)
+
+    # -- whole-content operations (the agent API's data path; ``replace.py``) --------------------
+
+    def replace_content(self, parent: Ino, name: str, data: bytes, *, create: bool = True,
+                        expect: tuple[int, int] | str | None = None, perm: int = 0o644,
+                        caller: Caller = ROOT_CALLER) -> tuple[Ino, Attr, bool]:
+        """Make ``parent/name`` hold exactly ``data`` (at most one chunk), keeping its inode.
+        Returns (ino, attr, created). ``expect``: None, ``errors.ABSENT`` or a version."""
+        with self._op("replace_content", parent, name, len(data), caller=caller):
+            self._writable(parent, caller=caller)
+            result = self.content.replace(parent, name, data, create=create, expect=expect, perm=perm,
+                                          caller=caller)
+            self.metrics.inc("write_bytes", len(data))
+            return result
+
+    def append(self, parent: Ino, name: str, data: bytes, *, create: bool = True,
+               expect: tuple[int, int] | None = None, perm: int = 0o644, caller: Caller = ROOT_CALLER) -> tuple[Ino, Attr, int, bool]:
+        """Append ``data`` to ``parent/name`` as one append slice, creating the file when missing.
+        Returns (ino, attr, file offset where the data landed, created)."""
+        with self._op("append", parent, name, len(data), caller=caller):
+            self._writable(parent, caller=caller)
+            result = self.content.append(parent, name, data, create=create, expect=expect, perm=perm,
+                                         caller=caller)
+            self.metrics.inc("write_bytes", len(data))
+            return result
+
+    def read_named(self, parent: Ino, name: str, offset: int = 0, size: int | None = None,
+                   caller: Caller = ROOT_CALLER) -> tuple[Ino, Attr, bytes]:
+        """Resolve ``parent/name`` and read ``size`` bytes from ``offset`` (to the end when None):
+        one round trip for a file within one chunk; a symlink raises EntryIsSymlink."""
+        with self._op("read_named", parent, name, offset, size, caller=caller):
+            ino, attr, data = self.content.read_named(parent, name, offset, size, caller)
+            if data:
+                self.metrics.inc("read_bytes", len(data))
+            return ino, attr, data
+
+    def read_snapshot(self, ino: Ino, offset: int = 0, size: int | None = None) -> tuple[Attr, bytes]:
+        """The file's attr and ``size`` bytes from ``offset`` (to the end when None), each chunk
+        read at one instant with its attr; this client's dirty data is committed first."""
+        with self._op("read_snapshot", ino, offset, size):
+            attr, data = self.content.read_snapshot(ino, offset, size)
+            if data:
+                self.metrics.inc("read_bytes", len(data))
+            return attr, data
+
+    def share_copy(self, src: Ino, dst: Ino, length: int, *, caller: Caller = ROOT_CALLER) -> Attr:
+        """Copy ``length`` bytes of ``src`` into ``dst`` at 0 by sharing slices (no data copied)."""
+        with self._op("share_copy", src, dst, length, caller=caller):
+            self._writable(caller=caller)
+            return self.content.share_copy(src, dst, length, caller=caller)

@@ -13,6 +13,8 @@ import io
 import os
 
 from artifacts_core.errors import InvalidArgument
+from artifacts_core.types import Ino
+from artifacts_core.vfs.core import VFS
 
 #: Buffer of the binary layer: large enough that small Python writes become few VFS calls, small
 #: enough that a text editor's save stays one inline slice when the file is small.
@@ -40,7 +42,7 @@ def mode_flags(mode: str) -> tuple[int, bool, bool]:
 
 
 class VFSRawIO(io.RawIOBase):
-    def __init__(self, vfs, fh: int, ino: int, name: str, flags: int) -> None:
+    def __init__(self, vfs: VFS, fh: int, ino: Ino, name: str, flags: int) -> None:
         super().__init__()
         self._vfs = vfs
         self._fh = fh

@@ -16,9 +16,13 @@ from __future__ import annotations
 import logging
 import threading
 
+from artifacts_core.chunk.store import ChunkStore
+from artifacts_core.config import VolumeConfig
 from artifacts_core.meta.attrs import SLICE_INLINE, SLICE_S3, SliceRecord
+from artifacts_core.meta.engine import RedisMetaEngine
 from artifacts_core.meta.slices import COMPACT_NOW, COMPACT_SOON
 from artifacts_core.types import Ino
+from artifacts_core.vfs.core import VFS
 
 log = logging.getLogger("artifacts.vfs")
 
@@ -29,7 +33,7 @@ COMPACT_QUEUE_MAX = 1024
 
 
 class Maintenance:
-    def __init__(self, meta, chunks, vfs, config) -> None:
+    def __init__(self, meta: RedisMetaEngine, chunks: ChunkStore, vfs: VFS, config: VolumeConfig) -> None:
         self.meta = meta
         self.chunks = chunks
         self.vfs = vfs

@@ -1,19 +1,39 @@
-"""Reading a file: chunk views built from slice lists, fetched through the chunk store, and the
-readahead window.
+"""``Reader``: the read path of the VFS -- chunk views built from slice lists, bytes fetched
+through the chunk store, prefetch for the readahead window -- beside ``writer.py``, the write path.
 
 - A *chunk view* is a chunk's slice records (one Redis round trip, inline bytes included) merged
-  so later slices win (``meta.slices.build_view``). Views are cached per inode and dropped when
-  this client commits to the chunk, truncates, or an open sees that the inode changed elsewhere
-  (close-to-open). A view whose blocks were compacted away on another host is refreshed once
-  instead of failing the read.
+  so later slices win (``meta.slices.build_view``). Views are cached in the inode's state
+  (``state.py``) and dropped when this client commits to the chunk, truncates, or an open sees
+  that the inode changed elsewhere (close-to-open). A view whose blocks were compacted away on
+  another host is refreshed once instead of failing the read.
+- A *snapshot* read (``snapshot``, the agent API's readFile) takes each chunk's attr and records
+  in one call, so a file of one chunk is read at one instant; it caches nothing.
 - *Readahead* is per handle: while reads stay sequential the window doubles from
   ``readahead_min`` up to ``readahead_max``; a jump resets it. The window's blocks are prefetched
   through the chunk store (bounded, deduplicated, within the buffer budget).
+- A view with many slices is reported to the compaction ``hint`` (the volume's maintenance).
+
+Invariant: no byte reaches a caller from a view that does not cover it -- gaps and holes read as
+zeros, a missing inline slice or block is an error (then one refresh), never stale bytes.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from artifacts_core.chunk.store import ChunkStore
+from artifacts_core.errors import ArtifactsError, IntegrityError, NotFound, StorageError
+from artifacts_core.meta import slices as slicemath
+from artifacts_core.meta.attrs import SLICE_INLINE, SliceRecord
+from artifacts_core.meta.data import chunk_length
+from artifacts_core.meta.engine import RedisMetaEngine
+from artifacts_core.types import CHUNK_SIZE, Attr, Ino, SliceId
+from artifacts_core.vfs.state import ChunkView, InodeState
+
+log = logging.getLogger("artifacts.vfs")
 
 #: Reads this close to the previous end still count as sequential (kernel readahead and
 #: concurrent FUSE reads arrive slightly out of order).
@@ -46,3 +66,138 @@ class Readahead:
             return None
         self.prefetched_to = stop
         return start, stop - start
+
+
+#: The compaction hint: (inode, chunk index, urgency from ``slices.needs_compaction``).
+CompactionHint = Callable[[Ino, int, int], None]
+#: A chunk's (attr, records, inline bytes) as ``meta.read_chunk_attr`` returns them.
+ChunkRead = tuple[Attr | None, list[SliceRecord], dict[SliceId, bytes]]
+
+
+class Reader:
+    def __init__(self, meta: RedisMetaEngine, chunks: ChunkStore, *, read_only: bool,
+                 hint: CompactionHint) -> None:
+        self.meta = meta
+        self.chunks = chunks
+        self.read_only = read_only
+        self._hint = hint
+
+    def read(self, st: InodeState, offset: int, size: int) -> bytes:
+        """``size`` bytes from ``offset`` (within ``st.length``) through the cached views."""
+        parts = []
+        end = offset + size
+        while offset < end:
+            index, pos = divmod(offset, CHUNK_SIZE)
+            n = min(end - offset, CHUNK_SIZE - pos)
+            parts.append(self._read_chunk(st, index, pos, n, st.length))
+            offset += n
+        return parts[0] if len(parts) == 1 else b"".join(parts)  # one copy at most per read
+
+    def _view(self, st: InodeState, index: int, file_length: int, *, refresh: bool = False) -> ChunkView:
+        view = None if refresh else st.views.get(index)
+        if view is None:
+            records, inline = self.meta.read_chunk(st.ino, index)
+            chunk_len = max(0, min(CHUNK_SIZE, file_length - index * CHUNK_SIZE))
+            view = ChunkView(slicemath.build_view(records, chunk_len), inline)
+            st.views[index] = view
+            urgency = slicemath.needs_compaction(len(records), view.segments)
+            if urgency and not self.read_only:
+                self._hint(st.ino, index, urgency)
+        return view
+
+    def _read_chunk(self, st: InodeState, index: int, pos: int, size: int, file_length: int) -> bytes:
+        for attempt in (0, 1):
+            view = self._view(st, index, file_length, refresh=attempt == 1)
+            try:
+                return self.read_view(view, pos, size)
+            except (NotFound, StorageError, IntegrityError):
+                if attempt:
+                    raise
+                # Compacted away on another host while we held an old view: read the new one.
+                log.info("slice of inode %d chunk %d is gone; refreshing the view", st.ino, index)
+        raise AssertionError("unreachable")
+
+    def read_view(self, view: ChunkView, pos: int, size: int) -> bytes:
+        """Bytes ``[pos, pos + size)`` of the chunk ``view`` describes."""
+        parts: list[bytes] = []
+        at = pos  # everything before `at` is in parts
+        end = pos + size
+        for seg in view.segments:
+            s_start, s_end = seg.pos, seg.pos + seg.len
+            if s_end <= pos or s_start >= end:
+                continue
+            a, b = max(pos, s_start), min(end, s_end)
+            if at < a:
+                parts.append(bytes(a - at))
+            inner = seg.off + (a - s_start)
+            if seg.id == 0:
+                parts.append(bytes(b - a))
+            elif seg.kind == SLICE_INLINE:
+                data = view.inline.get(seg.id)
+                if data is None:
+                    raise NotFound("inline slice is gone")
+                parts.append(data[inner:inner + (b - a)])
+            else:
+                parts.append(self.chunks.read(seg.id, seg.size, inner, b - a))
+            at = b
+        if at < end:
+            parts.append(bytes(end - at))
+        # A read inside one segment (the common case) returns the chunk store's bytes uncopied.
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def prefetch(self, st: InodeState, offset: int, size: int) -> None:
+        """Start fetching the blocks under ``[offset, offset + size)`` (readahead)."""
+        end = offset + size
+        while offset < end:
+            index, pos = divmod(offset, CHUNK_SIZE)
+            n = min(end - offset, CHUNK_SIZE - pos)
+            try:
+                view = self._view(st, index, st.length)
+            except ArtifactsError:
+                return
+            for seg in view.segments:
+                if seg.id == 0 or seg.kind == SLICE_INLINE:
+                    continue
+                a, b = max(pos, seg.pos), min(pos + n, seg.pos + seg.len)
+                if a < b:
+                    self.chunks.prefetch(seg.id, seg.size, seg.off + (a - seg.pos), b - a)
+            offset += n
+
+    def snapshot(self, ino: Ino, offset: int, size: int | None, *,
+                 first: ChunkRead | None = None) -> tuple[Attr, bytes]:
+        """The file's attr and ``size`` bytes from ``offset`` (to the end when None), each chunk's
+        records and attr fetched together (one round trip per chunk; ``first`` is the first
+        chunk's when the caller already has it). Caches no view."""
+        attr: Attr | None = None
+        out = bytearray()
+        pos = offset
+        end = 0
+        while True:
+            index, inner = divmod(pos, CHUNK_SIZE)
+            for attempt in (0, 1):
+                if first is not None and attempt == 0 and attr is None:
+                    a, records, inline = first
+                else:
+                    a, records, inline = self.meta.read_chunk_attr(ino, index)
+                if a is None:
+                    raise ArtifactsError("no such file", errno=errno.ENOENT)
+                if attr is None:
+                    attr = a
+                    end = attr.length if size is None else min(attr.length, offset + size)
+                    if pos >= end or a.is_dir:
+                        return attr, b""
+                view = ChunkView(slicemath.build_view(records, chunk_length(attr.length, index)), inline)
+                urgency = slicemath.needs_compaction(len(records), view.segments)
+                if urgency and not self.read_only:
+                    self._hint(ino, index, urgency)
+                n = min(end - pos, CHUNK_SIZE - inner)
+                try:
+                    out += self.read_view(view, inner, n)
+                    break
+                except ArtifactsError as e:
+                    if attempt or e.errno != errno.ENOENT:
+                        raise  # a slice compacted away between our calls: read again once
+            pos += n
+            if pos >= end:
+                assert attr is not None  # set by the first chunk
+                return attr, bytes(out)

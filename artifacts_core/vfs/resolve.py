@@ -133,7 +133,8 @@ class Resolver:
         hops = 0
         attr = None
         while True:
-            ino, done = ROOT_INO, []
+            ino: Ino = ROOT_INO
+            done: list[str] = []
             restarted = False
             for i, name in enumerate(todo):
                 child, attr, typ = self.lookup(ino, name)
