@@ -84,7 +84,7 @@ class ContentOps:
         if not data:
             result = meta.replace_entry(parent, name, 0, 0, create=create, expect=expect,
                                           perm=perm, caller=caller)
-        elif len(data) <= meta.setting.inline_limit and not meta._inline_pressure:
+        elif meta.inline_allowed(len(data)):
             try:
                 result = meta.replace_entry(parent, name, meta.new_slice_id(), len(data),
                                               data=data, create=create, expect=expect,
@@ -116,7 +116,7 @@ class ContentOps:
         meta = self.meta
         self.inodes.flush_dirty()  # order after this client's own dirty writes
         result = None
-        if len(data) <= meta.setting.inline_limit and not meta._inline_pressure:
+        if meta.inline_allowed(len(data)):
             try:
                 result = meta.append_entry(parent, name, meta.new_slice_id(), len(data), data=data,
                                            create=create, expect=expect, perm=perm, caller=caller)
