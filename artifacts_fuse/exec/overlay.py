@@ -48,8 +48,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 
-from artifacts_core.errors import ArtifactsError, NotFound
-from artifacts_core.meta.replace import ABSENT, VersionMismatch
+from artifacts_core.errors import ABSENT, ArtifactsError, NotFound, VersionMismatch
 from artifacts_core.types import CHUNK_SIZE, Caller
 from artifacts_fuse.exec.changes import Entry, Resolver
 from artifacts_fuse.exec.errors import SandboxUnavailable
