@@ -7,7 +7,7 @@ Anthropic tool definitions, MCP tools (mcp_server.py) and the ``call(name, argum
 method, a description written for a model, its parameters (JSON Schema per parameter, required
 or not), its output schema, and whether it only reads / may destroy data / is idempotent.
 
-Generated dialects, and the rules ``tests/test_agentfs_tools.py`` checks:
+Generated dialects, and the rules ``tests/agentfs/test_agentfs_tools.py`` checks:
 
 - every name matches ``^[a-zA-Z0-9_-]{1,64}$`` (OpenAI functions and Anthropic tools);
   descriptions are non-empty and at most ``MAX_DESCRIPTION`` characters;

@@ -15,10 +15,9 @@ import os
 import uuid
 
 import pytest
+from testbed import TEST_BUCKET
 
 from artifacts_core.servers import RedisCluster, RedisServer, SeaweedS3
-
-TEST_BUCKET = "artifacts-test"
 
 _workspace_ids = itertools.count(1)
 

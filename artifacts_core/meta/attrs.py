@@ -1,7 +1,8 @@
 """Inode attributes, directory entries and slice records: the fixed binary layouts stored in Redis.
 
 The layouts are shared with the Lua functions (``lua/00_common.lua`` packs and unpacks the same
-formats with Redis's ``struct`` library); ``tests/test_meta_attrs.py`` round-trips through both.
+formats with Redis's ``struct`` library); every metadata test round-trips through both (the
+functions pack what Python unpacks), ``tests/core/meta/``.
 Fixed layouts keep an inode at 91 bytes (JuiceFS keeps 71; we add a birth time for agents'
 ``createdAt`` and a change counter that makes a cheap version token).
 

@@ -5,7 +5,8 @@ only: names would collide through ``_``). The braces are a Redis Cluster hash ta
 workspace lives in one slot and every function call may touch any of its keys.
 
 The same layout is spelled once more, in Lua, in ``lua/00_common.lua`` (the functions compute keys
-from the prefix); ``tests/test_meta_keys.py`` checks that the two spellings agree.
+from the prefix); the metadata tests under ``tests/core/meta/`` read with Python's spelling what
+the functions wrote with Lua's, so the two cannot drift apart unnoticed.
 
 | key | type | value |
 |---|---|---|

@@ -1,7 +1,7 @@
 """The ``ObjectStore`` interface: bytes under keys, nothing else.
 
 Every implementation (S3 via aiobotocore, a local directory, memory) and the prefix wrapper offer
-exactly these coroutines and pass one contract suite (``tests/test_objects_contract.py``). They
+exactly these coroutines and pass one contract suite (``tests/core/objects/test_objects_contract.py``). They
 run on the volume's event-loop thread (DESIGN.md §5); synchronous callers go through the bridge.
 
 Semantics every implementation keeps:

@@ -10,7 +10,7 @@ import json
 import stat
 
 import pytest
-from test_orchestrator_api import _reset_clock, api, create_and_format, stack  # noqa: F401
+from orchestrator_stack import _reset_clock, api, create_and_format, stack  # noqa: F401
 
 from artifacts_cli.main import run
 from artifacts_orchestrator.client import Artifacts

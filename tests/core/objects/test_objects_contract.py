@@ -16,7 +16,7 @@ import os
 import time
 
 import pytest
-from conftest import TEST_BUCKET
+from testbed import TEST_BUCKET
 
 from artifacts_core.errors import InvalidArgument, NotFound
 from artifacts_core.objects import (

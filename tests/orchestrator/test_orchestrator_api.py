@@ -12,106 +12,27 @@ import time
 import pytest
 import redis
 import redis.exceptions as rex
+from orchestrator_stack import (  # noqa: F401 - _reset_clock is an autouse fixture
+    ADMIN_TOKEN,
+    BUCKET,
+    _config,
+    _handles,
+    _reset_clock,
+    admin_s3,
+    create_and_format,
+    objects_under,
+    s3_env,
+    wait_deleted,
+)
 
 from artifacts_core.volume import format_volume, open_volume
 from artifacts_orchestrator import errors as E
-from artifacts_orchestrator.app import OrchestratorServer
-from artifacts_orchestrator.client import Artifacts, AsyncArtifacts, wait_for_status
-from artifacts_orchestrator.local import start_redis, start_s3
-from artifacts_orchestrator.platform_service import PlatformService
+from artifacts_orchestrator.client import Artifacts, AsyncArtifacts
+from artifacts_orchestrator.local import start_redis
 from artifacts_orchestrator.redis_acl import RedisAdmin
 from artifacts_orchestrator.service import Service
-from artifacts_orchestrator.storage import SeaweedIAMStorage
-from artifacts_orchestrator.store import SQLiteStore
-from artifacts_orchestrator.tickets import KeyRing
 
 pytestmark = [pytest.mark.redis, pytest.mark.s3]
-
-BUCKET = "artifacts-managed"
-ADMIN_TOKEN = "admin-token-for-tests-only-0123456789"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    base = tmp_path_factory.mktemp("orchestrator")
-    rserver, admin_url = start_redis(base / "redis")
-    s3 = start_s3(base / "s3", bucket=BUCKET)
-    redis_admin = RedisAdmin(admin_url)
-    redis_admin.prepare()
-    storage = SeaweedIAMStorage(endpoint=s3.endpoint, bucket=BUCKET, access_key=s3.access_key,
-                                secret_key=s3.secret_key, region=s3.region)
-    clock = Clock()
-    service = Service(SQLiteStore(base / "db" / "orchestrator.db"), redis_admin, storage, clock=clock)
-    platform = PlatformService(service, KeyRing(base / "db" / "ticket-keys", clock=clock))
-    server = OrchestratorServer(service, platform=platform, admin_token=ADMIN_TOKEN, reap_interval=None).start()
-    state = {"server": server, "service": service, "platform": platform, "clock": clock, "s3": s3, "redis": rserver,
-             "admin_url": admin_url, "db": base / "db" / "orchestrator.db"}
-    yield state
-    server.stop()
-    redis_admin.close()
-    service.store.close()
-    s3.stop()
-    state["redis"].stop()  # a test may have restarted it
-
-
-_handles = iter(range(1, 10_000))
-
-
-@pytest.fixture
-def api(stack) -> Artifacts:
-    """A fresh account (and its first key) on the shared stack."""
-    anon = Artifacts("", base_url=stack["server"].url)
-    new = anon.create_account(f"acct{next(_handles)}", admin_token=ADMIN_TOKEN)
-    client = Artifacts(new.key.key, base_url=stack["server"].url)
-    client.handle = new.account.handle
-    return client
-
-
-@pytest.fixture(autouse=True)
-def _reset_clock(stack):
-    stack["clock"].offset = 0.0
-
-
-def s3_env(monkeypatch, creds) -> None:
-    monkeypatch.setenv("ARTIFACTS_S3_ACCESS_KEY_ID", creds.access_key_id)
-    monkeypatch.setenv("ARTIFACTS_S3_SECRET_ACCESS_KEY", creds.secret_access_key)
-
-
-def create_and_format(api: Artifacts, name: str, monkeypatch, **create):
-    r = api.workspaces.create(name, **create)
-    if r.storage.credentials is not None:
-        s3_env(monkeypatch, r.storage.credentials)
-    format_volume(r.format.url, r.storage.url, r.workspace.volume_name, key_prefix=r.format.key_prefix,
-                  trash_days=0)
-    return r, api.workspaces.format_completed(name)
-
-
-def wait_deleted(api: Artifacts, name: str, timeout: float = 30.0):
-    return wait_for_status(api, name, "deleted", timeout=timeout, interval=0.05)
-
-
-def admin_s3(stack):
-    import botocore.session
-    from botocore.config import Config
-
-    s3 = stack["s3"]
-    return botocore.session.get_session().create_client(
-        "s3", endpoint_url=s3.endpoint, region_name=s3.region, aws_access_key_id=s3.access_key,
-        aws_secret_access_key=s3.secret_key, config=Config(s3={"addressing_style": "path"}))
-
-
-def objects_under(stack, prefix: str) -> list[str]:
-    page = admin_s3(stack).list_objects_v2(Bucket=BUCKET, Prefix=prefix.rstrip("/") + "/")
-    return [o["Key"] for o in page.get("Contents", [])]
-
 
 # -- accounts and keys -----------------------------------------------------------------------------
 
@@ -201,12 +122,6 @@ def test_managed_workspace_end_to_end(stack, api, monkeypatch, tmp_path):
     assert again.workspace.id != ws.id and again.workspace.metadata_key_prefix != ws.metadata_key_prefix
     assert active2.status == "active" and again.storage.prefix != rw.storage.prefix
     assert len(api.workspaces.list(include_deleted=True).workspaces) == 2
-
-
-def _config(cache_dir):
-    from artifacts_core.config import profile_config
-
-    return profile_config("interactive", cache_dir=str(cache_dir), entry_ttl=0.0, attr_ttl=0.0)
 
 
 def test_byo_workspace_never_sees_credentials_and_keeps_bucket_data(stack, api, monkeypatch):

@@ -17,7 +17,7 @@ def shared_volume(tmp_path_factory, redis_server, s3_server):
     """One volume for the whole module (fsspec's suites run hundreds of small cases)."""
     import os
 
-    from conftest import TEST_BUCKET
+    from testbed import TEST_BUCKET
 
     from artifacts_core.config import profile_config
     from artifacts_core.volume import format_volume, open_volume

@@ -13,17 +13,9 @@ import stat
 import pytest
 from test_chunk_store import BS, Instrumented, payload, write_slice
 
-from artifacts_core.aio import LoopThread
 from artifacts_core.chunk import ChunkStore, DiskCache, block_key, default_cache_dir, encode_block
 from artifacts_core.objects.memory import MemoryObjectStore
 from artifacts_core.types import SliceId
-
-
-@pytest.fixture
-def lt():
-    loop_thread = LoopThread("test-disk")
-    yield loop_thread
-    loop_thread.close()
 
 
 @pytest.fixture

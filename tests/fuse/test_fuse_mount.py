@@ -11,7 +11,7 @@ import subprocess
 import time
 
 import pytest
-from fuse_helpers import force_unmount, mount_entry, mounted, new_workspace, wait_for
+from fuse_helpers import force_unmount, mount_entry, mounted, wait_for
 
 from artifacts_fuse import MountError, is_mounted, mount, unmount
 
@@ -19,11 +19,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.s3]
 
 #: Loose bound on "the kernel mount is gone" (the target is 0.5 s; the benchmark measures it).
 UNMOUNT_BOUND = 3.0
-
-
-@pytest.fixture(scope="module")
-def ws(redis_url, s3_server, tmp_path_factory):
-    return new_workspace(redis_url, s3_server, str(tmp_path_factory.mktemp("cache")))
 
 
 @pytest.fixture

@@ -22,11 +22,11 @@ import threading
 import time
 
 import pytest
+from fuse_helpers import new_workspace, wait_for
 
 from artifacts_core.volume import open_volume
 from artifacts_fuse.exec import Executor, Limits, SandboxUnavailable, sandbox
 from artifacts_fuse.exec.process import TIMEOUT_EXIT
-from tests.fuse_helpers import new_workspace, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.s3, pytest.mark.slow]
 
@@ -374,7 +374,7 @@ def test_a_host_without_user_namespaces_gets_a_clear_error_never_an_unsandboxed_
             "else:\n    print('RAN')")
     res = subprocess.run(["bwrap", "--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-user",
                           "--disable-userns", "--", sys.executable, "-c", code],
-                         capture_output=True, text=True, timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
+                         capture_output=True, text=True, timeout=60, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert res.stdout.startswith("REFUSED"), res.stdout + res.stderr
     assert "namespace" in res.stdout
 

@@ -1,4 +1,4 @@
-# ruff: noqa: F811 - the imported fixtures are used as parameters
+
 """Seed 003's platform quickstart end to end on the real local stack (orchestrator over loopback
 HTTP, Redis with an ACL file, SeaweedFS with IAM, FUSE): the platform's backend creates a workspace
 and a mount ticket; the "runtime" — a separate process with its own XDG directories and no API key
@@ -23,13 +23,11 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from test_orchestrator_api import (  # noqa: F401 - fixtures
+from orchestrator_stack import (  # noqa: F401 - fixtures
     _config,
     _reset_clock,
-    api,
     create_and_format,
     s3_env,
-    stack,
     wait_deleted,
 )
 

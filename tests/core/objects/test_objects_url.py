@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import TEST_BUCKET
+from testbed import TEST_BUCKET
 
 from artifacts_core.errors import ConfigError, InvalidArgument
 from artifacts_core.objects import (

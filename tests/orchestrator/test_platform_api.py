@@ -5,7 +5,7 @@ Volumes are opened with what an exchange returns (``open_volume``); the FUSE mou
 runtime process is tests/test_platform_mount.py.
 """
 
-# ruff: noqa: F811 - the imported fixtures are used as parameters
+
 from __future__ import annotations
 
 import asyncio
@@ -19,13 +19,11 @@ import msgspec
 import pytest
 import redis
 import redis.exceptions as rex
-from test_orchestrator_api import (  # the orchestrator's own fixtures: one real stack per module
+from orchestrator_stack import (  # the orchestrator's own fixtures: one real stack per module
     _config,
     _reset_clock,  # noqa: F401 - autouse fixture
-    api,  # noqa: F401 - fixture
     create_and_format,
     s3_env,
-    stack,  # noqa: F401 - fixture
     wait_deleted,
 )
 
@@ -81,7 +79,7 @@ def test_tenants_are_per_account_and_a_taken_slug_conflicts(stack, api):
 
 
 def _other_account(stack) -> Artifacts:
-    from test_orchestrator_api import ADMIN_TOKEN, _handles
+    from orchestrator_stack import ADMIN_TOKEN, _handles
 
     new = Artifacts("", base_url=stack["server"].url).create_account(f"acct{next(_handles)}",
                                                                      admin_token=ADMIN_TOKEN)

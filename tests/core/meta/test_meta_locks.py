@@ -15,10 +15,10 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_meta_sessions import make_file
 
 from artifacts_core.errors import ArtifactsError, InvalidArgument
 from artifacts_core.meta.locks import MAX_OFFSET, Interrupted, WouldBlock, owner_hex
-from tests.test_meta_sessions import make_file
 
 RD, WR, UN = fcntl.F_RDLCK, fcntl.F_WRLCK, fcntl.F_UNLCK
 SH, EX, NB, LOCK_UN = fcntl.LOCK_SH, fcntl.LOCK_EX, fcntl.LOCK_NB, fcntl.LOCK_UN

@@ -16,7 +16,7 @@ import time
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
-from conftest import TEST_BUCKET
+from testbed import TEST_BUCKET
 
 from artifacts_core.errors import NotFound, PermissionDenied, StorageError
 from artifacts_core.objects import ObjectStoreStats, PrefixedObjectStore, RetryPolicy, S3ObjectStore

@@ -20,9 +20,9 @@ import stat
 
 import pytest
 import redis
+from test_cli_local import ARTIFACTS, cli_env, run
 
 from artifacts_orchestrator.client import Artifacts
-from tests.test_cli_local import ARTIFACTS, cli_env, run
 
 pytestmark = [pytest.mark.redis, pytest.mark.s3, pytest.mark.slow]
 
@@ -353,7 +353,7 @@ def test_the_readme_demo_runs_twice(tmp_path):
     import subprocess
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     env = cli_env(tmp_path, ARTIFACTS_DEMO_MNT=str(tmp_path / "mnt"), ARTIFACTS_DEMO_PORT="0")
     try:
         outputs = []

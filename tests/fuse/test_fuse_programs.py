@@ -9,7 +9,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import uuid
 import zipfile
 
 import pytest
@@ -24,13 +23,6 @@ def mnt(redis_url, s3_server, tmp_path_factory):
     mp = str(tmp_path_factory.mktemp("mnt"))
     with mounted(ws, mp) as m:
         yield m
-
-
-@pytest.fixture
-def d(mnt):
-    path = os.path.join(mnt.mountpoint, uuid.uuid4().hex[:8])
-    os.mkdir(path)
-    return path
 
 
 def make_tree(root: str, depth: int = 6, width: int = 3) -> None:

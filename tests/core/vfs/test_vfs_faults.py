@@ -5,8 +5,8 @@ import errno
 import os
 
 import pytest
-from conftest import TEST_BUCKET
 from s3faults import FaultProxy
+from testbed import TEST_BUCKET
 
 from artifacts_core.config import profile_config
 from artifacts_core.meta.engine import RedisMetaEngine

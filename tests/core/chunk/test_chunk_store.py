@@ -14,9 +14,9 @@ import threading
 import time
 
 import pytest
-from conftest import TEST_BUCKET
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from testbed import TEST_BUCKET
 
 from artifacts_core.aio import LoopThread
 from artifacts_core.chunk import ChunkStore, ReadaheadWindow, Span, WriterState, block_key
@@ -118,13 +118,6 @@ class Instrumented:
     def wait_puts(self, n: int, timeout: float = 10.0) -> bool:
         with self._cond:
             return self._cond.wait_for(lambda: len(self.puts) >= n, timeout)
-
-
-@pytest.fixture
-def lt():
-    loop_thread = LoopThread("test-chunks")
-    yield loop_thread
-    loop_thread.close()
 
 
 @pytest.fixture(params=["memory", pytest.param("s3", marks=pytest.mark.s3)])

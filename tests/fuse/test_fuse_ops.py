@@ -8,11 +8,10 @@ import errno
 import logging
 import os
 import stat
-import uuid
 from pathlib import Path
 
 import pytest
-from fuse_helpers import mount_entry, mounted, new_workspace
+from fuse_helpers import mount_entry, mounted
 
 pytestmark = [pytest.mark.redis, pytest.mark.s3]
 
@@ -28,22 +27,10 @@ def renameat2(src: str, dst: str, flags: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def ws(redis_url, s3_server, tmp_path_factory):
-    return new_workspace(redis_url, s3_server, str(tmp_path_factory.mktemp("cache")))
-
-
-@pytest.fixture(scope="module")
 def mnt(ws, tmp_path_factory):
     mp = str(tmp_path_factory.mktemp("mnt"))
     with mounted(ws, mp) as m:
         yield m
-
-
-@pytest.fixture
-def d(mnt):
-    path = os.path.join(mnt.mountpoint, uuid.uuid4().hex[:8])
-    os.mkdir(path)
-    return path
 
 
 def test_mount_table_shows_the_workspace_and_options(mnt, ws):
