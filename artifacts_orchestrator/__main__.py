@@ -4,6 +4,7 @@
 
     python -m artifacts_orchestrator serve --config orchestrator.json
     python -m artifacts_orchestrator create-account alice --db orchestrator.db   # prints the key once
+    python -m artifacts_orchestrator openapi --out sdk/js/openapi.json          # the HTTP API's description
 
 The config file is JSON (``OrchestratorConfig``). It holds secrets (the admin Redis URL, the S3
 admin keys, the admin token), so it must not be readable by group or others: ``serve`` refuses a
@@ -14,6 +15,7 @@ looser mode. Nothing secret is ever taken from the command line, where ``ps`` wo
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -26,7 +28,8 @@ import msgspec
 from redis.exceptions import RedisError
 
 from artifacts_core.errors import ArtifactsError
-from artifacts_orchestrator.app import REAP_INTERVAL, OrchestratorServer
+from artifacts_orchestrator import openapi
+from artifacts_orchestrator.app import REAP_INTERVAL, OrchestratorServer, served_routes
 from artifacts_orchestrator.errors import ApiError
 from artifacts_orchestrator.platform_service import PlatformService
 from artifacts_orchestrator.redis_acl import RedisAdmin
@@ -158,6 +161,16 @@ def _create_account(args: argparse.Namespace) -> int:
     return 0
 
 
+def _openapi(args: argparse.Namespace) -> int:
+    """The OpenAPI description of ``serve``'s routes, pretty-printed (sdk/js/openapi.json)."""
+    text = json.dumps(openapi.document(served_routes(platform=True)), indent=2, ensure_ascii=False) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m artifacts_orchestrator")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -171,12 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     rot = sub.add_parser("rotate-ticket-key", help="add a mount-ticket signing key (prints its kid)")
     rot.add_argument("--config", required=True, help="JSON config file (mode 0600)")
     rot.add_argument("--prune", action="store_true", help="first delete keys no unexpired ticket can need")
+    spec = sub.add_parser("openapi", help="print the OpenAPI description of the HTTP API")
+    spec.add_argument("--out", help="write it to this file instead of stdout")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_third_party_loggers()
     if args.command == "rotate-ticket-key":
         return _rotate_ticket_key(args)
+    if args.command == "openapi":
+        return _openapi(args)
     return _serve(args) if args.command == "serve" else _create_account(args)
 
 

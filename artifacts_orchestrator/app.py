@@ -4,10 +4,13 @@ Moving parts:
 - one error middleware: every failure leaves as ``{"code", "message"}`` with the status of
   ``errors.py`` (unknown routes and methods included); an unexpected exception is logged with its
   traceback and answered 500 ``internal`` without details;
-- handlers are a few lines: authenticate, decode the body into a msgspec request type (a bad body
-  is 422 ``invalid_request``), call one ``Service`` method on the worker pool (SQLite, redis-py and
-  botocore block), encode the result -- with the helpers of ``handlers.py``, which the platform's
-  routes (``platform_routes.py``, added when ``make_app`` is given a ``PlatformService``) share;
+- routes are declared once, beside their handlers (``ROUTES``, routing.py): method, path, body
+  and result types, auth, idempotency; ``make_app`` registers this table, the platform's
+  (``platform_routes.py``, when given a ``PlatformService``) and openapi.py's, which serves the
+  OpenAPI description generated from all of them at ``GET /openapi.json``;
+- handlers are a few lines: authenticate, decode the body into the declared msgspec request type
+  (a bad body is 422 ``invalid_request``), call one ``Service`` method on the worker pool (SQLite,
+  redis-py and botocore block), encode the result -- with the helpers of ``handlers.py``;
 - background work on the same pool: the rest of a delete flow after its 202, and the reaper
   every ``reap_interval`` seconds (expired format users and sessions, orphans, unfinished deletes);
 - ``OrchestratorServer``: runs the app on its own event-loop thread, bound to loopback by
@@ -29,7 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from artifacts_orchestrator import models as m
-from artifacts_orchestrator import platform_routes
+from artifacts_orchestrator import openapi, platform_routes
 from artifacts_orchestrator.errors import (
     ApiError,
     InternalError,
@@ -48,6 +51,7 @@ from artifacts_orchestrator.handlers import (
     run,
 )
 from artifacts_orchestrator.platform_service import PlatformService
+from artifacts_orchestrator.routing import Query, Route, Routes, register
 from artifacts_orchestrator.service import Service
 
 log = logging.getLogger("artifacts.orchestrator.http")
@@ -86,11 +90,16 @@ async def errors_middleware(request: web.Request, handler):
 
 # -- handlers ------------------------------------------------------------------------------------
 
+ROUTES = Routes("workspaces")
+WS = "/workspaces/{handle}/{name}"
 
+
+@ROUTES.get("/healthz", "Liveness check", returns=dict[str, str], auth="none", tag="meta")
 async def healthz(request: web.Request) -> web.Response:
     return respond({"status": "ok"})
 
 
+@ROUTES.get("/whoami", "The account and key of the caller", returns=m.WhoAmI, tag="keys")
 async def whoami(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
     account, key = await run(request, svc.authenticate, request.headers.get("Authorization"))
@@ -98,38 +107,48 @@ async def whoami(request: web.Request) -> web.Response:
                           key=m.KeyView(id=key.id, name=key.name, hint=key.hint, created_at=key.created_at)))
 
 
+@ROUTES.post("/admin/accounts", "Bootstrap an account and its first API key (admin token)",
+             body=m.CreateAccountRequest, returns=m.NewAccount, status=201, auth="admin", tag="admin")
 async def create_account(request: web.Request) -> web.Response:
     expected = request.app[ADMIN_TOKEN]
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if not expected or scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
         raise Unauthorized("this route needs the orchestrator's admin token")
-    req = await decode_body(request, m.CreateAccountRequest)
+    req = await decode_body(request)
     return respond(await run(request, request.app[SERVICE].create_account, req.handle, req.key_name), 201)
 
 
+@ROUTES.post("/keys", "Create an API key (shown once)", body=m.CreateKeyRequest, returns=m.NewKey,
+             status=201, tag="keys")
 async def create_key(request: web.Request) -> web.Response:
     account = await authenticated(request)
-    req = await decode_body(request, m.CreateKeyRequest)
+    req = await decode_body(request)
     return respond(await run(request, request.app[SERVICE].create_key, account, req.name), 201)
 
 
+@ROUTES.get("/keys", "List API keys (never the keys themselves)", returns=m.KeyList, tag="keys")
 async def list_keys(request: web.Request) -> web.Response:
     account = await authenticated(request)
     return respond(await run(request, request.app[SERVICE].list_keys, account))
 
 
+@ROUTES.delete("/keys/{key_id}", "Revoke an API key", returns=m.KeyView, tag="keys")
 async def revoke_key(request: web.Request) -> web.Response:
     account = await authenticated(request)
     return respond(await run(request, request.app[SERVICE].revoke_key, account, request.match_info["key_id"]))
 
 
+@ROUTES.post("/workspaces", "Reserve a workspace (phase 1 of create; the CLI formats it)",
+             body=m.CreateWorkspaceRequest, returns=m.CreateWorkspaceResponse, status=201, also=(200,))
 async def create_workspace(request: web.Request) -> web.Response:
     account = await authenticated(request)
-    req = await decode_body(request, m.CreateWorkspaceRequest)
+    req = await decode_body(request)
     resp, created = await run(request, request.app[SERVICE].create_workspace, account, req)
     return respond(resp, 201 if created else 200)
 
 
+@ROUTES.get("/workspaces", "List workspaces", returns=m.WorkspaceList,
+            query=(Query("include_deleted", bool, "also list deleted workspaces"),))
 async def list_workspaces(request: web.Request) -> web.Response:
     account = await authenticated(request)
     return respond(await run(request, request.app[SERVICE].list_workspaces, account, query_flag(request, "include_deleted")))
@@ -139,21 +158,27 @@ def _ref(request: web.Request) -> tuple[str, str]:
     return request.match_info["handle"], request.match_info["name"]
 
 
+@ROUTES.get(WS, "A workspace (the live one, else the most recently deleted)", returns=m.WorkspaceView)
 async def get_workspace(request: web.Request) -> web.Response:
     account = await authenticated(request)
     return respond(await run(request, request.app[SERVICE].get_workspace, account, *_ref(request)))
 
 
+@ROUTES.get(WS + "/inspect", "A summary of the workspace's metadata keyspace", returns=dict[str, Any])
 async def inspect_workspace(request: web.Request) -> web.Response:
     account = await authenticated(request)
     return respond(await run(request, request.app[SERVICE].inspect_workspace, account, *_ref(request)))
 
 
+@ROUTES.post(WS + "/format-completed", "Activate a formatted workspace (phase 3 of create)",
+             returns=m.WorkspaceView, idempotent=True)
 async def format_completed(request: web.Request) -> web.Response:
     account = await authenticated(request)
     return respond(await run(request, request.app[SERVICE].format_completed, account, *_ref(request)))
 
 
+@ROUTES.delete(WS, "Delete a workspace (202; poll until status is deleted)", returns=m.WorkspaceView,
+               status=202)
 async def delete_workspace(request: web.Request) -> web.Response:
     account = await authenticated(request)
     svc = request.app[SERVICE]
@@ -163,27 +188,34 @@ async def delete_workspace(request: web.Request) -> web.Response:
     return respond(view, 202)
 
 
+@ROUTES.post(WS + "/sessions", "Open a mount session", body=m.CreateSessionRequest, returns=m.SessionGrant,
+             status=201, tag="sessions")
 async def create_session(request: web.Request) -> web.Response:
     account = await authenticated(request)
-    req = await decode_body(request, m.CreateSessionRequest)
+    req = await decode_body(request)
     return respond(await run(request, request.app[SERVICE].create_session, account, *_ref(request), req), 201)
 
 
+@ROUTES.get(WS + "/sessions", "List mount sessions", returns=m.SessionList, tag="sessions",
+            query=(Query("include_revoked", bool, "also list revoked and expired sessions"),))
 async def list_sessions(request: web.Request) -> web.Response:
     account = await authenticated(request)
     return respond(await run(request, request.app[SERVICE].list_sessions, account, *_ref(request),
                             query_flag(request, "include_revoked")))
 
 
+@ROUTES.delete(WS + "/sessions/{sid}", "Revoke a mount session", returns=m.SessionView, tag="sessions")
 async def revoke_session(request: web.Request) -> web.Response:
     account = await authenticated(request)
     return respond(await run(request, request.app[SERVICE].revoke_session, account, *_ref(request),
                             request.match_info["sid"]))
 
 
+@ROUTES.post(WS + "/sessions/{sid}/renew", "Extend a mount session", body=m.RenewSessionRequest,
+             returns=m.SessionView, idempotent=True, tag="sessions")
 async def renew_session(request: web.Request) -> web.Response:
     account = await authenticated(request)
-    req = await decode_body(request, m.RenewSessionRequest)
+    req = await decode_body(request)
     return respond(await run(request, request.app[SERVICE].renew_session, account, *_ref(request),
                             request.match_info["sid"], req))
 
@@ -215,6 +247,17 @@ async def _reaper(app: web.Application, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+#: The route tables every app serves (the platform's are added when it has a PlatformService).
+CORE_TABLES = (openapi.ROUTES, ROUTES)
+
+
+def served_routes(*, platform: bool = True) -> list[Route]:
+    """The routes ``make_app`` serves, in its order: what ``GET /openapi.json`` describes, without
+    building an app (``python -m artifacts_orchestrator openapi``)."""
+    tables = CORE_TABLES + ((platform_routes.ROUTES,) if platform else ())
+    return [r for t in tables for r in t]
+
+
 def make_app(service: Service, *, platform: PlatformService | None = None, admin_token: str = "",
              reap_interval: float | None = REAP_INTERVAL, workers: int = WORKERS) -> web.Application:
     """The orchestrator's routes over ``service``; the platform's (tenants, grants, mount tickets)
@@ -224,23 +267,7 @@ def make_app(service: Service, *, platform: PlatformService | None = None, admin
     app[EXECUTOR] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="orchestrator")
     app[ADMIN_TOKEN] = admin_token
     app[TASKS] = set()
-    ws = "/workspaces/{handle}/{name}"
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/whoami", whoami)
-    app.router.add_post("/admin/accounts", create_account)
-    app.router.add_post("/keys", create_key)
-    app.router.add_get("/keys", list_keys)
-    app.router.add_delete("/keys/{key_id}", revoke_key)
-    app.router.add_post("/workspaces", create_workspace)
-    app.router.add_get("/workspaces", list_workspaces)
-    app.router.add_get(ws, get_workspace)
-    app.router.add_delete(ws, delete_workspace)
-    app.router.add_post(ws + "/format-completed", format_completed)
-    app.router.add_get(ws + "/inspect", inspect_workspace)
-    app.router.add_post(ws + "/sessions", create_session)
-    app.router.add_get(ws + "/sessions", list_sessions)
-    app.router.add_delete(ws + "/sessions/{sid}", revoke_session)
-    app.router.add_post(ws + "/sessions/{sid}/renew", renew_session)
+    register(app, *CORE_TABLES)
     if platform is not None:
         platform_routes.setup(app, platform)
 
@@ -273,6 +300,7 @@ class OrchestratorServer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="orchestrator-http", daemon=True)
         self._runner: web.AppRunner | None = None
+        self.app: web.Application | None = None  # once started
 
     @property
     def url(self) -> str:
@@ -284,7 +312,8 @@ class OrchestratorServer:
         return self
 
     async def _start(self) -> None:
-        self._runner = web.AppRunner(make_app(self.service, platform=self.platform, **self._options), access_log=log)
+        self.app = make_app(self.service, platform=self.platform, **self._options)
+        self._runner = web.AppRunner(self.app, access_log=log)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()

@@ -1,10 +1,11 @@
 """What every route handler of the orchestrator shares (app.py's and platform_routes.py's).
 
 A handler is a few lines: ``authenticated`` (the caller's account from its bearer key),
-``decode_body`` (a strict msgspec request type; a bad body is 422 ``invalid_request``), one
-blocking service method through ``run`` on the app's worker pool (SQLite, redis-py and botocore
-block), then ``respond`` (the result as JSON). The app keys the handlers read live here too, so
-both route modules import this one and never each other.
+``decode_body`` (the strict msgspec request type its route declares, routing.py; a bad body is
+422 ``invalid_request``), one blocking service method through ``run`` on the app's worker pool
+(SQLite, redis-py and botocore block), then ``respond`` (the result as JSON). Bodies and query
+parameters follow casing.py's rule (snake_case or camelCase names). The app keys the handlers
+read live here too, so the route modules import this one and never each other.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from artifacts_orchestrator import casing
 from artifacts_orchestrator import models as m
 from artifacts_orchestrator.errors import InvalidRequest
+from artifacts_orchestrator.routing import route_of
 from artifacts_orchestrator.service import Service
 
 SERVICE = web.AppKey("service", Service)
@@ -41,15 +44,26 @@ async def authenticated(request: web.Request) -> m.Account:
     return account
 
 
-async def decode_body(request: web.Request, type_: type) -> Any:
+async def decode_body(request: web.Request, type_: Any = None) -> Any:
+    """The request body as the type its route declares (or ``type_``); an empty body is ``{}``."""
+    type_ = route_of(request).body if type_ is None else type_
     raw = await request.read()
     try:
-        return msgspec.json.decode(raw or b"{}", type=type_)
+        return casing.decode(raw or b"{}", type_)
     except msgspec.ValidationError as e:
         raise InvalidRequest(f"invalid request body: {e}") from None
     except msgspec.DecodeError:
         raise InvalidRequest("the request body is not JSON") from None
 
 
+def query_value(request: web.Request, name: str) -> str | None:
+    """Query parameter ``name``, also accepted in camelCase (casing.py); both spellings: 422."""
+    alias = casing.camel(name)
+    value, other = request.query.get(name), request.query.get(alias) if alias != name else None
+    if value is not None and other is not None:
+        raise InvalidRequest(f"query parameters {name!r} and {alias!r} are the same; send one of them")
+    return value if value is not None else other
+
+
 def query_flag(request: web.Request, name: str) -> bool:
-    return request.query.get(name, "").lower() in ("1", "true", "yes")
+    return (query_value(request, name) or "").lower() in ("1", "true", "yes")
