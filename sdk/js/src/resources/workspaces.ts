@@ -1,0 +1,65 @@
+// `artifacts.workspaces`: list, get, delete, inspect, waitForStatus. Creating a workspace stays a
+// CLI step (`artifacts workspace create`): its format step initialises the workspace's storage from
+// the machine that runs it, which an HTTP call cannot do (seed 003, step 5).
+
+import { ArtifactsError } from '../errors.js';
+import type { WorkspaceList, WorkspaceView } from '../generated/openapi.js';
+import { parseWorkspaceRef } from '../refs.js';
+import type { RequestOptions, Transport } from '../transport.js';
+
+export type WorkspaceStatus = WorkspaceView['status'];
+
+export interface WaitOptions extends RequestOptions {
+  /** Give up after this many milliseconds (default 60000). */
+  waitTimeout?: number;
+  /** Milliseconds between polls (default 200). */
+  interval?: number;
+}
+
+export class Workspaces {
+  readonly #t: Transport;
+
+  constructor(transport: Transport) {
+    this.#t = transport;
+  }
+
+  /** Your workspaces (`{ workspaces: [] }` on a fresh account). */
+  async list(options: { includeDeleted?: boolean } = {}, req?: RequestOptions): Promise<WorkspaceList> {
+    return this.#t.call('listWorkspaces', { query: { include_deleted: options.includeDeleted } }, req);
+  }
+
+  /** One workspace: `name`, `handle/name` or `artifacts://handle/name`. */
+  async get(ref: string, req?: RequestOptions): Promise<WorkspaceView> {
+    return this.#t.call('getWorkspace', { path: parseWorkspaceRef(ref) }, req);
+  }
+
+  /** A summary of the workspace's metadata keyspace (key kinds, counters, live mounts). */
+  async inspect(ref: string, req?: RequestOptions): Promise<Record<string, unknown>> {
+    return this.#t.call('inspectWorkspace', { path: parseWorkspaceRef(ref) }, req);
+  }
+
+  /**
+   * Starts deleting the workspace: its grants are revoked and its unused tickets voided at once,
+   * its live mounts are cut and its data removed in the background. Resolves with the workspace in
+   * status `deleting` (or `deleted`); `waitForStatus(ref, 'deleted')` waits for the end.
+   */
+  async delete(ref: string, req?: RequestOptions): Promise<WorkspaceView> {
+    return this.#t.call('deleteWorkspace', { path: parseWorkspaceRef(ref) }, req);
+  }
+
+  /** Polls `get(ref)` until the workspace reports `status`; rejects with `ArtifactsError` code `wait_timeout` after `waitTimeout`. */
+  async waitForStatus(ref: string, status: WorkspaceStatus = 'deleted', options: WaitOptions = {}):
+  Promise<WorkspaceView> {
+    const { waitTimeout = 60_000, interval = 200, ...req } = options;
+    const deadline = Date.now() + waitTimeout;
+    for (;;) {
+      const ws = await this.get(ref, req);
+      if (ws.status === status) return ws;
+      if (Date.now() >= deadline) {
+        throw new ArtifactsError('wait_timeout', 0,
+          `${ref} is still ${ws.status} after ${waitTimeout} ms (waiting for ${status})`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, interval));
+    }
+  }
+}
