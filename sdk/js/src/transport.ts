@@ -123,6 +123,15 @@ function describe(err: unknown): string {
   return cause?.code ?? cause?.message ?? (err as Error)?.message ?? String(err);
 }
 
+function parseJson(text: string, status: number): unknown {
+  if (!text) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ArtifactsError('internal', status, `the orchestrator answered ${status} with a body that is not JSON`);
+  }
+}
+
 export class Transport {
   readonly baseUrl: string;
   readonly timeout: number;
@@ -179,7 +188,7 @@ export class Transport {
         const { status, text, retryAfter } = await this.#attempt(url, spec.method, headers, body, timeout,
           options.signal);
         if ((spec.success as readonly number[]).includes(status)) {
-          return (text ? JSON.parse(text) : undefined) as Operations[K]['response'];
+          return parseJson(text, status) as Operations[K]['response'];
         }
         failure = errorFromResponse(status, text);
         if (!retryableStatus(status)) throw failure;
