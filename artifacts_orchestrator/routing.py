@@ -21,8 +21,8 @@ Moving parts:
   touch for the OpenAPI description and the SDK types to follow.
 
 Invariant: the router and ``ROUTE_TABLE`` hold exactly the same (method, path) pairs, so the
-OpenAPI description cannot miss a route nor describe one that does not exist (tests/
-test_orchestrator_openapi.py checks it on the real app).
+OpenAPI description cannot miss a route nor describe one that does not exist
+(tests/orchestrator/test_orchestrator_openapi.py checks it on the real app).
 """
 
 from __future__ import annotations

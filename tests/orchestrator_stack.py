@@ -32,27 +32,35 @@ class Clock:
         return time.time() + self.offset
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    base = tmp_path_factory.mktemp("orchestrator")
+def start_stack(base, clock) -> dict:
+    """Redis, SeaweedFS and the orchestrator (with its platform layer) under ``base``, on ``clock``;
+    ``stop_stack`` stops them. The ``stack`` fixture's, for modules that need another clock."""
     rserver, admin_url = start_redis(base / "redis")
     s3 = start_s3(base / "s3", bucket=BUCKET)
     redis_admin = RedisAdmin(admin_url)
     redis_admin.prepare()
     storage = SeaweedIAMStorage(endpoint=s3.endpoint, bucket=BUCKET, access_key=s3.access_key,
                                 secret_key=s3.secret_key, region=s3.region)
-    clock = Clock()
     service = Service(SQLiteStore(base / "db" / "orchestrator.db"), redis_admin, storage, clock=clock)
     platform = PlatformService(service, KeyRing(base / "db" / "ticket-keys", clock=clock))
     server = OrchestratorServer(service, platform=platform, admin_token=ADMIN_TOKEN, reap_interval=None).start()
-    state = {"server": server, "service": service, "platform": platform, "clock": clock, "s3": s3, "redis": rserver,
-             "admin_url": admin_url, "db": base / "db" / "orchestrator.db"}
-    yield state
-    server.stop()
-    redis_admin.close()
-    service.store.close()
-    s3.stop()
+    return {"server": server, "service": service, "platform": platform, "clock": clock, "s3": s3, "redis": rserver,
+            "admin_url": admin_url, "db": base / "db" / "orchestrator.db"}
+
+
+def stop_stack(state: dict) -> None:
+    state["server"].stop()
+    state["service"].redis.close()
+    state["service"].store.close()
+    state["s3"].stop()
     state["redis"].stop()  # a test may have restarted it
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    state = start_stack(tmp_path_factory.mktemp("orchestrator"), Clock())
+    yield state
+    stop_stack(state)
 
 
 _handles = iter(range(1, 10_000))

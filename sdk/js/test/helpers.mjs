@@ -1,4 +1,4 @@
-// What the Node tests share: the stack tests/test_sdk_js.py started (its address, an account's key,
+// What the Node tests share: the stack tests/sdk/test_sdk_js.py started (its address, an account's key,
 // the orchestrator's clock), the `artifacts` CLI for the steps seed 003 does with it (workspace
 // create on the backend, mount in the runtime), a runtime with its own HOME and XDG directories
 // and no API key, and the revocation probe.
@@ -11,7 +11,7 @@ import { join } from 'node:path';
 
 function required(name) {
   const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set: run these tests through tests/test_sdk_js.py`);
+  if (!value) throw new Error(`${name} is not set: run these tests through tests/sdk/test_sdk_js.py`);
   return value;
 }
 

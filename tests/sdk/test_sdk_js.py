@@ -1,6 +1,6 @@
 """The Node.js SDK (sdk/js, docs/sdk-js.md) run by Node's own test runner against the real stack.
 
-The fixture starts what test_orchestrator_api.py starts — Redis with an ACL file and AOF, SeaweedFS
+The fixture starts what the orchestrator's tests start (orchestrator_stack.py) — Redis with an ACL file and AOF, SeaweedFS
 with IAM, the orchestrator over loopback HTTP — and builds the package (``npm ci`` when
 node_modules is missing or older than package-lock.json, then the TypeScript build). One test then
 runs ``node --test sdk/js/test/``: seed 003 end to end in Node (a workspace made with the CLI, a
@@ -30,24 +30,15 @@ import time
 from pathlib import Path
 
 import pytest
+from orchestrator_stack import ADMIN_TOKEN, start_stack, stop_stack
 
 from artifacts_fuse import is_mounted, unmount
-from artifacts_orchestrator.app import OrchestratorServer
 from artifacts_orchestrator.client import Artifacts
-from artifacts_orchestrator.local import start_redis, start_s3
-from artifacts_orchestrator.platform_service import PlatformService
-from artifacts_orchestrator.redis_acl import RedisAdmin
-from artifacts_orchestrator.service import Service
-from artifacts_orchestrator.storage import SeaweedIAMStorage
-from artifacts_orchestrator.store import SQLiteStore
-from artifacts_orchestrator.tickets import KeyRing
 
 pytestmark = [pytest.mark.redis, pytest.mark.s3]
 
-SDK = Path(__file__).resolve().parents[1] / "sdk" / "js"
+SDK = Path(__file__).resolve().parents[2] / "sdk" / "js"
 ARTIFACTS = str(Path(sys.executable).parent / "artifacts")
-BUCKET = "artifacts-managed"
-ADMIN_TOKEN = "admin-token-for-the-node-sdk-tests-0123"
 NODE = shutil.which("node")
 NPM = shutil.which("npm")
 
@@ -93,22 +84,9 @@ def sdk_built():
 @pytest.fixture(scope="module")
 def js_stack(tmp_path_factory):
     base = tmp_path_factory.mktemp("sdkjs")
-    rserver, admin_url = start_redis(base / "redis")
-    s3 = start_s3(base / "s3", bucket=BUCKET)
-    redis_admin = RedisAdmin(admin_url)
-    redis_admin.prepare()
-    storage = SeaweedIAMStorage(endpoint=s3.endpoint, bucket=BUCKET, access_key=s3.access_key,
-                                secret_key=s3.secret_key, region=s3.region)
-    clock = FileClock(base / "clock-offset")
-    service = Service(SQLiteStore(base / "db" / "orchestrator.db"), redis_admin, storage, clock=clock)
-    platform = PlatformService(service, KeyRing(base / "db" / "ticket-keys", clock=clock))
-    server = OrchestratorServer(service, platform=platform, admin_token=ADMIN_TOKEN, reap_interval=None).start()
-    yield {"server": server, "base": base, "clock_file": base / "clock-offset"}
-    server.stop()
-    redis_admin.close()
-    service.store.close()
-    s3.stop()
-    rserver.stop()
+    state = start_stack(base, FileClock(base / "clock-offset"))
+    yield {**state, "clock_file": base / "clock-offset"}
+    stop_stack(state)
 
 
 def _unmount_under(root: Path) -> None:

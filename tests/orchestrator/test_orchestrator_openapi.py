@@ -9,7 +9,6 @@
   refused, responses in snake_case.
 """
 
-# ruff: noqa: F811 - the imported fixtures are used as parameters
 from __future__ import annotations
 
 import json
@@ -20,11 +19,9 @@ from typing import Any
 
 import msgspec
 import pytest
-from test_orchestrator_api import (  # the orchestrator's own fixtures: one real stack per module
+from orchestrator_stack import (  # the orchestrator's own fixtures: one real stack per module
     _reset_clock,  # noqa: F401 - autouse fixture
-    api,  # noqa: F401 - fixture
     create_and_format,
-    stack,  # noqa: F401 - fixture
 )
 
 from artifacts_orchestrator import casing, openapi
@@ -34,7 +31,7 @@ from artifacts_orchestrator.routing import ROUTE_TABLE
 
 pytestmark = [pytest.mark.redis, pytest.mark.s3]
 
-COMMITTED = Path(__file__).resolve().parents[1] / "sdk" / "js" / "openapi.json"
+COMMITTED = Path(__file__).resolve().parents[2] / "sdk" / "js" / "openapi.json"
 
 
 def http(stack, method: str, path: str, body: Any = None, key: str = "") -> tuple[int, Any]:
