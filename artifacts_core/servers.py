@@ -224,12 +224,34 @@ class RedisCluster:
         self.stop()
 
 
+def grpc_socket(component: str, port: int) -> str:
+    """The Unix socket ``weed server`` opens beside ``component``'s gRPC port (port + 10000)."""
+    return f"/tmp/seaweedfs-{component}-grpc-{port + 10000}.sock"
+
+
+#: sun_path holds 108 bytes; a longer socket path cannot be bound.
+_SUN_PATH_MAX = 107
+
+
+def _socket_path(workdir: Path, name: str) -> Path:
+    """A Unix socket path inside ``workdir`` (0700), or in a private temporary directory when that
+    path would be too long to bind."""
+    path = workdir / name
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        return path
+    return Path(tempfile.mkdtemp(prefix="artifacts-weed-")) / name  # mkdtemp makes it 0700
+
+
 @dataclass
 class SeaweedS3:
     """``weed server -s3`` on loopback with one admin identity (SeaweedFS is open without identities).
 
     ``iam_writable`` enables the IAM API on the S3 port for creating users, keys and policies
-    (the managed backend needs it).
+    (the managed backend needs it). Only the S3 port answers without credentials of SeaweedFS's
+    own: the master, volume server and filer HTTP ports and every gRPC port require mutual TLS
+    with a certificate made for this run (``seaweed_security``), the process runs with umask 077
+    (its Unix sockets, logs and data are private to this user), and the filer's and the gateway's
+    local Unix sockets live in ``workdir`` (0700) instead of ``/tmp``.
     """
 
     s3_port: int
@@ -251,9 +273,15 @@ class SeaweedS3:
               buckets: tuple[str, ...] = (), ports: dict[str, int] | None = None) -> SeaweedS3:
         """``ports`` (master, volume, filer, s3) restarts on the same ports (the local stack's
         workspaces keep their endpoint); default: free ones."""
+        from artifacts_core import seaweed_security
+
         workdir = Path(workdir or tempfile.mkdtemp(prefix="artifacts-weed-"))
         datadir = workdir / "data"
         datadir.mkdir(parents=True, exist_ok=True)
+        workdir.chmod(0o700)
+        # weed reads ./security.toml (its cwd is workdir): mTLS on every port but S3's.
+        material = seaweed_security.make(workdir / "tls")
+        (workdir / "security.toml").write_text(seaweed_security.security_toml(material))
         access_key = access_key or "AK" + secrets.token_hex(9).upper()
         secret_key = secret_key or secrets.token_urlsafe(30)
         config = workdir / "s3.json"
@@ -273,11 +301,15 @@ class SeaweedS3:
             f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-master.volumeSizeLimitMB=512", "-volume.max=0", "-volume.preStopSeconds=0",
             f"-s3.iam.readOnly={'false' if iam_writable else 'true'}",
+            f"-filer.localSocket={_socket_path(workdir, 'filer.sock')}",
+            f"-s3.localSocket={_socket_path(workdir, 's3.sock')}",
         ]
-        logf = open(log, "wb")  # noqa: SIM115 - the child owns it for its whole life
-        env = dict(os.environ, TMPDIR=str(workdir))  # its grpc .sock files land here, not in /tmp
+        logf = os.fdopen(os.open(log, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600), "wb")  # the child owns it
+        # Its glog files land in TMPDIR; its gRPC Unix sockets go to /tmp whatever TMPDIR says
+        # (/tmp/seaweedfs-<component>-grpc-<port>.sock), private to this user through the umask.
+        env = dict(os.environ, TMPDIR=str(workdir))
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                                cwd=workdir, env=env, start_new_session=True)
+                                cwd=workdir, env=env, start_new_session=True, umask=0o077)
         logf.close()
         server = cls(s3_port=ports["s3"], workdir=workdir, proc=proc, log=log, access_key=access_key,
                      secret_key=secret_key, ports=ports)
@@ -324,6 +356,9 @@ class SeaweedS3:
     def stop(self) -> None:
         # weed can take over 10 s on SIGTERM; give it a short grace, then SIGKILL.
         _stop(self.proc, grace=3)
+        for name, port in self.ports.items():  # weed leaves its gRPC sockets behind in /tmp
+            with contextlib.suppress(OSError):
+                os.unlink(grpc_socket(name, port))
 
     def __enter__(self) -> SeaweedS3:
         return self

@@ -446,3 +446,31 @@ def test_exec_runs_commands_in_a_sandbox_on_the_workspace(stack):
     assert "ARTIFACTS" not in p.stdout and "redis://" not in p.stdout and "TONBO" not in p.stdout
     run(env, "exec", "exec-ws", code=2)  # no command
     run(env, "unmount", mp)
+
+
+def test_local_stack_seaweedfs_answers_no_other_local_user(stack):
+    """DESIGN.md §10 on the stack `artifacts up` starts: with a mounted managed workspace (its
+    blocks in S3, its session's IAM identity in the filer), uid nobody reaches nothing of
+    SeaweedFS but the S3 port, where it gets 403 (docs/orchestrator.md, local-stack ports)."""
+    if os.geteuid() != 0:
+        pytest.skip("probing as another user needs root (setpriv)")
+    from tests.test_servers import _curl_as_nobody, probe_internal_ports, weed_sockets
+
+    env = stack["env"]
+    mp = mountpoint(stack, "ports")
+    run(env, "-q", "workspace", "create", "ports-ws", mp)
+    with open(os.path.join(mp, "big.bin"), "wb") as f:
+        f.write(os.urandom(1 << 20))  # past the inline limit: a real block object
+    run(env, "unmount", mp)
+    run(env, "mount", "ports-ws", mp)  # a live session: its IAM identity is in the filer
+    show = json.loads(run(env, "--format", "json", "workspace", "show", "ports-ws").stdout)["storage"]
+    listing = admin_s3(stack).list_objects_v2(Bucket=show["bucket"], Prefix=show["prefix"] + "/")
+    key = next(o["Key"] for o in listing["Contents"] if o["Size"] > 4096)
+    st = json.loads((stack["state"] / "stack.json").read_text())
+    ports = st["s3"]["ports"]
+    assert probe_internal_ports(ports, weed_sockets(stack["state"] / "s3", ports), show["bucket"], key) == []
+    assert _curl_as_nobody(f"{stack['endpoint']}/{show['bucket']}/{key}")[0] == "403"
+    with open(os.path.join(mp, "big.bin"), "rb") as f:
+        assert len(f.read()) == 1 << 20  # the mount itself reads through the S3 gateway as before
+    run(env, "unmount", mp)
+    run(env, "workspace", "delete", "ports-ws", "--yes")
