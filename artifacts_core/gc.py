@@ -76,11 +76,11 @@ def live_batches(meta, now: float | None = None) -> list[tuple[int, int]]:
     if not batches:
         return []
     sids = list(batches)
-    scores = meta.client.pipeline(lambda pipe: [pipe.zscore(keys.sessions, s) for s in sids])
+    expiries = meta.client.pipeline(lambda pipe: [pipe.hget(keys.session(int(s)), "expire") for s in sids])
     clock = now if now is not None else float(meta.client.command("TIME")[0])
     out = []
-    for sid, score in zip(sids, scores, strict=True):
-        if score is not None and float(score) > clock:
+    for sid, expire in zip(sids, expiries, strict=True):
+        if expire is not None and float(expire) > clock:
             lo, _, hi = batches[sid].partition(b"-")
             out.append((int(lo), int(hi)))
     return out

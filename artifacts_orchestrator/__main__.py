@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from artifacts_core.errors import ArtifactsError
 from artifacts_orchestrator import openapi
-from artifacts_orchestrator.app import REAP_INTERVAL, OrchestratorServer, served_routes
+from artifacts_orchestrator.app import REAP_INTERVAL, SWEEP_INTERVAL, OrchestratorServer, served_routes
 from artifacts_orchestrator.errors import ApiError
 from artifacts_orchestrator.platform_service import PlatformService
 from artifacts_orchestrator.redis_acl import RedisAdmin
@@ -63,6 +63,7 @@ class OrchestratorConfig(msgspec.Struct, frozen=True, kw_only=True):
     format_ttl: float = FORMAT_TTL
     session_ttl: float = SESSION_TTL
     reap_interval: float = REAP_INTERVAL
+    sweep_interval: float = SWEEP_INTERVAL
     #: For a Redis the orchestrator started itself: set noeviction and AOF instead of checking.
     configure_redis: bool = False
     require_aof: bool = True
@@ -133,7 +134,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"error: cannot start the orchestrator: {e}", file=sys.stderr)
         return 1
     server = OrchestratorServer(service, platform=platform, host=cfg.host, port=cfg.port, admin_token=cfg.admin_token,
-                                reap_interval=cfg.reap_interval).start()
+                                reap_interval=cfg.reap_interval, sweep_interval=cfg.sweep_interval).start()
     print(f"orchestrator listening on {server.url}", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

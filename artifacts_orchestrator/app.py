@@ -60,6 +60,10 @@ log = logging.getLogger("artifacts.orchestrator.http")
 WORKERS = 16
 #: Reaper period: format users expire after 15 minutes, so half a minute late is fine.
 REAP_INTERVAL = 30.0
+#: Stale-session sweep period: a crashed host's locks are released at most this long after its
+#: session expired (60 s after its last heartbeat), as a full-rights client's own sweep does
+#: (meta/sessions.py: 0.9 of the 12 s heartbeat).
+SWEEP_INTERVAL = 10.0
 #: Largest request body accepted (requests are small JSON documents).
 MAX_BODY = 64 << 10
 
@@ -234,16 +238,16 @@ def _background(app: web.Application, fn, *args) -> None:
     task.add_done_callback(app[TASKS].discard)
 
 
-async def _reaper(app: web.Application, interval: float) -> None:
-    """A pass at start (deletes a crash left in ``deleting``, users that expired while down), then
-    one every ``interval`` seconds."""
+async def _periodic(app: web.Application, what: str, fn, interval: float) -> None:
+    """A pass at start, then one every ``interval`` seconds: the reaper (deletes a crash left in
+    ``deleting``, users that expired while down, ...) and the stale-session sweep."""
     while True:
         try:
-            done = await asyncio.get_running_loop().run_in_executor(app[EXECUTOR], app[SERVICE].reap)
+            done = await asyncio.get_running_loop().run_in_executor(app[EXECUTOR], fn)
             if any(done.values()):
-                log.info("reaper: %s", done)
+                log.info("%s: %s", what, done)
         except Exception:
-            log.exception("reaper pass failed")
+            log.exception("%s pass failed", what)
         await asyncio.sleep(interval)
 
 
@@ -259,7 +263,8 @@ def served_routes(*, platform: bool = True) -> list[Route]:
 
 
 def make_app(service: Service, *, platform: PlatformService | None = None, admin_token: str = "",
-             reap_interval: float | None = REAP_INTERVAL, workers: int = WORKERS) -> web.Application:
+             reap_interval: float | None = REAP_INTERVAL, sweep_interval: float | None = SWEEP_INTERVAL,
+             workers: int = WORKERS) -> web.Application:
     """The orchestrator's routes over ``service``; the platform's (tenants, grants, mount tickets)
     too when ``platform`` is given (``python -m artifacts_orchestrator serve`` always gives one)."""
     app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY)
@@ -272,12 +277,15 @@ def make_app(service: Service, *, platform: PlatformService | None = None, admin
         platform_routes.setup(app, platform)
 
     async def start_background(app: web.Application):
-        reaper = asyncio.get_running_loop().create_task(_reaper(app, reap_interval)) if reap_interval else None
+        loop = asyncio.get_running_loop()
+        loops = [loop.create_task(_periodic(app, what, fn, every)) for what, fn, every in
+                 (("reaper", service.reap, reap_interval), ("session sweep", service.sweep_sessions, sweep_interval))
+                 if every]
         yield
-        if reaper is not None:
-            reaper.cancel()
+        for task in loops:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+                await task
         if app[TASKS]:
             await asyncio.gather(*app[TASKS], return_exceptions=True)
         app[EXECUTOR].shutdown(wait=True)

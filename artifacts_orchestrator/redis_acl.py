@@ -15,9 +15,14 @@ Redis; every primary and replica of a Cluster, since ACL users are not replicate
 ACL rules (DESIGN.md §10): every user we mint gets ``reset`` first (no inherited rights), a
 password given to Redis only as its SHA-256 (``#<hex>``: the clear password never reaches Redis
 or its ACL file), and the command set ``-@all +@read +@write -@scripting -@dangerous +fcall
-+fcall_ro +ping +hello +time`` — no ``EVAL``, ``SCRIPT`` or ``FUNCTION``. Read-write users get
-``~{p}*``; read-only users ``%R~{p}*`` plus ``%RW~`` on the session and lock keys the session
-functions write. ``CLIENT SETINFO`` (sent by redis-py on connect) is granted where the server
++fcall_ro +ping +hello +time`` — no ``EVAL``, ``SCRIPT`` or ``FUNCTION``, and none of the commands
+that reach another database (``SELECT``, ``MOVE``, ``COPY``, ``SWAPDB``: a key moved to another
+database would outlive its workspace's delete). Keys (DESIGN.md §10: a session writes only what
+it owns; ``meta/keys.py`` classifies every key kind): every user reads ``%R~{p}*``; a session
+user writes its own ``sess<sid>``, ``opens<sid>`` and ``locks<sid>`` (the id assigned here, at
+mint time, by ``assign_session``) and, when read-write, the workspace's data keys
+(``DATA_KEY_PATTERNS``); never another session's keys, the shared session bookkeeping or the
+volume's ``setting``/``limits``. Format users write ``~{p}*``. ``CLIENT SETINFO`` (sent by redis-py on connect) is granted where the server
 knows it (Redis >= 7.2); redis-py ignores its refusal elsewhere. A Cluster client also needs
 ``CLUSTER SLOTS``/``SHARDS``/``NODES``, ``COMMAND`` and ``READONLY`` to find the slot's owner.
 
@@ -42,7 +47,13 @@ import redis.exceptions as rex
 from artifacts_core.errors import ArtifactsError, ConfigError
 from artifacts_core.meta.client import MetaClient, RedisTarget
 from artifacts_core.meta.format import load_setting
-from artifacts_core.meta.keys import Keys, check_prefix, workspace_prefix
+from artifacts_core.meta.keys import (
+    DATA_KEY_PATTERNS,
+    Keys,
+    check_prefix,
+    session_key_names,
+    workspace_prefix,
+)
 from artifacts_orchestrator.errors import MetadataAclProvisioningFailed
 
 log = logging.getLogger("artifacts.orchestrator.redis")
@@ -55,33 +66,44 @@ BASE_COMMANDS = ("-@all", "+@read", "+@write", "-@scripting", "-@dangerous", "+f
                  "+ping", "+hello", "+time",
                  # Commands that take no key see the whole database: SCAN and RANDOMKEY would show
                  # other workspaces' key names, DBSIZE their number. Sessions need none of them.
-                 "-scan", "-randomkey", "-dbsize")
+                 "-scan", "-randomkey", "-dbsize",
+                 # Commands that reach another database: a key MOVEd (or COPY … DB'd) there escapes
+                 # the workspace's key patterns and its delete sweep. SELECT and SWAPDB are outside
+                 # +@read/+@write or in -@dangerous already; refused by name all the same.
+                 "-select", "-move", "-copy", "-swapdb")
 #: What redis-py's cluster client runs to find the slot owner (no data, no writes).
 CLUSTER_COMMANDS = ("+cluster|slots", "+cluster|shards", "+cluster|nodes", "+command", "+readonly",
                     "+asking")
-#: Keys a read-only session's functions must still write (30_locks.lua, 31_sessions.lua):
-#: sessions, sessioninfo, sess<sid>; o<ino>; lockf/lockp<ino>, locked<sid>; nextsession; jobs.
-RO_WRITABLE = ("sess*", "o[0-9]*", "lock*", "nextsession", "jobs")
 
 #: Counters shown by ``summarize`` and the single keys counted under their own name.
 COUNTERS = ("totalinodes", "usedspace", "inlinebytes", "nextinode", "nextslice")
-_SINGLETONS = frozenset(("setting", "limits", "sessions", "sessioninfo", "jobs", "commits", "sliceref",
+_SINGLETONS = frozenset(("setting", "limits", "sessions", "sessusers", "jobs", "commits", "sliceref",
                          "delfiles", "delslices", "inlinechunks", "slicebatches", "nextsession"))
 
 #: Keys per SCAN step and per UNLINK in the delete sweep: large enough to be quick, small enough
 #: that one command never blocks Redis for long.
 SWEEP_BATCH = 1000
+#: Per call of the stale-session sweep: sessions looked at, inodes released (~1 ms of Redis per
+#: 100 inodes, as the clients' own sweep in meta/sessions.py).
+SWEEP_SESSIONS, SWEEP_BUDGET = 100, 1000
 
 
 def password_hash(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
 
 
-def acl_rules(prefix: str, *, read_only: bool, cluster: bool = False,
+def acl_rules(prefix: str, *, read_only: bool, sid: int | None = None, cluster: bool = False,
               extra_commands: Iterable[str] = ()) -> list[str]:
-    """The ACL SETUSER rules (without user, on/off and password) of a workspace user."""
+    """The ACL SETUSER rules (without user, on/off and password) of a workspace user: a session
+    user (``sid``: its assigned session id) or, without ``sid``, a format user (all keys)."""
     check_prefix(prefix)
-    keys = [f"%R~{prefix}*", *(f"%RW~{prefix}{k}" for k in RO_WRITABLE)] if read_only else [f"~{prefix}*"]
+    if sid is None:
+        if read_only:
+            raise ValueError("a read-only user is a session user: give its session id")
+        keys = [f"~{prefix}*"]
+    else:
+        writable = [*session_key_names(sid), *(() if read_only else DATA_KEY_PATTERNS)]
+        keys = [f"%R~{prefix}*", *(f"%RW~{prefix}{k}" for k in writable)]
     commands = [*BASE_COMMANDS, *(CLUSTER_COMMANDS if cluster else ()), *extra_commands]
     return ["resetchannels", *keys, *commands]
 
@@ -194,9 +216,11 @@ class RedisAdmin:
 
     # -- ACL users ------------------------------------------------------------------------------
 
-    def set_user(self, user: str, password: str, prefix: str, *, read_only: bool) -> None:
-        """Create (or replace) ``user`` on every node and save the ACL files."""
-        rules = acl_rules(prefix, read_only=read_only, cluster=self.target.cluster,
+    def set_user(self, user: str, password: str, prefix: str, *, read_only: bool,
+                 sid: int | None = None) -> None:
+        """Create (or replace) ``user`` on every node and save the ACL files. ``sid``: the
+        session id ``assign_session`` gave a session user (format users have none)."""
+        rules = acl_rules(prefix, read_only=read_only, sid=sid, cluster=self.target.cluster,
                           extra_commands=self.extra_commands)
         secret = f"#{password_hash(password)}"
         try:
@@ -267,6 +291,59 @@ class RedisAdmin:
         finally:
             meta.close()
 
+    # -- meta sessions of session users (lua/31_sessions.lua) --------------------------------------
+
+    def _fcall(self, what: str, function: str, prefix: str, *args) -> object:
+        try:
+            return self._owner(prefix).execute_command("FCALL", function, 1, prefix + "setting", *args)
+        except (rex.ConnectionError, rex.TimeoutError) as e:
+            self.close()
+            raise MetadataAclProvisioningFailed(f"cannot reach Redis to {what}; retry in a few seconds") from e
+        except rex.ResponseError as e:
+            raise MetadataAclProvisioningFailed(f"Redis refused to {what}: {str(e)[:200]}") from e
+
+    def assign_session(self, prefix: str, user: str) -> int:
+        """The metadata session id of session user ``user`` (allocated on first call): a session
+        user may not write the shared ``nextsession`` and ``sessions`` keys, so its id is made
+        here, before its ACL rules (which name it) exist."""
+        return int(self._fcall("assign a session id", "af_session_assign", prefix, user))
+
+    def end_session(self, prefix: str, user: str) -> None:
+        """End ``user``'s metadata session now (its locks released, its opens deregistered,
+        unlinked files it held last freed) and forget its id. Idempotent."""
+        while True:
+            done, _freed = self._fcall("end the metadata session", "af_session_end", prefix, user, SWEEP_BUDGET)
+            if done:
+                return
+
+    def sweep_sessions(self, prefix: str) -> int:
+        """End the workspace's metadata sessions whose expiry passed (session users never sweep:
+        they may not write other sessions' keys). Returns how many were ended."""
+        ended = 0
+        while True:
+            n, more, _freed = self._fcall("sweep stale sessions", "af_session_sweep", prefix, 0, 0, 0, 1,
+                                          SWEEP_SESSIONS, SWEEP_BUDGET)
+            ended += int(n)
+            if not int(more):
+                return ended
+
+    def session_memory(self, prefix: str) -> dict[str, int]:
+        """Bytes of Redis memory each session user's own keys take (``MEMORY USAGE``, sampled)."""
+        node = self._owner(prefix)
+        try:
+            mapping = node.hgetall(prefix + "sessusers") or {}
+            users = [(u.decode(), int(sid)) for u, sid in mapping.items() if not u.startswith(b"#")]
+            pipe = node.pipeline(transaction=False)
+            for _user, sid in users:
+                for name in session_key_names(sid):
+                    pipe.memory_usage(prefix + name)
+            sizes = pipe.execute()
+        except (rex.ConnectionError, rex.TimeoutError) as e:
+            self.close()
+            raise MetadataAclProvisioningFailed("cannot reach Redis to measure session keys") from e
+        per = len(session_key_names(0))
+        return {user: sum(x or 0 for x in sizes[i * per:(i + 1) * per]) for i, (user, _) in enumerate(users)}
+
     def delete_keys(self, prefix: str) -> int:
         """SCAN+UNLINK every key under ``prefix`` (repeated until a whole pass finds none)."""
         pattern = Keys(prefix).pattern  # braces escaped: a literal {…} in MATCH
@@ -302,7 +379,10 @@ class RedisAdmin:
         values = node.mget([prefix + c for c in COUNTERS])
         counters = {c: int(v) if v is not None else 0 for c, v in zip(COUNTERS, values, strict=True)}
         sessions = []
-        for sid, info in (node.hgetall(prefix + "sessioninfo") or {}).items():
+        for sid in node.zrange(prefix + "sessions", 0, -1):
+            info = node.hget(f"{prefix}sess{int(sid)}", "info")
+            if info is None:
+                continue  # an assigned id whose client has not registered (or has ended)
             try:
                 detail = json.loads(info)
             except ValueError:

@@ -121,6 +121,7 @@ class Store(Protocol):
     def renew_session(self, session_id: str, expires_at: float) -> MountSession | None: ...
     def expired_sessions(self, now: float) -> list[MountSession]: ...
     def live_acl_users(self) -> set[str]: ...
+    def workspaces_with_live_sessions(self) -> list[Workspace]: ...
     def close(self) -> None: ...
 
 
@@ -326,6 +327,12 @@ class SQLiteStore:
     def expired_sessions(self, now: float) -> list[MountSession]:
         return self._many(MountSession, "SELECT * FROM mount_sessions WHERE revoked_at IS NULL "
                                         "AND expires_at <= ?", now)
+
+    def workspaces_with_live_sessions(self) -> list[Workspace]:
+        """Active workspaces with at least one session not revoked (the stale-session sweep)."""
+        return self._many(Workspace, "SELECT * FROM workspaces w WHERE status = 'active' AND EXISTS "
+                                     "(SELECT 1 FROM mount_sessions s WHERE s.workspace_id = w.id "
+                                     "AND s.revoked_at IS NULL) ORDER BY id")
 
     def live_acl_users(self) -> set[str]:
         """Every ACL user the rows say should exist (format users and live sessions)."""

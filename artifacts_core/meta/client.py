@@ -147,6 +147,10 @@ class MetaClient:
         self.errors = 0
         self.denied = 0
         self._checked_library = False
+        #: The key every call declares as KEYS[1] unless told otherwise: ``setting``, or this
+        #: client's own session key once it registered one (meta/sessions.py) — FCALL needs write
+        #: permission on its declared key, and a session ACL user may not write ``setting``.
+        self.declared = keys.setting
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -206,11 +210,10 @@ class MetaClient:
     # -- the choke point -----------------------------------------------------------------------
 
     def call(self, function: str, *args: Any, ro: bool = False, key: str | None = None) -> Any:
-        """One ``FCALL``/``FCALL_RO`` of ``function`` with the setting key as KEYS[1] (or ``key``,
-        another key of this workspace: FCALL needs write permission on its declared key, so the
-        session and lock functions of read-only sessions declare ``sessions``)."""
+        """One ``FCALL``/``FCALL_RO`` of ``function`` with ``declared`` as KEYS[1] (or ``key``,
+        another key of this workspace)."""
         command = "FCALL_RO" if ro else "FCALL"
-        routed = self.keys.setting if key is None else key
+        routed = self.declared if key is None else key
         assert self.keys.own(routed), routed
         return self._run(lambda r: r.execute_command(command, function, 1, routed, *args),
                          what=function)

@@ -21,20 +21,27 @@ the functions wrote with Lua's, so the two cannot drift apart unnoticed.
 | ``b<slice>`` | string | the bytes of an inline slice |
 | ``s<ino>`` | string | symlink target |
 | ``x<ino>`` | hash | xattr name -> value |
-| ``o<ino>`` | hash | session id -> open count (opens registered across hosts) |
 | ``sliceref`` | hash | ``<slice>_<size>`` -> references - 1 (missing = 1 reference) |
 | ``delfiles`` | zset | ``<ino>:<length>`` scored by deletion time: data to release |
 | ``delslices`` | zset | ``<slice>_<size>`` scored by time: blocks to delete from S3 |
 | ``commits`` | zset | slice ids committed in the last minutes (a retried commit is a no-op) |
 | ``inlinechunks`` | zset | ``<ino>_<chunk>`` holding inline slices, scored by last inline write |
-| ``sessions`` | zset | session id scored by expiry time |
-| ``sessioninfo`` | hash | session id -> JSON (host, pid, mountpoint, version) |
-| ``sess<sid>`` | set | inodes this session holds open |
-| ``lockf<ino>`` / ``lockp<ino>`` | hash | flock / POSIX record locks, field ``<sid>_<owner>`` |
-| ``locked<sid>`` | set | inodes whose lock hashes hold this session's locks |
 | ``slicebatches`` | hash | session id -> "first-last" slice ids it reserved (gc: in-flight uploads) |
 | ``jobs`` | hash | job name -> last run time (elections for background work) |
+| ``sess<sid>`` | hash | a session's record: ``info`` (JSON: host, pid, mountpoint, version), ``expire``, ``user`` (assigned ids); live while it exists |
+| ``opens<sid>`` | hash | ino -> how many times the session holds it open |
+| ``locks<sid>`` | hash | ino -> the session's flocks and POSIX locks on it (``lua/30_locks.lua``) |
+| ``sessions`` | zset | every session id that may hold state, scored by when the sweep looks at it next |
+| ``sessusers`` | hash | session ACL user -> the id the orchestrator assigned it, and ``#<sid>`` -> user |
 | ``limits`` | hash | capacity, inodes, inline_limit, inline_cap, trash_days (the fields of ``setting`` the functions need) |
+
+Who may write what (DESIGN.md §10: a session writes only what it owns). The orchestrator's
+session ACL users get write access by pattern: read-write sessions ``DATA_KEY_PATTERNS`` plus
+their own ``session_key_names(sid)``; read-only sessions their own session keys only. Nobody
+but the format step writes ``setting`` and ``limits`` (``FORMAT_KEYS``), and nobody but a
+full-rights client or the orchestrator writes the shared session bookkeeping
+(``SHARED_SESSION_KEYS``). ``tests/test_orchestrator_acl.py`` checks that every key this module
+builds falls in exactly one of these classes; a new key kind must be added to one.
 """
 
 from __future__ import annotations
@@ -61,6 +68,24 @@ def check_prefix(prefix: str) -> str:
             f"invalid workspace key prefix {prefix!r}",
             hint="expected {u_<account id>_w_<workspace id>}: with numeric ids")
     return prefix
+
+
+#: Key kinds a read-write session writes through the functions (patterns after the prefix, Redis
+#: glob syntax): the namespace and data of the workspace, its counters and the data maintenance
+#: bookkeeping. Per-inode kinds name a digit after their letter, so ``sess<sid>`` never matches
+#: ``s<ino>`` (symlinks) and ``locks<sid>`` never matches anything here.
+DATA_KEY_PATTERNS = ("i[0-9]*", "d[0-9]*", "p[0-9]*", "c[0-9]*", "ci[0-9]*", "b[0-9]*", "s[0-9]*", "x[0-9]*",
+                     "nextinode", "nextslice", "usedspace", "totalinodes", "inlinebytes", "sliceref",
+                     "delfiles", "delslices", "commits", "inlinechunks", "slicebatches", "jobs")
+#: Written only when the volume is formatted.
+FORMAT_KEYS = ("setting", "limits")
+#: Session bookkeeping others depend on: written only by full-rights clients and the orchestrator.
+SHARED_SESSION_KEYS = ("sessions", "sessusers", "nextsession")
+
+
+def session_key_names(sid: int) -> tuple[str, str, str]:
+    """The keys (after the prefix) session ``sid`` alone writes: its record, opens and locks."""
+    return f"sess{int(sid)}", f"opens{int(sid)}", f"locks{int(sid)}"
 
 
 class Keys:
@@ -114,20 +139,15 @@ class Keys:
     def xattrs(self, ino: Ino) -> str:
         return f"{self.prefix}x{ino}"
 
-    def opens(self, ino: Ino) -> str:
-        return f"{self.prefix}o{ino}"
+    def session(self, sid: int) -> str:
+        """``sess<sid>``: the session's record; every session function declares it as KEYS[1]."""
+        return f"{self.prefix}sess{int(sid)}"
 
-    def flocks(self, ino: Ino) -> str:
-        return f"{self.prefix}lockf{ino}"
+    def session_opens(self, sid: int) -> str:
+        return f"{self.prefix}opens{int(sid)}"
 
-    def plocks(self, ino: Ino) -> str:
-        return f"{self.prefix}lockp{ino}"
-
-    def locked(self, sid: int) -> str:
-        return f"{self.prefix}locked{sid}"
-
-    def session_held(self, sid: int) -> str:
-        return f"{self.prefix}sess{sid}"
+    def session_locks(self, sid: int) -> str:
+        return f"{self.prefix}locks{int(sid)}"
 
     @property
     def sliceref(self) -> str:
@@ -154,8 +174,8 @@ class Keys:
         return self.prefix + "sessions"
 
     @property
-    def sessioninfo(self) -> str:
-        return self.prefix + "sessioninfo"
+    def sessusers(self) -> str:
+        return self.prefix + "sessusers"
 
     @property
     def jobs(self) -> str:

@@ -1,7 +1,8 @@
 """BSD flock and POSIX record locks across hosts: the locks concern of the metadata engine.
 
-Locks live in Redis (``lockf<ino>`` / ``lockp<ino>``, field ``<sid>_<owner>``; layout in
-``lua/30_locks.lua``), so a lock held on one host blocks every other host. Each attempt is one
+Locks live in Redis, each session's in its own ``locks<sid>`` hash (field: the inode; layout in
+``lua/30_locks.lua``, decoded by ``decode_locks``), so a lock held on one host blocks every other
+host and no session can write another's locks. Each attempt is one
 function call that grants or reports a conflict without waiting; a blocking request
 (``LOCK_EX`` without ``LOCK_NB``, ``F_SETLKW``) is a loop here with capped exponential backoff,
 so a waiter never hammers Redis, and a timeout or a ``cancel`` event interrupts it with EINTR.
@@ -69,7 +70,7 @@ def owner_hex(owner: int) -> str:
 
 class LockOps:
     """Mixin: flock and POSIX locks. Uses ``self.sid`` and SessionOps' ``_scall`` /
-    ``_session_call`` (one function call on the ``sessions`` key; ESTALE -> SessionLost)."""
+    ``_session_call`` (one function call on the session's own key; ESTALE -> SessionLost)."""
 
     #: Lock function calls made (one per attempt; a blocking wait adds one per retry).
     lock_round_trips: int = 0
@@ -148,6 +149,24 @@ class LockOps:
             else:
                 time.sleep(pause)
             delay = min(delay * 2, BACKOFF_CAP)
+
+
+_OWNER = struct.Struct(">16scI")
+
+
+def decode_locks(blob: bytes | None) -> dict[str, tuple[str, list[tuple[int, int, int, int]]]]:
+    """One session's locks on one inode as stored (``locks<sid>`` field ``<ino>``): owner hex ->
+    (flock ``"R"``/``"W"``/``"-"``, POSIX records ``(type, pid, start, end)``)."""
+    out = {}
+    off = 0
+    blob = blob or b""
+    while off + _OWNER.size <= len(blob):
+        owner, flock, n = _OWNER.unpack_from(blob, off)
+        off += _OWNER.size
+        recs = [_RECORD.unpack_from(blob, off + i * _RECORD.size) for i in range(n)]
+        off += n * _RECORD.size
+        out[owner.decode()] = (flock.decode(), recs)
+    return out
 
 
 def _check_range(start: int, end: int) -> tuple[int, int]:

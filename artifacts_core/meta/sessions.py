@@ -1,22 +1,28 @@
 """Sessions and open-file registration: the sessions concern of the metadata engine.
 
-Every client (mount, path-API process) registers a session: an id from ``nextsession``, an
-expiry in the ``sessions`` zset (server clock + timeout) and a JSON description in
-``sessioninfo``. It heartbeats the expiry. Opens are registered per session (``o<ino>`` counts
-opens per session, ``sess<sid>`` lists what the session holds) in the SAME function call that
-fetches the open-time attributes (``af_open``), so an unlink anywhere keeps an open inode alive
-(sustained, nlink 0) until its last close, or until its holder's session expires.
+Every client (mount, path-API process) registers a session: a record ``sess<sid>`` (info, expiry
+on the server clock) it heartbeats. Opens are registered in the session's own ``opens<sid>``
+(ino -> count) in the SAME function call that fetches the open-time attributes (``af_open``),
+so an unlink anywhere keeps an open inode alive (sustained, nlink 0) until its last close, or
+until its holder's session expires.
+
+Who writes what (DESIGN.md §10, ``lua/31_sessions.lua``): a session writes only its own keys.
+A client with a full-rights Redis user allocates its id itself; a session ACL user of the
+orchestrator cannot write the shared ``sessions`` index or ``nextsession``, so the orchestrator
+assigned its id when it minted the user, and ``new_session`` reads it from ``sessusers`` (one
+extra round trip, once). Such a session never sweeps others: the orchestrator does.
 
 Moving parts, all in ``lua/31_sessions.lua``, one round trip each:
 - ``new_session`` / ``heartbeat`` / ``close_session``;
 - ``open`` / ``close_file`` / ``close_many``;
-- ``cleanup_stale_sessions``: the client that wins the ``jobs`` election ends every session whose
-  expiry passed: locks released, opens dropped, sustained inodes no one else holds freed.
+- ``cleanup_stale_sessions`` (full-rights clients): the client that wins the ``jobs`` election
+  ends every session whose expiry passed: locks released, opens dropped, sustained inodes no one
+  else holds freed.
 
-The invariant the VFS relies on: a session is live while its ``sessioninfo`` field exists. Once
-it was swept (this host stalled past the expiry), its opens and locks are gone, so heartbeat
-raises :class:`SessionLost` and the engine refuses further opens and locks with it (ESTALE): the
-VFS must fail writes with a clear error instead of writing into files that may be freed.
+The invariant the VFS relies on: a session is live while its ``sess<sid>`` key exists. Once it
+was swept (this host stalled past the expiry), its opens and locks are gone, so heartbeat raises
+:class:`SessionLost` and the engine refuses further opens and locks with it (ESTALE): the VFS
+must fail writes with a clear error instead of writing into files that may be freed.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from artifacts_core.errors import ArtifactsError, InvalidArgument
+from artifacts_core.errors import ArtifactsError, InvalidArgument, PermissionDenied
 from artifacts_core.meta.attrs import Attr, unpack_attr
 from artifacts_core.types import ROOT_CALLER, Caller, Ino
 
@@ -74,9 +80,12 @@ class SessionOps:
     heartbeat_interval: float = HEARTBEAT_INTERVAL
     cleanup_interval: float = CLEANUP_INTERVAL
     session_lost: bool = False
-    #: A read-only session's Redis ACL lets it write only session and lock keys (DESIGN.md §10):
-    #: it never frees inodes nor sweeps; what it would free is left to a read-write client.
+    #: A read-only session's Redis ACL lets it write only its own session keys (DESIGN.md §10):
+    #: it never frees inodes nor sweeps; what it would free is left to the sweep.
     session_read_only: bool = False
+    #: The session id was assigned by the orchestrator to this Redis user (a session ACL user):
+    #: it may write no other session's keys, so it never sweeps (the orchestrator does).
+    session_assigned: bool = False
 
     # -- the session ---------------------------------------------------------------------------
 
@@ -90,12 +99,32 @@ class SessionOps:
         desc = {"host": socket.gethostname(), "pid": os.getpid(), "mountpoint": "",
                 "version": __version__, "read_only": False}
         desc.update(info or {})
-        sid = int(self._scall("af_session_new", json.dumps(desc, sort_keys=True),
-                                   _secs(self.session_timeout)))
+        assigned = self._assigned_sid()
+        try:
+            sid = int(self.client.call("af_session_new", json.dumps(desc, sort_keys=True),
+                                       _secs(self.session_timeout),
+                                       key=self.keys.session(assigned) if assigned else self.keys.setting))
+        except PermissionDenied as e:
+            if assigned or not self.client.target.username:
+                raise
+            raise PermissionDenied(
+                f"Redis user {self.client.target.username!r} has no session id of this workspace and may not "
+                "allocate one", hint="ask the orchestrator for a new session (orchestrator and host must run "
+                "the same version of artifacts)") from e
         self.sid = sid
+        self.client.declared = self.keys.session(sid)  # every call now declares the session's key
         self.session_lost = False
         self.session_read_only = bool(desc.get("read_only"))
+        self.session_assigned = assigned is not None
         return sid
+
+    def _assigned_sid(self) -> int | None:
+        """The session id the orchestrator assigned to this client's Redis user, if any."""
+        user = self.client.target.username
+        if not user:
+            return None
+        raw = self.client.command("HGET", self.keys.sessusers, user)
+        return int(raw) if raw else None
 
     def heartbeat(self) -> None:
         """Refresh this session's expiry (one round trip). Raises :class:`SessionLost` when the
@@ -119,13 +148,15 @@ class SessionOps:
             if done:
                 break
         self.sid = 0
+        self.client.declared = self.keys.setting
 
     def cleanup_stale_sessions(self, now_offset: float = 0.0) -> int:
         """If this client wins the election (at most once per ``cleanup_interval`` across all
         clients), end every session whose expiry passed; returns how many were ended (0 when
-        another client won, or this session is read-only). ``now_offset`` (seconds) shifts the
-        server clock, for tests."""
-        if self.session_read_only:
+        another client won, or this session is read-only or a session ACL user's: those may
+        write no other session's keys). ``now_offset`` (seconds) shifts the server clock, for
+        tests."""
+        if self.session_read_only or self.session_assigned:
             return 0
         ended = 0
         force = 0
@@ -141,22 +172,18 @@ class SessionOps:
             force = 1
 
     def list_sessions(self) -> list[dict[str, Any]]:
-        """Registered sessions: their info plus ``sid`` and ``expire`` (server seconds). Two
-        reads in one pipelined round trip."""
-        def build(pipe: Any) -> None:
-            pipe.execute_command("ZRANGE", self.keys.sessions, 0, -1, "WITHSCORES")
-            pipe.execute_command("HGETALL", self.keys.sessioninfo)
-
-        members, infos = self.client.pipeline(build)
-        if isinstance(infos, list):
-            infos = dict(zip(infos[::2], infos[1::2], strict=False))
+        """Registered sessions: their info plus ``sid`` and ``expire`` (server seconds), and
+        ``stale: True`` for an id that holds state but has no live record. Two round trips."""
+        members = self.client.command("ZRANGE", self.keys.sessions, 0, -1, "WITHSCORES") or []
         if members and not isinstance(members[0], (list, tuple)):
             members = list(zip(members[::2], members[1::2], strict=False))
+        records = self.client.pipeline(
+            lambda pipe: [pipe.execute_command("HMGET", self.keys.session(int(sid)), "info", "expire")
+                          for sid, _ in members]) if members else []
         out = []
-        for sid, score in members:
-            raw = infos.get(sid)
-            desc = json.loads(raw) if raw else {"stale": True}
-            desc.update(sid=int(sid), expire=float(score))
+        for (sid, score), (info, expire) in zip(members, records, strict=True):
+            desc = json.loads(info) if info else {"stale": True}
+            desc.update(sid=int(sid), expire=float(expire if expire is not None else score))
             out.append(desc)
         return out
 
@@ -209,10 +236,11 @@ class SessionOps:
         return 0 if self.session_read_only else 1
 
     def _scall(self, function: str, *args: Any, ro: bool = False) -> Any:
-        """One call of a session or lock function. It declares the ``sessions`` key, not
-        ``setting``: FCALL needs write permission on its declared key, and a read-only session's
-        ACL user may write session and lock keys only."""
-        return self.client.call(function, *args, ro=ro, key=self.keys.sessions)
+        """One call of a session or lock function. It declares this session's own ``sess<sid>``
+        key (``setting`` without a session): FCALL needs write permission on its declared key, a
+        session's ACL user may write its own session keys only, and the function takes the
+        session id from that key."""
+        return self.client.call(function, *args, ro=ro)
 
     def _session_call(self, function: str, *args: Any) -> Any:
         """``_scall`` that turns the engine's ESTALE (session swept) into SessionLost."""

@@ -23,7 +23,14 @@ import redis.exceptions as rex
 from artifacts_core.errors import ArtifactsError, ConfigError, PermissionDenied
 from artifacts_core.meta.engine import RedisMetaEngine
 from artifacts_core.meta.format import Setting, new_uuid
-from artifacts_core.meta.keys import Keys, workspace_prefix
+from artifacts_core.meta.keys import (
+    DATA_KEY_PATTERNS,
+    FORMAT_KEYS,
+    SHARED_SESSION_KEYS,
+    Keys,
+    session_key_names,
+    workspace_prefix,
+)
 from artifacts_core.servers import LOOPBACK, RedisServer
 from artifacts_orchestrator.redis_acl import RedisAdmin, acl_rules, initial_aclfile_text
 
@@ -76,8 +83,9 @@ def formatted(url: str, prefix: str) -> RedisMetaEngine:
 
 
 def user_url(admin: RedisAdmin, prefix: str, *, read_only: bool) -> tuple[str, str]:
+    """A session ACL user as the orchestrator mints one: its metadata session id, then its rules."""
     user, password = f"ms-t{next(_ids)}", secrets.token_urlsafe(16)
-    admin.set_user(user, password, prefix, read_only=read_only)
+    admin.set_user(user, password, prefix, read_only=read_only, sid=admin.assign_session(prefix, user))
     return user, admin.client_url(user, password)
 
 
@@ -93,12 +101,43 @@ def test_default_user_is_off(acl_redis):
 
 def test_rules_name_every_workspace_key_once():
     p = workspace_prefix(1, 2)
-    rw = acl_rules(p, read_only=False)
-    assert f"~{p}*" in rw and not any(r.startswith("%") for r in rw)
-    ro = acl_rules(p, read_only=True)
+    fmt = acl_rules(p, read_only=False)  # the format user: every key of the workspace
+    assert f"~{p}*" in fmt and not any(r.startswith("%") for r in fmt)
+    own = {f"%RW~{p}{k}" for k in ("sess7", "opens7", "locks7")}
+    ro = acl_rules(p, read_only=True, sid=7)
     assert f"%R~{p}*" in ro and f"~{p}*" not in ro
-    assert {r for r in ro if r.startswith("%RW~")} == {f"%RW~{p}{k}" for k in
-                                                        ("sess*", "o[0-9]*", "lock*", "nextsession", "jobs")}
+    assert {r for r in ro if r.startswith("%RW~")} == own  # its own session keys, exact names
+    rw = acl_rules(p, read_only=False, sid=7)
+    assert {r for r in rw if r.startswith("%RW~")} == own | {f"%RW~{p}{k}" for k in DATA_KEY_PATTERNS}
+    assert not any(r.startswith("~") for r in rw + ro)
+    for cmd in ("-select", "-move", "-copy", "-swapdb"):
+        assert cmd in ro and cmd in rw
+
+
+def _matches(pattern: str, name: str) -> bool:
+    import fnmatch
+
+    return fnmatch.fnmatchcase(name, pattern)  # Redis globs as used here: *, ? and [0-9]
+
+
+def test_every_key_kind_is_in_exactly_one_write_class():
+    """meta/keys.py classifies every key it builds: data (read-write sessions), a session's own,
+    shared session bookkeeping (full rights only) or format-only. A key in two classes would let
+    a session write what another depends on; a key in none could not be written by sessions."""
+    k = Keys(workspace_prefix(1, 2))
+    built = [k.setting, k.limits, k.inode(5), k.entries(5), k.parents(5), k.chunk(5, 3), k.chunk_indexes(5),
+             k.inline(9), k.symlink(5), k.xattrs(5), k.sliceref, k.delfiles, k.delslices, k.commits,
+             k.inlinechunks, k.sessions, k.sessusers, k.jobs, k.session(12), k.session_opens(12),
+             k.session_locks(12), *(k.counter(c) for c in ("nextinode", "nextslice", "nextsession", "usedspace",
+                                                           "totalinodes", "inlinebytes")),
+             k.prefix + "slicebatches"]
+    for key in built:
+        name = key[len(k.prefix):]
+        classes = [any(_matches(pat, name) for pat in DATA_KEY_PATTERNS), name in session_key_names(12),
+                   name in SHARED_SESSION_KEYS, name in FORMAT_KEYS]
+        assert sum(classes) == 1, (name, classes)
+    # another session's keys are never writable by this one
+    assert not any(_matches(pat, name) for pat in DATA_KEY_PATTERNS for name in session_key_names(13))
 
 
 def test_rw_user_is_confined_to_its_workspace_and_to_functions(acl_redis, admin):
@@ -113,7 +152,7 @@ def test_rw_user_is_confined_to_its_workspace_and_to_functions(acl_redis, admin)
         ino = eng.create(ROOT, "f")[0]
         assert eng.lookup(ROOT, "f")[0] == ino
         r = raw(a_url)
-        assert r.set(a + "own", b"x")  # its own keys: allowed (it can damage only itself)
+        assert r.set(a + "i999999", b"x")  # its workspace's data keys: allowed (it can damage only them)
         for cmd in (("GET", b + "setting"), ("SET", b + "setting", "x"), ("DEL", b + "i1"),
                     ("FCALL", "af_create", 1, b + "setting", ROOT, "x", 0o644, 0, 0, 0, 0),
                     ("EVAL", "return 1", 0), ("SCRIPT", "FLUSH"), ("FUNCTION", "FLUSH"),
@@ -392,3 +431,151 @@ def test_cluster_nodes_save_acl_files_and_keep_users_across_a_restart(tmp_path):
     finally:
         for n in nodes:
             n.stop()
+
+
+# -- a session cannot damage another session's state (DESIGN.md §10) ----------------------------
+
+@pytest.mark.parametrize("attacker_mode", ["ro", "rw"])
+def test_a_session_cannot_break_another_sessions_mount(acl_redis, admin, attacker_mode):
+    """Replays the attacks found by hand with real session users: before, a read-only session's
+    ACL let it write every session and lock key, so ``HDEL {p}sessioninfo 1`` made a read-write
+    mount answer ESTALE on every open, ``SET {p}nextsession x`` made every new mount fail, and the
+    ``sessions``/``jobs`` keys could be deleted or set. Now a session writes only its own keys;
+    the victim keeps working and new sessions still register."""
+    p = new_prefix()
+    k = Keys(p)
+    formatted(acl_redis[1], p).close()
+    _, victim_url = user_url(admin, p, read_only=False)
+    victim = RedisMetaEngine(victim_url, p)
+    victim.load(require_aof=True)
+    victim.new_session()
+    ino = victim.create(ROOT, "work.txt")[0]
+    victim.open(ino)
+    victim.flock(ino, 1, fcntl.LOCK_EX)
+    _, bad_url = user_url(admin, p, read_only=attacker_mode == "ro")
+    bad = raw(bad_url)
+    evil = RedisMetaEngine(bad_url, p)
+    evil.new_session({"read_only": attacker_mode == "ro"})
+    vs = str(victim.sid)
+    attacks = [
+        ("HDEL", k.prefix + "sessioninfo", vs), ("HSET", k.prefix + "sessioninfo", vs, "x"),  # the old layout
+        ("DEL", k.session(victim.sid)), ("HSET", k.session(victim.sid), "expire", "0"),
+        ("DEL", k.session_opens(victim.sid)), ("HDEL", k.session_opens(victim.sid), ino),
+        ("DEL", k.session_locks(victim.sid)), ("HSET", k.session_locks(victim.sid), ino, "x"),
+        ("SET", k.counter("nextsession"), "x"), ("DEL", k.sessions), ("ZREM", k.sessions, vs),
+        ("ZADD", k.sessions, 0, vs), ("DEL", k.sessusers), ("HSET", k.sessusers, "ms-x", vs),
+        ("SET", k.setting, "x"), ("HSET", k.limits, "capacity", "1"),
+        ("SET", k.prefix + "sess-anything", "x"),  # no wildcard: a session writes three exact keys
+        ("FCALL", "af_session_sweep", 1, k.setting, 0, 10**9, 0, 1, 100, 1000),  # "expire" everyone
+        ("FCALL", "af_session_close", 1, k.session(victim.sid), vs, 1000, "1"),
+        ("FCALL", "af_flock", 1, k.session(victim.sid), ino, vs, "0" * 16, "U"),
+        ("FCALL", "af_session_end", 1, k.setting, "ms-x", 1000),
+        ("MOVE", k.inode(ino), 1), ("COPY", k.inode(ino), k.inode(ino), "DB", 1), ("SELECT", 1),
+        ("SWAPDB", 0, 1),
+    ]
+    if attacker_mode == "ro":  # data maintenance elections: read-write sessions run those jobs
+        attacks += [("DEL", k.jobs), ("SET", k.jobs, "x")]
+    try:
+        for cmd in attacks:
+            with pytest.raises(rex.ResponseError, match=r"NOPERM|can.t access|no permissions"):
+                bad.execute_command(*cmd)
+        # The victim mount: opens, heartbeats and holds its lock as before.
+        assert victim.open(ino).is_file
+        victim.heartbeat()
+        with pytest.raises(BlockingIOError):
+            evil.flock(ino, 2, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        # New mounts still register (the orchestrator assigns ids; nextsession is intact).
+        _, next_url = user_url(admin, p, read_only=True)
+        newcomer = RedisMetaEngine(next_url, p)
+        assert newcomer.new_session({"read_only": True}) > evil.sid
+        newcomer.close()
+        # and a sweep with the real clock ends nobody alive
+        assert admin.sweep_sessions(p) == 0 and victim.open(ino).is_file
+    finally:
+        evil.close()
+        bad.close()
+        victim.close()
+
+
+@pytest.fixture(scope="module")
+def orchestrator(acl_redis, tmp_path_factory):
+    """An orchestrator (HTTP API, no background loops) on the ACL Redis, with one account. One per
+    module: its workspace ids (hence key prefixes) come from its database."""
+    from artifacts_orchestrator.app import OrchestratorServer
+    from artifacts_orchestrator.client import Artifacts
+    from artifacts_orchestrator.service import Service
+    from artifacts_orchestrator.store import SQLiteStore
+
+    admin = RedisAdmin(acl_redis[1])
+    admin.prepare()
+    store = SQLiteStore(tmp_path_factory.mktemp("orch") / "o.db")
+    service = Service(store, admin)
+    with OrchestratorServer(service, admin_token="t" * 32, reap_interval=None, sweep_interval=None) as server:
+        key = Artifacts("", base_url=server.url).create_account("acl-tests", admin_token="t" * 32).key.key
+        yield service, Artifacts(key, base_url=server.url)
+    store.close()
+    admin.close()
+
+
+def active_workspace(api) -> str:
+    name = f"w{next(_ids)}"
+    r = api.workspaces.create(name, backend="byo", bucket="bucket", endpoint="http://127.0.0.1:9")  # never contacted
+    fmt = RedisMetaEngine(r.format.url, r.format.key_prefix)
+    fmt.format(Setting(name=r.workspace.volume_name, uuid=new_uuid(), trash_days=0), require_aof=False)
+    fmt.close()
+    api.workspaces.format_completed(name)
+    return name
+
+
+def test_revoking_a_session_releases_its_locks_at_once(orchestrator):
+    """The orchestrator ends the revoked session's metadata session: its locks (and opens) go
+    with the revocation, not a session timeout later."""
+    _service, api = orchestrator
+    name = active_workspace(api)
+    a, b = api.sessions.create(name, mode="rw"), api.sessions.create(name, mode="ro")
+    holder = RedisMetaEngine(a.meta.url, a.meta.key_prefix)
+    holder.new_session()
+    ino = holder.create(ROOT, "locked")[0]
+    holder.flock(ino, 1, fcntl.LOCK_EX)
+    waiter = RedisMetaEngine(b.meta.url, b.meta.key_prefix)
+    waiter.new_session({"read_only": True})
+    with pytest.raises(BlockingIOError):
+        waiter.flock(ino, 2, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    api.sessions.revoke(name, a.session.id)
+    waiter.flock(ino, 2, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    with pytest.raises(PermissionDenied):
+        holder.heartbeat()
+    assert [s["sid"] for s in waiter.list_sessions()] == [waiter.sid]
+    holder.close()
+    waiter.close()
+
+
+def test_a_session_bloating_its_own_keys_is_revoked_by_the_sweep(orchestrator):
+    """What a session may write is three exact keys of its own; what the functions write there is
+    bounded, and raw writes beyond SESSION_MEMORY_MAX get the session revoked (and its keys
+    dropped) by the orchestrator's sweep."""
+    from artifacts_orchestrator.service import SESSION_MEMORY_MAX
+
+    service, api = orchestrator
+    name = active_workspace(api)
+    grant = api.sessions.create(name, mode="ro")
+    eng = RedisMetaEngine(grant.meta.url, grant.meta.key_prefix)
+    with pytest.raises(ArtifactsError, match="4096"):  # the function bounds its own writes
+        eng.new_session({"read_only": True, "host": "h" * 5000})
+    sid = eng.new_session({"read_only": True})
+    r = raw(grant.meta.url)
+    chunk = b"x" * (1 << 20)
+    for i in range(SESSION_MEMORY_MAX // len(chunk) + 2):
+        r.hset(Keys(grant.meta.key_prefix).session_opens(sid), f"f{i}", chunk)
+    assert service.sweep_sessions()["memory_revoked"] == 1
+    row = api.sessions.list(name, include_revoked=True).sessions[0]
+    assert row.revoke_reason == "memory" and row.revoked_at
+    assert admin_count(service, grant.meta.key_prefix, sid) == 0
+    with pytest.raises((rex.ConnectionError, rex.AuthenticationError, rex.ResponseError)):
+        r.ping()
+    eng.close()
+
+
+def admin_count(service, prefix: str, sid: int) -> int:
+    node = service.redis.nodes()[0]
+    return node.exists(*(prefix + n for n in session_key_names(sid)))

@@ -95,20 +95,25 @@ def test_create_account_command_prints_the_key_once(tmp_path, capsys):
     assert main(["create-account", "Not_A_Handle", "--db", str(db)]) == 1
 
 
-def test_the_reaper_runs_at_start_and_then_periodically():
+def test_the_reaper_and_the_session_sweep_run_at_start_and_then_periodically():
     import time
 
     from artifacts_orchestrator.app import OrchestratorServer
 
     class Counting:
         calls = 0
+        sweeps = 0
 
         def reap(self):
             Counting.calls += 1
             return {"sessions": 0}
 
-    with OrchestratorServer(Counting(), reap_interval=0.05):
+        def sweep_sessions(self):
+            Counting.sweeps += 1
+            return {"stale_sessions": 0}
+
+    with OrchestratorServer(Counting(), reap_interval=0.05, sweep_interval=0.05):
         deadline = time.monotonic() + 10
-        while Counting.calls < 3 and time.monotonic() < deadline:
+        while min(Counting.calls, Counting.sweeps) < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
-    assert Counting.calls >= 3
+    assert Counting.calls >= 3 and Counting.sweeps >= 3

@@ -4,8 +4,9 @@
 -- name order, as ONE Lua chunk: locals defined here are visible to every later file.
 --
 -- Conventions (every function follows them):
--- * KEYS[1] is the workspace's `setting` key. It routes the call in Redis Cluster; every other
---   key is computed from the prefix it carries (all in the same hash slot).
+-- * KEYS[1] is the workspace's `setting` key, or the calling session's own `sess<sid>` key
+--   (prefix_of). It routes the call in Redis Cluster; every other key is computed from the
+--   prefix it carries (all in the same hash slot).
 -- * ARGV carries the operation's arguments as strings; inode numbers stay strings when they only
 --   build keys.
 -- * Errors are returned as `return fail('ENOENT', 'message')`: the errno name is the first word,
@@ -39,12 +40,15 @@ local function istr(n)
   return string.format('%d', n)
 end
 
--- The workspace prefix from KEYS[1], checked: `{u_<digits>_w_<digits>}:setting`.
+-- The workspace prefix from KEYS[1], checked: `{u_<digits>_w_<digits>}:setting`, or the
+-- calling session's own `{u_<digits>_w_<digits>}:sess<sid>`. FCALL needs write permission on its
+-- declared keys, and a session's ACL user may write its own session keys but not `setting`
+-- (DESIGN.md §10), so a client with a session declares its session key.
 local function prefix_of(keys)
   local sk = keys[1]
-  local p = string.match(sk, '^({u_%d+_w_%d+}:)setting$')
+  local p = string.match(sk, '^({u_%d+_w_%d+}:)setting$') or string.match(sk, '^({u_%d+_w_%d+}:)sess%d+$')
   if not p then
-    error('EINVAL first key must be a workspace setting key, got ' .. tostring(sk))
+    error('EINVAL first key must be a workspace setting or session key, got ' .. tostring(sk))
   end
   return p
 end
@@ -57,12 +61,29 @@ local function k_chunk(p, ino, indx) return p .. 'c' .. istr(ino) .. '_' .. istr
 local function k_inline(p, id) return p .. 'b' .. istr(id) end
 local function k_symlink(p, ino) return p .. 's' .. istr(ino) end
 local function k_xattrs(p, ino) return p .. 'x' .. istr(ino) end
-local function k_opens(p, ino) return p .. 'o' .. istr(ino) end
-local function k_flocks(p, ino) return p .. 'lockf' .. istr(ino) end
-local function k_plocks(p, ino) return p .. 'lockp' .. istr(ino) end
-local function k_locked(p, sid) return p .. 'locked' .. istr(sid) end
-local function k_held(p, sid) return p .. 'sess' .. istr(sid) end
 local function k_named(p, name) return p .. name end  -- setting, counters, sliceref, delfiles, ...
+-- A session's own keys (31_sessions.lua): written by that session alone (its ACL user may write
+-- no other session's), read by everyone. Shared session bookkeeping (`sessions`, `sessusers`,
+-- `nextsession`) is written only by full-rights clients and the orchestrator.
+local function k_session(p, sid) return p .. 'sess' .. istr(sid) end    -- hash: info, expire, user
+local function k_sopens(p, sid) return p .. 'opens' .. istr(sid) end    -- hash: ino -> open count
+local function k_slocks(p, sid) return p .. 'locks' .. istr(sid) end    -- hash: ino -> its locks
+
+-- Every session that may hold opens or locks: the members of the `sessions` index (a session
+-- is added before it can register anything and removed only once it holds nothing).
+local function session_ids(p)
+  return redis.call('ZRANGE', k_named(p, 'sessions'), 0, -1)
+end
+
+-- Whether a session other than `except` holds `ino` open. Cost: one HEXISTS per session of the
+-- workspace (a handful usually), paid when the last link of an inode goes or an unlinked
+-- inode's last open closes.
+local function open_elsewhere(p, ino, except)
+  for _, sid in ipairs(session_ids(p)) do
+    if sid ~= except and redis.call('HEXISTS', k_sopens(p, sid), ino) == 1 then return true end
+  end
+  return false
+end
 
 -- Server time as (seconds, nanoseconds).
 local function now()
@@ -227,18 +248,17 @@ local function free_inode(p, ino, a, sec)
   if ftype(a) == T_FILE then
     redis.call('ZADD', k_named(p, 'delfiles'), sec, istr(ino) .. ':' .. istr(a.length))
   end
-  redis.call('DEL', k_inode(p, ino), k_xattrs(p, ino), k_symlink(p, ino), k_parents(p, ino),
-    k_opens(p, ino))
+  redis.call('DEL', k_inode(p, ino), k_xattrs(p, ino), k_symlink(p, ino), k_parents(p, ino))
   redis.call('DECRBY', k_named(p, 'usedspace'), space_of(ftype(a) == T_FILE and a.length or 0))
   redis.call('DECR', k_named(p, 'totalinodes'))
 end
 
 -- drop_last_link: the last name of `ino` is gone. If the inode is open anywhere (registered in
--- o<ino> by af_open), it is kept, flagged sustained, until the last close or the holder's
--- session expiry; otherwise it is freed now. The caller has already removed the entry.
+-- a session's opens<sid> by af_open), it is kept, flagged sustained, until the last close or the
+-- holder's session expiry; otherwise it is freed now. The caller has already removed the entry.
 local function drop_last_link(p, ino, a, sec, ns)
   a.nlink = 0
-  if redis.call('EXISTS', k_opens(p, ino)) == 1 then
+  if open_elsewhere(p, istr(ino), nil) then
     if a.flags % 2 == 0 then a.flags = a.flags + FLAG_SUSTAINED end
     touch(a, false, sec, ns)
     attr_put(p, ino, a)

@@ -7,14 +7,14 @@
 -- All checks before the first write.
 redis.register_function('af_format', function(keys, args)
   local p = prefix_of(keys)
-  local existing = redis.call('GET', keys[1])
+  local existing = redis.call('GET', k_named(p, 'setting'))
   if existing then
     local ok, decoded = pcall(cjson.decode, existing)
     if ok and type(decoded) == 'table' and decoded.uuid == args[2] then return 0 end
     return fail('EEXIST', 'this workspace prefix already holds another volume')
   end
   local sec, ns = now()
-  redis.call('SET', keys[1], args[1])
+  redis.call('SET', k_named(p, 'setting'), args[1])
   redis.call('HSET', k_named(p, 'limits'), 'capacity', args[3], 'inodes', args[4],
     'inline_limit', args[5], 'inline_cap', args[6], 'trash_days', args[7])
   -- Root: a world-writable directory (0777, as JuiceFS), since agents and users of many uids

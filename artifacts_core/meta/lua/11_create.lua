@@ -43,7 +43,7 @@ redis.register_function('af_create', function(keys, args)
   if q then return q end
   local open_sid = args[10]
   if open_sid and open_sid ~= '' and open_sid ~= '0'
-      and redis.call('HEXISTS', k_named(p, 'sessioninfo'), open_sid) == 0 then
+      and redis.call('EXISTS', k_session(p, open_sid)) == 0 then
     return fail('ESTALE', 'session ' .. open_sid .. ' expired and was cleaned up')
   end
   -- all checks done: writes from here on
@@ -79,8 +79,7 @@ redis.register_function('af_create', function(keys, args)
   redis.call('INCRBY', k_named(p, 'usedspace'), space_of(0))
   redis.call('INCR', k_named(p, 'totalinodes'))
   if open_sid and open_sid ~= '' and open_sid ~= '0' then
-    redis.call('HINCRBY', k_opens(p, ino), open_sid, 1)
-    redis.call('SADD', k_held(p, open_sid), ino)
+    redis.call('HINCRBY', k_sopens(p, open_sid), ino, 1)
   end
   return { tonumber(ino), packed, 1 }
 end)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import struct
 import threading
 import time
 
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 from test_meta_sessions import make_file
 
 from artifacts_core.errors import ArtifactsError, InvalidArgument
-from artifacts_core.meta.locks import MAX_OFFSET, Interrupted, WouldBlock, owner_hex
+from artifacts_core.meta.locks import MAX_OFFSET, Interrupted, WouldBlock, decode_locks, owner_hex
 
 RD, WR, UN = fcntl.F_RDLCK, fcntl.F_WRLCK, fcntl.F_UNLCK
 SH, EX, NB, LOCK_UN = fcntl.LOCK_SH, fcntl.LOCK_EX, fcntl.LOCK_NB, fcntl.LOCK_UN
@@ -35,8 +34,12 @@ def hosts(meta_factory, key_prefix):
 
 def ranges(engine, ino, owner) -> list[tuple[int, int, int, int]]:
     """The stored POSIX records of one owner: (type, pid, start, end)."""
-    blob = engine.client.command("HGET", engine.keys.plocks(ino), f"{engine.sid}_{owner_hex(owner)}")
-    return list(struct.iter_unpack(">IIQQ", blob or b""))
+    return stored(engine, ino).get(owner_hex(owner), ("-", []))[1]
+
+
+def stored(engine, ino) -> dict:
+    """The session's locks on ``ino`` as stored in its own ``locks<sid>`` hash."""
+    return decode_locks(engine.client.command("HGET", engine.keys.session_locks(engine.sid), ino))
 
 
 def wait_thread(fn) -> tuple[threading.Thread, dict]:
@@ -70,7 +73,7 @@ def test_flock_shared_and_exclusive_across_hosts(hosts):
     # A conversion that must wait drops the held lock first, as Linux does.
     with pytest.raises(WouldBlock):
         a.flock(ino, 1, EX | NB)
-    assert a.client.command("HEXISTS", a.keys.flocks(ino), f"{a.sid}_{owner_hex(1)}") == 0
+    assert owner_hex(1) not in stored(a, ino)
     b.flock(ino, 2, EX | NB)  # upgrade: B is the only holder now
     with pytest.raises(WouldBlock):
         a.flock(ino, 1, SH | NB)
@@ -223,11 +226,12 @@ def test_release_locks_drops_posix_or_flock_of_one_owner(hosts):
     b.setlk(ino, 3, WR, 0, 9)
     with pytest.raises(WouldBlock):
         b.flock(ino, 3, SH | NB)
-    assert a.client.command("SISMEMBER", a.keys.locked(a.sid), ino) == 1  # owner 2 still locks
+    assert stored(a, ino)[owner_hex(1)] == ("W", [])  # owner 1 keeps its flock, no POSIX lock
+    assert stored(a, ino)[owner_hex(2)] == ("-", [(1, 0, 10, 19)])
     assert a.release_locks(ino, 1, posix=False) == 1  # release: the handle's flock
     b.flock(ino, 3, SH | NB)
     a.setlk(ino, 2, UN, 0, MAX_OFFSET)
-    assert a.client.command("SISMEMBER", a.keys.locked(a.sid), ino) == 0  # nothing left there
+    assert a.client.command("HEXISTS", a.keys.session_locks(a.sid), ino) == 0  # nothing left there
 
 
 def test_locks_are_released_when_the_session_closes(hosts):
@@ -243,7 +247,7 @@ def test_locks_are_released_when_the_session_closes(hosts):
     t.join(5)
     assert "ok" in result, result
     b.setlk(y, 2, WR, 5, 5)
-    assert a.client.command("EXISTS", a.keys.locked(sid)) == 0
+    assert a.client.command("EXISTS", a.keys.session_locks(sid)) == 0
 
 
 def test_locks_need_a_live_session(meta_factory, key_prefix):

@@ -75,7 +75,8 @@ def test_only_regular_files_and_last_links_go_to_the_trash(tm):
 
 def test_an_open_file_outlives_its_last_name(meta):
     f, _, _ = meta.create(ROOT, "f")
-    meta.client.command("HSET", meta.keys.opens(f), "7", 1)  # as af_open registers it
+    meta.new_session()
+    meta.open(f)  # registered in the session's opens
     meta.unlink(ROOT, "f")
     kept = meta.getattr(f)
     assert kept.nlink == 0 and kept.flags & FLAG_SUSTAINED
@@ -149,7 +150,8 @@ def test_one_fcall_on_the_server(tmp_path, key_prefix):
 def test_rename_over_an_open_file_keeps_it_until_closed(meta):
     f, _, _ = meta.create(ROOT, "f")
     meta.create(ROOT, "g")
-    meta.client.command("HSET", meta.keys.opens(f), "7", 1)  # as af_open registers it
+    meta.new_session()
+    meta.open(f)  # registered in the session's opens
     meta.rename(ROOT, "g", ROOT, "f")
     kept = meta.getattr(f)
     assert kept.nlink == 0 and kept.flags & FLAG_SUSTAINED

@@ -20,6 +20,7 @@ from artifacts_core.meta import sessions as sessions_mod
 from artifacts_core.meta.attrs import FLAG_SUSTAINED, Attr, unpack_attr
 from artifacts_core.meta.sessions import SessionLost
 from artifacts_core.types import ROOT_INO, Caller, Ino
+from artifacts_orchestrator.redis_acl import acl_rules
 
 # -- inode helpers: the namespace's create and unlink ------------------------------------------
 
@@ -37,7 +38,7 @@ def make_file(engine, mode: int = 0o644, uid: int = 0, gid: int = 0) -> Ino:
 
 def unlink_open_file(engine, ino: Ino) -> None:
     """Unlink the file's only name while it is open somewhere: it stays, sustained."""
-    assert engine.client.command("EXISTS", engine.keys.opens(ino)) == 1, "the file must be open"
+    assert held_by(engine, ino), "the file must be open"
     assert engine.unlink(ROOT_INO, _names[engine.keys.prefix, ino]) == 0
     attr = attr_of(engine, ino)
     assert attr.nlink == 0 and attr.flags & FLAG_SUSTAINED
@@ -46,6 +47,17 @@ def unlink_open_file(engine, ino: Ino) -> None:
 def attr_of(engine, ino: Ino) -> Attr | None:
     raw = engine.client.command("GET", engine.keys.inode(ino))
     return unpack_attr(raw) if raw else None
+
+
+def opens(engine, ino: Ino, sid: int | None = None) -> bytes | None:
+    """How many times session ``sid`` (default: the engine's) holds ``ino`` open, as stored."""
+    return engine.client.command("HGET", engine.keys.session_opens(sid or engine.sid), ino)
+
+
+def held_by(engine, ino: Ino) -> list[int]:
+    """The sessions of the workspace that hold ``ino`` open."""
+    sids = [int(s) for s in engine.client.command("ZRANGE", engine.keys.sessions, 0, -1)]
+    return [s for s in sids if opens(engine, ino, s) is not None]
 
 
 def delfiles(engine) -> set[bytes]:
@@ -101,13 +113,11 @@ def test_open_registers_in_one_round_trip(hosts):
     assert a.client.round_trips - before == 1 and fcall_calls(a) - calls == 1
     assert attr.is_file and attr.nlink == 1
     a.open(ino)
-    assert a.client.command("HGET", a.keys.opens(ino), a.sid) == b"2"
-    assert a.client.command("SISMEMBER", a.keys.session_held(a.sid), ino) == 1
+    assert opens(a, ino) == b"2"
     assert a.close_file(ino) is False
-    assert a.client.command("HGET", a.keys.opens(ino), a.sid) == b"1"
+    assert opens(a, ino) == b"1"
     a.close_file(ino)
-    assert a.client.command("EXISTS", a.keys.opens(ino)) == 0
-    assert a.client.command("SISMEMBER", a.keys.session_held(a.sid), ino) == 0
+    assert held_by(a, ino) == [] and a.client.command("EXISTS", a.keys.session_opens(a.sid)) == 0
     assert attr_of(a, ino) is not None  # closing a linked file frees nothing
 
 
@@ -129,7 +139,7 @@ def test_open_checks_existence_and_access(hosts):
         a.open(ROOT_INO, os.O_WRONLY)
     a.open(ROOT_INO, os.O_RDONLY)
     # a refused open registers nothing: exactly the two that succeeded on ino
-    assert a.client.command("HGET", a.keys.opens(ino), a.sid) == b"2"
+    assert opens(a, ino) == b"2"
 
 
 def test_close_many_is_one_round_trip(hosts):
@@ -140,8 +150,8 @@ def test_close_many_is_one_round_trip(hosts):
     before = a.client.round_trips
     assert a.close_many([x, y, x]) == 0
     assert a.client.round_trips - before == 1
-    assert a.client.command("EXISTS", a.keys.opens(x), a.keys.opens(y)) == 0
-    assert a.client.command("EXISTS", a.keys.session_held(a.sid)) == 0
+    assert held_by(a, x) == held_by(a, y) == []
+    assert a.client.command("EXISTS", a.keys.session_opens(a.sid)) == 0
 
 
 def test_unlinked_file_open_on_another_host_lives_until_it_closes(hosts):
@@ -156,7 +166,7 @@ def test_unlinked_file_open_on_another_host_lives_until_it_closes(hosts):
     assert b.close_file(ino) is True  # the last close frees it
     assert attr_of(a, ino) is None
     assert f"{ino}:0".encode() in delfiles(a)
-    assert a.client.command("EXISTS", a.keys.opens(ino)) == 0
+    assert held_by(a, ino) == []
 
 
 def test_clean_close_frees_sustained_files_only_when_no_one_else_holds_them(hosts):
@@ -170,7 +180,7 @@ def test_clean_close_frees_sustained_files_only_when_no_one_else_holds_them(host
     a.close_session()
     assert attr_of(b, only_a) is None and f"{only_a}:0".encode() in delfiles(b)
     assert attr_of(b, shared) is not None  # B still holds it
-    assert b.client.command("HKEYS", b.keys.opens(shared)) == [str(b.sid).encode()]
+    assert held_by(b, shared) == [b.sid]
     b.close_session()
     assert attr_of(b, shared) is None
 
@@ -200,9 +210,8 @@ def test_stale_session_is_cleaned_up_by_another_host(hosts):
     b.setlk(shared, 1, fcntl.F_WRLCK, 0, 99)  # ... and its POSIX lock
     assert attr_of(b, held) is None and f"{held}:0".encode() in delfiles(b)  # A held it alone
     assert attr_of(b, shared) is not None  # B still holds it open
-    for key in (a.keys.session_held(a.sid), a.keys.locked(a.sid)):
+    for key in (a.keys.session(a.sid), a.keys.session_opens(a.sid), a.keys.session_locks(a.sid)):
         assert b.client.command("EXISTS", key) == 0
-    assert b.client.command("HEXISTS", b.keys.sessioninfo, a.sid) == 0
 
     # A was alive after all: its heartbeat, opens and locks say so clearly.
     with pytest.raises(SessionLost) as e:
@@ -246,9 +255,9 @@ def test_large_sessions_are_released_in_bounded_steps(hosts, monkeypatch):
         unlink_open_file(a, ino)
     before = b.client.round_trips
     assert b.cleanup_stale_sessions(now_offset=120) == 1
-    assert b.client.round_trips - before >= 7  # 20 inode records, 3 per call
+    assert b.client.round_trips - before >= 4  # 10 opens, 3 per call (its locks go at once)
     assert [attr_of(b, ino) is None for ino in files] == [True] * 5 + [False] * 5
-    assert all(b.client.command("EXISTS", b.keys.flocks(ino)) == 0 for ino in files)
+    b.flock(files[9], 2, fcntl.LOCK_EX | fcntl.LOCK_NB)  # its flocks are gone
 
     other = [make_file(b) for _ in range(7)]
     for ino in other:
@@ -256,7 +265,7 @@ def test_large_sessions_are_released_in_bounded_steps(hosts, monkeypatch):
     before, sid = b.client.round_trips, b.sid
     b.close_session()
     assert b.client.round_trips - before == 3  # 7 opens, 3 per call
-    assert b.client.command("EXISTS", b.keys.session_held(sid), b.keys.sessions) == 0
+    assert b.client.command("EXISTS", b.keys.session_opens(sid), b.keys.sessions) == 0
 
 
 def test_heartbeat_thread_reports_a_lost_session(hosts):
@@ -276,7 +285,7 @@ def test_heartbeat_thread_reports_a_lost_session(hosts):
 def test_no_session_means_no_registration(meta):
     ino = make_file(meta)
     assert meta.open(ino).is_file
-    assert meta.client.command("EXISTS", meta.keys.opens(ino)) == 0
+    assert held_by(meta, ino) == []
     assert meta.close_file(ino) is False
 
 
@@ -322,10 +331,9 @@ def test_read_only_session_works_within_its_acl(redis_url, meta_factory, key_pre
     rw.new_session()
     p = key_prefix
     user = f"ro_{os.getpid()}_{next(_counter)}"
-    rw.client.command("ACL", "SETUSER", user, "on", ">secret", f"%R~{p}*", f"%RW~{p}sess*",
-                      f"%RW~{p}o*", f"%RW~{p}lock*", f"%RW~{p}nextsession", "-@all", "+@read",
-                      "+@write", "-@scripting", "-@dangerous", "+fcall", "+fcall_ro", "+ping",
-                      "+hello", "+time")
+    # As the orchestrator mints it: an assigned session id, then the ACL rules that name it.
+    sid = rw.client.call("af_session_assign", user)
+    rw.client.command("ACL", "SETUSER", user, "on", ">secret", *acl_rules(p, read_only=True, sid=sid))
     ro = RedisMetaEngine(redis_url.replace("redis://", f"redis://{user}:secret@"), p)
     try:
         ino = make_file(rw)
@@ -339,11 +347,10 @@ def test_read_only_session_works_within_its_acl(redis_url, meta_factory, key_pre
             ro.unlink(ROOT_INO, _names[p, ino])
         unlink_open_file(rw, ino)
         assert ro.close_file(ino) is False  # it cannot free: its registration stays
-        assert rw.client.command("HKEYS", rw.keys.opens(ino)) == [str(ro.sid).encode()]
-        ro_sid = ro.sid
+        assert held_by(rw, ino) == [sid] == [ro.sid]
         ro.close_session()
         rw.flock(ino, 2, fcntl.LOCK_EX | fcntl.LOCK_NB)  # its locks are released at once
-        assert rw.client.command("HEXISTS", rw.keys.sessioninfo, ro_sid) == 0
+        assert rw.client.command("EXISTS", rw.keys.session(sid)) == 0
         assert ro.cleanup_stale_sessions(now_offset=120) == 0  # read-only never sweeps
         assert attr_of(rw, ino) is not None
         assert rw.cleanup_stale_sessions(now_offset=120) == 1
