@@ -1,4 +1,4 @@
-"""glob and grep: finding files by name and by content, with bounded output.
+r"""glob and grep: finding files by name and by content, with bounded output and linear time.
 
 Both walk the workspace themselves (``vol.scandir``, one readdir-plus round trip per 1024
 entries), never following a symlink into a directory, and match patterns against the canonical
@@ -6,31 +6,60 @@ workspace-relative paths the walk produces -- a pattern never reaches Redis (nam
 ``[a-z]`` are plain names there) and cannot name anything above its search directory
 (``paths.check_pattern`` refuses ``..`` segments and absolute patterns).
 
-glob syntax: ``*`` (any characters but ``/``), ``?``, ``[abc]`` / ``[!abc]``, and ``**`` (any
-number of directories, including none). Without ``**`` the walk stops at the pattern's depth.
+Matching is RE2 (the ``google-re2`` binding): time linear in pattern size times text length,
+whatever the pattern, and the GIL released while it runs, so one agent's pattern cannot stall
+the other calls of the process (the MCP server's included). Python's ``re`` backtracks:
+``((a+))+$``, ``(a|a)+$``, ``(a?){25}a{25}`` and the glob ``*a*a*a*a*a*a*a*a*b`` ran for minutes
+holding the GIL, and no syntactic filter caught them all.
 
-grep: a regular expression (Python ``re``) or, with ``fixed=True``, a literal string. ``re``
-backtracks, so patterns that can take exponential time are refused (EINVAL): a quantified group
-that itself contains a quantifier (``(a+)+``, ``(x*y?)*``) and backreferences. Only the first
-``MATCH_LINE_CHARS`` characters of a line are searched, which bounds the polynomial cases too.
-Binary files (a NUL byte or invalid UTF-8) and files over ``max_grep_file_bytes`` are skipped and
-counted. Every bound that cuts a result sets ``truncated``.
+glob syntax: ``*`` (any characters but ``/``), ``?``, ``[abc]`` / ``[!abc]``, and ``**`` (any
+number of directories, including none), translated to an RE2 expression matched against the
+whole path. Without ``**`` the walk stops at the pattern's depth.
+
+grep: an RE2 regular expression (Python ``re`` syntax minus what needs backtracking: no
+backreferences ``\1``/``(?P=name)``, no lookaround ``(?=``, ``(?!``, ``(?<=``, ``(?<!``, no
+``\Z`` (use ``\z`` or ``$``), repetition counts at most 1000, compiled program within
+``RE2_MAX_MEM``); such a pattern is refused with EINVAL naming what RE2 rejected. With
+``fixed=True`` the pattern is a literal string. Only the first ``MATCH_LINE_CHARS`` characters of
+a line are searched. Binary files (a NUL byte or invalid UTF-8) and files over
+``max_grep_file_bytes`` are skipped and counted. Every bound that cuts a result sets
+``truncated``.
 """
 
 from __future__ import annotations
 
-import re
+import re2
 
 from artifacts_agentfs.errors import invalid
 from artifacts_agentfs.paths import AgentPath, agent_path, check_pattern
 from artifacts_core.errors import ArtifactsError, NotADirectory
 from artifacts_core.paths import join
 
-#: Characters of one line that grep searches: long enough for any source line, short enough that
-#: a super-linear regex on a minified 10 MB line cannot stall the call.
+#: Characters of one line that grep searches: long enough for any source line; a minified 10 MB
+#: line is searched in its first 4096 characters only, which keeps one line's cost small.
 MATCH_LINE_CHARS = 4096
-_NESTED = re.compile(r"\((?:[^()\\]|\\.)*(?:[*+]|\{\d*,?\d*\})(?:[^()\\]|\\.)*\)(?:[*+]|\{\d*,?\d*\})")
-_BACKREF = re.compile(r"\\[1-9]|\(\?P=")
+#: Memory RE2 may use to compile a pattern: RE2's own default (8 MiB), stated here because it
+#: bounds the pattern size an agent can submit (``\w{1000}`` repeated past it is refused).
+RE2_MAX_MEM = 8 << 20
+
+
+def _options(*, ignore_case: bool = False, literal: bool = False) -> re2.Options:
+    o = re2.Options()
+    o.log_errors = False  # a refused pattern is the caller's error, not a line on our stderr
+    o.max_mem = RE2_MAX_MEM
+    o.case_sensitive = not ignore_case
+    o.literal = literal
+    o.dot_nl = True  # names may hold a newline; '**' at the end must cross it
+    return o
+
+
+def _compile(pattern: str, options: re2.Options, what: str):
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as e:
+        msg = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+        raise invalid(f"invalid {what} (RE2 syntax): {msg}", hint="no backreferences or lookaround; "
+                      "repetition counts up to 1000; or pass fixed=true for a literal") from None
 
 
 def _class_end(seg: str, i: int) -> int:
@@ -43,8 +72,9 @@ def _class_end(seg: str, i: int) -> int:
     return seg.find("]", j)
 
 
-def glob_regex(pattern: str) -> re.Pattern:
-    """The regex of a glob pattern over '/'-separated relative paths."""
+def glob_regex(pattern: str):
+    """The compiled RE2 expression of a glob pattern over '/'-separated relative paths; match it
+    with ``fullmatch``."""
     out, segs = [], pattern.split("/")
     for k, seg in enumerate(segs):
         last = k == len(segs) - 1
@@ -62,13 +92,13 @@ def glob_regex(pattern: str) -> re.Pattern:
                 body = seg[i + 1:close]
                 if body.startswith("!"):
                     body = "^" + body[1:]
-                piece.append("[" + body.replace("\\", "\\\\") + "]")
+                piece.append("[" + body.replace("\\", "\\\\").replace("[", "\\[") + "]")
                 i = close
             else:
-                piece.append(re.escape(c))
+                piece.append(re2.escape(c))
             i += 1
         out.append("".join(piece) + ("" if last else "/"))
-    return re.compile("".join(out) + r"\Z", re.S)
+    return _compile("".join(out), _options(), "glob pattern")
 
 
 class SearchOps:
@@ -115,7 +145,7 @@ class SearchOps:
         for rel, e in self._walk(base, depth, budget):
             if not include_dirs and e.is_dir(follow_symlinks=False):
                 continue
-            if rx.match(rel):
+            if rx.fullmatch(rel):
                 if len(matches) >= limit:
                     truncated = True
                     break
@@ -127,17 +157,7 @@ class SearchOps:
              ignore_case: bool = False, limit: int | None = None) -> dict:
         if not isinstance(pattern, str) or not pattern:
             raise invalid("pattern must be a non-empty string")
-        flags = re.IGNORECASE if ignore_case else 0
-        if fixed:
-            rx = re.compile(re.escape(pattern), flags)
-        else:
-            if _NESTED.search(pattern) or _BACKREF.search(pattern):
-                raise invalid("this regular expression can take exponential time", hint="remove nested "
-                              "quantifiers like (a+)+ and backreferences, or pass fixed=true")
-            try:
-                rx = re.compile(pattern, flags)
-            except re.error as e:
-                raise invalid(f"invalid regular expression: {e}") from None
+        rx = _compile(pattern, _options(ignore_case=ignore_case, literal=fixed), "regular expression")
         limit = self._limit(limit, self.limits.max_grep_matches)
         name_rx = glob_regex(check_pattern(glob)) if glob else None
         ap = agent_path(path)
@@ -154,7 +174,7 @@ class SearchOps:
         for full, rel in files:
             if name_rx is not None and rel is not None:
                 target = rel if "/" in glob else rel.rsplit("/", 1)[-1]
-                if not name_rx.match(target):
+                if not name_rx.fullmatch(target):
                     continue
             if scanned >= self.limits.max_grep_files:
                 truncated = True

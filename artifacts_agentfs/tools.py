@@ -150,7 +150,8 @@ TOOLS: tuple[Tool, ...] = (
               truncated="boolean"),
          read_only=True, idempotent=True),
     Tool("grep", "grep",
-         "Search file contents for a regular expression (or a literal with fixed=true) under path "
+         "Search file contents for a regular expression (RE2 syntax: no backreferences or lookaround) "
+         "or a literal (fixed=true) under path "
          "(a directory or one file); glob filters file names. At most 200 matching lines; binary and "
          "files over 4 MiB are skipped.",
          (Param("pattern", _STR, True), Param("path", _PATH), Param("glob", _STR), Param("fixed", _BOOL),

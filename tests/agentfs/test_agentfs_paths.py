@@ -1,6 +1,7 @@
 """Every attack string of the agent-tools survey (§3.4), against the agent API's path rules and,
 where resolution matters, against a real workspace (real Redis and SeaweedFS)."""
 
+import errno
 import os
 import threading
 import time
@@ -211,14 +212,56 @@ def test_glob_patterns_cannot_climb(vol, pattern):
     assert _code(AgentFS(vol).glob, pattern) == 13
 
 
-def test_catastrophic_regex_is_refused_fast(vol):
+#: Patterns that backtracking engines (Python's re) take minutes or longer on, holding the GIL.
+CATASTROPHIC_REGEXES = ("(a+)+$", "((a+))+$", "(a|a)+$", "(a?){25}a{25}", "(x+x+)+y", "(.*a){12}")
+CATASTROPHIC_GLOBS = ("*a*a*a*a*a*a*a*a*b", "**/*a*a*a*a*a*a*a*a*a*a*b")
+
+
+def test_catastrophic_patterns_run_in_linear_time(vol):
+    """grep and glob are linear in the text whatever the pattern (RE2): the patterns found by
+    hand to run for minutes answer at once, with the right result; what RE2 cannot do in linear
+    time (backreferences, lookaround) is EINVAL with a message saying so."""
     fs = AgentFS(vol)
-    fs.write_file("long.txt", "a" * 50_000 + "!")
+    fs.write_file("long.txt", "a" * 4000 + "!\n" + "aaaa\n")
+    fs.write_file("a" * 200 + "c", "x")  # a long name the glob walks past
     t = time.perf_counter()
-    assert _code(fs.grep, "(a+)+$") == 22
-    assert _code(fs.grep, r"(\w)\1") == 22
-    assert time.perf_counter() - t < 1.0
+    for pattern, expected in zip(CATASTROPHIC_REGEXES, ([2], [2], [2], [1], [], [1]), strict=True):
+        lines = [m["line"] for m in fs.grep(pattern, path="long.txt")["matches"]]
+        assert lines == expected, pattern  # what Python's re answers, eventually
+    for pattern in CATASTROPHIC_GLOBS:
+        assert fs.glob(pattern)["matches"] == []
+    assert time.perf_counter() - t < 5.0  # each ran for minutes before
+    for refused in (r"(\w)\1", "(?P<x>a)(?P=x)", "a(?=b)", "(?<!a)b", r"x\Z", "a{1001}"):
+        with pytest.raises(OSError) as e:
+            fs.grep(refused)
+        assert e.value.errno == errno.EINVAL and "RE2" in str(e.value), refused
     assert fs.grep("(a+)+$", fixed=True)["matches"] == []
+    assert fs.grep("A{4}$", ignore_case=True, path="long.txt")["matches"][0]["line"] == 2
+
+
+def test_a_pathological_pattern_does_not_stall_other_calls(vol):
+    """While one call matches a pattern that backtracking would take minutes on, another call of
+    the same process completes at once (the GIL is not held: one agent cannot stall the MCP
+    server's other calls)."""
+    fs = AgentFS(vol)
+    fs.write_file("big/long.txt", ("a" * 4000 + "!\n") * 400)  # 1.6 MB of near-matches
+    fs.write_file("small.txt", "hello\n")
+    done: dict = {}
+
+    def slow():
+        t = time.perf_counter()
+        done["slow"] = fs.grep("(a|a)+$|((a+))+$", path="big")
+        done["slow_s"] = time.perf_counter() - t
+
+    th = threading.Thread(target=slow, daemon=True)
+    th.start()
+    t = time.perf_counter()
+    assert fs.stat("small.txt")["type"] == "file" and fs.read_file("small.txt")["content"] == "hello\n"
+    quick = time.perf_counter() - t
+    th.join(60)
+    assert not th.is_alive(), "the pathological grep did not finish"
+    assert done["slow"]["matches"] == []
+    assert quick < 2.0, f"a concurrent call took {quick:.2f} s"
 
 
 def test_workspace_prefixes_never_see_each_other(redis_url, storage_url, tmp_path):
