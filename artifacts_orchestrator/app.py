@@ -11,6 +11,10 @@ Moving parts:
 - handlers are a few lines: authenticate, decode the body into the declared msgspec request type
   (a bad body is 422 ``invalid_request``), call one ``Service`` method on the worker pool (SQLite,
   redis-py and botocore block), encode the result -- with the helpers of ``handlers.py``;
+- fairness: an authenticated request holds one of its account's ``ACCOUNT_CONCURRENCY`` (4) slots
+  until it is answered (``handlers.authenticated``; the error middleware releases it), so one
+  account keeps at most a quarter of the 16 workers busy and the others' calls still find free
+  workers (and admin Redis connections: ``redis_acl.ADMIN_POOL``);
 - background work on the same pool: the rest of a delete flow after its 202, and the reaper
   every ``reap_interval`` seconds (expired format users and sessions, orphans, unfinished deletes);
 - ``OrchestratorServer``: runs the app on its own event-loop thread, bound to loopback by
@@ -42,11 +46,14 @@ from artifacts_orchestrator.errors import (
     Unauthorized,
 )
 from artifacts_orchestrator.handlers import (
+    ACCOUNT_CONCURRENCY,
+    ACCOUNT_SLOTS,
     EXECUTOR,
     SERVICE,
     authenticated,
     decode_body,
     query_flag,
+    release_account_slot,
     respond,
     run,
 )
@@ -56,8 +63,9 @@ from artifacts_orchestrator.service import Service
 
 log = logging.getLogger("artifacts.orchestrator.http")
 
-#: Worker threads for blocking calls: requests are short; a few deletes may run at once.
-WORKERS = 16
+#: Worker threads for blocking calls: requests are short; a few deletes may run at once. One
+#: account holds at most a quarter of them (``handlers.ACCOUNT_CONCURRENCY``).
+WORKERS = 4 * ACCOUNT_CONCURRENCY
 #: Reaper period: format users expire after 15 minutes, so half a minute late is fine.
 REAP_INTERVAL = 30.0
 #: Stale-session sweep period: a crashed host's locks are released at most this long after its
@@ -73,6 +81,13 @@ TASKS = web.AppKey("tasks", set)
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler):
+    try:
+        return await _handle(request, handler)
+    finally:
+        release_account_slot(request)
+
+
+async def _handle(request: web.Request, handler):
     try:
         return await handler(request)
     except ApiError as e:
@@ -272,6 +287,7 @@ def make_app(service: Service, *, platform: PlatformService | None = None, admin
     app[EXECUTOR] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="orchestrator")
     app[ADMIN_TOKEN] = admin_token
     app[TASKS] = set()
+    app[ACCOUNT_SLOTS] = {}
     register(app, *CORE_TABLES)
     if platform is not None:
         platform_routes.setup(app, platform)

@@ -26,6 +26,12 @@ from artifacts_orchestrator.service import Service
 
 SERVICE = web.AppKey("service", Service)
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
+#: Requests of one account in the workers at once (the rest wait on the event loop, costing no
+#: thread): a quarter of app.WORKERS, so one account's parallel loops cannot starve the others'.
+ACCOUNT_CONCURRENCY = 4
+ACCOUNT_SLOTS = web.AppKey("account_slots", dict)
+#: Where a request keeps the account slot it holds (released by app.py's error middleware).
+_HELD = web.RequestKey("account_slot", asyncio.Semaphore)
 
 
 def respond(obj: Any, status: int = 200) -> web.Response:
@@ -39,9 +45,23 @@ async def run(request: web.Request, fn, *args, **kwargs):
 
 
 async def authenticated(request: web.Request) -> m.Account:
-    """The account whose API key the request carries (401 ``unauthorized`` otherwise)."""
+    """The account whose API key the request carries (401 ``unauthorized`` otherwise). From here
+    on the request holds one of its account's ``ACCOUNT_CONCURRENCY`` slots (waiting for one when
+    all are taken) until ``release_account_slot``."""
     account, _ = await run(request, request.app[SERVICE].authenticate, request.headers.get("Authorization"))
+    slots = request.app[ACCOUNT_SLOTS]
+    slot = slots.get(account.id)
+    if slot is None:
+        slot = slots[account.id] = asyncio.Semaphore(ACCOUNT_CONCURRENCY)
+    await slot.acquire()
+    request[_HELD] = slot
     return account
+
+
+def release_account_slot(request: web.Request) -> None:
+    slot = request.get(_HELD)
+    if slot is not None:
+        slot.release()
 
 
 async def decode_body(request: web.Request, type_: Any = None) -> Any:

@@ -88,6 +88,9 @@ class MountSession(msgspec.Struct, frozen=True, kw_only=True):
     runtime_id: str = ""
     grant_id: str = ""
     ticket_id: str = ""
+    #: When revocation finished (ACL user, metadata session and S3 user gone); None while a
+    #: revoked session's cleanup is still owed (the reaper retries it until done).
+    cleaned_at: float | None = None
 
 
 # -- requests ----------------------------------------------------------------------------------

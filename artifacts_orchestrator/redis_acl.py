@@ -83,6 +83,11 @@ _SINGLETONS = frozenset(("setting", "limits", "sessions", "sessusers", "jobs", "
 #: Keys per SCAN step and per UNLINK in the delete sweep: large enough to be quick, small enough
 #: that one command never blocks Redis for long.
 SWEEP_BATCH = 1000
+#: Admin connections per Redis node: one for each of the orchestrator's worker threads (16,
+#: app.WORKERS) plus its background loops, so no request waits for another's connection. It was 4:
+#: ten parallel ``inspect`` loops of one account made other accounts' session creations and
+#: revocations fail ("Too many connections"). A caller finding all busy waits (up to the timeout).
+ADMIN_POOL = 20
 #: Per call of the stale-session sweep: sessions looked at, inodes released (~1 ms of Redis per
 #: 100 inodes, as the clients' own sweep in meta/sessions.py).
 SWEEP_SESSIONS, SWEEP_BUDGET = 100, 1000
@@ -121,8 +126,10 @@ def initial_aclfile_text(admin_user: str, admin_password: str) -> str:
 class RedisAdmin:
     """Admin connections to every node, and the operations the orchestrator runs on Redis."""
 
-    def __init__(self, admin_url: str, *, public_url: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, admin_url: str, *, public_url: str | None = None, timeout: float = 10.0,
+                 pool_size: int = ADMIN_POOL) -> None:
         self.admin_url = admin_url
+        self.pool_size = pool_size
         self.target = RedisTarget(admin_url)
         self.public = RedisTarget(public_url or admin_url)
         self.timeout = timeout
@@ -140,14 +147,15 @@ class RedisAdmin:
                 t = self.target
                 if not t.cluster:
                     host, port = t.hosts[0]
-                    self._nodes = [t.connect(host, port, pool_size=4, timeout=self.timeout)]
+                    self._nodes = [t.connect(host, port, pool_size=self.pool_size, timeout=self.timeout,
+                                             wait_for_connection=True)]
                 else:
                     self._cluster = redis.RedisCluster(
                         startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in t.hosts],
                         username=t.username, password=t.password, ssl=t.tls,
                         socket_timeout=self.timeout)
-                    self._nodes = [t.connect(n.host, n.port, pool_size=4, timeout=self.timeout)
-                                   for n in self._cluster.get_nodes()]
+                    self._nodes = [t.connect(n.host, n.port, pool_size=self.pool_size, timeout=self.timeout,
+                                             wait_for_connection=True) for n in self._cluster.get_nodes()]
             return self._nodes
 
     def close(self) -> None:

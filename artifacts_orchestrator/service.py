@@ -17,8 +17,10 @@ the next call (or the reaper) finishes:
   user, sweep the keys, (managed) delete the prefix's objects, flip to ``deleted``. A workspace
   left in ``deleting`` is finished by the reaper.
 
-Sessions: the row is written before its ACL user exists and the user deleted before the row is
-marked revoked, so "users in Redis minus live rows" is always a safe set of orphans to reap.
+Sessions: the row is written before its ACL user exists, so "users in Redis minus live rows" is
+always a safe set of orphans to reap. A revocation marks the row first, then removes the ACL user,
+the metadata session and the S3 user, and only then marks the row cleaned: a revocation cut short
+by an outage is never left half-done, the reaper finishes every revoked row not yet cleaned.
 
 Secrets (API keys, ACL passwords, S3 secrets) appear only in return values bound for the caller.
 """
@@ -76,6 +78,10 @@ KEY_NAME_MAX, HOST_MAX, MOUNTPOINT_MAX = 100, 255, 4096
 OWN_HANDLE = "~"
 #: Random bytes in an ACL password (256 bits).
 PASSWORD_BYTES = 32
+#: A revocation retries its cleanup this many times in the request, backing off from 0.2 s (a
+#: Redis failover or a dropped connection: seconds), before answering 500 and leaving the rest to
+#: the reaper, which retries every pass until done.
+REVOKE_ATTEMPTS, REVOKE_BACKOFF = 3, 0.2
 #: Redis memory a session's own keys (record, opens, locks) may take. Measured (MEMORY USAGE,
 #: Redis 7.0): 100,000 open files 5.6 MiB, a flock and a POSIX range on each 10.9 MiB more. A
 #: session past this wrote its keys by hand and is revoked.
@@ -325,12 +331,9 @@ class Service:
             if still_valid is not None:
                 still_valid()
         except BaseException:
-            with contextlib.suppress(ApiError):  # best effort; the orphan reaper takes what is left
-                self.redis.delete_user(user)
-                self.redis.end_session(ws.key_prefix, user)
-                if row.s3_user and self.storage is not None:
-                    self.storage.revoke(row.s3_user)
             self.store.revoke_session(row.id, self.clock(), "provisioning failed")
+            with contextlib.suppress(ApiError):  # else the reaper finishes the revocation
+                self._finish_revocation(row, attempts=1)
             raise
         log.info("session %s (%s) issued on %s/%s", row.id, row.mode, ws.handle, ws.name)
         meta = m.MetaAccess(url=self.redis.client_url(user, password), user=user, key_prefix=ws.key_prefix,
@@ -367,19 +370,34 @@ class Service:
         return self._session_view(ws, renewed)
 
     def _revoke_session_row(self, row: m.MountSession, reason: str) -> m.MountSession:
-        """Kill access first (ACL DELUSER closes live connections; the S3 user goes with all its
-        keys), end its metadata session (its locks and opens released at once), then mark the
-        row: a crash in between leaves a live row the reaper revokes again."""
-        self.redis.delete_user(row.redis_user)
-        ws = self.store.get_workspace(row.workspace_id)
-        if ws is not None and ws.status != "deleted":
-            self.redis.end_session(ws.key_prefix, row.redis_user)
-        if row.s3_user and self.storage is not None:
-            self.storage.revoke(row.s3_user)
-        if row.revoked_at is not None:
-            return row
-        log.info("session %s revoked (%s)", row.id, reason)
-        return self.store.revoke_session(row.id, self.clock(), reason) or row
+        """Revoke: the row first (from then on it is revoked for every caller, and owed a cleanup
+        the reaper retries until done), then the cleanup here, retried a few times: ACL DELUSER
+        (closes live connections), the metadata session ended (its locks and opens released at
+        once), the S3 user deleted with all its keys. If Redis or S3 still refuses, the call fails
+        (500) with the row revoked, and the reaper finishes within one pass after they answer."""
+        revoked = self.store.revoke_session(row.id, self.clock(), reason) or row
+        if row.revoked_at is None:
+            log.info("session %s revoked (%s)", row.id, reason)
+        if revoked.cleaned_at is None:
+            self._finish_revocation(revoked)
+        return self.store.get_session(row.id) or revoked
+
+    def _finish_revocation(self, row: m.MountSession, *, attempts: int = REVOKE_ATTEMPTS) -> None:
+        """Remove everything a revoked session held (idempotent), then mark the row cleaned."""
+        for attempt in range(attempts):
+            try:
+                self.redis.delete_user(row.redis_user)
+                ws = self.store.get_workspace(row.workspace_id)
+                if ws is not None and ws.status != "deleted":
+                    self.redis.end_session(ws.key_prefix, row.redis_user)
+                if row.s3_user and self.storage is not None:
+                    self.storage.revoke(row.s3_user)
+                break
+            except ApiError:
+                if attempt + 1 >= attempts:
+                    raise
+                time.sleep(REVOKE_BACKOFF * 2 ** attempt)
+        self.store.mark_cleaned(row.id, self.clock())
 
     # -- the stale-session sweep ----------------------------------------------------------------
 
@@ -412,6 +430,12 @@ class Service:
         for row in self.store.expired_sessions(now):
             self._revoke_session_row(row, "expired")
             done["sessions"] += 1
+        for row in self.store.unfinished_revocations():  # revocations cut short by an outage
+            try:
+                self._finish_revocation(row, attempts=1)
+                done["revocations_finished"] = done.get("revocations_finished", 0) + 1
+            except ApiError as e:
+                log.warning("revocation of session %s still unfinished: %s", row.id, e)
         in_redis = self.redis.users()  # listed BEFORE the rows: a user made meanwhile is not an orphan
         in_s3 = self.storage.users() if self.storage is not None else set()
         live = self.store.live_acl_users()

@@ -34,7 +34,7 @@ from artifacts_orchestrator.models import Account, ApiKey, MountSession, Workspa
 #: SQLite waits this long for another writer's lock before failing (writes are milliseconds).
 BUSY_TIMEOUT_MS = 10_000
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: mount_sessions.cleaned_at
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -89,7 +89,8 @@ CREATE TABLE IF NOT EXISTS mount_sessions (
     tenant_id INTEGER,
     runtime_id TEXT NOT NULL DEFAULT '',
     grant_id TEXT NOT NULL DEFAULT '',
-    ticket_id TEXT NOT NULL DEFAULT ''
+    ticket_id TEXT NOT NULL DEFAULT '',
+    cleaned_at REAL
 );
 CREATE INDEX IF NOT EXISTS sessions_live ON mount_sessions(workspace_id) WHERE revoked_at IS NULL;
 """
@@ -120,6 +121,8 @@ class Store(Protocol):
     def revoke_session(self, session_id: str, now: float, reason: str) -> MountSession | None: ...
     def renew_session(self, session_id: str, expires_at: float) -> MountSession | None: ...
     def expired_sessions(self, now: float) -> list[MountSession]: ...
+    def mark_cleaned(self, session_id: str, now: float) -> None: ...
+    def unfinished_revocations(self) -> list[MountSession]: ...
     def live_acl_users(self) -> set[str]: ...
     def workspaces_with_live_sessions(self) -> list[Workspace]: ...
     def close(self) -> None: ...
@@ -144,6 +147,11 @@ class SQLiteStore:
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(_SCHEMA)
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(mount_sessions)")}
+        if "cleaned_at" not in columns:  # version 1: revocations then cleaned up before marking the row
+            with self._write() as w:
+                w.execute("ALTER TABLE mount_sessions ADD COLUMN cleaned_at REAL")
+                w.execute("UPDATE mount_sessions SET cleaned_at = revoked_at WHERE revoked_at IS NOT NULL")
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # -- connections and transactions -----------------------------------------------------------
@@ -327,6 +335,16 @@ class SQLiteStore:
     def expired_sessions(self, now: float) -> list[MountSession]:
         return self._many(MountSession, "SELECT * FROM mount_sessions WHERE revoked_at IS NULL "
                                         "AND expires_at <= ?", now)
+
+    def mark_cleaned(self, session_id: str, now: float) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE mount_sessions SET cleaned_at = ? WHERE id = ? AND cleaned_at IS NULL",
+                         (now, session_id))
+
+    def unfinished_revocations(self) -> list[MountSession]:
+        """Revoked sessions whose ACL user, metadata session or S3 user may still exist."""
+        return self._many(MountSession, "SELECT * FROM mount_sessions WHERE revoked_at IS NOT NULL "
+                                        "AND cleaned_at IS NULL ORDER BY revoked_at")
 
     def workspaces_with_live_sessions(self) -> list[Workspace]:
         """Active workspaces with at least one session not revoked (the stale-session sweep)."""

@@ -104,11 +104,20 @@ class RedisTarget:
         hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
         return f"{scheme}://{user}{hosts}" + ("" if self.cluster else f"/{self.db}")
 
-    def connect(self, host: str, port: int, *, pool_size: int, timeout: float) -> redis.Redis:
-        return redis.Redis(host=host, port=port, db=self.db, username=self.username,
-                           password=self.password, ssl=self.tls, socket_timeout=timeout,
-                           socket_connect_timeout=min(timeout, 5.0), max_connections=pool_size,
-                           health_check_interval=30, decode_responses=False, retry=_retry())
+    def connect(self, host: str, port: int, *, pool_size: int, timeout: float,
+                wait_for_connection: bool = False) -> redis.Redis:
+        """A client of one node. ``wait_for_connection``: a caller finding all ``pool_size``
+        connections busy waits for one (up to ``timeout``) instead of failing at once with
+        "Too many connections" (redis-py's default pool)."""
+        options = dict(host=host, port=port, db=self.db, username=self.username, password=self.password,
+                       socket_timeout=timeout, socket_connect_timeout=min(timeout, 5.0),
+                       max_connections=pool_size, health_check_interval=30, decode_responses=False,
+                       retry=_retry())
+        if not wait_for_connection:
+            return redis.Redis(ssl=self.tls, **options)
+        if self.tls:
+            options["connection_class"] = redis.SSLConnection
+        return redis.Redis(connection_pool=redis.BlockingConnectionPool(timeout=timeout, **options))
 
 
 class _SessionRetry(Retry):

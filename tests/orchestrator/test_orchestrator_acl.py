@@ -32,6 +32,7 @@ from artifacts_core.meta.keys import (
     workspace_prefix,
 )
 from artifacts_core.servers import LOOPBACK, RedisServer
+from artifacts_orchestrator.errors import ApiError
 from artifacts_orchestrator.redis_acl import RedisAdmin, acl_rules, initial_aclfile_text
 
 pytestmark = pytest.mark.redis
@@ -512,9 +513,24 @@ def orchestrator(acl_redis, tmp_path_factory):
     service = Service(store, admin)
     with OrchestratorServer(service, admin_token="t" * 32, reap_interval=None, sweep_interval=None) as server:
         key = Artifacts("", base_url=server.url).create_account("acl-tests", admin_token="t" * 32).key.key
-        yield service, Artifacts(key, base_url=server.url)
+        yield Orchestrated(service, Artifacts(key, base_url=server.url), server.url)
     store.close()
     admin.close()
+
+
+class Orchestrated(tuple):
+    """(service, api) with the server's URL: unpacks as the pair."""
+
+    def __new__(cls, service, api, url):
+        obj = super().__new__(cls, (service, api))
+        obj.url = url
+        return obj
+
+    def new_account(self):
+        from artifacts_orchestrator.client import Artifacts
+
+        key = Artifacts("", base_url=self.url).create_account(f"acct{next(_ids)}", admin_token="t" * 32).key.key
+        return Artifacts(key, base_url=self.url)
 
 
 def active_workspace(api) -> str:
@@ -579,3 +595,122 @@ def test_a_session_bloating_its_own_keys_is_revoked_by_the_sweep(orchestrator):
 def admin_count(service, prefix: str, sid: int) -> int:
     node = service.redis.nodes()[0]
     return node.exists(*(prefix + n for n in session_key_names(sid)))
+
+
+# -- one account cannot starve another; revocations are never left half-done -----------------------
+
+def test_one_accounts_parallel_loops_do_not_fail_anothers_calls(orchestrator):
+    """Ten parallel ``inspect`` loops of one account used to exhaust the 4 admin Redis connections
+    the 16 workers shared: another account's session creations failed 10 times in 15 and its
+    revocations 2 in 5 (metadata_acl_provisioning_failed). Now the pool has a connection per
+    worker (and waits instead of failing), and one account holds at most 4 workers."""
+    import threading
+
+    _service, noisy = orchestrator
+    victim = orchestrator.new_account()
+    loud, calm = active_workspace(noisy), active_workspace(victim)
+    stop = threading.Event()
+    noisy_errors: list = []
+
+    def inspect_loop():
+        while not stop.is_set():
+            try:
+                noisy.workspaces.inspect(loud)
+            except Exception as e:
+                noisy_errors.append(e)
+
+    loops = [threading.Thread(target=inspect_loop, daemon=True) for _ in range(10)]
+    for t in loops:
+        t.start()
+    errors, grants = [], []
+    try:
+        for _ in range(15):
+            try:
+                grants.append(victim.sessions.create(calm, mode="ro"))
+            except Exception as e:
+                errors.append(e)
+        for g in grants[:5]:
+            try:
+                victim.sessions.revoke(calm, g.session.id)
+            except Exception as e:
+                errors.append(e)
+    finally:
+        stop.set()
+        for t in loops:
+            t.join(30)
+    assert errors == [] and noisy_errors == []
+    live = {x.id for x in victim.sessions.list(calm).sessions}
+    assert live == {g.session.id for g in grants[5:]}
+    assert not {g.session.redis_user for g in grants[:5]} & orchestrator[0].redis.users()
+
+
+def test_an_account_holds_at_most_a_quarter_of_the_workers(orchestrator, monkeypatch):
+    """A slow call of one account occupies at most ACCOUNT_CONCURRENCY (4) of the 16 workers; its
+    other requests wait without a thread, and another account's calls go through meanwhile."""
+    import threading
+
+    from artifacts_orchestrator.handlers import ACCOUNT_CONCURRENCY
+
+    service, noisy = orchestrator
+    victim = orchestrator.new_account()
+    name = active_workspace(noisy)
+    release, inside, peak = threading.Event(), [0], [0]
+    lock = threading.Lock()
+    real = service.inspect_workspace
+
+    def slow_inspect(*args):
+        with lock:
+            inside[0] += 1
+            peak[0] = max(peak[0], inside[0])
+        try:
+            release.wait(30)
+            return real(*args)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(service, "inspect_workspace", slow_inspect)
+    calls = [threading.Thread(target=noisy.workspaces.inspect, args=(name,), daemon=True) for _ in range(10)]
+    for t in calls:
+        t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while inside[0] < ACCOUNT_CONCURRENCY and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # the other six had time to take workers, if they could
+        assert inside[0] == ACCOUNT_CONCURRENCY
+        assert victim.workspaces.list().workspaces == []  # another account is served meanwhile
+    finally:
+        release.set()
+        for t in calls:
+            t.join(30)
+    assert peak[0] == ACCOUNT_CONCURRENCY
+
+
+def test_a_revocation_cut_short_is_finished_by_the_reaper(orchestrator, acl_redis):
+    """Redis refusing in the middle of a revocation used to leave the session live: the call
+    failed before the row was marked, and the reaper only revokes expired rows. Now the row is
+    revoked first and the reaper retries the cleanup until it is done."""
+    service, api = orchestrator
+    name = active_workspace(api)
+    grant = api.sessions.create(name, mode="rw")
+    user = grant.session.redis_user
+    node = service.redis.nodes()[0]
+    node.execute_command("ACL", "SETUSER", ADMIN, "-acl|deluser")  # Redis refuses DELUSER for now
+    try:
+        with pytest.raises(ApiError) as e:
+            api.sessions.revoke(name, grant.session.id)
+        assert e.value.code == "metadata_acl_provisioning_failed"
+        row = api.sessions.list(name, include_revoked=True).sessions[0]
+        assert row.revoked_at is not None  # revoked for every caller already
+        assert user in service.redis.users()  # but not yet cleaned up
+    finally:
+        node.execute_command("ACL", "SETUSER", ADMIN, "+@all")
+    done = service.reap()
+    assert done["revocations_finished"] == 1
+    assert user not in service.redis.users()
+    assert service.store.get_session(grant.session.id).cleaned_at is not None
+    assert node.hget(grant.meta.key_prefix + "sessusers", user) is None  # its metadata session ended
+    with pytest.raises((rex.ConnectionError, rex.AuthenticationError, rex.ResponseError)):
+        raw(grant.meta.url).ping()
+    assert service.reap().get("revocations_finished", 0) == 0  # nothing left owed
