@@ -245,7 +245,7 @@ def _arguments(tool: Tool, arguments) -> dict:
             raise invalid("arguments too large")
         try:
             arguments = json.loads(arguments or "{}")
-        except ValueError:
+        except (ValueError, RecursionError):
             raise invalid("arguments are not valid JSON", hint="send the arguments as a JSON object") from None
     if not isinstance(arguments, dict):
         raise invalid("arguments must be a JSON object")

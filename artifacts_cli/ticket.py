@@ -77,7 +77,7 @@ def read_ticket_file(path: str) -> dict:
         raise TicketFileError(f"{path} is too large to be a mount ticket")
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise TicketFileError(f"{path} is not JSON; it must hold the mount ticket the platform created") from None
     ticket = doc.get("mount_ticket", doc) if isinstance(doc, dict) else doc
     if not isinstance(ticket, dict):

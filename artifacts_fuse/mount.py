@@ -39,6 +39,11 @@ from artifacts_fuse.mountinfo import mount_entry, state_file
 
 #: Credentials handed to the child through the settings pipe and kept out of its environment.
 SECRET_ENV = ("ARTIFACTS_S3_ACCESS_KEY_ID", "ARTIFACTS_S3_SECRET_ACCESS_KEY", "ARTIFACTS_S3_SESSION_TOKEN")
+#: The caller's own credentials, dropped from the mount processes' environment: a mount never
+#: calls the orchestrator (the CLI revokes its session on unmount), and a process that lives for
+#: days should not carry an API key in /proc/<pid>/environ. (``TONBO_API_KEY``: the orchestrator
+#: client's KEY_ENV; spelled here, as frontends do not import each other.)
+CALLER_SECRET_ENV = ("TONBO_API_KEY",)
 #: How long a mount may take to come up: opening a volume is a few round trips, but a Redis or
 #: S3 that is slow to answer gets its client-side retries before the mount gives up.
 READY_TIMEOUT = 60.0
@@ -127,9 +132,10 @@ def _with_secrets(settings: MountSettings) -> MountSettings:
 
 
 def _child_env(ready_fd: int) -> dict[str, str]:
-    """The supervisor's environment: no secrets, this interpreter's import path (its argv[0] is
+    """The supervisor's environment: no secrets (neither the S3 keys, which travel in the settings
+    pipe, nor the caller's API key), this interpreter's import path (its argv[0] is
     ``artifacts``, so Python cannot find the virtual environment by itself)."""
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV and k not in CALLER_SECRET_ENV}
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([root, *(p for p in sys.path if p and os.path.isdir(p))])
     env[READY_ENV] = str(ready_fd)

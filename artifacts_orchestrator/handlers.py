@@ -74,6 +74,8 @@ async def decode_body(request: web.Request, type_: Any = None) -> Any:
         raise InvalidRequest(f"invalid request body: {e}") from None
     except msgspec.DecodeError:
         raise InvalidRequest("the request body is not JSON") from None
+    except RecursionError:  # a 30,000-deep body used to answer 500
+        raise InvalidRequest("the request body nests too deeply") from None
 
 
 def query_value(request: web.Request, name: str) -> str | None:

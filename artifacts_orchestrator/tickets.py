@@ -96,12 +96,24 @@ class PublicKey(msgspec.Struct, frozen=True, kw_only=True):
     retires_at: float | None = None  # no longer accepted after this (None: the signing key)
 
 
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
+_FROM_URLSAFE = str.maketrans("-_", "+/")
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict base64url without padding: only the alphabet, and the one canonical spelling of the
+    bytes (``urlsafe_b64decode`` alone skips characters outside the alphabet, and ignores the spare
+    bits of the last character, so one signature had many accepted spellings)."""
+    if not _B64URL_RE.fullmatch(text) or len(text) % 4 == 1:
+        raise ValueError("not base64url")
+    data = base64.b64decode(text.translate(_FROM_URLSAFE) + "=" * (-len(text) % 4), validate=True)
+    if _b64(data) != text:
+        raise ValueError("not the canonical base64url spelling")
+    return data
 
 
 def _signed_message(kid: str, claims_b64: str) -> bytes:

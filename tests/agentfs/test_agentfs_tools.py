@@ -113,6 +113,7 @@ def test_dispatcher_round_trip_and_structured_errors(vol):
         ("readFile", {"path": "a.txt", "offset": True}, "EINVAL"),
         ("readFile", {"path": "a.txt", "encoding": "latin-1"}, "EINVAL"),
         ("readFile", "{not json", "EINVAL"),
+        ("readFile", '{"path": ' + "[" * 30_000 + "]" * 30_000 + "}", "EINVAL"),  # was a RecursionError
         ("readFile", "[]", "EINVAL"),
         ("readFile", 7, "EINVAL"),
         ("readFile", {"path": "missing.txt"}, "ENOENT"),

@@ -474,3 +474,28 @@ def test_local_stack_seaweedfs_answers_no_other_local_user(stack):
         assert len(f.read()) == 1 << 20  # the mount itself reads through the S3 gateway as before
     run(env, "unmount", mp)
     run(env, "workspace", "delete", "ports-ws", "--yes")
+
+
+def test_mount_processes_do_not_inherit_the_callers_api_key(stack):
+    """A ``TONBO_API_KEY`` in the caller's environment used to be inherited by the long-lived
+    mount processes (/proc/<pid>/environ of the supervisor and the FUSE process); they never
+    call the orchestrator, so it is dropped. The CLI itself still uses it (unmount revokes)."""
+    env = {**stack["env"], "TONBO_API_KEY": stack["creds"]["api_key"]}
+    mp = mountpoint(stack, "nokey")
+    run(env, "-q", "workspace", "create", "nokey-ws", mp)
+    found = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        if os.fsencode(mp) in cmdline:  # the supervisor and its FUSE process
+            found += 1
+            assert b"TONBO_API_KEY" not in environ and stack["creds"]["api_key"].encode() not in environ, cmdline
+    assert found >= 2
+    run(env, "unmount", mp)
+    assert stack["api"].sessions.list("nokey-ws").sessions == []
+    run(env, "workspace", "delete", "nokey-ws", "--yes")

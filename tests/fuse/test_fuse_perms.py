@@ -149,3 +149,23 @@ def test_times_change_where_posix_says(d):
     assert os.stat(f).st_mtime_ns > 10**9  # a write changes mtime
     open(os.path.join(d, "new"), "w").close()
     assert os.stat(d).st_mtime_ns > 10**9  # creating an entry changes the directory's mtime
+
+
+def test_the_workspace_root_is_sticky_so_others_cannot_rename_your_files(mnt):
+    """The root was 0777 without the sticky bit: under allow_other, another local user could
+    rename or remove root's files at the top of the workspace. It is 1777 now (as /tmp): every
+    uid still creates there, and only a file's owner (or the root's owner, or root) removes or
+    renames it."""
+    root = mnt.mountpoint
+    assert _mode(root) == 0o1777
+    name = f"roots-{uuid.uuid4().hex[:6]}"
+    with open(os.path.join(root, name), "w") as f:
+        f.write("mine")
+    for cmd in (f"mv {root}/{name} {root}/{name}.stolen", f"rm -f {root}/{name}"):
+        r = as_user(cmd)
+        assert r.returncode != 0 and "Operation not permitted" in r.stderr, cmd
+    with open(os.path.join(root, name)) as f:
+        assert f.read() == "mine"
+    assert as_user(f"touch {root}/{name}.user && mv {root}/{name}.user {root}/{name}.user2").returncode == 0
+    os.unlink(os.path.join(root, f"{name}.user2"))
+    os.unlink(os.path.join(root, name))

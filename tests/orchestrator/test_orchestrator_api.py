@@ -416,3 +416,24 @@ def test_redis_restart_keeps_sessions_and_the_orchestrator_recovers(stack, api, 
 def _write(vol, path: str) -> None:
     with vol.open(path, "w") as f:
         f.write("survives")
+
+
+@pytest.mark.parametrize("route", ["/workspaces", "/tenants", "/grants", "/mount-tickets", "/mount-tickets/exchange",
+                                   "/admin/accounts", "/keys"])
+def test_a_deeply_nested_body_is_a_client_error(stack, api, route):
+    """A 30,000-deep JSON body used to answer 500 (RecursionError in the decoder); every route
+    answers ``invalid_request`` (422, as every malformed body) and keeps serving."""
+    import urllib.request
+
+    depth = 30_000  # 60 kB of brackets: under the 64 KiB body limit
+    deep = b"[" * depth + b"]" * depth
+    for body in (deep, b'{"slug": "x", "name": "x", "metadata": {"a": ' + deep + b"}}",
+                 b'{"mount_ticket": {"format": ' + deep + b"}}", b'{"name": "x", "storage": {"bucket": ' + deep + b"}}"):
+        req = urllib.request.Request(api.base_url + route, data=body, method="POST",
+                                     headers={"Authorization": f"Bearer {api._api_key}"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req)
+        assert e.value.code in (401, 413, 422), (route, e.value.code)
+        if e.value.code == 422:
+            assert b'"invalid_request"' in e.value.read()
+    assert api.whoami().account.handle == api.handle

@@ -83,6 +83,37 @@ def test_any_change_to_a_ticket_is_refused(ring, change):
         keys.verify(edits[change]())
 
 
+def _respell_last(sig: str) -> str:
+    """The same signature bytes under another spelling: the last character's spare bits set."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    return sig[:-1] + alphabet[alphabet.index(sig[-1]) ^ 1]
+
+
+@pytest.mark.parametrize("junk", ["sig_bang", "sig_space", "sig_newline", "sig_dot", "sig_padding",
+                                  "sig_plus_slash", "sig_respelled", "claims_padding"])
+def test_base64_is_decoded_strictly(ring, junk):
+    """The signature's base64url used to accept any junk (urlsafe_b64decode skips characters
+    outside its alphabet) and other spellings of the same bytes: a ticket with "!" in its
+    signature verified. Only the one canonical spelling does now."""
+    keys, clock = ring
+    t = msgspec.to_builtins(keys.sign(claims(clock)))
+    sig, mid = t["signature"], len(t["signature"]) // 2
+    edits = {
+        "sig_bang": dict(t, signature=sig[:mid] + "!" + sig[mid:]),
+        "sig_space": dict(t, signature=sig[:mid] + " " + sig[mid:]),
+        "sig_newline": dict(t, signature=sig + "\n"),
+        "sig_dot": dict(t, signature=sig[:mid] + "." + sig[mid:]),
+        "sig_padding": dict(t, signature=sig + "=="),
+        "sig_plus_slash": dict(t, signature=sig.replace("-", "+").replace("_", "/")) if ("-" in sig or "_" in sig)
+        else dict(t, signature=sig + "+"),
+        "sig_respelled": dict(t, signature=_respell_last(sig)),
+        "claims_padding": dict(t, claims=t["claims"] + "="),
+    }
+    assert keys.verify(t) == claims(clock)  # the canonical ticket verifies
+    with pytest.raises(TicketInvalid):
+        keys.verify(edits[junk])
+
+
 def test_shapes_that_are_not_tickets(ring):
     keys, _ = ring
     for bad in (None, [], "x", {}, {"format": 1}, {"format": "a", "kid": "b", "claims": "c"}):
@@ -141,6 +172,11 @@ def test_ticket_file_checks(ring, tmp_path):
         f.chmod(mode)
         with pytest.raises(TicketFileError, match=r"accessible by group or others .*chmod 600"):
             read_ticket_file(str(f))
+    f.chmod(0o600)
+    f.write_text("[" * 10_000 + "]" * 10_000)  # nested past the parser's recursion: a clear error
+    with pytest.raises(TicketFileError, match="is not JSON"):
+        read_ticket_file(str(f))
+    f.write_text(json.dumps(t))
     f.chmod(0o400)
     assert read_ticket_file(str(f)) == t
     f.chmod(0o600)

@@ -17,9 +17,11 @@ redis.register_function('af_format', function(keys, args)
   redis.call('SET', k_named(p, 'setting'), args[1])
   redis.call('HSET', k_named(p, 'limits'), 'capacity', args[3], 'inodes', args[4],
     'inline_limit', args[5], 'inline_cap', args[6], 'trash_days', args[7])
-  -- Root: a world-writable directory (0777, as JuiceFS), since agents and users of many uids
-  -- share a workspace; the trash (inode 2) is root-only and never linked into the tree.
-  local root = { flags = 0, mode = T_DIR * 4096 + 511, uid = 0, gid = 0, atime = sec, atime_ns = ns,
+  -- Root: world-writable with the sticky bit (1777, as /tmp), since agents and users of many uids
+  -- share a workspace, and none may rename or remove another's files there (a plain 0777, as
+  -- JuiceFS makes it, let any local user of an allow_other mount rename root's files). The trash
+  -- (inode 2) is root-only and never linked into the tree.
+  local root = { flags = 0, mode = T_DIR * 4096 + 1023, uid = 0, gid = 0, atime = sec, atime_ns = ns,
     mtime = sec, mtime_ns = ns, ctime = sec, ctime_ns = ns, nlink = 2, length = 0, rdev = 0,
     parent = 1, btime = sec, btime_ns = ns, gen = 1 }
   attr_put(p, ROOT_INO, root)

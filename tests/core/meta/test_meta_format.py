@@ -17,7 +17,7 @@ def test_format_writes_root_and_is_idempotent_for_the_same_volume(redis_url, key
     assert format_meta(client, setting, require_aof=False) is True
     assert format_meta(client, setting, require_aof=False) is False
     root = unpack_attr(client.command("GET", key_prefix + "i1"))
-    assert root.type == TYPE_DIR and root.nlink == 2 and root.perm == 0o777
+    assert root.type == TYPE_DIR and root.nlink == 2 and root.perm == 0o1777  # sticky: as /tmp
     assert load_setting(client).uuid == setting.uuid
     with pytest.raises(Exists):
         format_meta(client, Setting(name="other", uuid=new_uuid()), require_aof=False)

@@ -36,7 +36,7 @@ _ids = itertools.count(secrets.randbelow(10**15) + 10**15)
 class Model:
     def __init__(self):
         self.kind = {ROOT_INO: "dir"}
-        self.mode = {ROOT_INO: 0o777}
+        self.mode = {ROOT_INO: 0o1777}
         self.entries = {ROOT_INO: {}}  # dir -> name -> ino
         self.parent = {ROOT_INO: ROOT_INO}  # dirs only
         self.target = {}
