@@ -102,11 +102,21 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
         self.vol.makedirs(join(parts), exist_ok=True)
         return self.resolver.walk(parts, policy=AGENT_LINKS).ino
 
+    def _entry(self, parts: tuple[str, ...], *, create: bool = False) -> tuple[Ino, str]:
+        """(the resolved directory, the name) of the entry ``parts`` names. Reserved names are
+        checked where the path leads: one at the root is refused however the root was reached
+        (``sub/up/.stats`` with ``sub/up -> ..``: EACCES)."""
+        parent, name = self._dir(parts[:-1], create=create), parts[-1]
+        if parent == ROOT_INO and name in AGENT_LINKS.reserved:
+            raise _Denied(f"{name} is reserved by the workspace (reached through {join(parts)})",
+                          path=join(parts), hint="internal files are read through a mount, not the agent API")
+        return parent, name
+
     def _lookup(self, ap: AgentPath, *, follow: bool = True) -> tuple[Ino, Attr]:
         """(ino, attr) of what ``ap`` names: one lookup past the cached directories."""
         if ap.is_root:
             return ROOT_INO, self.vfs.getattr(ROOT_INO)
-        parent = self._dir(ap.parts[:-1])
+        parent, _ = self._entry(ap.parts)
         ino, attr = self.vfs.lookup(parent, ap.parts[-1])
         if attr.is_symlink and follow:
             ino = self.resolver.walk(ap.parts, policy=AGENT_LINKS).ino

@@ -37,9 +37,9 @@ class NamespaceOps:
         if ap.dir_only:
             self._lookup(ap)  # a file: ENOTDIR, as unlink("file/"); a directory: EISDIR below
         self._check_version(ap, if_version)
-        parent = self._dir(ap.parts[:-1])
+        parent, name = self._entry(ap.parts)
         try:
-            self.vfs.unlink(parent, ap.parts[-1])
+            self.vfs.unlink(parent, name)
         except IsADirectory:
             raise IsADirectory("deleteFile deletes files; this is a directory", path=ap.display,
                                hint="use rmdir to delete a directory and its contents") from None
@@ -52,8 +52,7 @@ class NamespaceOps:
         self._not_root(dp, "copyFile")
         sino, sattr = self._file(sp, "copyFile")
         check_new_name(dp.parts[-1], dp.display)
-        dparent = self._dir(dp.parts[:-1], create=True)
-        dname = dp.parts[-1]
+        dparent, dname = self._entry(dp.parts, create=True)
         if not overwrite:
             try:
                 self.vfs.lookup(dparent, dname)
@@ -82,9 +81,9 @@ class NamespaceOps:
         self._not_root(dp, "moveFile")
         check_new_name(dp.parts[-1], dp.display)
         self._check_version(sp, if_version)
-        sparent = self._dir(sp.parts[:-1])
+        sparent, _ = self._entry(sp.parts)
         self.vfs.lookup(sparent, sp.parts[-1])  # a missing source fails before parents are made
-        dparent = self._dir(dp.parts[:-1], create=True)
+        dparent, _ = self._entry(dp.parts, create=True)
         if overwrite:
             try:
                 if self.vfs.lookup(dparent, dp.parts[-1])[1].is_dir:

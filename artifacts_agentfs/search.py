@@ -31,9 +31,10 @@ from __future__ import annotations
 import re2
 
 from artifacts_agentfs.errors import invalid
-from artifacts_agentfs.paths import AgentPath, agent_path, check_pattern
+from artifacts_agentfs.paths import RESERVED, AgentPath, agent_path, check_pattern
 from artifacts_core.errors import ArtifactsError, NotADirectory
 from artifacts_core.paths import join
+from artifacts_core.types import ROOT_INO
 
 #: Characters of one line that grep searches: long enough for any source line; a minified 10 MB
 #: line is searched in its first 4096 characters only, which keeps one line's cost small.
@@ -107,6 +108,7 @@ class SearchOps:
     def _walk(self, base: AgentPath, max_depth: int | None, budget: list[int]):
         """(relative path, DirEntry) below ``base`` in sorted order, depth-first; ``budget[0]``
         counts down visited entries (0: stop, truncated)."""
+        at_root = not base.parts or self._lookup(base)[0] == ROOT_INO  # also through a link to the root
         stack = [("", join(base.parts), 0)]
         while stack:
             rel, full, depth = stack.pop()
@@ -114,8 +116,8 @@ class SearchOps:
                 entries = sorted(self.vol.scandir(full), key=lambda e: e.name, reverse=True)
             except ArtifactsError:
                 continue
-            if not base.parts and not rel:
-                entries = [e for e in entries if e.name not in (".stats", ".config", ".accesslog", ".trash")]
+            if at_root and not rel:
+                entries = [e for e in entries if e.name not in RESERVED]
             subdirs = []
             for e in reversed(entries):
                 if budget[0] <= 0:

@@ -106,16 +106,19 @@ class VFS(FileOps):
               caller: Caller = ROOT_CALLER) -> tuple[Ino, Attr]:
         with self._op("mknod", parent, name, oct(mode), caller=caller):
             self._writable(parent, caller=caller)
+            self._new_name(parent, name)
             return self.meta.mknod(parent, check_name(name), mode, rdev, caller)
 
     def mkdir(self, parent: Ino, name: str, mode: int, caller: Caller = ROOT_CALLER) -> tuple[Ino, Attr]:
         with self._op("mkdir", parent, name, oct(mode), caller=caller):
             self._writable(parent, caller=caller)
+            self._new_name(parent, name)
             return self.meta.mkdir(parent, check_name(name), mode, caller)
 
     def symlink(self, parent: Ino, name: str, target: str, caller: Caller = ROOT_CALLER) -> tuple[Ino, Attr]:
         with self._op("symlink", parent, name, target, caller=caller):
             self._writable(parent, caller=caller)
+            self._new_name(parent, name)
             if not target or "\0" in target or len(target.encode("utf-8", "surrogateescape")) > 4096:
                 raise InvalidArgument("invalid symlink target", path=name)
             return self.meta.symlink(parent, check_name(name), target, caller)
@@ -127,6 +130,7 @@ class VFS(FileOps):
     def link(self, ino: Ino, new_parent: Ino, new_name: str, caller: Caller = ROOT_CALLER) -> Attr:
         with self._op("link", ino, new_parent, new_name, caller=caller):
             self._writable(new_parent, ino, caller=caller)
+            self._new_name(new_parent, new_name)
             return self.meta.link(ino, new_parent, check_name(new_name), caller)
 
     def unlink(self, parent: Ino, name: str, caller: Caller = ROOT_CALLER) -> None:
@@ -248,6 +252,7 @@ class VFS(FileOps):
         Returns (ino, attr, created). ``expect``: None, ``errors.ABSENT`` or a version."""
         with self._op("replace_content", parent, name, len(data), caller=caller):
             self._writable(parent, caller=caller)
+            self._new_name(parent, name)
             result = self.content.replace(parent, name, data, create=create, expect=expect, perm=perm,
                                           caller=caller)
             self.metrics.inc("write_bytes", len(data))
@@ -259,6 +264,7 @@ class VFS(FileOps):
         Returns (ino, attr, file offset where the data landed, created)."""
         with self._op("append", parent, name, len(data), caller=caller):
             self._writable(parent, caller=caller)
+            self._new_name(parent, name)
             result = self.content.append(parent, name, data, create=create, expect=expect, perm=perm,
                                          caller=caller)
             self.metrics.inc("write_bytes", len(data))

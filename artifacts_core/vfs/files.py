@@ -43,7 +43,7 @@ from artifacts_core.meta.attrs import SliceRecord
 from artifacts_core.meta.engine import RedisMetaEngine
 from artifacts_core.metrics import Metrics
 from artifacts_core.paths import check_name
-from artifacts_core.types import CHUNK_SIZE, ROOT_CALLER, TRASH_INO, Attr, Caller, Ino
+from artifacts_core.types import CHUNK_SIZE, ROOT_CALLER, ROOT_INO, TRASH_INO, Attr, Caller, Ino
 from artifacts_core.vfs import internal
 from artifacts_core.vfs.reader import CompactionHint, Readahead, Reader
 from artifacts_core.vfs.state import InodeState, InodeTable
@@ -115,6 +115,14 @@ class FileOps:
                 raise PermissionDenied("internal files cannot be changed")
             if p == TRASH_INO and caller.uid != 0:
                 raise PermissionDenied("the trash is read-only", hint="only root may restore from .trash")
+
+    @staticmethod
+    def _new_name(parent: Ino, name: str) -> None:
+        """No new entry of the root may take an internal name: a real ``.stats`` there was
+        shadowed by the internal file and could be neither read nor removed by name."""
+        if parent == ROOT_INO and name in internal.RESERVED_NAMES:
+            raise PermissionDenied(f"{name} is reserved at the workspace root", path=name,
+                                   hint="choose another name")
 
     def _compaction_hint(self, ino: Ino, index: int, urgency: int) -> None:
         self.on_compaction_hint(ino, index, urgency)  # looked up per call: maintenance sets it later
@@ -206,6 +214,7 @@ class FileOps:
         """Create (or with O_CREAT without O_EXCL, open) a regular file and open it."""
         with self._op("create", parent, name, oct(mode), caller=caller):
             self._writable(parent, caller=caller)
+            self._new_name(parent, name)
             ino, attr, created = self.meta.create(parent, check_name(name), mode, caller,
                                                   exclusive=bool(flags & os.O_EXCL), register_open=True)
             if not created:  # an existing file: open it as open(2) would (access checked)

@@ -40,6 +40,8 @@ ACCESSLOG = InternalFile(".accesslog", Ino(INTERNAL_BASE + 3), stat.S_IFREG | 0o
 BY_NAME = {f.name: f for f in (STATS, CONFIG, ACCESSLOG)}
 BY_INO = {f.ino: f for f in (STATS, CONFIG, ACCESSLOG)}
 TRASH_NAME = ".trash"
+#: Names no entry of the root may have: they would shadow (or be shadowed by) the internal files.
+RESERVED_NAMES = frozenset((*BY_NAME, TRASH_NAME))
 
 
 def is_internal(ino: int) -> bool:

@@ -19,7 +19,9 @@ Symlink rule, kept by every policy: targets are stored verbatim, and a link is f
 it stays inside the workspace -- a relative target resolves against the link's directory; an
 absolute target, or one climbing above the root, is refused with EACCES (on a mount the kernel
 resolves links as the host sees them). More than ``max_links`` links in one resolution is ELOOP.
-A stricter policy (the agent API's) also refuses links that lead into reserved root names.
+A stricter policy (the agent API's) also refuses reserved root names wherever the walk stands at
+the root: a link leading into one, and a name after a link back to the root (``sub/up/.trash``
+with ``sub/up -> ..``), as the entry of a by-name operation too.
 
 Invariant (coherence): each VFS namespace method that removes or moves a name (unlink, rmdir,
 rename) calls ``forget(parent, name)`` once Redis has answered (also when it failed), whichever
@@ -137,6 +139,8 @@ class Resolver:
             done: list[str] = []
             restarted = False
             for i, name in enumerate(todo):
+                if ino == ROOT_INO and name in policy.reserved:  # however the root was reached
+                    raise PermissionDenied(f"{name} is reserved by the workspace", path=join((*done, name)))
                 child, attr, typ = self.lookup(ino, name)
                 last = i == len(todo) - 1
                 if typ == TYPE_SYMLINK and (follow or not last):
@@ -160,7 +164,10 @@ class Resolver:
         parts = canonicalize(path)
         if not parts:
             raise InvalidArgument("the workspace root cannot be used here", path="/")
-        return self.walk(parts[:-1], policy=policy).ino, parts[-1], parts
+        ino = self.walk(parts[:-1], policy=policy).ino
+        if ino == ROOT_INO and parts[-1] in policy.reserved:
+            raise PermissionDenied(f"{parts[-1]} is reserved by the workspace", path=join(parts))
+        return ino, parts[-1], parts
 
     def link_target(self, link: Ino, where: Parts, policy: SymlinkPolicy = INSIDE_WORKSPACE) -> Parts:
         """The canonical parts the symlink ``link`` in directory ``where`` points at, or EACCES
@@ -186,6 +193,8 @@ class Resolver:
         for _ in range(policy.max_links + 1):  # max_links followed, as Linux, then the entry itself
             where = parts[:-1]
             parent = parent_of(where) if parent_of is not None else self.walk(where, policy=policy).ino
+            if parent == ROOT_INO and parts[-1] in policy.reserved:
+                raise PermissionDenied(f"{parts[-1]} is reserved by the workspace", path=shown)
             try:
                 return op(parent, parts[-1], parts)
             except EntryIsSymlink:

@@ -283,3 +283,50 @@ def test_workspace_prefixes_never_see_each_other(redis_url, storage_url, tmp_pat
     finally:
         for v in vols:
             v.close()
+
+
+def test_reserved_names_through_an_in_workspace_symlink(volume_factory):
+    """With ``sub/up -> ..`` the agent API used to read and purge ``sub/up/.trash``, and writeFile
+    ``sub/up/.stats`` made real root entries named ``.stats``/``.trash`` that shadowed the internal
+    files and could not be deleted. Reserved names are checked on the resolved location, and no
+    frontend may create them at the root."""
+    from artifacts_core.errors import NotFound, PermissionDenied
+    from artifacts_core.types import ROOT_INO
+
+    vol = volume_factory(format_options={"trash_days": 1})
+    fs = AgentFS(vol)
+    fs.mkdir("sub")
+    vol.symlink("..", "sub/up")
+    fs.write_file("a.txt", "keep me")
+    fs.write_file("gone.txt", "in the trash")
+    fs.delete_file("gone.txt")
+    (hour,) = vol.listdir(".trash")
+    trashed = vol.listdir(f".trash/{hour}")
+    assert trashed and fs.read_file("sub/up/a.txt")["content"] == "keep me"  # the link itself works
+    attacks = [
+        lambda: fs.readdir("sub/up/.trash"), lambda: fs.stat("sub/up/.trash"),
+        lambda: fs.readdir(f"sub/up/.trash/{hour}"), lambda: fs.rmdir("sub/up/.trash"),
+        lambda: fs.rmdir(f"sub/up/.trash/{hour}"), lambda: fs.delete_file(f"sub/up/.trash/{hour}/{trashed[0]}"),
+        lambda: fs.read_file("sub/up/.stats"), lambda: fs.read_file("sub/up/.config"),
+        lambda: fs.write_file("sub/up/.stats", "x"), lambda: fs.write_file("sub/up/.trash", "x"),
+        lambda: fs.append_file("sub/up/.accesslog", "x"), lambda: fs.mkdir("sub/up/.stats"),
+        lambda: fs.mkdir("sub/up/.trash/x"), lambda: fs.copy_file("a.txt", "sub/up/.config"),
+        lambda: fs.move_file("a.txt", "sub/up/.trash"), lambda: fs.move_file(f"sub/up/.trash/{hour}", "loot"),
+        lambda: fs.grep("trash", path="sub/up/.trash"), lambda: fs.glob("*", path="sub/up/.trash"),
+    ]
+    for i, attack in enumerate(attacks):
+        assert _code(attack) == errno.EACCES, i
+    listed = {e["name"] for e in fs.readdir("sub/up")["entries"]}
+    assert listed == {"a.txt", "sub"}  # the internal names stay hidden through the link too
+    assert fs.glob("*", path="sub/up")["matches"] == ["sub/up/a.txt", "sub/up/sub"]
+    assert vol.listdir(f".trash/{hour}") == trashed  # nothing purged
+    for name in (".stats", ".config", ".accesslog", ".trash"):  # and no real root entry was made
+        with pytest.raises(NotFound):
+            vol.meta.lookup(ROOT_INO, name)
+    # The core refuses the names at the root for every frontend.
+    for make in (lambda: vol.vfs.mkdir(ROOT_INO, ".stats", 0o755),
+                 lambda: vol.vfs.replace_content(ROOT_INO, ".trash", b"x"),
+                 lambda: vol.vfs.append(ROOT_INO, ".config", b"x"),
+                 lambda: vol.vfs.symlink(ROOT_INO, ".accesslog", "a.txt")):
+        with pytest.raises(PermissionDenied):
+            make()
