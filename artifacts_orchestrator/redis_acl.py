@@ -19,8 +19,8 @@ or its ACL file), and the command set ``-@all +@read +@write -@scripting -@dange
 that reach another database (``SELECT``, ``MOVE``, ``COPY``, ``SWAPDB``: a key moved to another
 database would outlive its workspace's delete). Keys (DESIGN.md §10: a session writes only what
 it owns; ``meta/keys.py`` classifies every key kind): every user reads ``%R~{p}*``; a session
-user writes its own ``sess<sid>``, ``opens<sid>`` and ``locks<sid>`` (the id assigned here, at
-mint time, by ``assign_session``) and, when read-write, the workspace's data keys
+user writes its own ``sess<sid>``, ``opens<sid>`` and ``locks<sid>`` (for each of the ids
+assigned here, at mint time, by ``assign_session``) and, when read-write, the workspace's data keys
 (``DATA_KEY_PATTERNS``); never another session's keys, the shared session bookkeeping or the
 volume's ``setting``/``limits``. Format users write ``~{p}*``. ``CLIENT SETINFO`` (sent by redis-py on connect) is granted where the server
 knows it (Redis >= 7.2); redis-py ignores its refusal elsewhere. A Cluster client also needs
@@ -88,6 +88,10 @@ SWEEP_BATCH = 1000
 #: ten parallel ``inspect`` loops of one account made other accounts' session creations and
 #: revocations fail ("Too many connections"). A caller finding all busy waits (up to the timeout).
 ADMIN_POOL = 20
+#: Session ids (hence concurrent clients) per session user: a grant serves a mount, or the
+#: volume of ``artifacts exec`` and the warm mount it makes, or an MCP server with its bash tool's
+#: mount; 8 leaves room. Each id adds three exact key patterns to the user's ACL rules.
+SESSIONS_PER_USER = 8
 #: Per call of the stale-session sweep: sessions looked at, inodes released (~1 ms of Redis per
 #: 100 inodes, as the clients' own sweep in meta/sessions.py).
 SWEEP_SESSIONS, SWEEP_BUDGET = 100, 1000
@@ -97,17 +101,18 @@ def password_hash(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
 
 
-def acl_rules(prefix: str, *, read_only: bool, sid: int | None = None, cluster: bool = False,
+def acl_rules(prefix: str, *, read_only: bool, sids: Iterable[int] | None = None, cluster: bool = False,
               extra_commands: Iterable[str] = ()) -> list[str]:
     """The ACL SETUSER rules (without user, on/off and password) of a workspace user: a session
-    user (``sid``: its assigned session id) or, without ``sid``, a format user (all keys)."""
+    user (``sids``: its assigned session ids) or, without ``sids``, a format user (all keys)."""
     check_prefix(prefix)
-    if sid is None:
+    if sids is None:
         if read_only:
-            raise ValueError("a read-only user is a session user: give its session id")
+            raise ValueError("a read-only user is a session user: give its session ids")
         keys = [f"~{prefix}*"]
     else:
-        writable = [*session_key_names(sid), *(() if read_only else DATA_KEY_PATTERNS)]
+        own = [name for sid in sids for name in session_key_names(sid)]
+        writable = [*own, *(() if read_only else DATA_KEY_PATTERNS)]
         keys = [f"%R~{prefix}*", *(f"%RW~{prefix}{k}" for k in writable)]
     commands = [*BASE_COMMANDS, *(CLUSTER_COMMANDS if cluster else ()), *extra_commands]
     return ["resetchannels", *keys, *commands]
@@ -225,10 +230,10 @@ class RedisAdmin:
     # -- ACL users ------------------------------------------------------------------------------
 
     def set_user(self, user: str, password: str, prefix: str, *, read_only: bool,
-                 sid: int | None = None) -> None:
-        """Create (or replace) ``user`` on every node and save the ACL files. ``sid``: the
-        session id ``assign_session`` gave a session user (format users have none)."""
-        rules = acl_rules(prefix, read_only=read_only, sid=sid, cluster=self.target.cluster,
+                 sids: Iterable[int] | None = None) -> None:
+        """Create (or replace) ``user`` on every node and save the ACL files. ``sids``: the
+        session ids ``assign_session`` gave a session user (format users have none)."""
+        rules = acl_rules(prefix, read_only=read_only, sids=sids, cluster=self.target.cluster,
                           extra_commands=self.extra_commands)
         secret = f"#{password_hash(password)}"
         try:
@@ -310,11 +315,15 @@ class RedisAdmin:
         except rex.ResponseError as e:
             raise MetadataAclProvisioningFailed(f"Redis refused to {what}: {str(e)[:200]}") from e
 
-    def assign_session(self, prefix: str, user: str) -> int:
-        """The metadata session id of session user ``user`` (allocated on first call): a session
-        user may not write the shared ``nextsession`` and ``sessions`` keys, so its id is made
-        here, before its ACL rules (which name it) exist."""
-        return int(self._fcall("assign a session id", "af_session_assign", prefix, user))
+    def assign_session(self, prefix: str, user: str) -> list[int]:
+        """The metadata session ids of session user ``user`` (allocated on first call): a session
+        user may not write the shared ``nextsession`` and ``sessions`` keys, so its ids are made
+        here, before its ACL rules (which name them) exist. ``SESSIONS_PER_USER`` of them: one per
+        client the grant serves at once."""
+        first = int(self._fcall("assign session ids", "af_session_assign", prefix, user, SESSIONS_PER_USER))
+        raw = self._owner(prefix).hget(prefix + "sessusers", user) or b""
+        count = int(raw.split(b":")[1]) if b":" in raw else SESSIONS_PER_USER
+        return list(range(first, first + count))
 
     def end_session(self, prefix: str, user: str) -> None:
         """End ``user``'s metadata session now (its locks released, its opens deregistered,
@@ -340,17 +349,21 @@ class RedisAdmin:
         node = self._owner(prefix)
         try:
             mapping = node.hgetall(prefix + "sessusers") or {}
-            users = [(u.decode(), int(sid)) for u, sid in mapping.items() if not u.startswith(b"#")]
+            users = []
+            for u, block in mapping.items():
+                if not u.startswith(b"#"):
+                    first, _, count = block.decode().partition(":")
+                    users.append((u.decode(), [f"{prefix}{name}" for sid in range(int(first), int(first) + int(count))
+                                               for name in session_key_names(sid)]))
             pipe = node.pipeline(transaction=False)
-            for _user, sid in users:
-                for name in session_key_names(sid):
-                    pipe.memory_usage(prefix + name)
-            sizes = pipe.execute()
+            for _user, keys in users:
+                for key in keys:
+                    pipe.memory_usage(key)
+            sizes = iter(pipe.execute())
         except (rex.ConnectionError, rex.TimeoutError) as e:
             self.close()
             raise MetadataAclProvisioningFailed("cannot reach Redis to measure session keys") from e
-        per = len(session_key_names(0))
-        return {user: sum(x or 0 for x in sizes[i * per:(i + 1) * per]) for i, (user, _) in enumerate(users)}
+        return {user: sum(next(sizes) or 0 for _ in keys) for user, keys in users}
 
     def delete_keys(self, prefix: str) -> int:
         """SCAN+UNLINK every key under ``prefix`` (repeated until a whole pass finds none)."""

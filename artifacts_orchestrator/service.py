@@ -318,9 +318,9 @@ class Service:
         user = row.redis_user
         try:
             password = secrets.token_urlsafe(PASSWORD_BYTES)
-            # The metadata session id first: the ACL rules name the session's own keys by it.
-            sid = self.redis.assign_session(ws.key_prefix, user)
-            self.redis.set_user(user, password, ws.key_prefix, read_only=row.mode == "ro", sid=sid)
+            # The metadata session ids first: the ACL rules name the session's own keys by them.
+            sids = self.redis.assign_session(ws.key_prefix, user)
+            self.redis.set_user(user, password, ws.key_prefix, read_only=row.mode == "ro", sids=sids)
             creds = None
             if row.s3_user and self.storage is not None:
                 creds = self.storage.issue(user, ws.storage_prefix, read_only=row.mode == "ro",

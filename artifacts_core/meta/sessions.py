@@ -99,18 +99,20 @@ class SessionOps:
         desc = {"host": socket.gethostname(), "pid": os.getpid(), "mountpoint": "",
                 "version": __version__, "read_only": False}
         desc.update(info or {})
-        assigned = self._assigned_sid()
-        try:
-            sid = int(self.client.call("af_session_new", json.dumps(desc, sort_keys=True),
-                                       _secs(self.session_timeout),
-                                       key=self.keys.session(assigned) if assigned else self.keys.setting))
-        except PermissionDenied as e:
-            if assigned or not self.client.target.username:
-                raise
-            raise PermissionDenied(
-                f"Redis user {self.client.target.username!r} has no session id of this workspace and may not "
-                "allocate one", hint="ask the orchestrator for a new session (orchestrator and host must run "
-                "the same version of artifacts)") from e
+        text, timeout = json.dumps(desc, sort_keys=True), _secs(self.session_timeout)
+        assigned = self._assigned_sids()
+        if assigned is None:
+            try:
+                sid = int(self.client.call("af_session_new", text, timeout, key=self.keys.setting))
+            except PermissionDenied as e:
+                if not self.client.target.username:
+                    raise
+                raise PermissionDenied(
+                    f"Redis user {self.client.target.username!r} has no session id of this workspace and may "
+                    "not allocate one", hint="ask the orchestrator for a new session (orchestrator and host "
+                    "must run the same version of artifacts)") from e
+        else:
+            sid = self._register_assigned(assigned, text, timeout)
         self.sid = sid
         self.client.declared = self.keys.session(sid)  # every call now declares the session's key
         self.session_lost = False
@@ -118,13 +120,27 @@ class SessionOps:
         self.session_assigned = assigned is not None
         return sid
 
-    def _assigned_sid(self) -> int | None:
-        """The session id the orchestrator assigned to this client's Redis user, if any."""
+    def _assigned_sids(self) -> list[int] | None:
+        """The session ids the orchestrator assigned to this client's Redis user, if any."""
         user = self.client.target.username
         if not user:
             return None
         raw = self.client.command("HGET", self.keys.sessusers, user)
-        return int(raw) if raw else None
+        if not raw:
+            return None
+        first, _, count = raw.decode().partition(":")
+        return list(range(int(first), int(first) + int(count or 1)))
+
+    def _register_assigned(self, sids: list[int], text: str, timeout: str) -> int:
+        """Register the first of ``sids`` no live client holds (one round trip per id tried)."""
+        for sid in sids:
+            try:
+                return int(self.client.call("af_session_new", text, timeout, key=self.keys.session(sid)))
+            except ArtifactsError as e:
+                if e.errno != errno.EBUSY:
+                    raise
+        raise ArtifactsError(f"all {len(sids)} session ids of this grant are held by live clients",
+                             errno=errno.EBUSY, hint="close one of them, or ask the orchestrator for a new session")
 
     def heartbeat(self) -> None:
         """Refresh this session's expiry (one round trip). Raises :class:`SessionLost` when the
@@ -172,8 +188,9 @@ class SessionOps:
             force = 1
 
     def list_sessions(self) -> list[dict[str, Any]]:
-        """Registered sessions: their info plus ``sid`` and ``expire`` (server seconds), and
-        ``stale: True`` for an id that holds state but has no live record. Two round trips."""
+        """Registered sessions: their info plus ``sid`` and ``expire`` (server seconds). Ids of
+        the index without a record (ended, or assigned to a grant and not registered) are left
+        out. Two round trips."""
         members = self.client.command("ZRANGE", self.keys.sessions, 0, -1, "WITHSCORES") or []
         if members and not isinstance(members[0], (list, tuple)):
             members = list(zip(members[::2], members[1::2], strict=False))
@@ -181,9 +198,11 @@ class SessionOps:
             lambda pipe: [pipe.execute_command("HMGET", self.keys.session(int(sid)), "info", "expire")
                           for sid, _ in members]) if members else []
         out = []
-        for (sid, score), (info, expire) in zip(members, records, strict=True):
-            desc = json.loads(info) if info else {"stale": True}
-            desc.update(sid=int(sid), expire=float(expire if expire is not None else score))
+        for (sid, _score), (info, expire) in zip(members, records, strict=True):
+            if info is None:
+                continue
+            desc = json.loads(info)
+            desc.update(sid=int(sid), expire=float(expire))
             out.append(desc)
         return out
 

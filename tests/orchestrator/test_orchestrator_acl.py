@@ -9,6 +9,7 @@ the ACL file; on a Cluster users exist on every node and work for a slot on a no
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import itertools
 import os
@@ -86,7 +87,7 @@ def formatted(url: str, prefix: str) -> RedisMetaEngine:
 def user_url(admin: RedisAdmin, prefix: str, *, read_only: bool) -> tuple[str, str]:
     """A session ACL user as the orchestrator mints one: its metadata session id, then its rules."""
     user, password = f"ms-t{next(_ids)}", secrets.token_urlsafe(16)
-    admin.set_user(user, password, prefix, read_only=read_only, sid=admin.assign_session(prefix, user))
+    admin.set_user(user, password, prefix, read_only=read_only, sids=admin.assign_session(prefix, user))
     return user, admin.client_url(user, password)
 
 
@@ -104,11 +105,11 @@ def test_rules_name_every_workspace_key_once():
     p = workspace_prefix(1, 2)
     fmt = acl_rules(p, read_only=False)  # the format user: every key of the workspace
     assert f"~{p}*" in fmt and not any(r.startswith("%") for r in fmt)
-    own = {f"%RW~{p}{k}" for k in ("sess7", "opens7", "locks7")}
-    ro = acl_rules(p, read_only=True, sid=7)
+    own = {f"%RW~{p}{k}" for k in ("sess7", "opens7", "locks7", "sess8", "opens8", "locks8")}
+    ro = acl_rules(p, read_only=True, sids=(7, 8))
     assert f"%R~{p}*" in ro and f"~{p}*" not in ro
     assert {r for r in ro if r.startswith("%RW~")} == own  # its own session keys, exact names
-    rw = acl_rules(p, read_only=False, sid=7)
+    rw = acl_rules(p, read_only=False, sids=(7, 8))
     assert {r for r in rw if r.startswith("%RW~")} == own | {f"%RW~{p}{k}" for k in DATA_KEY_PATTERNS}
     assert not any(r.startswith("~") for r in rw + ro)
     for cmd in ("-select", "-move", "-copy", "-swapdb"):
@@ -714,3 +715,36 @@ def test_a_revocation_cut_short_is_finished_by_the_reaper(orchestrator, acl_redi
     with pytest.raises((rex.ConnectionError, rex.AuthenticationError, rex.ResponseError)):
         raw(grant.meta.url).ping()
     assert service.reap().get("revocations_finished", 0) == 0  # nothing left owed
+
+
+def test_several_clients_share_a_grant_up_to_its_block_of_ids(orchestrator):
+    """A grant serves several clients at once (``artifacts exec`` opens a volume and mounts the
+    workspace with the same grant): each registers its own id of the grant's block; past the
+    block, a clear EBUSY. A second client never takes over a live one's id."""
+    from artifacts_orchestrator.redis_acl import SESSIONS_PER_USER
+
+    _service, api = orchestrator
+    name = active_workspace(api)
+    grant = api.sessions.create(name, mode="rw")
+    clients = []
+    try:
+        for _ in range(SESSIONS_PER_USER):
+            eng = RedisMetaEngine(grant.meta.url, grant.meta.key_prefix)
+            eng.new_session()
+            clients.append(eng)
+        assert len({c.sid for c in clients}) == SESSIONS_PER_USER
+        ino = clients[0].create(ROOT, "shared")[0]
+        clients[0].flock(ino, 1, fcntl.LOCK_EX)
+        with pytest.raises(BlockingIOError):
+            clients[1].flock(ino, 2, fcntl.LOCK_SH | fcntl.LOCK_NB)  # two sessions, as two hosts
+        extra = RedisMetaEngine(grant.meta.url, grant.meta.key_prefix)
+        with pytest.raises(ArtifactsError) as e:
+            extra.new_session()
+        assert e.value.errno == errno.EBUSY and "session ids of this grant" in str(e.value)
+        freed = clients[3].sid
+        clients[3].close_session()  # a freed id is taken by the next client
+        assert extra.new_session() == freed
+        extra.close()
+    finally:
+        for c in clients:
+            c.close()

@@ -6,16 +6,18 @@
 --   (30_locks.lua). A session's ACL user may write these three keys and no other session's.
 -- * shared, written only with full rights (the orchestrator, a client with a full-rights Redis
 --   user): `sessions` (zset: every session that may hold state, scored by the time the sweep
---   should look at it next), `nextsession` (the id counter), `sessusers` (hash: ACL user -> the
---   id assigned to it, and '#<sid>' -> user), and the stale-session sweep.
+--   should look at it next), `nextsession` (the id counter), `sessusers` (hash: ACL user ->
+--   "<first id>:<count>", the block of ids assigned to it, and '#<sid>' -> user), and the
+--   stale-session sweep.
 --
 -- Two ways to get a session id. A full-rights client allocates one (af_session_new with the
 -- `setting` key: INCR nextsession, index entry). A session ACL user cannot write shared keys, so
--- the orchestrator assigns its id when it mints the user (af_session_assign: index entry and
--- `sessusers`); the client reads `sessusers` and registers that id (af_session_new with its own
--- `sess<sid>` key). An assigned id stays in the index until the orchestrator revokes the user
--- (af_session_end), so a restarted client of the same grant registers it again and the sweep
--- still sees it.
+-- the orchestrator assigns a small block of ids when it mints the user (af_session_assign:
+-- index entries and `sessusers`; one id per client the grant serves at once); the client reads
+-- `sessusers` and registers the first id of the block no live client holds (af_session_new with
+-- that `sess<sid>` key; EBUSY: try the next). Assigned ids stay in the index until the
+-- orchestrator revokes the user (af_session_end), so a restarted client of the same grant
+-- registers one again and the sweep still sees it.
 --
 -- Invariant: a session is live while `sess<sid>` exists. Ending a session (clean close, the
 -- sweep, a revocation) drops that key FIRST, so from then on its heartbeat, opens and lock
@@ -209,35 +211,63 @@ redis.register_function('af_session_sweep', function(keys, args)
   return { ended, more, freed }
 end)
 
--- af_session_assign: the id of the session ACL user `user` (the orchestrator, full rights, when
--- it mints the user; a second call returns the same id).
--- KEYS: setting. ARGV: user. Returns the id. Errors: none.
+-- The ids assigned to ACL user `user`, from `sessusers` ("<first>:<count>"), or nil.
+local function assigned_ids(p, user)
+  local block = redis.call('HGET', k_named(p, 'sessusers'), user)
+  if not block then return nil end
+  local first, count = string.match(block, '^(%d+):(%d+)$')
+  local ids = {}
+  for i = 0, tonumber(count) - 1 do ids[#ids + 1] = istr(tonumber(first) + i) end
+  return ids
+end
+
+-- af_session_assign: the session ids of the session ACL user `user` (the orchestrator, full
+-- rights, when it mints the user): `count` consecutive ids, one per client the grant may serve at
+-- once (a mount, the volume of `artifacts exec` and its warm mount, ...). A second call returns
+-- the same block.
+-- KEYS: setting. ARGV: user, count. Returns the first id. Errors: EINVAL (count).
 redis.register_function('af_session_assign', function(keys, args)
   local p = prefix_of(keys)
   local users = k_named(p, 'sessusers')
-  local sid = redis.call('HGET', users, args[1])
-  if sid then return tonumber(sid) end
-  sid = istr(redis.call('INCR', k_named(p, 'nextsession')))
-  redis.call('HSET', users, args[1], sid, '#' .. sid, args[1])
-  redis.call('ZADD', k_named(p, 'sessions'), fmt_t(now_f()), sid)  -- the sweep looks at it soon
-  return tonumber(sid)
+  local ids = assigned_ids(p, args[1])
+  if ids then return tonumber(ids[1]) end
+  local count = tonumber(args[2])
+  if not count or count < 1 or count > 64 then return fail('EINVAL', 'session id count') end
+  local last = redis.call('INCRBY', k_named(p, 'nextsession'), count)
+  local first = last - count + 1
+  redis.call('HSET', users, args[1], istr(first) .. ':' .. istr(count))
+  local t = fmt_t(now_f())  -- the sweep looks at them soon
+  for sid = first, last do
+    redis.call('HSET', users, '#' .. istr(sid), args[1])
+    redis.call('ZADD', k_named(p, 'sessions'), t, istr(sid))
+  end
+  return first
 end)
 
--- af_session_end: end the session of ACL user `user` now, whatever its expiry (the orchestrator,
--- full rights, when it revokes the user): liveness first, then locks and opens in bounded steps;
--- when nothing is left, its id leaves the index and `sessusers`.
+-- af_session_end: end every session of ACL user `user` now, whatever its expiry (the
+-- orchestrator, full rights, when it revokes the user): liveness first, then locks and opens in
+-- bounded steps; when nothing is left, its ids leave the index and `sessusers`.
 -- KEYS: setting. ARGV: user, budget. Returns {done (1/0), inodes freed}; call again while done
 -- is 0. Errors: none.
 redis.register_function('af_session_end', function(keys, args)
   local p = prefix_of(keys)
-  local users = k_named(p, 'sessusers')
-  local sid = redis.call('HGET', users, args[1])
-  if not sid then return { 1, 0 } end
+  local ids = assigned_ids(p, args[1])
+  if not ids then return { 1, 0 } end
   local _, sec = now_f()
-  local done, freed = session_end(p, sid, sec, tonumber(args[2]) or 1000)
-  if not done then return { 0, freed } end
-  redis.call('ZREM', k_named(p, 'sessions'), sid)
-  redis.call('HDEL', users, args[1], '#' .. sid)
+  local budget, freed, all_done = tonumber(args[2]) or 1000, 0, true
+  for _, sid in ipairs(ids) do
+    local done, f, used = session_end(p, sid, sec, budget)
+    freed = freed + f
+    budget = math.max(budget - used, 0)
+    if not done then all_done = false end
+  end
+  if not all_done then return { 0, freed } end
+  local users = k_named(p, 'sessusers')
+  for _, sid in ipairs(ids) do
+    redis.call('ZREM', k_named(p, 'sessions'), sid)
+    redis.call('HDEL', users, '#' .. sid)
+  end
+  redis.call('HDEL', users, args[1])
   return { 1, freed }
 end)
 

@@ -332,8 +332,8 @@ def test_read_only_session_works_within_its_acl(redis_url, meta_factory, key_pre
     p = key_prefix
     user = f"ro_{os.getpid()}_{next(_counter)}"
     # As the orchestrator mints it: an assigned session id, then the ACL rules that name it.
-    sid = rw.client.call("af_session_assign", user)
-    rw.client.command("ACL", "SETUSER", user, "on", ">secret", *acl_rules(p, read_only=True, sid=sid))
+    sid = rw.client.call("af_session_assign", user, 2)
+    rw.client.command("ACL", "SETUSER", user, "on", ">secret", *acl_rules(p, read_only=True, sids=(sid, sid + 1)))
     ro = RedisMetaEngine(redis_url.replace("redis://", f"redis://{user}:secret@"), p)
     try:
         ino = make_file(rw)
