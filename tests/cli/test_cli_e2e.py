@@ -454,7 +454,7 @@ def test_local_stack_seaweedfs_answers_no_other_local_user(stack):
     SeaweedFS but the S3 port, where it gets 403 (docs/orchestrator.md, local-stack ports)."""
     if os.geteuid() != 0:
         pytest.skip("probing as another user needs root (setpriv)")
-    from tests.test_servers import _curl_as_nobody, probe_internal_ports, weed_sockets
+    from seaweed_probe import curl_as_nobody, probe_internal_ports, weed_sockets
 
     env = stack["env"]
     mp = mountpoint(stack, "ports")
@@ -469,7 +469,7 @@ def test_local_stack_seaweedfs_answers_no_other_local_user(stack):
     st = json.loads((stack["state"] / "stack.json").read_text())
     ports = st["s3"]["ports"]
     assert probe_internal_ports(ports, weed_sockets(stack["state"] / "s3", ports), show["bucket"], key) == []
-    assert _curl_as_nobody(f"{stack['endpoint']}/{show['bucket']}/{key}")[0] == "403"
+    assert curl_as_nobody(f"{stack['endpoint']}/{show['bucket']}/{key}")[0] == "403"
     with open(os.path.join(mp, "big.bin"), "rb") as f:
         assert len(f.read()) == 1 << 20  # the mount itself reads through the S3 gateway as before
     run(env, "unmount", mp)
