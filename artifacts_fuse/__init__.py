@@ -1,4 +1,4 @@
-"""FUSE frontend (mfusepy): mounts a workspace over the VFS inode API.
+"""FUSE frontend on libfuse 3's low-level API (ctypes): mounts a workspace over the VFS inode API.
 
 ``mount(settings, mountpoint)`` starts a background mount and returns once it is live;
 ``unmount(mountpoint)`` ends it gracefully. See ``docs/fuse.md`` and ``docs/SEMANTICS.md``."""

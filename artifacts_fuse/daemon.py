@@ -130,8 +130,9 @@ def serve(request: ChildRequest, ready=None) -> int:
     """Open the volume, mount it and serve until unmounted; then commit and close the volume.
     ``ready(message)`` is called once: ``"ready"`` when the kernel mount is up, or ``"error: ..."``."""
     from artifacts_core.volume import open_volume
-    from artifacts_fuse.glue import ArtifactsFUSE
-    from artifacts_fuse.operations import MAX_IO, ArtifactsOperations
+    from artifacts_fuse.adapter import MAX_IO, Adapter
+    from artifacts_fuse.handles import FileHandlers
+    from artifacts_fuse.lowlevel import Session
 
     told = []
 
@@ -173,29 +174,44 @@ def serve(request: ChildRequest, ready=None) -> int:
         else:
             tell(f"error: the FUSE mount of {request.mountpoint} did not come up: {why}")
 
-    ops = ArtifactsOperations(vol.vfs, entry_ttl=cfg.entry_ttl, attr_ttl=cfg.attr_ttl,
-                              negative_ttl=cfg.negative_ttl, on_ready=mounted)
-    options = {"foreground": True, "fsname": f"Artifacts:{s.workspace}", "subtype": "artifacts",
-               "default_permissions": True, "max_read": MAX_IO, "max_threads": MAX_THREADS}
+    adapter = Adapter(vol.vfs, entry_ttl=cfg.entry_ttl, attr_ttl=cfg.attr_ttl, on_ready=mounted)
+    handlers = FileHandlers(vol.vfs, adapter)
+    options = [f"fsname=Artifacts:{_opt_escape(s.workspace)}", "subtype=artifacts", "default_permissions",
+               f"max_read={MAX_IO}"]
     if os.geteuid() == 0:
-        options["allow_other"] = True
+        options.append("allow_other")
     if request.read_only:
-        options["ro"] = True
+        options.append("ro")
     log.info("mounting workspace %s on %s", s.workspace, request.mountpoint)
     rc = 0
+    session = None
     try:
-        ArtifactsFUSE(ops, request.mountpoint, **options)
+        session = Session([adapter, handlers], request.mountpoint, options, max_threads=MAX_THREADS)
+        session.mount()
+        res = session.loop()
+        if session.failure is not None:
+            raise session.failure
+        # A loop ended by SIGTERM/SIGINT/SIGHUP reports the signal: a clean end.
+        log.info("FUSE loop of %s ended (%d)", request.mountpoint, res)
     except Exception as e:
-        if told:  # it was mounted and served; libfuse reports how its loop ended
-            log.info("FUSE loop of %s ended: %s", request.mountpoint, e)
+        if told:  # it was mounted and served
+            log.error("FUSE loop of %s failed: %s", request.mountpoint, e)
+            rc = 1
         else:
             log.error("FUSE mount of %s failed: %s", request.mountpoint, e)
             tell(f"error: the FUSE mount of {request.mountpoint} failed ({e})")
             rc = 1
     finally:
+        if session is not None:
+            session.close()
         log.info("unmounted %s; committing and closing the workspace", request.mountpoint)
         rc = _close(vol, s.workspace) or rc
     return rc
+
+
+def _opt_escape(value: str) -> str:
+    """A value inside ``-o a=b,c=d``: libfuse's option parser takes backslash escapes."""
+    return value.replace("\\", "\\\\").replace(",", "\\,")
 
 
 def _close(vol, workspace: str) -> int:

@@ -124,15 +124,33 @@ def test_handle_operations_work_on_an_unlinked_open_file(d):
         assert not os.path.exists(p)
         os.ftruncate(fd, 10)
         assert os.fstat(fd).st_size == 10
-        # The kernel sends chmod without the handle and libfuse has no path for an unlinked
-        # node: ESTALE, as SEMANTICS.md says (a limit of the high-level libfuse API).
-        with pytest.raises(OSError) as e:
-            os.fchmod(fd, 0o600)
-        assert e.value.errno == errno.ESTALE
+        # The kernel names the inode, not a path: attribute changes work too.
+        os.fchmod(fd, 0o600)
+        os.fchown(fd, 1000, 1000)
+        os.utime(fd, ns=(5_000_000_000, 6_000_000_000))
+        os.setxattr(fd, "user.k", b"v")
+        st = os.fstat(fd)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o600, 1000, 1000)
+        assert st.st_mtime_ns == 6_000_000_000 and os.getxattr(fd, "user.k") == b"v"
         os.lseek(fd, 0, os.SEEK_SET)
         assert os.read(fd, 100) == b"x" * 10
     finally:
         os.close(fd)
+
+
+def test_hard_links_are_one_inode_for_the_kernel(d):
+    a, b = os.path.join(d, "a"), os.path.join(d, "b")
+    with open(a, "wb") as f:
+        f.write(b"data")
+    os.stat(a)  # cached by the kernel before the link
+    os.link(a, b)
+    assert os.lstat(a).st_nlink == 2 and os.lstat(b).st_nlink == 2
+    os.chmod(b, 0o600)
+    os.chown(b, 1000, 1000)
+    st = os.lstat(a)  # at once, not after the attribute time-out
+    assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o600, 1000)
+    os.unlink(b)
+    assert os.lstat(a).st_nlink == 1
 
 
 def test_links_symlinks_fifos_and_xattrs(d):
@@ -187,20 +205,23 @@ def test_statvfs(mnt):
     assert sv.f_bsize == 4096 and sv.f_namemax == 255 and sv.f_bavail > 0
 
 
-def test_unexpected_exception_becomes_eio_and_is_logged_once(caplog):
-    from artifacts_fuse.glue import ArtifactsFUSE
+def test_unexpected_exception_becomes_eio_and_is_logged_once(caplog, monkeypatch):
+    from artifacts_fuse import lowlevel
 
-    glue = object.__new__(ArtifactsFUSE)
+    answers = []
+    monkeypatch.setattr(lowlevel.lib, "fuse_reply_err", lambda req, err: answers.append(err))
+    session = object.__new__(lowlevel.Session)
 
-    def getattr_fuse_3():
+    def getattr(req, ino, fi):
         raise ValueError("bug")
 
-    def mknod():
+    def mknod(req, *args):
         raise FileExistsError(errno.EEXIST, "exists")
 
     with caplog.at_level(logging.ERROR, logger="artifacts.fuse"):
-        assert glue._wrapper(getattr_fuse_3) == -errno.EIO
-        assert glue._wrapper(mknod) == -errno.EEXIST
+        session._wrap("getattr", getattr)(None, 1, None)
+        session._wrap("mknod", mknod)(None, 1, b"x", 0, 0)
+    assert answers == [errno.EIO, errno.EEXIST]
     records = [r for r in caplog.records if r.name == "artifacts.fuse"]
     assert len(records) == 1 and records[0].exc_info[0] is ValueError
 
