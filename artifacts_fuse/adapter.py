@@ -64,15 +64,40 @@ def attr_values(ino: int, a) -> tuple:
 
 
 class KernelInodes:
-    """Lookup counts the kernel holds, per inode (FUSE's ``nlookup``)."""
+    """What the kernel holds: lookup counts per inode (FUSE's ``nlookup``) and the names it was
+    given for each, so that everything it may have cached can be invalidated after a lost change
+    feed. A name is dropped with its inode (a dentry pins its inode, so an inode the kernel has
+    forgotten has no cached name left); names that went away by other means are kept until then,
+    and invalidating them is a harmless no-op."""
+
+    #: Names remembered per inode; more hard links than this are rare, and a name left out is
+    #: still dropped by its entry time-out.
+    MAX_NAMES = 16
 
     def __init__(self) -> None:
         self._counts: dict[int, int] = {}
+        self._names: dict[int, set[tuple[int, bytes]]] = {}
         self._lock = threading.Lock()
 
-    def add(self, ino: int, n: int = 1) -> None:
+    def add(self, ino: int, parent: int, name: bytes) -> None:
         with self._lock:
-            self._counts[ino] = self._counts.get(ino, 0) + n
+            self._counts[ino] = self._counts.get(ino, 0) + 1
+            names = self._names.get(ino)
+            if names is None:
+                self._names[ino] = {(parent, name)}
+            elif len(names) < self.MAX_NAMES:
+                names.add((parent, name))
+
+    def add_many(self, parent: int, entries: list[tuple[int, bytes]]) -> None:
+        with self._lock:
+            counts, all_names = self._counts, self._names
+            for ino, name in entries:
+                counts[ino] = counts.get(ino, 0) + 1
+                names = all_names.get(ino)
+                if names is None:
+                    all_names[ino] = {(parent, name)}
+                elif len(names) < self.MAX_NAMES:
+                    names.add((parent, name))
 
     def forget(self, ino: int, n: int) -> None:
         with self._lock:
@@ -81,10 +106,12 @@ class KernelInodes:
                 self._counts[ino] = left
             else:
                 self._counts.pop(ino, None)
+                self._names.pop(ino, None)
 
-    def known(self) -> list[int]:
+    def snapshot(self) -> tuple[list[int], list[tuple[int, bytes]]]:
+        """Every inode the kernel knows, and every ``(parent, name)`` it was given."""
         with self._lock:
-            return list(self._counts)
+            return list(self._counts), [pn for names in self._names.values() for pn in names]
 
     def __contains__(self, ino: int) -> bool:
         return ino in self._counts
@@ -128,10 +155,10 @@ class Adapter:
         ll.ENTRY_PACK.pack_into(e, 0, ino, 0, *attr_values(ino, attr), self.attr_ttl, self.entry_ttl)
         return e
 
-    def reply_entry(self, req, ino: int, attr) -> None:
+    def reply_entry(self, req, ino: int, attr, parent: int, name: bytes) -> None:
         """Answer a lookup-like request; the kernel now holds one more lookup of ``ino``."""
         if ll.lib.fuse_reply_entry(req, self.entry(ino, attr)) == 0:
-            self.known.add(ino)
+            self.known.add(ino, parent, name)
 
     def reply_attr(self, req, ino: int, attr) -> None:
         st = ll.stat_t()
@@ -158,7 +185,7 @@ class Adapter:
 
     def lookup(self, req, parent, name) -> None:
         ino, attr = self.vfs.lookup(parent, os.fsdecode(name), self.caller(req))
-        self.reply_entry(req, ino, attr)
+        self.reply_entry(req, ino, attr, parent, name)
 
     def forget(self, req, ino, nlookup) -> None:
         self.known.forget(ino, nlookup)
@@ -225,19 +252,19 @@ class Adapter:
 
     def mknod(self, req, parent, name, mode, rdev) -> None:
         ino, attr = self.vfs.mknod(parent, os.fsdecode(name), mode, rdev, self.caller(req))
-        self.reply_entry(req, ino, attr)
+        self.reply_entry(req, ino, attr, parent, name)
 
     def mkdir(self, req, parent, name, mode) -> None:
         ino, attr = self.vfs.mkdir(parent, os.fsdecode(name), mode, self.caller(req))
-        self.reply_entry(req, ino, attr)
+        self.reply_entry(req, ino, attr, parent, name)
 
     def symlink(self, req, target, parent, name) -> None:
         ino, attr = self.vfs.symlink(parent, os.fsdecode(name), os.fsdecode(target), self.caller(req))
-        self.reply_entry(req, ino, attr)
+        self.reply_entry(req, ino, attr, parent, name)
 
     def link(self, req, ino, parent, name) -> None:
         attr = self.vfs.link(ino, parent, os.fsdecode(name), self.caller(req))
-        self.reply_entry(req, ino, attr)
+        self.reply_entry(req, ino, attr, parent, name)
 
     def unlink(self, req, parent, name) -> None:
         self.vfs.unlink(parent, os.fsdecode(name), self.caller(req))
@@ -284,7 +311,7 @@ class Adapter:
         pack = ll.ENTRY_PACK.pack_into
         add = ll.lib.fuse_add_direntry_plus
         pos = 0
-        added: list[int] = []
+        added: list[tuple[int, bytes]] = []
         for i in range(offset, len(entries)):
             name, child, attr = entries[i]
             if attr is None:  # "..": the kernel takes only its inode and type
@@ -296,10 +323,9 @@ class Adapter:
                 break
             pos += n
             if name not in (b".", b".."):
-                added.append(child)
-        if ll.lib.fuse_reply_buf(req, buf, pos) == 0:
-            for child in added:
-                self.known.add(child)
+                added.append((child, name))
+        if ll.lib.fuse_reply_buf(req, buf, pos) == 0 and added:
+            self.known.add_many(ino, added)
 
     def readdir(self, req, ino, size, offset, fi) -> None:
         entries = self._listing(fi.contents.fh, offset)

@@ -133,6 +133,7 @@ def serve(request: ChildRequest, ready=None) -> int:
     from artifacts_fuse.adapter import MAX_IO, Adapter
     from artifacts_fuse.handles import FileHandlers
     from artifacts_fuse.lowlevel import Session
+    from artifacts_fuse.notify import Invalidator
 
     told = []
 
@@ -184,10 +185,19 @@ def serve(request: ChildRequest, ready=None) -> int:
         options.append("ro")
     log.info("mounting workspace %s on %s", s.workspace, request.mountpoint)
     rc = 0
-    session = None
+    session = invalidator = None
     try:
         session = Session([adapter, handlers], request.mountpoint, options, max_threads=MAX_THREADS)
         session.mount()
+        invalidator = Invalidator(session, adapter.known)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        try:
+            invalidator.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        changes = getattr(vol.vfs, "changes", None)
+        if changes is not None:
+            changes.add_listener(invalidator.on_change)
         res = session.loop()
         if session.failure is not None:
             raise session.failure
@@ -202,6 +212,8 @@ def serve(request: ChildRequest, ready=None) -> int:
             tell(f"error: the FUSE mount of {request.mountpoint} failed ({e})")
             rc = 1
     finally:
+        if invalidator is not None:
+            invalidator.stop()
         if session is not None:
             session.close()
         log.info("unmounted %s; committing and closing the workspace", request.mountpoint)

@@ -85,7 +85,7 @@ class FileHandlers:
         fi.fh = fh
         self._cache_mode(fi, fh)
         if ll.lib.fuse_reply_create(req, self.adapter.entry(ino, attr), fip) == 0:
-            self.adapter.known.add(ino)
+            self.adapter.known.add(ino, parent, name)
         else:
             self.vfs.release(fh)
 

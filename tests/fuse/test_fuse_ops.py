@@ -259,3 +259,20 @@ def test_accesslog_streams_operations_but_not_its_own_reads(mnt, d):
         assert b" read (" not in rest
     finally:
         os.close(fd)
+
+
+def test_link_unlink_and_rename_change_the_inode_ctime(d):
+    a = os.path.join(d, "a")
+    open(a, "wb").close()
+    os.utime(a, ns=(10**9, 10**9))
+
+    def ctime_moves(change) -> None:
+        before = os.lstat(a if os.path.exists(a) else os.path.join(d, "c")).st_ctime_ns
+        change()
+        after = os.lstat(a if os.path.exists(a) else os.path.join(d, "c")).st_ctime_ns
+        assert after > before, change
+
+    ctime_moves(lambda: os.link(a, os.path.join(d, "b")))
+    ctime_moves(lambda: os.unlink(os.path.join(d, "b")))
+    ctime_moves(lambda: os.rename(a, os.path.join(d, "c")))
+    assert os.lstat(os.path.join(d, "c")).st_mtime_ns == 10**9  # mtime stays

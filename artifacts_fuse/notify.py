@@ -1,0 +1,142 @@
+"""``Invalidator``: tells the kernel what other hosts changed, so its caches can live long.
+
+The workspace's change feed (the VFS's ``changes``) reports every namespace, attribute and data
+change another client makes, and a lost subscription. For each, the kernel is told to drop what
+it may have cached:
+
+| change | kernel notification |
+|---|---|
+| names in directory P changed | ``inval_entry(P, name)`` for each name, and P's attributes (mtime, nlink) |
+| attributes of inode I changed | ``inval_inode(I, -1)``: attributes only |
+| data of inode I changed | ``inval_inode(I, 0, 0)``: attributes and every cached page |
+| the subscription was lost | every name and inode the kernel was given (``KernelInodes``) |
+
+Changes this mount made itself are skipped: the kernel already knows them from the replies.
+Notifications about inodes the kernel does not hold are skipped too (nothing to drop).
+
+Notifications are written from one thread of their own, never from a FUSE request handler: the
+kernel may wait for a request of the same directory to finish before it takes an entry
+invalidation, and a handler waiting on that would deadlock. The feed's thread only queues.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import queue
+import threading
+
+log = logging.getLogger("artifacts.fuse")
+
+#: Attributes only (libfuse: a negative offset leaves the page cache alone).
+ATTRS_ONLY = -1
+#: FUSE's root node: the kernel holds it without a lookup.
+ROOT = 1
+_STOP = object()
+_ALL = object()
+
+
+class Invalidator:
+    """Queues invalidations and writes them to the kernel from one thread. ``session`` has
+    ``inval_entry(parent, name)`` and ``inval_inode(ino, offset, length)`` (``lowlevel.Session``);
+    ``known`` is the adapter's ``KernelInodes``."""
+
+    def __init__(self, session, known) -> None:
+        self.session = session
+        self.known = known
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.sent = 0  # notifications the kernel took (for tests and .stats)
+
+    # -- what the feed calls (any thread; only queues) -------------------------------------------
+
+    def on_change(self, change) -> None:
+        """Listener for the VFS change feed: one change record (see ``artifacts_core`` feed)."""
+        if getattr(change, "own", False):
+            return
+        kind = change.kind
+        if kind == "all":
+            self.everything()
+        elif kind == "entry":
+            self.entries(change.parent, change.names)
+        elif kind == "attr":
+            self.inode(change.ino, data=False)
+        elif kind == "data":
+            self.inode(change.ino, data=True)
+        else:
+            log.warning("unknown change kind %r from the change feed; dropping every kernel cache", kind)
+            self.everything()
+
+    def entries(self, parent: int, names) -> None:
+        self._queue.put(("entry", parent, tuple(names)))
+
+    def inode(self, ino: int, *, data: bool) -> None:
+        self._queue.put(("inode", ino, data))
+
+    def everything(self) -> None:
+        self._queue.put(_ALL)
+
+    # -- the thread ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="artifacts-invalidate", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            try:
+                if item is _ALL:
+                    self._drop_everything()
+                elif item[0] == "entry":
+                    self._entries(item[1], item[2])
+                else:
+                    self._inode(item[1], item[2])
+            except Exception:
+                log.exception("kernel invalidation %r failed", item)
+
+    def _sent(self, res: int) -> None:
+        # -ENOENT: the kernel had nothing cached under that name or inode; fine.
+        if res == 0:
+            self.sent += 1
+        elif res not in (-errno.ENOENT, -errno.ENOTCONN, -errno.EBADF):
+            log.warning("kernel invalidation failed: %s", errno.errorcode.get(-res, res))
+
+    def _entries(self, parent: int, names: tuple) -> None:
+        if parent != ROOT and parent not in self.known:
+            return
+        for name in names:
+            self._sent(self.session.inval_entry(parent, name if isinstance(name, bytes) else name.encode(
+                "utf-8", "surrogateescape")))
+        self._sent(self.session.inval_inode(parent, ATTRS_ONLY, 0))
+
+    def _inode(self, ino: int, data: bool) -> None:
+        if ino == ROOT or ino in self.known:
+            self._sent(self.session.inval_inode(ino, 0 if data else ATTRS_ONLY, 0))
+
+    def _drop_everything(self) -> None:
+        # Later items are all covered by this one.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                self._queue.put(_STOP)
+                break
+        inodes, names = self.known.snapshot()
+        inodes.append(ROOT)
+        for parent, name in names:
+            self._sent(self.session.inval_entry(parent, name))
+        for ino in inodes:
+            self._sent(self.session.inval_inode(ino, 0, 0))
+        log.info("change feed lost: dropped %d cached names and %d inodes from the kernel",
+                 len(names), len(inodes))
