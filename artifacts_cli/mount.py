@@ -179,7 +179,9 @@ def cmd_unmount(args) -> int:
     mp = os.path.abspath(args.mountpoint)
     record = _load_record(mp)
     if is_mounted(mp) or record is None:
-        unmount(mp)  # MountError "path … is not mounted" when there is nothing at all
+        # MountError "path … is not mounted" when there is nothing at all, "… is busy" (exit 8)
+        # while processes use it and --force is not given.
+        unmount(mp, force=getattr(args, "force", False))
     if record is not None:
         _revoke(args.out, record["workspace"], record["session"])
         with contextlib.suppress(OSError):
@@ -197,6 +199,10 @@ def add_parser(sub) -> None:
     p.add_argument("-f", "--foreground", action="store_true", help="serve in this process until unmounted")
     p.add_argument("--read-only", action="store_true", help="a read-only session (enforced by Redis and S3)")
     p.set_defaults(func=cmd_mount)
-    p = sub.add_parser("unmount", help="unmount cleanly (and end the mount's session)")
+    p = sub.add_parser("unmount", help="unmount cleanly (and end the mount's session); refused while "
+                                       "processes use the mount, as umount does")
     p.add_argument("mountpoint")
+    p.add_argument("--force", action="store_true",
+                   help="unmount even while processes use it: what their open files hold is committed, "
+                        "then the mount is detached and their further calls fail (ENOTCONN)")
     p.set_defaults(func=cmd_unmount)

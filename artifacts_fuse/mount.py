@@ -6,11 +6,14 @@ gone, ``stat`` failing with ENOTCONN — is reported with the remedy; a missing 
 directory is refused), starts the supervisor (``daemon.py``) and returns once the child reports
 the kernel mount up. ``foreground=True`` serves in the calling process until unmounted.
 
-``unmount(mountpoint)`` asks the supervisor (found through the state file under
-``$XDG_STATE_HOME/tonbo/artifacts/mounts``) to stop with SIGTERM and waits until it has exited:
-in-flight operations have drained, the mount is gone, dirty data is committed and the session
-closed. Without a live supervisor it falls back to ``fusermount3 -u`` (``-uz`` for a stale mount).
-``fusermount3 -u`` and SIGTERM/SIGINT to the supervisor are just as graceful.
+``unmount(mountpoint)`` unmounts the way ``umount`` does: the kernel refuses while a process has
+a file or its working directory on the mount (EBUSY; the message names the processes), otherwise
+the FUSE loop ends and ``unmount`` waits for the supervisor (found through the state file under
+``$XDG_STATE_HOME/tonbo/artifacts/mounts``) to exit: dirty data committed, session closed.
+``force=True`` asks the supervisor to stop with SIGTERM instead: what open files hold is committed,
+then libfuse detaches the mount lazily (its users get ENOTCONN). Without a live supervisor it falls
+back to ``fusermount3 -u`` (``-uz`` for a stale mount). ``fusermount3 -u`` and SIGTERM/SIGINT to
+the supervisor are just as graceful.
 
 Logs go to ``$XDG_CACHE_HOME/tonbo/artifacts/logs/<workspace>.log`` (mode 0600, no secrets).
 """
@@ -217,8 +220,61 @@ def _is_supervisor(pid: int, mountpoint: str) -> bool:
     return argv[:2] == [b"artifacts", b"mount"] and os.fsencode(mountpoint) in argv
 
 
-def unmount(mountpoint: str, timeout: float = UNMOUNT_TIMEOUT) -> None:
-    """Unmount gracefully and return once the workspace is closed (data committed, session ended)."""
+def busy_holders(mountpoint: str, limit: int = 5) -> list[str]:
+    """``"<command> (pid N)"`` of processes with a file, directory or working directory on the
+    mount (what ``fuser -m`` reports), at most ``limit``; read from ``/proc`` without touching the
+    mount itself."""
+    entry = mount_entry(mountpoint)
+    if entry is None:
+        return []
+    mnt_id, prefix = entry["id"], mountpoint.rstrip("/") + "/"
+    found: list[str] = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            uses = any(os.readlink(f"/proc/{pid}/{link}") in (mountpoint,) or
+                       os.readlink(f"/proc/{pid}/{link}").startswith(prefix) for link in ("cwd", "root"))
+            if not uses:
+                for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+                    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                        if f"mnt_id:\t{mnt_id}\n" in f.read():
+                            uses = True
+                            break
+            if uses:
+                with open(f"/proc/{pid}/comm") as f:
+                    found.append(f"{f.read().strip()} (pid {pid})")
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if len(found) >= limit:
+            break
+    return found
+
+
+def _busy_error(mp: str) -> MountError:
+    holders = busy_holders(mp)
+    who = f" ({', '.join(holders)})" if holders else ""
+    return MountError(f"{mp} is busy: processes still use it{who}",
+                      hint=f"close them (fuser -vm {mp} lists them), or `artifacts unmount --force {mp}` "
+                           "to commit what is written so far and detach it anyway", errno=errno.EBUSY)
+
+
+def _umount_if_idle(mp: str) -> None:
+    """Unmount as ``umount`` does: the kernel refuses (EBUSY) while a process has a file or its
+    working directory on the mount, and then nothing has changed."""
+    tool = shutil.which("fusermount3") or "fusermount3"
+    res = subprocess.run([tool, "-u", mp], capture_output=True, text=True)
+    if res.returncode == 0:
+        return
+    if "busy" in res.stderr.lower():
+        raise _busy_error(mp)
+    raise MountError(f"cannot unmount {mp}: {res.stderr.strip() or res.returncode}", errno=errno.EBUSY)
+
+
+def unmount(mountpoint: str, timeout: float = UNMOUNT_TIMEOUT, *, force: bool = False) -> None:
+    """Unmount and return once the workspace is closed (data committed, session ended).
+
+    A mount that processes still use (open files, working directories) is refused with EBUSY and
+    the processes named, as ``umount`` does. ``force=True`` detaches it anyway after committing
+    what its open files hold; their later calls fail with ENOTCONN."""
     mp = os.path.abspath(mountpoint)
     if mount_entry(mp) is None:
         raise MountError(f"path {mp} is not mounted", errno=errno.EINVAL)
@@ -226,9 +282,16 @@ def unmount(mountpoint: str, timeout: float = UNMOUNT_TIMEOUT) -> None:
     pid = state.get("supervisor") if state else None
     if pid and not _is_supervisor(pid, mp):
         pid = None  # a stale state file: that pid is now someone else
+    if pid and not force:
+        # The kernel unmount ends the FUSE loop; the child then commits and closes the volume.
+        _umount_if_idle(mp)
+        if not _wait_exit(pid, timeout):
+            raise MountError(f"the mount process of {mp} (pid {pid}) did not exit within {timeout:.0f} s",
+                             errno=errno.ETIMEDOUT)
+        return
     if pid:
         try:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)  # libfuse ends its loop and detaches lazily
         except ProcessLookupError:
             pid = None
     if pid:
@@ -239,7 +302,10 @@ def unmount(mountpoint: str, timeout: float = UNMOUNT_TIMEOUT) -> None:
             return
         # The supervisor was already gone (killed): what is left is a stale mount.
     stale = _stat_errno(mp) in (errno.ENOTCONN, errno.ECONNABORTED, errno.ETIMEDOUT)
-    tool = shutil.which("fusermount3") or "fusermount3"
-    res = subprocess.run([tool, "-uz" if stale else "-u", mp], capture_output=True, text=True)
-    if res.returncode != 0:
-        raise MountError(f"cannot unmount {mp}: {res.stderr.strip() or res.returncode}", errno=errno.EBUSY)
+    if stale or force:
+        tool = shutil.which("fusermount3") or "fusermount3"
+        res = subprocess.run([tool, "-uz", mp], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise MountError(f"cannot unmount {mp}: {res.stderr.strip() or res.returncode}", errno=errno.EBUSY)
+    else:
+        _umount_if_idle(mp)

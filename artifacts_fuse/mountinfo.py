@@ -30,7 +30,7 @@ def mount_entry(mountpoint: str) -> dict[str, str] | None:
             sep = fields.index("-")
             if _unescape(fields[4]) == mountpoint:
                 found = {"fstype": fields[sep + 1], "source": _unescape(fields[sep + 2]),
-                         "options": fields[5]}
+                         "options": fields[5], "id": fields[0]}
     return found
 
 

@@ -8,6 +8,7 @@ import errno
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -169,3 +170,62 @@ def test_foreground_mode_serves_until_unmounted(ws, mp):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return -1
+
+
+def test_unmount_refuses_a_busy_mount_and_force_detaches_after_committing(ws, mp):
+    m = mount(ws, mp)
+    writer = subprocess.Popen([sys.executable, "-c",
+                               "import sys\nf = open(sys.argv[1], 'wb')\n"
+                               "for line in sys.stdin:\n    f.write(line.encode()); f.flush()\n"
+                               "print('closed')\n",
+                               os.path.join(mp, "busy")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        writer.stdin.write("one\n")
+        writer.stdin.flush()
+        assert wait_for(lambda: _size(os.path.join(mp, "busy")) == 4, 10, "the first line")
+        with pytest.raises(MountError) as e:
+            unmount(mp)
+        assert e.value.errno == errno.EBUSY and "is busy" in str(e.value)
+        assert f"python3 (pid {writer.pid})" in str(e.value) or f"(pid {writer.pid})" in str(e.value)
+        assert "--force" in e.value.hint
+        assert is_mounted(mp) and not _exited(m.pid)
+        writer.stdin.write("two\n")  # the writer never noticed
+        writer.stdin.flush()
+        assert wait_for(lambda: _size(os.path.join(mp, "busy")) == 8, 10, "the second line")
+        start = time.monotonic()
+        unmount(mp, force=True)
+        assert time.monotonic() - start < UNMOUNT_BOUND * 10
+        assert not is_mounted(mp) and _exited(m.pid)
+    finally:
+        writer.kill()
+        writer.wait()
+    with mounted(ws, mp):
+        with open(os.path.join(mp, "busy"), "rb") as f:
+            assert f.read() == b"one\ntwo\n"  # committed before the detach
+
+
+def test_cli_unmount_of_a_busy_mount_exits_8_with_the_reason(ws, mp):
+    m = mount(ws, mp)
+    try:
+        holder = subprocess.Popen(["sleep", "60"], cwd=mp)
+        try:
+            res = subprocess.run([os.path.join(os.path.dirname(sys.executable), "artifacts"), "unmount", mp], capture_output=True,
+                                 text=True, timeout=60)
+            assert res.returncode == 8, res.stderr
+            assert f"{mp} is busy" in res.stderr and f"sleep (pid {holder.pid})" in res.stderr
+            assert "--force" in res.stderr
+            assert is_mounted(mp)
+        finally:
+            holder.kill()
+            holder.wait()
+        unmount(mp)
+        assert not is_mounted(mp) and _exited(m.pid)
+    finally:
+        force_unmount(mp, m.pid)
