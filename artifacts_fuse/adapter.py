@@ -280,11 +280,18 @@ class Adapter:
 
     # -- directories -----------------------------------------------------------------------------
 
-    def opendir(self, req, ino, fi) -> None:
+    def opendir(self, req, ino, fip) -> None:
         fh = next(self._dir_fhs)
         self._dirs[fh] = DirHandle(ino, self.caller(req))
-        fi.contents.fh = fh
-        ll.lib.fuse_reply_open(req, fi)
+        fi = fip.contents
+        fi.fh = fh
+        # The kernel keeps listings in the directory's page cache and reuses one only while the
+        # directory's mtime and change version are those it was read at: any change through this
+        # mount, or a change elsewhere once the attributes are refreshed (or invalidated),
+        # rereads it.
+        fi.cache_readdir = 1
+        fi.keep_cache = 1
+        ll.lib.fuse_reply_open(req, fip)
 
     def _listing(self, fh: int, offset: int) -> list[tuple[bytes, int, object]]:
         """The handle's entries with attributes; offset 0 (re)reads the directory, as rewinddir."""

@@ -40,12 +40,13 @@ c_req = ctypes.c_void_p
 c_size = ctypes.c_size_t
 
 
-def _load() -> ctypes.CDLL:
-    path = os.environ.get("FUSE_LIBRARY_PATH") or ctypes.util.find_library("fuse3") or "libfuse3.so.3"
-    return ctypes.CDLL(path, use_errno=True)
-
-
-lib = _load()
+_PATH = os.environ.get("FUSE_LIBRARY_PATH") or ctypes.util.find_library("fuse3") or "libfuse3.so.3"
+lib = ctypes.CDLL(_PATH, use_errno=True)
+#: The same library, called without releasing the GIL: replies and directory-entry packing take
+#: a microsecond, and a released GIL can take a thread switch interval (5 ms) to come back when
+#: another thread is busy. Calls that may block (the loop, mounting, notifications) use ``lib``.
+_held = ctypes.PyDLL(_PATH)
+_GIL_HELD = ("fuse_reply_", "fuse_add_direntry", "fuse_req_ctx", "fuse_req_interrupted")
 lib.fuse_version.restype = ctypes.c_int
 #: libfuse's version as an integer, e.g. 314 for 3.14.
 VERSION = lib.fuse_version()
@@ -240,9 +241,10 @@ def _declare() -> None:
         "fuse_lowlevel_notify_delete": ([vp, c_ino, c_ino, ctypes.c_char_p, c_size], ci),
     }
     for name, (args, res) in sigs.items():
-        fn = getattr(lib, name)
+        fn = getattr(_held if name.startswith(_GIL_HELD) else lib, name)
         fn.argtypes = args
         fn.restype = res
+        setattr(lib, name, fn)
 
 
 _declare()
@@ -331,11 +333,13 @@ class Session:
     ``mount()``, then ``loop()`` until unmounted, then ``close()``."""
 
     def __init__(self, ops: list, mountpoint: str, options: list[str], *, max_threads: int,
-                 max_idle_threads: int = 16) -> None:
+                 max_idle_threads: int | None = None) -> None:
         check_library()
         self.mountpoint = mountpoint
         self.max_threads = max_threads
-        self.max_idle_threads = max_idle_threads
+        # Idle workers are kept (threads start on demand, up to max_threads): a worker that
+        # exited would leave its pinned Python thread state behind.
+        self.max_idle_threads = max_threads if max_idle_threads is None else max_idle_threads
         self.se: int | None = None
         self.failure: BaseException | None = None
         table = lowlevel_ops()

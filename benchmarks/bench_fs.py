@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
+from benchmarks import dev_workload
 from benchmarks import fs_workloads as w
 
 BUCKET = "bench"
@@ -130,22 +132,47 @@ class JuiceFS:
         subprocess.run([self.bin, "umount", self.root], check=False)
 
 
-def run_target(target, size_mib: int) -> dict:
+WORKLOADS = ("seq", "small", "tree", "append", "latency", "dev")
+
+
+def run_target(target, size_mib: int, workloads=WORKLOADS, dev=None) -> dict:
     results: dict = {}
-    print(f"-- {target.name}: sequential {size_mib} MiB", file=sys.stderr, flush=True)
-    seq, _ = w.sequential(target.root, size_mib, target.drop)
-    results.update(seq)
-    os.unlink(os.path.join(target.root, "seq.bin"))
-    print(f"-- {target.name}: small files, tree, appends, latencies", file=sys.stderr, flush=True)
-    results.update(w.small_files(target.root))
-    results.update(w.tree(target.root))
-    results.update(w.appends(target.root))
-    lat, _ = w.latencies(target.root, target.drop)
-    results.update(lat)
+    if "seq" in workloads:
+        print(f"-- {target.name}: sequential {size_mib} MiB", file=sys.stderr, flush=True)
+        seq, _ = w.sequential(target.root, size_mib, target.drop)
+        results.update(seq)
+        os.unlink(os.path.join(target.root, "seq.bin"))
+    print(f"-- {target.name}: {', '.join(x for x in workloads if x != 'seq')}", file=sys.stderr, flush=True)
+    if "small" in workloads:
+        results.update(w.small_files(target.root))
+    if "tree" in workloads:
+        results.update(w.tree(target.root))
+    if "append" in workloads:
+        results.update(w.appends(target.root))
+    if "latency" in workloads:
+        lat, _ = w.latencies(target.root, target.drop)
+        results.update(lat)
+    if "dev" in workloads:
+        tarball, home = dev
+        try:
+            results.update(dev_workload.run(target.root, tarball, home))
+        finally:
+            dev_workload.cleanup(target.root)
     if target.unmounts:
         results["unmount (mount gone)"] = (min(g for g, _ in target.unmounts), "s")
         results["unmount (command returned)"] = (min(r for _, r in target.unmounts), "s")
+        target.unmounts.clear()
     return results
+
+
+def median_results(runs: list[dict]) -> dict:
+    """Per row, the median over the runs that have it."""
+    out: dict = {}
+    for row in dict.fromkeys(k for r in runs for k in r):
+        values = sorted(r[row][0] for r in runs if row in r)
+        unit = next(r[row][1] for r in runs if row in r)
+        out[row] = (statistics.median(values), unit)
+    return out
 
 
 def print_table(all_results: dict[str, dict]) -> None:
@@ -174,7 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--targets", default="local,artifacts,juicefs")
     ap.add_argument("--profile", default="interactive", help="Artifacts cache profile")
     ap.add_argument("--workdir", default=None, help="where mounts and local files go (default /var/tmp)")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS), help=f"any of {','.join(WORKLOADS)}")
+    ap.add_argument("--runs", type=int, default=1, help="repeat every workload; the table shows medians")
     args = ap.parse_args(argv)
+    workloads = tuple(args.workloads.split(","))
     from artifacts_core.servers import RedisServer, SeaweedS3
 
     targets = args.targets.split(",")
@@ -188,22 +218,27 @@ def main(argv: list[str] | None = None) -> int:
     s3 = SeaweedS3.start(os.path.join(work, "weed"), buckets=(BUCKET,))
     os.environ["ARTIFACTS_S3_ACCESS_KEY_ID"] = s3.access_key
     os.environ["ARTIFACTS_S3_SECRET_ACCESS_KEY"] = s3.secret_key
-    results: dict[str, dict] = {}
+    runs: dict[str, list[dict]] = {name: [] for name in targets}
+    dev = dev_workload.prepare(work) if "dev" in workloads else None
+    opened = []
     try:
         for name in targets:
-            target = {"local": lambda: Local(work),
-                      "artifacts": lambda: Artifacts(work, redis, s3, args.profile),
-                      "juicefs": lambda: JuiceFS(work, redis, s3, juicefs)}[name]()
-            try:
-                results[name] = run_target(target, args.size)
-            finally:
-                target.close()
+            opened.append({"local": lambda: Local(work),
+                           "artifacts": lambda: Artifacts(work, redis, s3, args.profile),
+                           "juicefs": lambda: JuiceFS(work, redis, s3, juicefs)}[name]())
+        for i in range(args.runs):  # targets interleaved: machine load hits every column alike
+            for target in opened:
+                print(f"== run {i + 1}/{args.runs}: {target.name}", file=sys.stderr, flush=True)
+                runs[target.name].append(run_target(target, args.size, workloads, dev))
     finally:
+        for target in opened:
+            target.close()
         s3.stop()
         redis.stop()
         shutil.rmtree(work, ignore_errors=True)
+    results = {name: median_results(r) for name, r in runs.items() if r}
     print(f"\nsequential size {args.size} MiB, Artifacts profile {args.profile}, "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs, medians of {args.runs} run(s), load average {os.getloadavg()[0]:.1f}")
     print_table(results)
     return 0
 

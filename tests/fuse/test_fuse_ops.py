@@ -276,3 +276,16 @@ def test_link_unlink_and_rename_change_the_inode_ctime(d):
     ctime_moves(lambda: os.unlink(os.path.join(d, "b")))
     ctime_moves(lambda: os.rename(a, os.path.join(d, "c")))
     assert os.lstat(os.path.join(d, "c")).st_mtime_ns == 10**9  # mtime stays
+
+
+def test_a_cached_listing_follows_every_change_made_through_the_mount(d):
+    names = {f"n{i}" for i in range(50)}
+    for n in names:
+        open(os.path.join(d, n), "wb").close()
+    assert set(os.listdir(d)) == names
+    assert set(os.listdir(d)) == names  # served from the kernel's cache
+    open(os.path.join(d, "added"), "wb").close()
+    os.unlink(os.path.join(d, "n0"))
+    os.rename(os.path.join(d, "n1"), os.path.join(d, "moved"))
+    os.utime(d, ns=(10**9, 10**9))
+    assert set(os.listdir(d)) == names - {"n0", "n1"} | {"added", "moved"}
