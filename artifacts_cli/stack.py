@@ -283,7 +283,8 @@ def _unmount_all(out) -> None:
             mp = json.loads(p.read_text())["mountpoint"]
             if is_mounted(mp):
                 out.info(f"Unmounting {mp} …")
-                cmd_unmount(type("A", (), {"mountpoint": mp, "out": out})())
+                # The stack is going away: commit and detach even a busy mount, as before.
+                cmd_unmount(type("A", (), {"mountpoint": mp, "out": out, "force": True})())
 
 
 def cmd_down(args) -> int:
