@@ -55,6 +55,10 @@ CAPABILITY_XATTR = "security.capability"
 ACL_XATTRS = ("system.posix_acl_access", "system.posix_acl_default")
 #: (uid_t)-1 / (gid_t)-1 in a chown: leave unchanged.
 NO_ID = 0xFFFFFFFF
+#: The longest the kernel may trust a name or attributes while no change feed tells this mount
+#: what other hosts change (no feed, or its subscription lost): the bound the mount had before
+#: it had one, so another host's change shows within a second.
+UNFED_TTL = 1.0
 
 
 def attr_values(ino: int, a) -> tuple:
@@ -129,6 +133,7 @@ class Adapter:
         self.vfs = vfs
         self.entry_ttl = entry_ttl
         self.attr_ttl = attr_ttl
+        self.changes = getattr(vfs, "changes", None)
         self.on_ready = on_ready
         self.known = KernelInodes()
         self._dirs: dict[int, DirHandle] = {}
@@ -150,9 +155,17 @@ class Adapter:
             self._groups[pid] = hit
         return Caller(uid, gid, hit[1], pid)
 
+    def ttls(self) -> tuple[float, float]:
+        """(attribute, entry) time-outs for a reply now: the profile's while the change feed is
+        subscribed (another host's change then invalidates the kernel's copy within
+        milliseconds), at most ``UNFED_TTL`` otherwise."""
+        if self.changes is not None and self.changes.subscribed:
+            return self.attr_ttl, self.entry_ttl
+        return min(self.attr_ttl, UNFED_TTL), min(self.entry_ttl, UNFED_TTL)
+
     def entry(self, ino: int, attr) -> ll.entry_param:
         e = ll.entry_param()
-        ll.ENTRY_PACK.pack_into(e, 0, ino, 0, *attr_values(ino, attr), self.attr_ttl, self.entry_ttl)
+        ll.ENTRY_PACK.pack_into(e, 0, ino, 0, *attr_values(ino, attr), *self.ttls())
         return e
 
     def reply_entry(self, req, ino: int, attr, parent: int, name: bytes) -> None:
@@ -163,7 +176,7 @@ class Adapter:
     def reply_attr(self, req, ino: int, attr) -> None:
         st = ll.stat_t()
         ll.STAT_PACK.pack_into(st, 0, *attr_values(ino, attr))
-        ll.lib.fuse_reply_attr(req, st, self.attr_ttl)
+        ll.lib.fuse_reply_attr(req, st, self.ttls()[0])
 
     # -- mount setup -----------------------------------------------------------------------------
 
@@ -317,6 +330,7 @@ class Adapter:
         e = ll.entry_param()
         pack = ll.ENTRY_PACK.pack_into
         add = ll.lib.fuse_add_direntry_plus
+        attr_ttl, entry_ttl = self.ttls()
         pos = 0
         added: list[tuple[int, bytes]] = []
         for i in range(offset, len(entries)):
@@ -324,7 +338,7 @@ class Adapter:
             if attr is None:  # "..": the kernel takes only its inode and type
                 pack(e, 0, child, 0, *ll.stat_values(child, _stat.S_IFDIR, 0, 0, 0, 0, 0, 0, 0, 0, 0), 0.0, 0.0)
             else:
-                pack(e, 0, child, 0, *attr_values(child, attr), self.attr_ttl, self.entry_ttl)
+                pack(e, 0, child, 0, *attr_values(child, attr), attr_ttl, entry_ttl)
             n = add(req, base + pos, size - pos, name, e, i + 1)
             if n > size - pos:
                 break

@@ -4,12 +4,13 @@ The workspace's change feed (the VFS's ``changes``) reports every namespace, att
 change another client makes, and a lost subscription. For each, the kernel is told to drop what
 it may have cached:
 
-| change | kernel notification |
+| change (``vfs.changes``) | kernel notification |
 |---|---|
-| names in directory P changed | ``inval_entry(P, name)`` for each name, and P's attributes (mtime, nlink) |
-| attributes of inode I changed | ``inval_inode(I, -1)``: attributes only |
-| data of inode I changed | ``inval_inode(I, 0, 0)``: attributes and every cached page |
-| the subscription was lost | every name and inode the kernel was given (``KernelInodes``) |
+| ``entry``: name N in directory P created, removed or replaced (inode I) | ``inval_entry(P, N)``; attributes of P and I |
+| ``rename``: P/N moved to Q/M (inode I) | ``inval_entry`` of both names; attributes of P, Q and I |
+| ``attr``: attributes or xattrs of I | ``inval_inode(I, -1)``: attributes only |
+| ``data``: content of I | ``inval_inode(I, 0, 0)``: attributes and every cached page |
+| ``all``: the subscription was lost or re-established | every name and inode the kernel was given (``KernelInodes``) |
 
 Changes this mount made itself are skipped: the kernel already knows them from the replies.
 Notifications about inodes the kernel does not hold are skipped too (nothing to drop).
@@ -51,27 +52,21 @@ class Invalidator:
     # -- what the feed calls (any thread; only queues) -------------------------------------------
 
     def on_change(self, change) -> None:
-        """Listener for the VFS change feed: one change record (see ``artifacts_core`` feed)."""
-        if getattr(change, "own", False):
+        """Listener for the VFS change feed (``artifacts_core.vfs.changes.Change``)."""
+        if change.own:
             return
         kind = change.kind
-        if kind == "all":
-            self.everything()
-        elif kind == "entry":
-            self.entries(change.parent, change.names)
+        if kind == "entry":
+            self._queue.put(("entry", ((change.parent, change.name),), (change.parent, change.ino)))
+        elif kind == "rename":
+            self._queue.put(("entry", ((change.parent, change.name), (change.new_parent, change.new_name)),
+                             (change.parent, change.new_parent, change.ino)))
         elif kind == "attr":
-            self.inode(change.ino, data=False)
+            self._queue.put(("inode", change.ino, False))
         elif kind == "data":
-            self.inode(change.ino, data=True)
-        else:
-            log.warning("unknown change kind %r from the change feed; dropping every kernel cache", kind)
+            self._queue.put(("inode", change.ino, True))
+        else:  # "all", or a kind this version does not know: dropping everything is always safe
             self.everything()
-
-    def entries(self, parent: int, names) -> None:
-        self._queue.put(("entry", parent, tuple(names)))
-
-    def inode(self, ino: int, *, data: bool) -> None:
-        self._queue.put(("inode", ino, data))
 
     def everything(self) -> None:
         self._queue.put(_ALL)
@@ -110,13 +105,12 @@ class Invalidator:
         elif res not in (-errno.ENOENT, -errno.ENOTCONN, -errno.EBADF):
             log.warning("kernel invalidation failed: %s", errno.errorcode.get(-res, res))
 
-    def _entries(self, parent: int, names: tuple) -> None:
-        if parent != ROOT and parent not in self.known:
-            return
-        for name in names:
-            self._sent(self.session.inval_entry(parent, name if isinstance(name, bytes) else name.encode(
-                "utf-8", "surrogateescape")))
-        self._sent(self.session.inval_inode(parent, ATTRS_ONLY, 0))
+    def _entries(self, names: tuple, inodes: tuple) -> None:
+        for parent, name in names:
+            if parent == ROOT or parent in self.known:
+                self._sent(self.session.inval_entry(parent, name))
+        for ino in dict.fromkeys(inodes):
+            self._inode(ino, False)
 
     def _inode(self, ino: int, data: bool) -> None:
         if ino == ROOT or ino in self.known:

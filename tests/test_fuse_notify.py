@@ -16,11 +16,13 @@ from artifacts_fuse.notify import ATTRS_ONLY, Invalidator
 
 
 @dataclass
-class Change:
+class Change:  # the fields of artifacts_core's change records that the invalidator reads
     kind: str
-    parent: int = 0
-    names: tuple = ()
     ino: int = 0
+    parent: int = 0
+    name: bytes = b""
+    new_parent: int = 0
+    new_name: bytes = b""
     own: bool = False
 
 
@@ -70,16 +72,22 @@ def test_each_change_becomes_its_notification_on_the_invalidator_thread():
     try:
         known.add(10, 1, b"dir")
         known.add(11, 10, b"f")
-        feed.publish(Change("entry", parent=10, names=("new", "old")))
+        known.add(12, 1, b"other")
+        feed.publish(Change("entry", ino=11, parent=10, name=b"f"))
+        feed.publish(Change("rename", ino=11, parent=10, name=b"f", new_parent=12, new_name=b"g"))
         feed.publish(Change("attr", ino=11))
         feed.publish(Change("data", ino=11))
         feed.publish(Change("data", ino=99))  # never given to the kernel: nothing to drop
-        feed.publish(Change("entry", parent=98, names=("x",)))  # same
+        feed.publish(Change("entry", ino=97, parent=98, name=b"x"))  # same
         feed.publish(Change("attr", ino=11, own=True))  # this mount's own change: known already
-        wait_for(lambda: len(session.calls) >= 5, 5, "the notifications")
+        wait_for(lambda: ("inode", 11, 0) in session.calls, 5, "the notifications")
         inv.stop()
-        assert session.calls == [("entry", 10, b"new"), ("entry", 10, b"old"), ("inode", 10, ATTRS_ONLY),
-                                 ("inode", 11, ATTRS_ONLY), ("inode", 11, 0)]
+        assert session.calls == [
+            ("entry", 10, b"f"), ("inode", 10, ATTRS_ONLY), ("inode", 11, ATTRS_ONLY),
+            ("entry", 10, b"f"), ("entry", 12, b"g"), ("inode", 10, ATTRS_ONLY), ("inode", 12, ATTRS_ONLY),
+            ("inode", 11, ATTRS_ONLY),
+            ("inode", 11, ATTRS_ONLY),
+            ("inode", 11, 0)]
         assert session.threads == {"artifacts-invalidate"}
     finally:
         inv.stop()
@@ -107,7 +115,7 @@ def test_a_lost_subscription_drops_every_name_and_inode_the_kernel_holds():
 def test_root_changes_are_always_forwarded():
     _known, session, inv, feed = _setup()
     try:
-        feed.publish(Change("entry", parent=1, names=("top",)))
+        feed.publish(Change("entry", ino=5, parent=1, name=b"top"))
         wait_for(lambda: len(session.calls) >= 2, 5, "the notifications")
         assert session.calls == [("entry", 1, b"top"), ("inode", 1, ATTRS_ONLY)]
     finally:
