@@ -45,10 +45,12 @@ GROUPS_TTL = 1.0
 MAX_GROUPS = 256
 #: Processes whose groups are remembered before the table is simply cleared.
 MAX_GROUP_ENTRIES = 4096
-#: The kernel reads this xattr before every write(2) to decide whether to drop file capabilities;
-#: answering it here (ENODATA; setting it is ENOTSUP, as JuiceFS does) saves a Redis round trip
-#: per write. File capabilities are a host security feature a shared workspace does not carry.
-CAPABILITY_XATTR = "security.capability"
+#: Host security labels a shared workspace does not carry, answered here without a Redis round
+#: trip (reading: ENODATA; setting: ENOTSUP, as JuiceFS does). The kernel reads
+#: ``security.capability`` before every write(2) to decide whether to drop file capabilities, and
+#: ``ls -l`` reads ``security.selinux`` of every file it lists (SELinux labels FUSE mounts by
+#: policy, not per file).
+HOST_XATTRS = ("security.capability", "security.selinux")
 #: POSIX ACLs travel as these xattrs; the kernel interprets them only for filesystems that
 #: support ACLs, which a workspace does not: refusing them (ENOTSUP) makes cp -a, tar and rsync
 #: fall back to chmod instead of storing an ACL that would never change the mode.
@@ -375,8 +377,8 @@ class Adapter:
 
     def getxattr(self, req, ino, name, size) -> None:
         key = os.fsdecode(name)
-        if key == CAPABILITY_XATTR:  # asked by the kernel before every write; never stored
-            raise OSError(errno.ENODATA, "no file capabilities on a workspace")
+        if key in HOST_XATTRS:  # asked before every write and by every ls -l; never stored
+            raise OSError(errno.ENODATA, f"no {key} on a workspace")
         if key in ACL_XATTRS:
             raise OSError(errno.ENOTSUP, "POSIX ACLs are not supported on a workspace")
         self._reply_sized(req, self.vfs.getxattr(ino, key), size)
@@ -396,7 +398,7 @@ class Adapter:
 
     def setxattr(self, req, ino, name, value, size, flags) -> None:
         key = os.fsdecode(name)
-        if key == CAPABILITY_XATTR or key in ACL_XATTRS:
+        if key in HOST_XATTRS or key in ACL_XATTRS:
             raise OSError(errno.ENOTSUP, f"{key} is not supported on a workspace")
         self.vfs.setxattr(ino, key, ctypes.string_at(value, size), flags, self.caller(req))
         ll.reply_err(req, 0)

@@ -289,3 +289,17 @@ def test_a_cached_listing_follows_every_change_made_through_the_mount(d):
     os.rename(os.path.join(d, "n1"), os.path.join(d, "moved"))
     os.utime(d, ns=(10**9, 10**9))
     assert set(os.listdir(d)) == names - {"n0", "n1"} | {"added", "moved"}
+
+
+def test_host_security_xattrs_are_not_stored(d):
+    p = os.path.join(d, "f")
+    open(p, "wb").close()
+    for name in ("security.capability", "security.selinux"):
+        with pytest.raises(OSError) as e:
+            os.getxattr(p, name)
+        assert e.value.errno == errno.ENODATA
+    with pytest.raises(OSError) as e:  # (the kernel checks a capability's format before we see it)
+        os.setxattr(p, "security.selinux", b"system_u:object_r:tmp_t:s0")
+    assert e.value.errno == errno.ENOTSUP
+    os.setxattr(p, "security.other", b"kept")  # other security.* names are stored
+    assert os.getxattr(p, "security.other") == b"kept"
