@@ -138,7 +138,8 @@ class Executor:
             mp, self._warm = self._warm, None
         if mp is not None:
             if is_mounted(mp):
-                unmount(mp)
+                # The executor's own mount: whatever still holds it is a sandbox being torn down.
+                unmount(mp, force=True)
             with contextlib.suppress(OSError):
                 os.rmdir(mp)
 
