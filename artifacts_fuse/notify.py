@@ -12,7 +12,10 @@ it may have cached:
 | ``data``: content of I | ``inval_inode(I, 0, 0)``: attributes and every cached page |
 | ``all``: the subscription was lost or re-established | every name and inode the kernel was given (``KernelInodes``) |
 
-Changes this mount made itself are skipped: the kernel already knows them from the replies.
+Changes this mount made itself are skipped — the kernel already knows them from the replies —
+except data commits: the commit (at close, fsync, or a timed flush) stamps the server's mtime and
+ctime, which the kernel has not seen, so its attributes of the file are dropped (not its pages,
+which hold exactly what was written).
 Notifications about inodes the kernel does not hold are skipped too (nothing to drop).
 
 Notifications are written from one thread of their own, never from a FUSE request handler: the
@@ -53,9 +56,11 @@ class Invalidator:
 
     def on_change(self, change) -> None:
         """Listener for the VFS change feed (``artifacts_core.vfs.changes.Change``)."""
-        if change.own:
-            return
         kind = change.kind
+        if change.own:
+            if kind == "data":
+                self._queue.put(("inode", change.ino, False))
+            return
         if kind == "entry":
             self._queue.put(("entry", ((change.parent, change.name),), (change.parent, change.ino)))
         elif kind == "rename":
