@@ -182,7 +182,8 @@ def cmd_unmount(args) -> int:
         # MountError "path … is not mounted" when there is nothing at all, "… is busy" (exit 8)
         # while processes use it and --force is not given.
         unmount(mp, force=getattr(args, "force", False))
-    if record is not None:
+    # A foreground mount revokes its own session once served (and removes the record first).
+    if record is not None and _record_path(mp).exists():
         _revoke(args.out, record["workspace"], record["session"])
         with contextlib.suppress(OSError):
             _record_path(mp).unlink()

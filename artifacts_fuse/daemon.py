@@ -84,6 +84,18 @@ def _pdeathsig() -> None:  # runs in the child between fork and exec
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def write_state(request: ChildRequest, child: int | None) -> str:
+    """Record this process as the mount's supervisor (a foreground mount serves itself) so that
+    ``unmount`` can find it and wait until it has committed and exited; returns the file."""
+    state = str(state_file(request.mountpoint))
+    with contextlib.suppress(OSError):
+        fd = _open_private(state, os.O_WRONLY | os.O_TRUNC)
+        os.write(fd, json.dumps({"supervisor": os.getpid(), "child": child, "mountpoint": request.mountpoint,
+                                 "workspace": request.settings.workspace}).encode())
+        os.close(fd)
+    return state
+
+
 def supervise() -> int:
     """Entry of the supervisor process: start the child, relay signals, wait, clean up."""
     os.chdir("/")
@@ -104,13 +116,7 @@ def supervise() -> int:
     os.close(log_fd)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
-    state = str(state_file(request.mountpoint))
-    with contextlib.suppress(OSError):
-        fd = _open_private(state, os.O_WRONLY | os.O_TRUNC)
-        os.write(fd, json.dumps({"supervisor": os.getpid(), "child": child.pid,
-                                 "mountpoint": request.mountpoint,
-                                 "workspace": request.settings.workspace}).encode())
-        os.close(fd)
+    state = write_state(request, child.pid)
     child.stdin.write(payload)
     child.stdin.close()
     rc = child.wait()

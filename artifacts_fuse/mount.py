@@ -20,6 +20,7 @@ Logs go to ``$XDG_CACHE_HOME/tonbo/artifacts/logs/<workspace>.log`` (mode 0600, 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -37,7 +38,15 @@ import msgspec
 
 from artifacts_core.config import xdg_dir
 from artifacts_core.errors import ArtifactsError
-from artifacts_fuse.daemon import PYTHON_ENV, READY_ENV, ChildRequest, MountSettings, serve, setup_logging
+from artifacts_fuse.daemon import (
+    PYTHON_ENV,
+    READY_ENV,
+    ChildRequest,
+    MountSettings,
+    serve,
+    setup_logging,
+    write_state,
+)
 from artifacts_fuse.mountinfo import mount_entry, state_file
 
 #: Credentials handed to the child through the settings pipe and kept out of its environment.
@@ -156,7 +165,12 @@ def mount(settings: MountSettings, mountpoint: str, foreground: bool = False,
                            log_path=str(logp))
     if foreground:
         setup_logging()
-        rc = serve(request, ready=lambda message: print(message, file=sys.stderr))
+        state = write_state(request, None)
+        try:
+            rc = serve(request, ready=lambda message: print(message, file=sys.stderr))
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(state)
         if rc:
             raise MountError(f"the mount of {mp} ended with an error (see the log above)")
         return None
@@ -217,7 +231,9 @@ def _is_supervisor(pid: int, mountpoint: str) -> bool:
             argv = f.read().split(b"\0")
     except OSError:
         return False
-    return argv[:2] == [b"artifacts", b"mount"] and os.fsencode(mountpoint) in argv
+    # A background supervisor is exactly "artifacts mount <ws> <path>"; a foreground mount is
+    # whatever command served it, with "mount" and the path among its arguments.
+    return b"mount" in argv and os.fsencode(mountpoint) in argv
 
 
 def busy_holders(mountpoint: str, limit: int = 5) -> list[str]:
