@@ -108,6 +108,11 @@ def _redis_ping(port: int) -> bool:
         return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
 
 
+def _spawn_redis(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def _redis_cli(port: int, *args: str, timeout: float = 30) -> str:
     cmd = [find_binary("redis-cli"), "-h", LOOPBACK, "-p", str(port), *args]
     return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=timeout).stdout
@@ -121,10 +126,16 @@ class RedisServer:
     workdir: Path
     proc: subprocess.Popen
     log: Path
+    args: list[str] = field(default_factory=list)  # the command line, for restart()
 
     @property
     def url(self) -> str:
         return f"redis://{LOOPBACK}:{self.port}/0"
+
+    @property
+    def aof_dir(self) -> Path:
+        """Where AOF files live (Redis 7's multi-part AOF: a manifest, a base and increments)."""
+        return self.workdir / "appendonlydir"
 
     @classmethod
     def start(cls, workdir: str | os.PathLike | None = None, *, port: int | None = None,
@@ -149,15 +160,31 @@ class RedisServer:
         if maxmemory:
             args += ["--maxmemory", maxmemory]
         args += extra or []
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        server = cls(port=port, workdir=workdir, proc=proc, log=log)
-        try:
-            _wait_for(lambda: _redis_ping(port), timeout=20, what="redis-server", proc=proc, log=log)
-        except BaseException:
-            server.stop()
-            raise
+        server = cls(port=port, workdir=workdir, proc=_spawn_redis(args), log=log, args=args)
+        server._wait_ready()
         return server
+
+    def _wait_ready(self) -> None:
+        try:
+            _wait_for(lambda: _redis_ping(self.port), timeout=20, what="redis-server", proc=self.proc,
+                      log=self.log)
+        except BaseException:
+            self.stop()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL: a crash. With AOF everysec, what was not yet fsynced is lost (tests copy the
+        AOF directory to replay an older state, as a crash or a lagging replica would)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Start redis-server again on the same port and directory, with the same arguments."""
+        if self.proc.poll() is None:
+            self.stop()
+        self.proc = _spawn_redis(self.args)
+        self._wait_ready()
 
     def stop(self) -> None:
         _stop(self.proc, grace=10)

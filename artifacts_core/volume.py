@@ -33,7 +33,7 @@ from artifacts_core.aio import LoopThread
 from artifacts_core.chunk.disk_cache import DiskCache
 from artifacts_core.chunk.store import ChunkStore
 from artifacts_core.config import VolumeConfig, profile_config, xdg_dir
-from artifacts_core.errors import ConfigError, Exists, NotFound
+from artifacts_core.errors import ConfigError, Exists, NotFound, PermissionDenied
 from artifacts_core.meta.engine import RedisMetaEngine
 from artifacts_core.meta.format import Setting, load_setting, new_uuid
 from artifacts_core.metrics import Metrics
@@ -148,7 +148,7 @@ class Volume(PathAPI):
                                  upload_concurrency=config.upload_concurrency,
                                  download_concurrency=config.download_concurrency,
                                  buffer_budget=config.buffer_size, memory_cache_bytes=config.memory_cache,
-                                 disk_cache=disk)
+                                 disk_cache=disk, on_reused_id=meta.drop_slice_ids)
         self.vfs = VFS(meta, self.chunks, config, read_only=read_only, metrics=self.metrics,
                        describe_config=self.describe)
         self.metrics.add_source("chunks", self.chunks.stats)
@@ -183,6 +183,21 @@ class Volume(PathAPI):
         if stored != self.setting.uuid:
             raise ConfigError(f"the storage holds volume {stored}, not {self.setting.uuid}",
                               hint="the storage URL points at another workspace's data")
+        if not self.read_only:
+            self._loop.run(self._probe_conditional_puts(stored.encode()))
+
+    async def _probe_conditional_puts(self, uuid: bytes) -> None:
+        """Block objects are written create-only, so none is ever overwritten (DESIGN.md §10). A
+        server that ignores ``If-None-Match`` would silently replace: find out with the one
+        object known to exist (rewriting it with the same bytes is harmless) and say so once."""
+        try:
+            await self._store.put(UUID_OBJECT, uuid, if_absent=True)
+        except Exists:
+            return  # refused: conditional writes work
+        except PermissionDenied:
+            return  # credentials that may not write it: nothing to learn here
+        log.warning("the storage %s ignores conditional writes (If-None-Match): block objects are "
+                    "kept apart by unique slice ids only", self._store.describe())
 
     def describe(self) -> str:
         """The running configuration as JSON, with every secret removed (``.config``)."""

@@ -14,6 +14,7 @@ COUNTERS = (
     "downloads", "download_bytes", "download_errors",
     "memory_hits", "memory_misses", "disk_hits", "disk_misses", "disk_corrupt",
     "integrity_errors", "prefetches", "prefetch_skipped", "blocks_removed",
+    "block_collisions",  # a PUT found its key holding another slice's bytes (a slice id reused)
 )
 
 

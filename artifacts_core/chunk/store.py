@@ -7,7 +7,10 @@ upload/download concurrency and the buffer budget. It knows nothing of inodes or
 Moving parts:
 - writers (:class:`~artifacts_core.chunk.writer.SliceWriter`, from :meth:`ChunkStore.writer`)
   hand each full block to :meth:`_upload`, which runs on the loop thread under a semaphore of
-  ``upload_concurrency``: encode in the CPU pool, PUT, release the block's budget bytes;
+  ``upload_concurrency``: encode in the CPU pool, PUT, release the block's budget bytes. The PUT
+  only creates (``if_absent``): a block object is never overwritten. A key already holding the
+  same bytes is our own earlier attempt (a retried PUT whose answer was lost); other bytes mean
+  the slice id was handed out twice (a Redis rollback), and the upload fails loudly;
 - :meth:`read` serves a byte range of a slice: straight from the memory cache on the caller's
   thread when every block is there, otherwise on the loop, fetching missing blocks concurrently,
   each through single-flight → disk cache → object store (whole-block GETs: blocks are compressed,
@@ -40,7 +43,14 @@ from artifacts_core.chunk.disk_cache import DiskCache
 from artifacts_core.chunk.keys import BlockKey, block_count
 from artifacts_core.chunk.singleflight import SingleFlight
 from artifacts_core.chunk.writer import SliceWriter
-from artifacts_core.errors import ArtifactsError, IntegrityError, InvalidArgument, NotFound, StorageError
+from artifacts_core.errors import (
+    ArtifactsError,
+    Exists,
+    IntegrityError,
+    InvalidArgument,
+    NotFound,
+    StorageError,
+)
 from artifacts_core.objects.base import ObjectStore
 from artifacts_core.types import CHUNK_SIZE, DEFAULT_BLOCK_SIZE, SliceId
 
@@ -77,7 +87,7 @@ class ChunkStore:
                  download_concurrency: int = DEFAULT_DOWNLOAD_CONCURRENCY,
                  buffer_budget: int = DEFAULT_BUFFER_BUDGET, memory_cache_bytes: int = DEFAULT_MEMORY_CACHE,
                  disk_cache: DiskCache | None = None, cache_full_writes: bool = False,
-                 cpu_offload_bytes: int | None = None) -> None:
+                 cpu_offload_bytes: int | None = None, on_reused_id: Callable[[], None] | None = None) -> None:
         if not _MIN_BLOCK <= block_size <= _MAX_BLOCK:
             raise InvalidArgument(f"block size {block_size} outside {_MIN_BLOCK}..{_MAX_BLOCK}")
         if compression not in CODECS:
@@ -87,6 +97,9 @@ class ChunkStore:
         self.block_size = block_size
         self.compression = compression
         self.cache_full_writes = cache_full_writes
+        #: Called when a block key already holds another slice's bytes: the slice-id batch that
+        #: produced it is suspect (the volume passes the engine's ``drop_slice_ids``).
+        self.on_reused_id = on_reused_id
         if cpu_offload_bytes is None:
             cpu_offload_bytes = _OFFLOAD_MIN if (os.cpu_count() or 1) >= _FEW_CORES else sys.maxsize
         self.cpu_offload_bytes = cpu_offload_bytes
@@ -120,7 +133,7 @@ class ChunkStore:
                 self._inflight_uploads += 1
                 try:
                     encoded = await self._cpu(encode_block, buf, self.compression)
-                    await self.store.put(key, encoded)
+                    await self._put_new(block, encoded)
                 except ArtifactsError:
                     self.counters.incr("upload_errors")
                     raise
@@ -138,6 +151,33 @@ class ChunkStore:
                 self._disk_put_later(key, encoded)
         finally:
             self.budget.release(len(buf))
+
+    async def _put_new(self, block: BlockKey, encoded: bytes) -> None:
+        """Store a block under a key nothing holds yet (DESIGN.md §10: never overwritten)."""
+        key = block.key
+        existing = None
+        for _ in range(2):
+            try:
+                await self.store.put(key, encoded, if_absent=True)
+                return
+            except Exists:
+                pass
+            try:
+                existing = await self.store.get(key)
+                break
+            except NotFound:
+                continue  # deleted between the two requests: try to create it again
+        if existing == encoded:
+            return  # our own earlier attempt landed (a retried PUT): the block is stored
+        self.counters.incr("block_collisions")
+        if self.on_reused_id is not None:
+            self.on_reused_id()
+        log.error("block %s already holds another slice's data: slice id %d was handed out twice "
+                  "(Redis lost recent writes?); this write fails and the object is left as it is",
+                  key, block.slice_id)
+        raise StorageError(f"slice {block.slice_id}: its block key already holds another slice's data",
+                           path=key, hint="the slice id was reserved twice (a Redis rollback); write the "
+                                          "data again: the next write reserves fresh ids")
 
     async def _cpu(self, fn: Callable[..., T], data: bytes | bytearray, *args: Any, **kwargs: Any) -> T:
         """``fn(data, ...)`` inline for small buffers, else in the loop's CPU pool."""

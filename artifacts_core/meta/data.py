@@ -4,13 +4,18 @@ slices), truncate, fallocate and copy_file_range. Functions: ``lua/20_data.lua``
 Moving parts:
 
 - **Slice ids** come from ``nextslice`` in batches of ``SLICE_ID_BATCH`` per client
-  (``new_slice_id`` serves the local batch under a lock; DESIGN.md §10).
+  (``new_slice_id`` serves the local batch under a lock; DESIGN.md §10), recorded under the
+  client's session (its *owner*).
 - **Reading** a chunk is one ``FCALL_RO``: the records and the bytes of its inline slices together
   (``read_chunk``); ``slices.build_view`` merges them.
 - **Committing** is one ``FCALL``: the record, the length, mtime/ctime, used space and -- for an
-  inline slice -- its bytes (``commit_slice``). A commit of an already committed slice id is a
-  no-op (the id is remembered for two minutes in ``commits``), so a retry after a timeout never
-  applies a write twice. ``append=True`` lets Redis place the slice at the file's length at
+  inline slice -- its bytes (``commit_slice``). Every commit carries its owner. The same owner's
+  second commit of a slice id is a no-op ("<owner>:<id>" is remembered for two minutes in
+  ``commits``), so a retry after a timeout never applies a write twice, and no other client's
+  commit is ever taken for a retry. An id outside the owner's reservation is refused:
+  :class:`ReservationLost` (ESTALE), after which this client drops its batch -- Redis lost the
+  reservation in a rollback, or the session ended (docs/SEMANTICS.md, "Redis rollback").
+  ``append=True`` lets Redis place the slice at the file's length at
   commit time; an append crossing a chunk boundary is split into two records by the function,
   so it always lands whole and contiguous. ``replace_content`` swaps a file's whole content in
   one call (writeFile: atomic, the inode kept).
@@ -61,10 +66,24 @@ FALLOC_FL_PUNCH_HOLE = 0x02
 FALLOC_FL_ZERO_RANGE = 0x10
 
 
+#: The first words of the ESTALE a commit gets for a slice id outside its owner's reservation
+#: (``DATA.LOST`` in lua/20_data.lua).
+RESERVATION_LOST = "slice reservation lost"
+
+
 class InlineRefused(ArtifactsError):
     """This slice may not be stored inline (limit, volume cap, Redis memory): store it in S3."""
 
     default_errno = errno.EAGAIN
+
+
+class ReservationLost(ArtifactsError):
+    """Redis no longer knows the slice ids this client reserved: it lost recent writes (restarted
+    from an older state, failed over to a replica that was behind) or this client's session
+    ended. The commit was refused -- those ids may now be someone else's -- and the client's
+    batch is dropped, so its next write reserves fresh ids. ESTALE."""
+
+    default_errno = errno.ESTALE
 
 
 class CommitResult(msgspec.Struct, frozen=True):
@@ -96,33 +115,47 @@ class DataOps:
         #: Seconds a slice dropped by truncate, compaction or a replace stays readable (tests
         #: shorten it); reclaim and replace pass it to their functions too.
         self.slice_grace: float = DEFAULT_SLICE_GRACE
-        # This client's batch of slice ids, [next, end); the lock is held across one INCRBY at most.
+        # This client's batch of slice ids, [next, end), reserved by _slice_owner; the lock is held
+        # across one reservation at most.
         self._slice_lock = threading.Lock()
         self._slice_next = 0
         self._slice_end = 0
+        self._slice_owner = ""
         #: Redis is past INLINE_MEMORY_FRACTION of maxmemory (``refresh_inline_pressure``).
         self._inline_pressure = False
 
     # -- slice ids -----------------------------------------------------------------------------
+
+    def _owner(self) -> str:
+        """Who reserves and commits slice ids: this client's session ('0' without one)."""
+        return str(self.sid or 0)
 
     def new_slice_ids(self, n: int) -> range:
         """Reserve ``n`` fresh slice ids (one round trip); returns them as a range."""
         if n <= 0:
             raise ValueError("reserve at least one slice id")
         # One function call: INCRBY plus a note of the batch under this session, so gc knows
-        # which unreferenced objects may still be in flight (about to be committed).
-        last = int(self.client.call("af_reserve_slices", str(self.sid or 0), n))
+        # which unreferenced objects may still be in flight (about to be committed), and commits
+        # can be checked against it.
+        last = int(self.client.call("af_reserve_slices", self._owner(), n))
         return range(last - n + 1, last + 1)
 
     def new_slice_id(self) -> SliceId:
-        """One fresh slice id from this client's batch (a round trip once per SLICE_ID_BATCH)."""
+        """One fresh slice id from this client's batch (a round trip once per SLICE_ID_BATCH).
+        A batch reserved under another session (before a new one was registered) is not used."""
         with self._slice_lock:
-            if self._slice_next >= self._slice_end:
+            owner = self._owner()
+            if self._slice_next >= self._slice_end or self._slice_owner != owner:
                 ids = self.new_slice_ids(SLICE_ID_BATCH)
-                self._slice_next, self._slice_end = ids.start, ids.stop
+                self._slice_next, self._slice_end, self._slice_owner = ids.start, ids.stop, owner
             sid = self._slice_next
             self._slice_next = sid + 1
         return SliceId(sid)
+
+    def drop_slice_ids(self) -> None:
+        """Forget this client's batch: the next id comes from a new reservation."""
+        with self._slice_lock:
+            self._slice_next = self._slice_end = 0
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -163,9 +196,11 @@ class DataOps:
         return not self._inline_pressure and self.setting is not None and size <= self.setting.inline_limit
 
     def _commit_call(self, function: str, args: list, *, inline: bool):
-        """Run a function that may store inline bytes (``inline``): refused up front while Redis is
-        under memory pressure, and the function's EAGAIN (over the inline limit or the volume's
-        inline cap) raised as InlineRefused, so the caller stores the slices in S3 instead."""
+        """Run a function that commits slice ids this client reserved (every such call passes
+        here). ``inline``: it may store inline bytes -- refused up front while Redis is under
+        memory pressure, and the function's EAGAIN (over the inline limit or the volume's inline
+        cap) raised as InlineRefused, so the caller stores the slices in S3 instead. A refusal
+        for an id outside this client's reservation drops the batch and raises ReservationLost."""
         if inline and self._inline_pressure:
             raise InlineRefused("Redis memory is past the inline threshold")
         try:
@@ -173,6 +208,15 @@ class DataOps:
         except ArtifactsError as e:
             if e.errno == errno.EAGAIN:
                 raise InlineRefused(e.strerror or "inline refused") from e
+            if e.errno == errno.ESTALE and (e.strerror or "").startswith(RESERVATION_LOST):
+                self.drop_slice_ids()
+                log.error("%s: Redis no longer holds this client's slice reservation; the write was "
+                          "not committed and the next one reserves fresh ids", e.strerror)
+                raise ReservationLost(
+                    f"{e.strerror}; this write was not committed", hint=(
+                        "Redis lost recent writes (it restarted from an older state or failed over "
+                        "to a replica that was behind) or this client's session ended; write the "
+                        "data again")) from e
             raise
 
     def commit_slice(self, ino: Ino, index: int, record: SliceRecord, *, data: bytes | None = None,
@@ -184,11 +228,12 @@ class DataOps:
         ``record.pos`` are ignored). Raises NotFound when the inode is gone and the slice was not
         committed before (the caller then deletes the uploaded blocks), InlineRefused when inline
         storage is refused (store in S3 and commit again with the same or a new id), NoSpace over
-        capacity.
+        capacity, ReservationLost when Redis no longer knows the id was reserved by this client
+        (leave the blocks to gc: the id may be someone else's now).
         """
         args = [_ok(ino), _ok(0 if append else index), _ok(record.pos), _ok(record.id),
                 _ok(record.size), _ok(record.off), _ok(record.len), "1" if append else "0",
-                _ok(caller.uid)]
+                _ok(caller.uid), self._owner()]
         if data is not None:
             args.append(data)
         reply = self._commit_call("af_commit", args, inline=data is not None)
@@ -234,7 +279,7 @@ class DataOps:
         round trip after the new S3 blocks are stored. ``records``: (chunk index, record, inline
         bytes or None). The old slices are released with the grace period. Idempotent by the
         first record's slice id. Raises InlineRefused (store those slices in S3, call again)."""
-        args = [_ok(ino), _ok(length), _ok(caller.uid), repr(float(self.slice_grace))]
+        args = [_ok(ino), _ok(length), _ok(caller.uid), repr(float(self.slice_grace)), self._owner()]
         for index, r, data in records:
             args += [_ok(index), _ok(r.pos), _ok(r.id), _ok(r.size), _ok(r.off), _ok(r.len),
                      b"" if data is None else data]

@@ -11,7 +11,7 @@ the functions wrote with Lua's, so the two cannot drift apart unnoticed.
 | key | type | value |
 |---|---|---|
 | ``setting`` | string | the volume's format (msgspec JSON) — declared as KEYS[1] by every call |
-| ``nextinode`` / ``nextslice`` / ``nextsession`` | string int | highest id handed out |
+| ``nextinode`` / ``nextslice`` / ``nextsession`` | string int | highest id handed out (slice and session ids never lag the server clock in µs: a Redis rollback cannot hand them out twice) |
 | ``usedspace`` / ``totalinodes`` / ``inlinebytes`` | string int | volume totals |
 | ``i<ino>`` | string | the inode's attributes, fixed binary layout (``attrs.py``) |
 | ``d<ino>`` | hash | directory entries: name -> type u8 + ino u64 |
@@ -24,9 +24,9 @@ the functions wrote with Lua's, so the two cannot drift apart unnoticed.
 | ``sliceref`` | hash | ``<slice>_<size>`` -> references - 1 (missing = 1 reference) |
 | ``delfiles`` | zset | ``<ino>:<length>`` scored by deletion time: data to release |
 | ``delslices`` | zset | ``<slice>_<size>`` scored by time: blocks to delete from S3 |
-| ``commits`` | zset | slice ids committed in the last minutes (a retried commit is a no-op) |
+| ``commits`` | zset | ``<owner session>:<slice>`` committed in the last minutes (the owner's retried commit is a no-op) |
 | ``inlinechunks`` | zset | ``<ino>_<chunk>`` holding inline slices, scored by last inline write |
-| ``slicebatches`` | hash | session id -> "first-last" slice ids it reserved (gc: in-flight uploads) |
+| ``slicebatches`` | hash | session id (``0``: clients without one) -> "first-last" slice ids it reserved (gc: in-flight uploads; commits must lie inside) |
 | ``jobs`` | hash | job name -> last run time (elections for background work) |
 | ``sess<sid>`` | hash | a session's record: ``info`` (JSON: host, pid, mountpoint, version), ``expire``, ``user`` (assigned ids); live while it exists |
 | ``opens<sid>`` | hash | ino -> how many times the session holds it open |

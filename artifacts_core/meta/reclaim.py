@@ -174,10 +174,11 @@ class ReclaimOps:
                 raise ValueError(f"compaction writer returned {new!r} for {job.slice_id} at {start}+{end - start}")
         args = [_n(ino), _n(index), _n(keep), _n(len(records)), hashlib.sha1(raw).hexdigest() if records else "",
                 _n(new.pos if new else 0), _n(new.id if new else 0), _n(new.size if new else 0),
-                _n(new.off if new else 0), _n(new.len if new else 0), _n(float(self.slice_grace))]
+                _n(new.off if new else 0), _n(new.len if new else 0), _n(float(self.slice_grace)),
+                self._owner()]
         if data is not None:
             args.append(data)
-        status, after = self.client.call("af_compact", *args)
+        status, after = self._commit_call("af_compact", args, inline=False)
         name = {0: "aborted", 1: "swapped", 2: "duplicate"}[int(status)]
         if name == "swapped" and not records:
             name = "empty"

@@ -28,7 +28,7 @@ import errno
 
 from artifacts_core.errors import ABSENT, ArtifactsError, EntryIsSymlink, VersionMismatch
 from artifacts_core.meta.attrs import TYPE_FILE, Attr, SliceRecord, unpack_attr, unpack_slices
-from artifacts_core.meta.data import CommitResult, InlineRefused
+from artifacts_core.meta.data import CommitResult, InlineRefused, ReservationLost
 from artifacts_core.types import ROOT_CALLER, Caller, Ino, SliceId
 
 
@@ -41,6 +41,8 @@ def _expect_arg(expect) -> str:
 
 
 def _mapped(e: ArtifactsError, name: str) -> ArtifactsError:
+    if isinstance(e, (InlineRefused, ReservationLost)):
+        return e
     if e.errno == errno.EAGAIN:
         return InlineRefused(e.strerror or "inline refused")
     if e.errno == errno.ESTALE:
@@ -51,7 +53,8 @@ def _mapped(e: ArtifactsError, name: str) -> ArtifactsError:
 
 
 class ReplaceOps:
-    """Mixin of ``RedisMetaEngine``. Needs ``self.client`` and ``self.slice_grace``."""
+    """Mixin of ``RedisMetaEngine``. Needs ``self.client``, ``self.slice_grace`` and DataOps'
+    ``_commit_call`` and ``_owner`` (every commit of a slice id passes there)."""
 
     def append_entry(self, parent: Ino, name: str, slice_id: SliceId | int, size: int, *,
                      data: bytes | None = None, create: bool = True,
@@ -61,11 +64,13 @@ class ReplaceOps:
         Returns (ino, commit result: attr, landing offset, list length, duplicate; created)."""
         args: list[object] = [str(int(parent)), name.encode("utf-8", "surrogateescape"),
                               "1" if create else "0", _expect_arg(expect), str(int(slice_id)),
-                              str(int(size)), str(caller.uid), caller.gid_arg(), str(perm & 0o7777)]
+                              str(int(size)), str(caller.uid), caller.gid_arg(), str(perm & 0o7777),
+                              self._owner()]
         if data is not None:
             args.append(data)
         try:
-            ino, raw, offset, records, created, dup = self.client.call("af_append_entry", *args)
+            ino, raw, offset, records, created, dup = self._commit_call("af_append_entry", args,
+                                                                        inline=data is not None)
         except ArtifactsError as e:
             mapped = _mapped(e, name)
             if mapped is e:
@@ -97,11 +102,11 @@ class ReplaceOps:
         args: list[object] = [str(int(parent)), name.encode("utf-8", "surrogateescape"),
                               "1" if create else "0", exp, str(int(slice_id)), str(int(size)),
                               str(caller.uid), caller.gid_arg(), str(perm & 0o7777),
-                              repr(float(self.slice_grace))]
+                              repr(float(self.slice_grace)), self._owner()]
         if data is not None:
             args.append(data)
         try:
-            ino, raw, created = self.client.call("af_replace_content", *args)
+            ino, raw, created = self._commit_call("af_replace_content", args, inline=data is not None)
         except ArtifactsError as e:
             mapped = _mapped(e, name)
             if mapped is e:

@@ -9,6 +9,9 @@ Semantics every implementation keeps:
   the end is clipped, as S3 does; ``length=None`` means to the end). A missing key raises
   :class:`~artifacts_core.errors.NotFound`.
 - ``put`` replaces atomically: a reader sees the old or the new object, never a mix.
+  ``put(..., if_absent=True)`` only creates: when the key exists it raises
+  :class:`~artifacts_core.errors.Exists` and the object stays as it was (S3 ``If-None-Match: *``).
+  Block objects are written this way, so none is ever overwritten (DESIGN.md §10).
 - ``delete`` of a missing key is not an error.
 - ``head`` returns an :class:`ObjectInfo` or raises ``NotFound``.
 - ``list(prefix, start_after, limit)`` returns one page of keys in lexicographic (byte) order,
@@ -45,7 +48,7 @@ class ObjectStore(Protocol):
 
     async def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes: ...
 
-    async def put(self, key: str, data: bytes | bytearray | memoryview) -> None: ...
+    async def put(self, key: str, data: bytes | bytearray | memoryview, *, if_absent: bool = False) -> None: ...
 
     async def delete(self, key: str) -> None: ...
 

@@ -10,6 +10,7 @@ Moving parts:
 - ``put`` writes a temp file beside the target (same directory, so the rename cannot cross file
   systems), fsyncs it, renames it over the target and fsyncs the directory: after a crash the key
   holds the old bytes or the new bytes, never a mix, and a renamed object survives power loss;
+  ``if_absent`` hard-links the temp file to the target instead, which fails if the target exists;
 - ``list`` walks the tree in true key order: a directory ``d`` sorts as ``d/`` among its siblings,
   so ``d-x`` < ``d/x`` < ``d0`` as in S3, whatever order the file system returns entries in;
 - every blocking call runs in a worker thread (``asyncio.to_thread``), never on the event loop.
@@ -31,6 +32,7 @@ from pathlib import Path
 
 from artifacts_core.errors import (
     ArtifactsError,
+    Exists,
     InvalidArgument,
     NameTooLong,
     NotFound,
@@ -150,11 +152,11 @@ class LocalObjectStore:
 
     # -- put / delete --------------------------------------------------------------------------
 
-    async def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+    async def put(self, key: str, data: bytes | bytearray | memoryview, *, if_absent: bool = False) -> None:
         path = key_path(self.root, key)
-        await asyncio.to_thread(self._put, path, key, data)
+        await asyncio.to_thread(self._put, path, key, data, if_absent)
 
-    def _put(self, path: Path, key: str, data: bytes | bytearray | memoryview) -> None:
+    def _put(self, path: Path, key: str, data: bytes | bytearray | memoryview, if_absent: bool) -> None:
         try:
             tmp, fd = self._open_temp(path, key)
             try:
@@ -162,7 +164,10 @@ class LocalObjectStore:
                     f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
-                os.replace(tmp, path)
+                if if_absent:
+                    self._link_new(tmp, path, key)
+                else:
+                    os.replace(tmp, path)
             except BaseException:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
@@ -171,11 +176,24 @@ class LocalObjectStore:
         except IsADirectoryError:
             raise InvalidArgument("this key names a directory of other objects in the local store",
                                   path=key) from None
+        except Exists:
+            raise
         except (NotADirectoryError, FileExistsError):
             raise InvalidArgument("a component of this key is an object, not a directory "
                                   "(a local store cannot hold both 'a' and 'a/b')", path=key) from None
         except OSError as e:
             raise _os_error(e, f"writing to {self.describe()}", key) from e
+
+    @staticmethod
+    def _link_new(tmp: Path, path: Path, key: str) -> None:
+        """Give the written temp file its key only if no object holds it (link(2) never replaces)."""
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            if path.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "is a directory") from None
+            raise Exists("an object already exists under this key", path=key) from None
+        tmp.unlink()
 
     def _open_temp(self, path: Path, key: str) -> tuple[Path, int]:
         """A new temp file beside ``path`` (its directory created durably if missing)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import time
 
-from artifacts_core.errors import NotFound
+from artifacts_core.errors import Exists, NotFound
 from artifacts_core.objects.base import LIST_PAGE, ListPage, ObjectInfo, check_range
 
 
@@ -33,7 +33,9 @@ class MemoryObjectStore:
         end = len(data) if length is None else offset + length
         return data[offset:end]
 
-    async def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+    async def put(self, key: str, data: bytes | bytearray | memoryview, *, if_absent: bool = False) -> None:
+        if if_absent and key in self._data:
+            raise Exists("an object already exists under this key", path=key)
         if key not in self._data:
             bisect.insort(self._keys, key)
         self._data[key] = (bytes(data), time.time())

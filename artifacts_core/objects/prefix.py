@@ -66,8 +66,8 @@ class PrefixedObjectStore:
     async def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         return await self.inner.get(self._key(key), offset, length)
 
-    async def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
-        await self.inner.put(self._key(key), data)
+    async def put(self, key: str, data: bytes | bytearray | memoryview, *, if_absent: bool = False) -> None:
+        await self.inner.put(self._key(key), data, if_absent=if_absent)
 
     async def delete(self, key: str) -> None:
         await self.inner.delete(self._key(key))

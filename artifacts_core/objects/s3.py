@@ -12,7 +12,9 @@ Moving parts:
   transient failures with capped, fully jittered backoff, translates the final failure into the
   core's error hierarchy with the cause kept, writes one log line (logger ``artifacts.s3``) and
   feeds :class:`ObjectStoreStats`;
-- the five operations, each a small ``attempt`` coroutine handed to ``_call``.
+- the five operations, each a small ``attempt`` coroutine handed to ``_call``. ``put`` with
+  ``if_absent`` sends ``If-None-Match: *`` (412 becomes ``Exists``); a server answering 501 to it
+  is used without conditional PUTs from then on, with one warning.
 
 Known SeaweedFS deviations from S3 (the contract suite marks them as strict expected failures):
 ListObjectsV2 returns keys in directory-walk order, so ``d/x`` comes before ``d-x`` where S3 sorts
@@ -48,6 +50,7 @@ from botocore.exceptions import (
 from artifacts_core.errors import (
     ArtifactsError,
     ConfigError,
+    Exists,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -67,6 +70,10 @@ ACCESS_CODES = frozenset({
     "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled",
 })
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+#: A conditional PUT (``If-None-Match: *``) found the key taken: the object was left as it was.
+PRECONDITION_CODES = frozenset({"PreconditionFailed", "412"})
+#: A server that does not implement conditional PUTs says so with one of these.
+UNSUPPORTED_CODES = frozenset({"NotImplemented", "501"})
 
 
 class S3ObjectStore:
@@ -97,6 +104,8 @@ class S3ObjectStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client_lock: asyncio.Lock | None = None
         self._closed = False
+        #: Whether the server honours ``If-None-Match: *`` on PUT (False once it said it does not).
+        self.conditional_puts = True
 
     def describe(self) -> str:
         where = f" (endpoint {self.endpoint})" if self.endpoint else ""
@@ -204,6 +213,8 @@ class S3ObjectStore:
         tries = f"after {backoff.attempts} attempt(s) in {backoff.elapsed():.1f} s"
         if code in NOT_FOUND_CODES:
             return NotFound("no such object", path=path)
+        if code in PRECONDITION_CODES or status == 412:
+            return Exists("an object already exists under this key", path=path)
         if code == "NoSuchBucket":
             return StorageError(f"{where} failed: bucket {self.bucket!r} does not exist", path=path,
                                 hint="check the bucket in the storage URL, or create the bucket")
@@ -259,14 +270,26 @@ class S3ObjectStore:
 
         return await self._keyed("get", key, attempt)
 
-    async def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+    async def put(self, key: str, data: bytes | bytearray | memoryview, *, if_absent: bool = False) -> None:
         body = data if isinstance(data, bytes) else bytes(data)  # immutable: a retry resends it as is
+        conditional = if_absent and self.conditional_puts
 
         async def attempt(client: Any) -> tuple[None, int, int]:
-            resp = await client.put_object(Bucket=self.bucket, Key=key, Body=body)
+            extra = {"IfNoneMatch": "*"} if conditional else {}
+            resp = await client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
             return None, 0, resp["ResponseMetadata"]["HTTPStatusCode"]
 
-        await self._keyed("put", key, attempt, bytes_out=len(body))
+        try:
+            await self._keyed("put", key, attempt, bytes_out=len(body))
+        except StorageError as e:
+            if not (conditional and e.__cause__ is not None
+                    and (error_code(e.__cause__) in UNSUPPORTED_CODES or http_status(e.__cause__) == 501)):
+                raise
+            # An S3 server without conditional writes: keep working, unprotected, and say so once.
+            self.conditional_puts = False
+            log.warning("%s does not support conditional PUTs (If-None-Match); block objects are "
+                        "kept apart by unique slice ids only", self.describe())
+            await self.put(key, body)
 
     async def delete(self, key: str) -> None:
         async def attempt(client: Any) -> tuple[None, int, int]:

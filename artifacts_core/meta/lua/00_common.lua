@@ -217,6 +217,24 @@ local function alloc_inode(p)
   return istr(redis.call('INCR', k_named(p, 'nextinode')))
 end
 
+-- ---- ids a Redis rollback must not hand out twice (DESIGN.md §10) ------------------------
+-- A rollback (AOF everysec losing its last second in a crash, a failover to a replica that is
+-- behind) restores `nextslice` or `nextsession` to an older value while clients may still hold
+-- ids reserved in the lost writes. So these counters never lag the server clock in
+-- microseconds: each reservation starts at max(counter, now). The lost writes reserved ids
+-- close to the time they ran; after the restart (which takes far longer than those ids are
+-- wide) the clock has passed them, and new ids start beyond. This holds while a workspace
+-- reserves fewer ids than microseconds pass (a million a second: slices come 4096 to a
+-- batch) and the clock is sane across a failover (skew well under the failover's seconds).
+-- Ids stay below 2^53 (exact in Lua numbers) until the year 2255.
+local function next_id(p, name, n)
+  local key = k_named(p, name)
+  local t = redis.call('TIME')
+  local clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if tonumber(redis.call('GET', key) or '0') < clock then redis.call('SET', key, istr(clock)) end
+  return redis.call('INCRBY', key, n)
+end
+
 -- ---- changes to a file's data (20_data, 21_resize, 26_replace) ---------------------------
 -- inline_error: may new inline slices be stored, the largest `largest` bytes, adding `added`
 -- bytes to the volume's inline bytes? nil, or the EAGAIN reply (over the inline limit or the

@@ -18,8 +18,11 @@
 --   releases its reference (DATA.release); a slice with no reference left is queued in
 --   `delslices` scored by the time it may be deleted (a grace period lets readers holding an old
 --   view finish); an inline slice released with no grace is deleted at once;
--- * a commit is idempotent: the slice id is remembered in `commits` (zset: id -> commit time)
---   for DATA.COMMIT_TTL seconds, and a second commit of it is a no-op returning the attr;
+-- * a commit is idempotent and bound to its owner: every commit carries the session that
+--   reserved its slice id (`owner`, '0' for a client without a session); an id outside the
+--   owner's reserved range is refused (DATA.claim), and "<owner>:<id>" is remembered in
+--   `commits` (zset -> commit time) for DATA.COMMIT_TTL seconds, so the same owner's second
+--   commit of it is a no-op returning the attr -- and no other client's commit ever is;
 -- * `inlinebytes` = the sum of the sizes of all `b<id>` keys; `inlinechunks` (zset:
 --   "<ino>_<index>" -> time of the last inline write) indexes the chunks that may hold inline
 --   slices, for the background migration of quiet inline data to S3.
@@ -168,11 +171,39 @@ function DATA.space_delta(p, a, newlen)
   return d
 end
 
+-- ---- who may commit a slice id (DESIGN.md §10: a rollback never mixes two clients' data) ---
+-- The first words of the refusal; the client (meta/data.py) drops its batch when it sees them.
+DATA.LOST = 'slice reservation lost'
+
+function DATA.commit_member(owner, sid) return owner .. ':' .. sid end
+
+-- May `owner` commit slice `sid`? 'retry' when it committed it already (the commit is a no-op);
+-- nil when the id lies in the owner's reserved range (`slicebatches`, 22_reserve.lua); else
+-- nil and the ESTALE reply: the reservation is gone -- Redis lost it (restarted from an older
+-- state, failed over to a replica that was behind) or the session ended -- and the client must
+-- not commit under an id that may now be someone else's. A check: writes nothing.
+function DATA.claim(p, owner, sid)
+  if redis.call('ZSCORE', k_named(p, 'commits'), DATA.commit_member(owner, sid)) then return 'retry' end
+  local lo, hi = string.match(redis.call('HGET', k_named(p, 'slicebatches'), owner) or '', '^(%d+)-(%d+)$')
+  local id = tonumber(sid)
+  if lo and id and id >= tonumber(lo) and id <= tonumber(hi) then return nil end
+  return nil, fail('ESTALE', DATA.LOST .. ': slice ' .. sid .. ' is not reserved by session ' .. owner
+    .. ' (Redis lost recent writes, or the session ended)')
+end
+
+-- Writes: remember that `owner` committed slice `sid` (a retry is then a no-op), and forget
+-- commits older than DATA.COMMIT_TTL.
+function DATA.note_commit(p, owner, sid, t)
+  local commits = k_named(p, 'commits')
+  redis.call('ZADD', commits, t, DATA.commit_member(owner, sid))
+  redis.call('ZREMRANGEBYSCORE', commits, '-inf', t - DATA.COMMIT_TTL)
+end
+
 -- Writes: the records of a committed slice (`sid`, `size` bytes), one per piece {chunk index,
 -- pos, off, len} (a slice in two pieces holds two references), its inline bytes when `data` is
--- given (counted in `inlinebytes`, the chunks noted in `inlinechunks`) and its id in `commits`
--- (a retry is then a no-op). Returns the length of the last list pushed and of the longest.
-function DATA.push_pieces(p, ino, sid, size, pieces, data, t)
+-- given (counted in `inlinebytes`, the chunks noted in `inlinechunks`) and the commit by `owner`
+-- (DATA.note_commit). Returns the length of the last list pushed and of the longest.
+function DATA.push_pieces(p, ino, sid, size, pieces, data, t, owner)
   local id = tonumber(sid)
   local kind = data and DATA.KIND_INLINE or DATA.KIND_S3
   local last, longest = 0, 0
@@ -187,9 +218,7 @@ function DATA.push_pieces(p, ino, sid, size, pieces, data, t)
     redis.call('SET', k_inline(p, sid), data)
     redis.call('INCRBY', k_named(p, 'inlinebytes'), size)
   end
-  local commits = k_named(p, 'commits')
-  redis.call('ZADD', commits, t, sid)
-  redis.call('ZREMRANGEBYSCORE', commits, '-inf', t - DATA.COMMIT_TTL)
+  DATA.note_commit(p, owner, sid, t)
   return last, longest
 end
 
@@ -227,30 +256,32 @@ redis.register_function{
 -- space; with `data`, the bytes of an inline slice in the same call.
 -- KEYS: setting.
 -- ARGV: ino, chunk index, pos (in the chunk), slice id, size, off, len, append ('1'|'0'),
---   uid (the writer: non-root clears setuid/setgid), [data: the inline slice's `size` bytes].
+--   uid (the writer: non-root clears setuid/setgid), owner (the session that reserved the
+--   slice id, '0' for none), [data: the inline slice's `size` bytes].
 --   Append: index and pos are ignored; the data goes at the file's length at commit time. If
 --   that crosses a chunk boundary, the record is split into two (the second at pos 0 of the
 --   next chunk, both referencing the slice: 2 references), so an append always lands whole.
 -- Returns {attr, records in the longest chunk list it pushed to, file offset where the data landed,
---   duplicate (1 if this slice id was already committed: nothing changed; attr may be nil if
---   the inode is gone since)}.
--- Errors: ENOENT (inode gone; the caller deletes the uploaded blocks), EISDIR, EINVAL (bad
---   record, not a regular file), EFBIG, ENOSPC (capacity), EAGAIN (inline refused: over the
---   inline limit or the volume's inline cap -- store the slice in S3 instead; never ENOSPC).
+--   duplicate (1 if this owner already committed this slice id: nothing changed; attr may be
+--   nil if the inode is gone since)}.
+-- Errors: ESTALE (the slice id is not in the owner's reservation: DATA.claim), ENOENT (inode
+--   gone; the caller deletes the uploaded blocks), EISDIR, EINVAL (bad record, not a regular
+--   file), EFBIG, ENOSPC (capacity), EAGAIN (inline refused: over the inline limit or the
+--   volume's inline cap -- store the slice in S3 instead; never ENOSPC).
 -- All checks before the first write.
 redis.register_function('af_commit', function(keys, args)
   local p = prefix_of(keys)
   local ino, sid = args[1], args[4]
   local indx, pos, id = tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
   local size, off, len = tonumber(args[5]), tonumber(args[6]), tonumber(args[7])
-  local append, uid, data = args[8] == '1', tonumber(args[9]) or 0, args[10]
-  if redis.call('ZSCORE', k_named(p, 'commits'), sid) then
-    return { redis.call('GET', k_inode(p, ino)), 0, -1, 1 }
-  end
+  local append, uid, owner, data = args[8] == '1', tonumber(args[9]) or 0, args[10] or '0', args[11]
   if not (id and id > 0 and size and off and len and len > 0 and off >= 0 and off + len <= size
       and size <= CHUNK_SIZE) then
     return fail('EINVAL', 'invalid slice record')
   end
+  local retry, cerr = DATA.claim(p, owner, sid)
+  if retry then return { redis.call('GET', k_inode(p, ino)), 0, -1, 1 } end
+  if cerr then return cerr end
   local a, err = DATA.file_attr(p, ino)
   if not a then return err end
   if data then
@@ -279,7 +310,7 @@ redis.register_function('af_commit', function(keys, args)
   if not dspace then return qerr end
   -- writes
   local t, sec, ns_ = DATA.now_f()
-  local _, count = DATA.push_pieces(p, ino, sid, size, pieces, data, t)
+  local _, count = DATA.push_pieces(p, ino, sid, size, pieces, data, t, owner)
   DATA.kill_suid(a, uid)
   close_write(p, ino, a, newlen, dspace, sec, ns_)
   return { attr_pack(a), count, pieces[1][1] * CHUNK_SIZE + pieces[1][2], 0 }

@@ -186,26 +186,29 @@ end)
 -- a grace period for readers of the old content) and the new records pushed, in one call, after
 -- the caller stored the new S3 blocks.
 -- KEYS: setting.
--- ARGV: ino, new length, uid, grace (seconds), then per record 7 fields: chunk index, pos, slice
---   id, size, off, len, data ('' for an S3 slice; the bytes of an inline slice, `size` long).
+-- ARGV: ino, new length, uid, grace (seconds), owner (the session that reserved the slice ids,
+--   '0' for none), then per record 7 fields: chunk index, pos, slice id, size, off, len, data
+--   ('' for an S3 slice; the bytes of an inline slice, `size` long).
 --   Records of one slice in several chunks (a slice spanning a boundary) take one reference each.
--- Returns {attr, duplicate (1 if the first slice id was committed already: nothing changed)}.
--- Errors: ENOENT, EISDIR, EINVAL (bad record, a record past the length), EFBIG, ENOSPC,
---   EAGAIN (inline refused: store those slices in S3 and call again).
+-- Returns {attr, duplicate (1 if the owner committed the first slice id already: nothing changed)}.
+-- Errors: ESTALE (a slice id outside the owner's reservation: DATA.claim), ENOENT, EISDIR,
+--   EINVAL (bad record, a record past the length), EFBIG, ENOSPC, EAGAIN (inline refused:
+--   store those slices in S3 and call again).
 -- All checks before the first write.
 redis.register_function('af_replace', function(keys, args)
   local p = prefix_of(keys)
   local ino, newlen, uid, grace = args[1], tonumber(args[2]), tonumber(args[3]) or 0, tonumber(args[4]) or 0
-  local commits = k_named(p, 'commits')
-  if #args > 4 and redis.call('ZSCORE', commits, args[7]) then
-    return { redis.call('GET', k_inode(p, ino)), 1 }
+  local owner = args[5] or '0'
+  if #args > 5 then
+    local retry = DATA.claim(p, owner, args[8])
+    if retry then return { redis.call('GET', k_inode(p, ino)), 1 } end
   end
   local a, err = DATA.file_attr(p, ino)
   if not a then return err end
-  if not newlen or newlen < 0 or (#args - 4) % 7 ~= 0 then return fail('EINVAL', 'invalid arguments') end
+  if not newlen or newlen < 0 or (#args - 5) % 7 ~= 0 then return fail('EINVAL', 'invalid arguments') end
   if newlen > DATA.MAX_LENGTH then return fail('EFBIG', 'file too large') end
   local recs, inline_new, inline_max, counts = {}, 0, 0, {}
-  for k = 5, #args, 7 do
+  for k = 6, #args, 7 do
     local r = { indx = tonumber(args[k]), pos = tonumber(args[k + 1]), id = tonumber(args[k + 2]),
       size = tonumber(args[k + 3]), off = tonumber(args[k + 4]), len = tonumber(args[k + 5]),
       data = args[k + 6], sid = args[k + 2] }
@@ -225,6 +228,8 @@ redis.register_function('af_replace', function(keys, args)
       if r.kind == DATA.KIND_INLINE then inline_new = inline_new + r.size end
     end
     counts[f] = counts[f] + 1
+    local _, cerr = DATA.claim(p, owner, r.sid)
+    if cerr then return cerr end
     recs[#recs + 1] = r
   end
   if inline_new > 0 then
@@ -242,7 +247,7 @@ redis.register_function('af_replace', function(keys, args)
   for _, r in ipairs(recs) do
     redis.call('RPUSH', k_chunk(p, ino, r.indx), DATA.rec_pack(r.pos, r.id, r.size, r.off, r.len, r.kind))
     DATA.note_chunk(p, ino, r.indx)
-    redis.call('ZADD', commits, t, r.sid)
+    DATA.note_commit(p, owner, r.sid, t)
     if r.kind == DATA.KIND_INLINE then
       redis.call('ZADD', k_named(p, 'inlinechunks'), t, DATA.chunk_member(ino, r.indx))
       if not stored[r.sid] then
@@ -258,7 +263,6 @@ redis.register_function('af_replace', function(keys, args)
       DATA.ref_add(p, id, size, n - 1)
     end
   end
-  redis.call('ZREMRANGEBYSCORE', commits, '-inf', t - DATA.COMMIT_TTL)
   DATA.kill_suid(a, uid)
   close_write(p, ino, a, newlen, dspace, sec, ns_)
   return { attr_pack(a), 0 }

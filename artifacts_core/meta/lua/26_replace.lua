@@ -78,14 +78,16 @@ end
 --   expect ('': no precondition; '-': the name must not exist (EEXIST otherwise);
 --   '<ino>:<gen>': the entry must be that inode at that change counter (ESTALE otherwise)),
 --   slice id ('0': empty content), size, uid, gids, perm (permission bits of a new file),
---   grace (seconds old S3 slices stay readable), [data: the inline slice's `size` bytes; without
---   it a non-zero slice id names an S3 slice already stored].
+--   grace (seconds old S3 slices stay readable), owner (the session that reserved the slice id,
+--   '0' for none), [data: the inline slice's `size` bytes; without it a non-zero slice id names
+--   an S3 slice already stored].
 -- Returns {ino, attr, 1 if created now else 0}.
 -- Errors: ENOENT (parent gone, or missing name without create), ENOTDIR, EACCES, EISDIR (the name
 --   is a directory), ELOOP (the name is a symlink: the caller resolves it and calls again),
---   EINVAL (not a regular file, bad slice), ENAMETOOLONG, EEXIST, ESTALE (version mismatch),
---   EFBIG (more than one chunk), ENOSPC, EAGAIN (inline refused: store the slice in S3).
---   A retry of an already committed slice id is a no-op returning the entry's current state.
+--   EINVAL (not a regular file, bad slice), ENAMETOOLONG, EEXIST, ESTALE (version mismatch; or
+--   a slice id outside the owner's reservation: DATA.claim), EFBIG (more than one chunk),
+--   ENOSPC, EAGAIN (inline refused: store the slice in S3).
+--   A retry of a slice id the owner committed already is a no-op returning the entry's state.
 -- All checks before the first write.
 redis.register_function('af_replace_content', function(keys, args)
   local p = prefix_of(keys)
@@ -93,11 +95,16 @@ redis.register_function('af_replace_content', function(keys, args)
   local sid, size = args[5], tonumber(args[6])
   local c = caller(args[7], args[8])
   local perm = (tonumber(args[9]) or 420) % 4096  -- 420 = 0o644
-  local grace, data = tonumber(args[10]) or 0, args[11]
+  local grace, owner, data = tonumber(args[10]) or 0, args[11] or '0', args[12]
   local id = tonumber(sid)
-  if id and id > 0 and redis.call('ZSCORE', k_named(p, 'commits'), sid) then
-    local etyp, eino = ns.entry(p, parent, name)
-    if etyp then return { tonumber(eino), redis.call('GET', k_inode(p, eino)), 0 } end
+  if id and id > 0 then
+    local retry, cerr = DATA.claim(p, owner, sid)
+    if retry then
+      local etyp, eino = ns.entry(p, parent, name)
+      if etyp then return { tonumber(eino), redis.call('GET', k_inode(p, eino)), 0 } end
+    elseif cerr then
+      return cerr
+    end
   end
   if not (id and id >= 0 and size and size >= 0) then return fail('EINVAL', 'invalid slice') end
   if size > CHUNK_SIZE then return fail('EFBIG', 'content larger than one chunk') end
@@ -131,7 +138,7 @@ redis.register_function('af_replace_content', function(keys, args)
     ino, a = RE.new_file(p, parent, d, name, c, args[8], perm, sec, nsec)
     created = 1
   end
-  if size > 0 then DATA.push_pieces(p, ino, sid, size, { { 0, 0, 0, size } }, data, t) end
+  if size > 0 then DATA.push_pieces(p, ino, sid, size, { { 0, 0, 0, size } }, data, t, owner) end
   close_write(p, ino, a, size, dspace, sec, nsec)
   return { tonumber(ino), attr_pack(a), created }
 end)
@@ -140,11 +147,12 @@ end)
 -- file's length at this instant; create the file holding just this data when it is missing.
 -- KEYS: setting.
 -- ARGV: parent ino, name, create ('1'|'0'), expect ('' or '<ino>:<gen>', as above), slice id,
---   size, uid, gids, perm (of a new file), [data: inline bytes; without it an S3 slice already
---   stored]. An append crossing a chunk boundary is split into two records of the slice.
+--   size, uid, gids, perm (of a new file), owner (the session that reserved the slice id, '0'
+--   for none), [data: inline bytes; without it an S3 slice already stored]. An append crossing
+--   a chunk boundary is split into two records of the slice.
 -- Returns {ino, attr, file offset where the data landed (-1 for a retry), records in the last
---   chunk list touched, 1 if created now, 1 if this slice id was committed already (a retry:
---   nothing changed)}.
+--   chunk list touched, 1 if created now, 1 if the owner committed this slice id already (a
+--   retry: nothing changed)}.
 -- Errors: as af_replace_content (EEXIST aside); EFBIG past the largest file length.
 -- All checks before the first write.
 redis.register_function('af_append_entry', function(keys, args)
@@ -153,14 +161,17 @@ redis.register_function('af_append_entry', function(keys, args)
   local sid, size = args[5], tonumber(args[6])
   local c = caller(args[7], args[8])
   local perm = (tonumber(args[9]) or 420) % 4096
-  local data = args[10]
+  local owner, data = args[10] or '0', args[11]
   local id = tonumber(sid)
-  if id and id > 0 and redis.call('ZSCORE', k_named(p, 'commits'), sid) then
-    local etyp, eino = ns.entry(p, parent, name)
-    if etyp then return { tonumber(eino), redis.call('GET', k_inode(p, eino)), -1, 0, 0, 1 } end
-  end
   if not (id and id > 0 and size and size > 0 and size <= CHUNK_SIZE) then
     return fail('EINVAL', 'invalid slice')
+  end
+  local retry, cerr = DATA.claim(p, owner, sid)
+  if retry then
+    local etyp, eino = ns.entry(p, parent, name)
+    if etyp then return { tonumber(eino), redis.call('GET', k_inode(p, eino)), -1, 0, 0, 1 } end
+  elseif cerr then
+    return cerr
   end
   if data and #data ~= size then return fail('EINVAL', 'inline data length differs from the size') end
   local d, err, _, eino, a = RE.target(p, parent, name, c, create, expect)
@@ -188,7 +199,7 @@ redis.register_function('af_append_entry', function(keys, args)
     ino, a = RE.new_file(p, parent, d, name, c, args[8], perm, sec, nsec)
     created = 1
   end
-  local count = DATA.push_pieces(p, ino, sid, size, pieces, data, t)
+  local count = DATA.push_pieces(p, ino, sid, size, pieces, data, t, owner)
   close_write(p, ino, a, length + size, dspace, sec, nsec)
   return { tonumber(ino), attr_pack(a), length, count, created, 0 }
 end)

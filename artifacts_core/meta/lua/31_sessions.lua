@@ -11,13 +11,18 @@
 --   stale-session sweep.
 --
 -- Two ways to get a session id. A full-rights client allocates one (af_session_new with the
--- `setting` key: INCR nextsession, index entry). A session ACL user cannot write shared keys, so
+-- `setting` key: the next id, index entry). A session ACL user cannot write shared keys, so
 -- the orchestrator assigns a small block of ids when it mints the user (af_session_assign:
 -- index entries and `sessusers`; one id per client the grant serves at once); the client reads
 -- `sessusers` and registers the first id of the block no live client holds (af_session_new with
 -- that `sess<sid>` key; EBUSY: try the next). Assigned ids stay in the index until the
 -- orchestrator revokes the user (af_session_end), so a restarted client of the same grant
 -- registers one again and the sweep still sees it.
+--
+-- Session ids follow the server clock (next_id, 00_common.lua): an id handed out in writes a
+-- Redis rollback lost is never handed out again, so a client whose session was lost fails its
+-- heartbeat, opens and locks (ESTALE) instead of acting as another client's session, and no
+-- ACL user is given another's session keys.
 --
 -- Invariant: a session is live while `sess<sid>` exists. Ending a session (clean close, the
 -- sweep, a revocation) drops that key FIRST, so from then on its heartbeat, opens and lock
@@ -103,7 +108,7 @@ redis.register_function('af_session_new', function(keys, args)
   if #args[1] > SESSION_INFO_MAX then return fail('EINVAL', 'session description over 4096 bytes') end
   local t = now_f()
   if sid == '0' then
-    sid = istr(redis.call('INCR', k_named(p, 'nextsession')))
+    sid = istr(next_id(p, 'nextsession', 1))
     redis.call('ZADD', k_named(p, 'sessions'), fmt_t(t + timeout), sid)
     redis.call('HSET', k_session(p, sid), 'info', args[1], 'expire', fmt_t(t + timeout))
     return tonumber(sid)
@@ -233,7 +238,7 @@ redis.register_function('af_session_assign', function(keys, args)
   if ids then return tonumber(ids[1]) end
   local count = tonumber(args[2])
   if not count or count < 1 or count > 64 then return fail('EINVAL', 'session id count') end
-  local last = redis.call('INCRBY', k_named(p, 'nextsession'), count)
+  local last = next_id(p, 'nextsession', count)
   local first = last - count + 1
   redis.call('HSET', users, args[1], istr(first) .. ':' .. istr(count))
   local t = fmt_t(now_f())  -- the sweep looks at them soon

@@ -16,26 +16,31 @@
 -- KEYS: setting.
 -- ARGV: ino, chunk index, k, n, sha1 hex of the first n records' concatenated bytes ('' when
 --   n = 0), new record pos, id (0: records k .. n-1 merged to nothing -- all zeros), size, off,
---   len, grace (seconds), [data: the new slice's bytes when it is inline].
+--   len, grace (seconds), owner (the session that reserved the id, '0' for none), [data: the new
+--   slice's bytes when it is inline].
 -- Returns {1 swapped | 0 aborted (the list's head changed; a new S3 slice is queued for
---   deletion, since nothing references it) | 2 already swapped (a retry: the id was committed),
---   records in the list now}.
--- Errors: EINVAL (bad record). All checks before the first write.
+--   deletion, since nothing references it) | 2 already swapped (a retry: the owner committed
+--   the id), records in the list now}.
+-- Errors: EINVAL (bad record), ESTALE (the id is outside the owner's reservation: DATA.claim).
+-- All checks before the first write.
 redis.register_function('af_compact', function(keys, args)
   local p = prefix_of(keys)
   local ino, indx, sha = args[1], args[2], args[5]
   local keep, n = tonumber(args[3]) or -1, tonumber(args[4]) or -1
   local pos, sid = tonumber(args[6]), args[7]
   local id, size, off, len = tonumber(args[7]), tonumber(args[8]), tonumber(args[9]), tonumber(args[10])
-  local grace, data = tonumber(args[11]) or 0, args[12]
+  local grace, owner, data = tonumber(args[11]) or 0, args[12] or '0', args[13]
   local key = k_chunk(p, ino, indx)
-  local commits = k_named(p, 'commits')
   if not (n >= 0 and keep >= 0 and keep <= n and pos and id and size and off and len and id >= 0
       and pos >= 0 and off >= 0 and off + len <= size and pos + len <= CHUNK_SIZE and (id > 0 or not data)
       and (not data or #data == size)) then
     return fail('EINVAL', 'invalid compaction record')
   end
-  if id > 0 and redis.call('ZSCORE', commits, sid) then return { 2, redis.call('LLEN', key) } end
+  if id > 0 then
+    local retry, cerr = DATA.claim(p, owner, sid)
+    if retry then return { 2, redis.call('LLEN', key) } end
+    if cerr then return cerr end
+  end
   local t = DATA.now_f()
   local prefix = {}
   if n > 0 then prefix = redis.call('LRANGE', key, 0, n - 1) end
@@ -50,7 +55,7 @@ redis.register_function('af_compact', function(keys, args)
   if id > 0 then
     local kind = data and DATA.KIND_INLINE or DATA.KIND_S3
     redis.call('LPUSH', key, DATA.rec_pack(pos, id, size, off, len, kind))
-    redis.call('ZADD', commits, t, sid)
+    DATA.note_commit(p, owner, sid, t)
     if data then
       redis.call('SET', k_inline(p, sid), data)
       redis.call('INCRBY', k_named(p, 'inlinebytes'), size)

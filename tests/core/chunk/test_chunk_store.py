@@ -93,12 +93,12 @@ class Instrumented:
             await self.get_gate.wait()
         return await self.inner.get(key, offset, length)
 
-    async def put(self, key, data):
+    async def put(self, key, data, **options):
         if self.put_gate is not None:
             await self.put_gate.wait()
         if self.fail_put(key):
             raise StorageError("injected PUT failure", path=key)
-        await self.inner.put(key, data)
+        await self.inner.put(key, data, **options)
         with self._cond:
             self.puts.append(key)
             self._cond.notify_all()
@@ -279,6 +279,26 @@ def test_abort_deletes_uploaded_blocks_and_releases_the_budget(lt, store, make_c
     assert chunks.budget.used == 0
     with pytest.raises(InvalidArgument):
         w.write(w.length, b"x")
+
+
+def test_a_block_is_never_overwritten_by_another_slice(lt, store, make_chunks):
+    """A slice id handed out twice (a Redis rollback) must not let the second writer replace the
+    first one's blocks: its upload fails loudly, is counted, and the first slice reads back. The
+    same bytes again (a retried PUT whose answer was lost) are not a collision."""
+    reused = []
+    chunks = make_chunks(store, on_reused_id=lambda: reused.append(1))
+    first, second = payload(2 * BS + 10), bytes(reversed(payload(2 * BS + 10)))
+    write_slice(chunks, 71, first)
+    with pytest.raises(StorageError) as err:
+        write_slice(chunks, 71, second)
+    assert err.value.errno == errno.EIO and "another slice" in str(err.value)
+    assert chunks.stats()["block_collisions"] >= 1 and reused
+    chunks.memory_cache.remove(block_key(SliceId(71), 0, BS))
+    chunks.memory_cache.remove(block_key(SliceId(71), 2, 10))
+    assert chunks.read(SliceId(71), len(first), 0, len(first)) == first
+    before = chunks.stats()["block_collisions"]
+    assert write_slice(chunks, 71, first) == len(first)  # identical bytes: our own earlier PUT
+    assert chunks.stats()["block_collisions"] == before
 
 
 def test_writes_block_while_the_budget_is_exhausted_and_resume(lt, make_chunks):

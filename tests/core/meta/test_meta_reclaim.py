@@ -186,7 +186,7 @@ def test_compaction_aborts_when_the_prefix_changed(meta):
     records, _ = meta.read_chunk(ino, 0)
     raw_new = records[0]
     reply = meta.client.call("af_compact", str(ino), "0", "0", "0", "", "0", str(raw_new.id),
-                             str(raw_new.size), "0", str(raw_new.len), "60")
+                             str(raw_new.size), "0", str(raw_new.len), "60", meta._owner())
     assert int(reply[0]) == 2
 
 

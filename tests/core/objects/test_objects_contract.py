@@ -18,7 +18,7 @@ import time
 import pytest
 from testbed import TEST_BUCKET
 
-from artifacts_core.errors import InvalidArgument, NotFound
+from artifacts_core.errors import Exists, InvalidArgument, NotFound
 from artifacts_core.objects import (
     ListPage,
     LocalObjectStore,
@@ -155,6 +155,20 @@ def test_overwrite_replaces_the_whole_object(store):
         assert await s.get("k") == b"second"
         assert (await s.head("k")).size == 6
         assert [o.key async for o in list_all(s)] == ["k"]
+
+    run(store, body)
+
+
+def test_put_if_absent_creates_but_never_replaces(store):
+    async def body(s):
+        await s.put("once", b"first", if_absent=True)
+        with pytest.raises(Exists) as err:
+            await s.put("once", b"second", if_absent=True)
+        assert err.value.errno == errno.EEXIST and "once" in str(err.value)
+        assert await s.get("once") == b"first"
+        await s.delete("once")
+        await s.put("once", b"third", if_absent=True)  # a deleted key can be created again
+        assert await s.get("once") == b"third"
 
     run(store, body)
 
