@@ -153,7 +153,8 @@ class Volume(PathAPI):
                        describe_config=self.describe)
         self.metrics.add_source("chunks", self.chunks.stats)
         self.metrics.add_source("redis", lambda: {"round_trips": meta.client.round_trips,
-                                                  "errors": meta.client.errors})
+                                                  "errors": meta.client.errors,
+                                                  "full": meta.client.full})
         self.metrics.add_source("volume", lambda: {"inline_bytes": meta.inline_bytes()})
         PathAPI.__init__(self, self.vfs)
         self._closed = False

@@ -6,7 +6,8 @@ one round trip) and ``command`` (a single plain command). Each maps Redis errors
 
 - ``ENOENT something`` returned by a function -> the matching errno exception;
 - ``NOPERM`` / "can't access" (ACL denial, a revoked session) -> EACCES;
-- ``OOM command not allowed`` -> ENOSPC;
+- Redis out of memory (``OutOfMemoryError``: redis-py 8 strips the ``OOM`` prefix) -> ENOSPC
+  with a hint, logged once per burst (``OOM_LOG_INTERVAL``), not once per operation;
 - connection loss and timeouts -> :class:`MetaUnavailable` naming the server; the pool
   reconnects by itself when Redis returns;
 - a missing or older function library -> loaded (when this client may) and the call retried once.
@@ -54,6 +55,9 @@ _ERRNO_REPLY = re.compile(r"^(E[A-Z0-9]+)\s?(.*)$", re.S)
 DEFAULT_TIMEOUT = 10.0
 #: Pool size: FUSE serves many threads at once; each holds a connection only for one round trip.
 DEFAULT_POOL = 64
+#: Seconds between two log lines about a full Redis: a burst of refused operations (a build
+#: writing thousands of files) gets one line, not one per operation; each caller still gets ENOSPC.
+OOM_LOG_INTERVAL = 60.0
 
 
 class RedisTarget:
@@ -155,6 +159,8 @@ class MetaClient:
         self.round_trips = 0
         self.errors = 0
         self.denied = 0
+        self.full = 0  # operations Redis refused for lack of memory
+        self._full_logged = -OOM_LOG_INTERVAL
         self._checked_library = False
         #: The key every call declares as KEYS[1] unless told otherwise: ``setting``, or this
         #: client's own session key once it registered one (meta/sessions.py) — FCALL needs write
@@ -279,16 +285,29 @@ class MetaClient:
         m = _ERRNO_REPLY.match(text)
         if m:
             return error_for(m.group(1), m.group(2) or what)
+        if isinstance(e, rex.OutOfMemoryError) or text.startswith("OOM") or "> 'maxmemory'" in text:
+            return self._full(what)
         self.errors += 1
         if text.startswith("NOPERM") or "can't access" in text or "no permissions" in text.lower():
             self.denied += 1
             return PermissionDenied(f"Redis denied {what}",
                                     hint="the session is read-only, revoked, or not for this workspace")
-        if text.startswith("OOM"):
-            return NoSpace("the metadata server is out of memory",
-                           hint="free memory in Redis or raise maxmemory")
         log.error("unexpected Redis error in %s: %s", what, text)
         return ArtifactsError(f"metadata operation {what} failed: {text}")
+
+    def _full(self, what: str) -> NoSpace:
+        """Redis refused ``what`` at ``maxmemory``: ENOSPC for the caller, one log line per burst."""
+        self.full += 1
+        now = time.monotonic()
+        if now - self._full_logged >= OOM_LOG_INTERVAL:
+            self._full_logged = now
+            where = ",".join(f"{h}:{p}" for h, p in self.target.hosts)
+            log.warning("Redis at %s is full (used memory reached maxmemory): operations that add "
+                        "metadata fail with ENOSPC until space is freed (deleting and truncating "
+                        "files, reading and the session still work); free space by deleting files, "
+                        "or raise Redis maxmemory. Refused so far: %d (%s)", where, self.full, what)
+        return NoSpace("the metadata server (Redis) is full",
+                       hint="free space by deleting files, or raise Redis maxmemory")
 
     # -- the function library ------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ been idle past ``flush_idle``; every ``heartbeat`` it refreshes the session; and
 deleted data, trash expiry, migration of quiet inline data to S3). Elections happen in Redis, so
 with many clients each job runs in one of them at a time.
 
-A job's failure is logged and counted, never raised: the next tick tries again.
+A job's failure is counted and logged, never raised: the next tick tries again. A job that keeps
+failing (Redis full, S3 down) logs once per ``FAILURE_LOG_INTERVAL``, not on every tick.
 """
 
 from __future__ import annotations
@@ -20,11 +21,15 @@ log = logging.getLogger("artifacts.vfs")
 
 #: Granularity of the timers: fine enough for the 1 s idle flush, coarse enough to cost nothing.
 TICK = 0.2
+#: Seconds between two log lines about the same job failing: an outage that lasts is one line a
+#: minute per job (the counter in .stats has every failure), not five a second.
+FAILURE_LOG_INTERVAL = 60.0
 
 
 class Background:
     def __init__(self, *, tick_jobs: list[tuple[str, float, Callable[[], object]]], metrics) -> None:
         self._jobs = [[name, interval, fn, 0.0] for name, interval, fn in tick_jobs]
+        self._logged: dict[str, float] = {}  # job name -> when its last failure was logged
         self._metrics = metrics
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="artifacts-bg", daemon=True)
@@ -44,7 +49,10 @@ class Background:
                     fn()
                 except Exception as e:
                     self._metrics.inc("background_errors", job=name)
-                    log.warning("background job %s failed: %s", name, e)
+                    if now - self._logged.get(name, -FAILURE_LOG_INTERVAL) >= FAILURE_LOG_INTERVAL:
+                        self._logged[name] = now
+                        log.warning("background job %s failed: %s (logged once a minute while it "
+                                    "keeps failing; .stats counts every failure)", name, e)
 
     def stop(self) -> None:
         self._stop.set()

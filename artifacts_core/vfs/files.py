@@ -34,6 +34,7 @@ from artifacts_core.errors import (
     ArtifactsError,
     InvalidArgument,
     IsADirectory,
+    NoSpace,
     NotFound,
     PermissionDenied,
     ReadOnly,
@@ -260,7 +261,8 @@ class FileOps:
                 if h.writable:
                     st.flush()
             except ArtifactsError as e:
-                log.warning("data of inode %d could not be stored at close: %s", h.ino, e)
+                log.log(logging.DEBUG if isinstance(e, NoSpace) else logging.WARNING,
+                        "data of inode %d could not be stored at close: %s", h.ino, e)
                 if st.writer is not None:
                     st.writer.abort()
             finally:

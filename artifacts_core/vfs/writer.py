@@ -231,7 +231,10 @@ class FileWriter:
         if self._error is None:
             self._error = e
         self._state = WriterState.FAILED
-        log.warning("write to inode %d failed: %s", self.ino, e)
+        # A full volume or Redis is an answer the caller gets (ENOSPC), logged once where it is
+        # detected, not once per file (a build writing thousands of files would flood the log).
+        log.log(logging.DEBUG if isinstance(e, NoSpace) else logging.WARNING,
+                "write to inode %d failed: %s", self.ino, e)
 
     def _raise_failed(self) -> None:
         if self._state is WriterState.FAILED and self._error is not None:

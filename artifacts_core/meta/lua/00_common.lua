@@ -34,6 +34,16 @@ local function fail(code, msg)
   return redis.error_reply(code .. ' ' .. (msg or ''))
 end
 
+-- Redis refuses a function that may write once `used_memory` passes `maxmemory` (OOM, which the
+-- client maps to ENOSPC), unless it is registered `allow-oom`. These are the functions a user
+-- needs to get out of a full Redis, or to keep reading and stay alive in it: they free memory
+-- (unlink, rmdir, truncate, close, session end, reclaim, trash expiry) or add a bounded amount
+-- per call that the same session frees again (an open's registration, a lock, a heartbeat, a
+-- rename's longer name, a trash entry). Everything that creates or commits stays refused.
+local function register_allow_oom(name, callback)
+  redis.register_function{ function_name = name, callback = callback, flags = { 'allow-oom' } }
+end
+
 -- Integer to decimal string without exponent notation (Lua 5.1 numbers are doubles).
 local function istr(n)
   if type(n) == 'string' then return n end

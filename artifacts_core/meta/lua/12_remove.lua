@@ -10,7 +10,7 @@
 -- moved into the trash -- then 1, its trash name).
 -- Errors: ENOENT, ENOTDIR, EACCES, EPERM (sticky directory), EISDIR (a directory, or "." / ".."),
 --   ENAMETOOLONG, EINVAL. All checks before the first write.
-redis.register_function('af_unlink', function(keys, args)
+register_allow_oom('af_unlink', function(keys, args)
   local p = prefix_of(keys)
   local parent, name = args[1], args[2]
   local c = ns.caller(args[3], args[4])
@@ -40,7 +40,7 @@ end)
 -- Errors: ENOENT, ENOTDIR (parent, or the entry is not a directory), EACCES, EPERM (sticky),
 --   EINVAL ("."), ENOTEMPTY (".." or entries left), EBUSY (root or trash), ENAMETOOLONG.
 --   All checks before the first write.
-redis.register_function('af_rmdir', function(keys, args)
+register_allow_oom('af_rmdir', function(keys, args)
   local p = prefix_of(keys)
   local parent, name = args[1], args[2]
   local c = ns.caller(args[3], args[4])

@@ -20,7 +20,7 @@ local RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  -- linux/fs.h; RENAME_WHITEOUT (
 -- Returns 1 (0 when both names are already the same inode: nothing changes).
 -- Errors: EINVAL, ENOENT, ENOTDIR, EACCES, EBUSY, EEXIST, ENOTEMPTY, EPERM, EISDIR,
 --   ENAMETOOLONG. All checks before the first write.
-redis.register_function('af_rename', function(keys, args)
+register_allow_oom('af_rename', function(keys, args)
   local p = prefix_of(keys)
   local parent, name, nparent, nname = args[1], args[2], args[3], args[4]
   local flags = tonumber(args[5]) or -1

@@ -30,7 +30,7 @@ end
 --   ctime (each "" = unchanged, "now", or "<sec> <nsec>"; ctime only explicit).
 -- Returns the new attr bytes.
 -- Errors: ENOENT, EPERM, EACCES, EINVAL (malformed time). All checks before the first write.
-redis.register_function('af_setattr', function(keys, args)
+register_allow_oom('af_setattr', function(keys, args)
   local p = prefix_of(keys)
   local ino = args[1]
   local c = ns.caller(args[2], args[3])
@@ -169,7 +169,7 @@ end)
 -- af_removexattr: remove one xattr.
 -- KEYS: setting. ARGV: ino, name, uid, gids. Returns 1.
 -- Errors: ENOENT, ERANGE, EPERM, EACCES, ENODATA. All checks before the first write.
-redis.register_function('af_removexattr', function(keys, args)
+register_allow_oom('af_removexattr', function(keys, args)
   local p = prefix_of(keys)
   local ino, name = args[1], args[2]
   local a = attr_get(p, ino)

@@ -33,7 +33,7 @@ end
 -- Errors, in Linux's order: EINVAL (negative length), ENOENT, EISDIR, EINVAL (not a regular
 --   file), EACCES, EFBIG, ENOSPC.
 -- All checks before the first write.
-redis.register_function('af_truncate', function(keys, args)
+register_allow_oom('af_truncate', function(keys, args)
   local p = prefix_of(keys)
   local ino, newlen = args[1], tonumber(args[2])
   if not newlen or newlen < 0 then return fail('EINVAL', 'negative length') end

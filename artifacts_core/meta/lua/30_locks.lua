@@ -218,7 +218,7 @@ end
 -- existing lock is first removed"); otherwise two shared holders upgrading would deadlock.
 -- Errors: EINVAL (op or owner), ENOLCK (no session), ESTALE (session swept), ENOENT (no inode).
 -- All checks before the first write.
-redis.register_function('af_flock', function(keys, args)
+register_allow_oom('af_flock', function(keys, args)
   local p, sid = session_of(keys)
   local ino, owner, op = args[1], args[3], args[4]
   if #owner ~= 16 then return fail('EINVAL', 'lock owner must be 16 hex digits') end
@@ -258,7 +258,7 @@ end)
 -- Returns 1 when done, 0 when another owner holds a conflicting range (nothing changed).
 -- Errors: EINVAL (type, range or owner), ENOLCK, ESTALE, ENOENT. All checks before the first
 -- write.
-redis.register_function('af_setlk', function(keys, args)
+register_allow_oom('af_setlk', function(keys, args)
   local p, sid = session_of(keys)
   local ino, owner = args[1], args[3]
   local t, s, e, pid = tonumber(args[4]), lk_offset(args[5]), lk_offset(args[6]), tonumber(args[7]) or 0
@@ -310,7 +310,7 @@ redis.register_function{
 -- drops the handle's flock). KEYS: the caller's sess<sid>. ARGV: ino, sid (ignored), owner
 -- (hex), which ('p', 'f' or 'pf'). Returns how many lock records were removed (a flock counts
 -- one, the POSIX ranges of the owner one). Errors: none.
-redis.register_function('af_lock_release', function(keys, args)
+register_allow_oom('af_lock_release', function(keys, args)
   local p, sid = session_of(keys)
   local ino, owner, which = args[1], args[3], args[4]
   if sid == '0' then return 0 end

@@ -133,7 +133,7 @@ end)
 -- allocated id's index score follows (its client has full rights); an assigned id's is brought
 -- up to date by the sweep when it comes due.
 -- Errors: EINVAL (timeout).
-redis.register_function('af_session_beat', function(keys, args)
+register_allow_oom('af_session_beat', function(keys, args)
   local p, sid = session_of(keys)
   local timeout = tonumber(args[2])
   if not timeout or timeout <= 0 then return fail('EINVAL', 'session timeout') end
@@ -154,7 +154,7 @@ end)
 -- its own session keys: it releases its locks and ends its liveness, and leaves its opens to the
 -- stale-session sweep, which frees what needs freeing).
 -- Returns {done (1/0), inodes freed}; call again while done is 0. Errors: none.
-redis.register_function('af_session_close', function(keys, args)
+register_allow_oom('af_session_close', function(keys, args)
   local p, sid = session_of(keys)
   local budget = tonumber(args[2]) or 1000
   if sid == '0' then return { 1, 0 } end
@@ -176,7 +176,7 @@ end)
 -- per call).
 -- Returns {-1, 0, 0} when another client won the election within the interval, else
 -- {sessions ended, more (1 when expired sessions remain), inodes freed}. Errors: none.
-redis.register_function('af_session_sweep', function(keys, args)
+register_allow_oom('af_session_sweep', function(keys, args)
   local p = prefix_of(keys)
   local own, offset = args[1], tonumber(args[2]) or 0
   local interval, force = tonumber(args[3]) or 0, args[4] == '1'
@@ -254,7 +254,7 @@ end)
 -- bounded steps; when nothing is left, its ids leave the index and `sessusers`.
 -- KEYS: setting. ARGV: user, budget. Returns {done (1/0), inodes freed}; call again while done
 -- is 0. Errors: none.
-redis.register_function('af_session_end', function(keys, args)
+register_allow_oom('af_session_end', function(keys, args)
   local p = prefix_of(keys)
   local ids = assigned_ids(p, args[1])
   if not ids then return { 1, 0 } end
@@ -281,7 +281,7 @@ end)
 -- mask (4 read, 2 write, 0 none), uid, gids, sid (ignored).
 -- Returns the packed attr. Errors: ENOENT, EISDIR (write on a directory), EACCES, ESTALE (this
 -- session was swept). All checks before the first write.
-redis.register_function('af_open', function(keys, args)
+register_allow_oom('af_open', function(keys, args)
   local p, sid = session_of(keys)
   local ino, mask = args[1], tonumber(args[2]) or 0
   local s = redis.call('GET', k_inode(p, ino))
@@ -307,7 +307,7 @@ end)
 -- ino, ...
 -- Returns the number of inodes freed. An open the session no longer holds (already swept) is
 -- ignored. Errors: none.
-redis.register_function('af_close', function(keys, args)
+register_allow_oom('af_close', function(keys, args)
   local p, sid = session_of(keys)
   if sid == '0' then return 0 end
   local may_free = args[2] ~= '0'

@@ -16,7 +16,7 @@
 -- Returns 1 (this caller runs the job now; jobs[name] = now) when the job last ran more than
 --   `interval` seconds ago or never, else 0.
 -- Errors: none.
-redis.register_function('af_bgjob_elect', function(keys, args)
+register_allow_oom('af_bgjob_elect', function(keys, args)
   local p = prefix_of(keys)
   local t = DATA.now_f(args[3])
   local last = tonumber(redis.call('HGET', k_named(p, 'jobs'), args[1]))
@@ -30,7 +30,7 @@ end)
 -- Returns {files finished, chunk lists released, files still queued}.
 -- A file not finished within the budget stays queued (its index set shrinks as lists go).
 -- Errors: none.
-redis.register_function('af_reclaim_files', function(keys, args)
+register_allow_oom('af_reclaim_files', function(keys, args)
   local p = prefix_of(keys)
   local budget = math.max(1, tonumber(args[1]) or 1)
   local t = DATA.now_f(args[2])
@@ -66,7 +66,7 @@ end)
 -- KEYS: setting. ARGV: batch, now offset.
 -- Returns {inline slices deleted, "<id>_<size>", ...}.
 -- Errors: none.
-redis.register_function('af_reclaim_slices', function(keys, args)
+register_allow_oom('af_reclaim_slices', function(keys, args)
   local p = prefix_of(keys)
   local t = DATA.now_f(args[2])
   local skey = k_named(p, 'delslices')
@@ -89,7 +89,7 @@ end)
 
 -- af_reclaim_done: the blocks of these S3 slices are deleted; forget them.
 -- KEYS: setting. ARGV: "<id>_<size>" ... Returns the number removed. Errors: none.
-redis.register_function('af_reclaim_done', function(keys, args)
+register_allow_oom('af_reclaim_done', function(keys, args)
   local p = prefix_of(keys)
   if #args == 0 then return 0 end
   return redis.call('ZREM', k_named(p, 'delslices'), unpack(args))
@@ -103,7 +103,7 @@ end)
 -- KEYS: setting. ARGV: budget (entries), now offset (seconds).
 -- Returns {entries removed, directories removed, 1 if expired entries remain else 0}.
 -- Errors: none.
-redis.register_function('af_expire_trash', function(keys, args)
+register_allow_oom('af_expire_trash', function(keys, args)
   local p = prefix_of(keys)
   local budget = math.max(1, tonumber(args[1]) or 1)
   local t, sec, ns_ = DATA.now_f(args[2])
