@@ -96,6 +96,10 @@ class StorageError(ArtifactsError):
     default_errno = _errno.EIO
 
 
+class MissingObject(StorageError):
+    """An object the metadata refers to is not in the store (EIO, never ENOENT: the file exists)."""
+
+
 class MetaUnavailable(ArtifactsError):
     """Redis could not be reached or timed out; operations resume when it returns."""
 

@@ -48,6 +48,7 @@ from artifacts_core.errors import (
     Exists,
     IntegrityError,
     InvalidArgument,
+    MissingObject,
     NotFound,
     StorageError,
 )
@@ -259,7 +260,7 @@ class ChunkStore:
                 encoded = await self.store.get(key)
             except NotFound as e:
                 self.counters.incr("download_errors")
-                raise StorageError("block object is missing from the store", path=key) from e
+                raise MissingObject("block object is missing from the store", path=key) from e
             except ArtifactsError:
                 self.counters.incr("download_errors")
                 raise

@@ -95,7 +95,7 @@ class FileOps:
         #: it (``Maintenance.hint``); a bare VFS does not compact.
         self.on_compaction_hint: CompactionHint = _no_compaction
         self.inodes = InodeTable()
-        self.reader = Reader(meta, chunks, read_only=read_only, hint=self._compaction_hint)
+        self.reader = Reader(meta, chunks, read_only=read_only, hint=self._compaction_hint, metrics=metrics)
         self._fhs = itertools.count(1)
         self._handles: dict[int, Handle] = {}
         self._closes: list[Ino] = []  # opens to deregister, batched (DESIGN.md §10)

@@ -5,7 +5,11 @@ through the chunk store, prefetch for the readahead window -- beside ``writer.py
   so later slices win (``meta.slices.build_view``). Views are cached in the inode's state
   (``state.py``) and dropped when this client commits to the chunk, truncates, or an open sees
   that the inode changed elsewhere (close-to-open). A view whose blocks were compacted away on
-  another host is refreshed once instead of failing the read.
+  another host is refreshed once instead of failing the read: only a *missing* object
+  (``MissingObject``) refreshes, and the read is repeated only if the fresh view differs. Nothing
+  else is retried here -- an outage already ran the object store's retry schedule (running it
+  twice made a read take twice as long to fail), a damaged block is damaged. An object still
+  missing is EIO, logged at ERROR once with its key and counted (``blocks_missing``).
 - A *snapshot* read (``snapshot``, the agent API's readFile) takes each chunk's attr and records
   in one call, so a file of one chunk is read at one instant; it caches nothing.
 - *Readahead* is per handle: while reads stay sequential the window doubles from
@@ -25,11 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from artifacts_core.chunk.store import ChunkStore
-from artifacts_core.errors import ArtifactsError, IntegrityError, NotFound, StorageError
+from artifacts_core.errors import ArtifactsError, MissingObject
 from artifacts_core.meta import slices as slicemath
 from artifacts_core.meta.attrs import SLICE_INLINE, SliceRecord
 from artifacts_core.meta.data import chunk_length
 from artifacts_core.meta.engine import RedisMetaEngine
+from artifacts_core.metrics import Metrics
 from artifacts_core.types import CHUNK_SIZE, Attr, Ino, SliceId
 from artifacts_core.vfs.state import ChunkView, InodeState
 
@@ -76,11 +81,12 @@ ChunkRead = tuple[Attr | None, list[SliceRecord], dict[SliceId, bytes]]
 
 class Reader:
     def __init__(self, meta: RedisMetaEngine, chunks: ChunkStore, *, read_only: bool,
-                 hint: CompactionHint) -> None:
+                 hint: CompactionHint, metrics: Metrics) -> None:
         self.meta = meta
         self.chunks = chunks
         self.read_only = read_only
         self._hint = hint
+        self._metrics = metrics
 
     def read(self, st: InodeState, offset: int, size: int) -> bytes:
         """``size`` bytes from ``offset`` (within ``st.length``) through the cached views."""
@@ -106,16 +112,26 @@ class Reader:
         return view
 
     def _read_chunk(self, st: InodeState, index: int, pos: int, size: int, file_length: int) -> bytes:
-        for attempt in (0, 1):
-            view = self._view(st, index, file_length, refresh=attempt == 1)
-            try:
-                return self.read_view(view, pos, size)
-            except (NotFound, StorageError, IntegrityError):
-                if attempt:
-                    raise
-                # Compacted away on another host while we held an old view: read the new one.
-                log.info("slice of inode %d chunk %d is gone; refreshing the view", st.ino, index)
-        raise AssertionError("unreachable")
+        view = self._view(st, index, file_length)
+        try:
+            return self.read_view(view, pos, size)
+        except MissingObject as e:
+            # Compacted away on another host while we held an old view? Re-read it (one round
+            # trip) and read again only if it changed.
+            fresh = self._view(st, index, file_length, refresh=True)
+            if _same(fresh, view):
+                self._lost(st.ino, index, e)
+                raise
+        try:
+            return self.read_view(fresh, pos, size)
+        except MissingObject as e:
+            self._lost(st.ino, index, e)
+            raise
+
+    def _lost(self, ino: Ino, index: int, e: MissingObject) -> None:
+        """A file's data refers to an object that is not there: said once, with its key, and counted."""
+        self._metrics.inc("blocks_missing")
+        log.error("inode %d chunk %d: %s: %s; the read fails with EIO", ino, index, e.strerror, e.path)
 
     def read_view(self, view: ChunkView, pos: int, size: int) -> bytes:
         """Bytes ``[pos, pos + size)`` of the chunk ``view`` describes."""
@@ -135,7 +151,7 @@ class Reader:
             elif seg.kind == SLICE_INLINE:
                 data = view.inline.get(seg.id)
                 if data is None:
-                    raise NotFound("inline slice is gone")
+                    raise MissingObject("inline slice is missing from Redis", path=f"inline slice {seg.id}")
                 parts.append(data[inner:inner + (b - a)])
             else:
                 parts.append(self.chunks.read(seg.id, seg.size, inner, b - a))
@@ -174,6 +190,8 @@ class Reader:
         end = 0
         while True:
             index, inner = divmod(pos, CHUNK_SIZE)
+            prior: ChunkView | None = None
+            missing: MissingObject | None = None
             for attempt in (0, 1):
                 if first is not None and attempt == 0 and attr is None:
                     a, records, inline = first
@@ -191,13 +209,23 @@ class Reader:
                 if urgency and not self.read_only:
                     self._hint(ino, index, urgency)
                 n = min(end - pos, CHUNK_SIZE - inner)
+                if prior is not None and missing is not None and _same(view, prior):
+                    self._lost(ino, index, missing)
+                    raise missing
                 try:
                     out += self.read_view(view, inner, n)
                     break
-                except ArtifactsError as e:
-                    if attempt or e.errno != errno.ENOENT:
-                        raise  # a slice compacted away between our calls: read again once
+                except MissingObject as e:
+                    if attempt:
+                        self._lost(ino, index, e)
+                        raise
+                    prior, missing = view, e  # a slice compacted away between our calls: read again once
             pos += n
             if pos >= end:
                 assert attr is not None  # set by the first chunk
                 return attr, bytes(out)
+
+
+def _same(a: ChunkView, b: ChunkView) -> bool:
+    """Whether two views of a chunk name the same data (a refresh changed nothing)."""
+    return a.segments == b.segments and a.inline.keys() == b.inline.keys()

@@ -2,7 +2,9 @@
 silently lost write. Faults come from a proxy in front of the real SeaweedFS (tests/s3faults.py)."""
 
 import errno
+import logging
 import os
+import time
 
 import pytest
 from s3faults import FaultProxy
@@ -68,7 +70,7 @@ def test_persistent_errors_become_eio_on_read_and_on_close(seeded, s3_server, s3
 
 
 def test_a_corrupted_block_is_eio_never_wrong_bytes(seeded, s3_server, s3_prefix, redis_url, key_prefix,
-                                                   tmp_path):
+                                                   tmp_path, caplog):
     raw = S3ObjectStore(TEST_BUCKET, endpoint=s3_server.endpoint, region=s3_server.region,
                         access_key=s3_server.access_key, secret_key=s3_server.secret_key)
     other = open_through(s3_server.endpoint, s3_server, s3_prefix, redis_url, key_prefix, tmp_path / "c")
@@ -82,10 +84,85 @@ def test_a_corrupted_block_is_eio_never_wrong_bytes(seeded, s3_server, s3_prefix
             await raw.close()
             return key
 
-        other._loop.run(corrupt())
-        with pytest.raises(OSError) as err:
-            other.read_bytes("big.bin")
+        key = other._loop.run(corrupt())
+        with caplog.at_level(logging.ERROR, logger="artifacts"):
+            with pytest.raises(OSError) as err:
+                other.read_bytes("big.bin")
         assert err.value.errno == errno.EIO
-        assert other.chunks.stats()["integrity_errors"] >= 1
+        assert other.chunks.stats()["integrity_errors"] == 1
+        assert _stats_value(other, "artifacts_chunks_integrity_errors") == 1  # in .stats
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and key[len(f"{s3_prefix}testvol/"):] in errors[0], errors  # once, keyed
+    finally:
+        other.close()
+
+
+@pytest.fixture
+def one_block(vol):
+    payload = os.urandom(1 << 20)  # one block in S3: one GET per attempt
+    vol.write_bytes("one.bin", payload)
+    return payload
+
+
+def block_gets(proxy: FaultProxy) -> int:
+    return sum(1 for method, path, _ in proxy.seen if method == "GET" and "/chunks/" in path)
+
+
+def test_an_outage_fails_an_uncached_read_after_one_retry_schedule(one_block, s3_server, s3_prefix,
+                                                                 redis_url, key_prefix, tmp_path):
+    with FaultProxy(s3_server.s3_port) as proxy:
+        other = open_through(proxy.endpoint, s3_server, s3_prefix, redis_url, key_prefix, tmp_path / "c")
+        try:
+            proxy.fail_first = 10**9  # S3 is down from now on
+            proxy.status, proxy.code = 503, "ServiceUnavailable"
+            start = time.monotonic()
+            with pytest.raises(OSError) as err:
+                other.read_bytes("one.bin")
+            elapsed = time.monotonic() - start
+        finally:
+            proxy.fail_first = 0
+            other.close()
+    assert err.value.errno == errno.EIO
+    assert block_gets(proxy) == FAST.max_attempts  # the retry schedule ran once, not twice
+    assert elapsed < 10.0  # loose: FAST's whole schedule is milliseconds
+
+
+def _stats_value(vol, name: str) -> float:
+    for line in vol.metrics.render().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_a_missing_block_is_eio_at_once_logged_once_with_its_key_and_counted(
+        one_block, s3_server, s3_prefix, redis_url, key_prefix, tmp_path, caplog):
+    raw = S3ObjectStore(TEST_BUCKET, endpoint=s3_server.endpoint, region=s3_server.region,
+                        access_key=s3_server.access_key, secret_key=s3_server.secret_key)
+    other = open_through(s3_server.endpoint, s3_server, s3_prefix, redis_url, key_prefix, tmp_path / "c")
+    try:
+        async def delete_block() -> str:
+            page = await raw.list(f"{s3_prefix}testvol/chunks/")
+            key = page.objects[0].key
+            await raw.delete(key)
+            await raw.close()
+            return key[len(f"{s3_prefix}testvol/"):]
+
+        key = other._loop.run(delete_block())
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="artifacts"):
+            with pytest.raises(OSError) as err:
+                other.read_bytes("one.bin")
+        assert err.value.errno == errno.EIO
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and key in errors[0].getMessage(), [r.getMessage() for r in caplog.records]
+        assert _stats_value(other, "artifacts_blocks_missing_total") == 1
+        # the agent API's whole-file read (one snapshot per chunk) says and counts it the same way
+        caplog.clear()
+        with pytest.raises(OSError) as err:
+            other.vfs.read_snapshot(other.stat("one.bin").st_ino)
+        assert err.value.errno == errno.EIO
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and key in errors[0].getMessage(), [r.getMessage() for r in caplog.records]
+        assert _stats_value(other, "artifacts_blocks_missing_total") == 2
     finally:
         other.close()
