@@ -138,42 +138,51 @@ class Volume(PathAPI):
         self.metrics = Metrics()
         self._loop = LoopThread("artifacts-io")
         self._store = store
-        disk = None
-        if config.disk_cache:
-            base = config.cache_dir or str(xdg_dir("cache"))
-            disk = DiskCache(os.path.join(base, self.setting.uuid), capacity=config.disk_cache_size,
-                             free_ratio=config.disk_free_ratio)
-        self.chunks = ChunkStore(store, self._loop, block_size=self.setting.block_size,
-                                 compression=self.setting.compression,
-                                 upload_concurrency=config.upload_concurrency,
-                                 download_concurrency=config.download_concurrency,
-                                 buffer_budget=config.buffer_size, memory_cache_bytes=config.memory_cache,
-                                 disk_cache=disk, on_reused_id=meta.drop_slice_ids)
-        self.vfs = VFS(meta, self.chunks, config, read_only=read_only, metrics=self.metrics,
-                       describe_config=self.describe)
-        self.metrics.add_source("chunks", self.chunks.stats)
-        self.metrics.add_source("redis", lambda: {"round_trips": meta.client.round_trips,
-                                                  "errors": meta.client.errors,
-                                                  "full": meta.client.full})
-        self.metrics.add_source("volume", lambda: {"inline_bytes": meta.inline_bytes()})
-        PathAPI.__init__(self, self.vfs)
-        self._closed = False
-        self._check_storage()
-        meta.new_session({"host": socket.gethostname(), "pid": os.getpid(), "mountpoint": mountpoint,
-                          "version": __version__, "read_only": read_only})
-        self.maintenance = Maintenance(meta, self.chunks, self.vfs, config)
-        jobs = [("flush", 0.2, self.vfs.flush_due), ("closes", 0.2, self.vfs.flush_closes),
-                ("heartbeat", config.heartbeat, meta.heartbeat),
-                ("memory", MEMORY_CHECK, self.maintenance.check_memory),
-                ("compact", 0.2, self.maintenance.compact_queued)]
-        if config.background_jobs and not read_only:
-            # Each of these is elected in Redis: with many clients, one runs it at a time.
-            jobs += [("sessions", config.heartbeat, meta.cleanup_stale_sessions),
-                     ("reclaim", 10.0, self.maintenance.reclaim),
-                     ("inline", 30.0, self.maintenance.migrate_inline),
-                     ("trash", 300.0, self.maintenance.expire_trash)]
-        self._background = Background(tick_jobs=jobs, metrics=self.metrics)
-        self._background.start()
+        # A failure below closes what was started, in reverse: an open that fails (wrong
+        # credentials, a missing bucket, an unreachable endpoint) leaves no thread, connection or
+        # session behind.
+        with contextlib.ExitStack() as undo:
+            undo.callback(self._loop.close)
+            undo.callback(_quietly, lambda: self._loop.run(store.close()))
+            disk = None
+            if config.disk_cache:
+                base = config.cache_dir or str(xdg_dir("cache"))
+                disk = DiskCache(os.path.join(base, self.setting.uuid), capacity=config.disk_cache_size,
+                                 free_ratio=config.disk_free_ratio)
+            self.chunks = ChunkStore(store, self._loop, block_size=self.setting.block_size,
+                                     compression=self.setting.compression,
+                                     upload_concurrency=config.upload_concurrency,
+                                     download_concurrency=config.download_concurrency,
+                                     buffer_budget=config.buffer_size, memory_cache_bytes=config.memory_cache,
+                                     disk_cache=disk, on_reused_id=meta.drop_slice_ids)
+            undo.callback(self.chunks.close)
+            self.vfs = VFS(meta, self.chunks, config, read_only=read_only, metrics=self.metrics,
+                           describe_config=self.describe)
+            self.metrics.add_source("chunks", self.chunks.stats)
+            self.metrics.add_source("redis", lambda: {"round_trips": meta.client.round_trips,
+                                                      "errors": meta.client.errors,
+                                                      "full": meta.client.full})
+            self.metrics.add_source("volume", lambda: {"inline_bytes": meta.inline_bytes()})
+            PathAPI.__init__(self, self.vfs)
+            self._closed = False
+            self._check_storage()
+            meta.new_session({"host": socket.gethostname(), "pid": os.getpid(), "mountpoint": mountpoint,
+                              "version": __version__, "read_only": read_only})
+            undo.callback(_quietly, meta.close_session)
+            self.maintenance = Maintenance(meta, self.chunks, self.vfs, config)
+            jobs = [("flush", 0.2, self.vfs.flush_due), ("closes", 0.2, self.vfs.flush_closes),
+                    ("heartbeat", config.heartbeat, meta.heartbeat),
+                    ("memory", MEMORY_CHECK, self.maintenance.check_memory),
+                    ("compact", 0.2, self.maintenance.compact_queued)]
+            if config.background_jobs and not read_only:
+                # Each of these is elected in Redis: with many clients, one runs it at a time.
+                jobs += [("sessions", config.heartbeat, meta.cleanup_stale_sessions),
+                         ("reclaim", 10.0, self.maintenance.reclaim),
+                         ("inline", 30.0, self.maintenance.migrate_inline),
+                         ("trash", 300.0, self.maintenance.expire_trash)]
+            self._background = Background(tick_jobs=jobs, metrics=self.metrics)
+            self._background.start()
+            undo.pop_all()  # opened: close() owns it all now
 
     def _check_storage(self) -> None:
         try:
@@ -248,6 +257,14 @@ class Volume(PathAPI):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _quietly(fn, *args) -> None:
+    """Run one step of undoing a half-opened volume; its error must not hide the open's."""
+    try:
+        fn(*args)
+    except Exception as e:
+        log.debug("cleaning up after a failed open: %s", e)
 
 
 def load_executor():

@@ -2,9 +2,12 @@
 silently lost write. Faults come from a proxy in front of the real SeaweedFS (tests/s3faults.py)."""
 
 import errno
+import gc
 import logging
 import os
+import threading
 import time
+import warnings
 
 import pytest
 from s3faults import FaultProxy
@@ -13,7 +16,8 @@ from testbed import TEST_BUCKET
 from artifacts_core.config import profile_config
 from artifacts_core.meta.engine import RedisMetaEngine
 from artifacts_core.objects import PrefixedObjectStore, RetryPolicy, S3ObjectStore
-from artifacts_core.volume import Volume
+from artifacts_core.servers import free_port
+from artifacts_core.volume import Volume, open_volume
 
 FAST = RetryPolicy(max_attempts=4, base_delay=0.001, max_delay=0.01, total_timeout=20.0,
                    connect_timeout=2.0, read_timeout=5.0)
@@ -166,3 +170,39 @@ def test_a_missing_block_is_eio_at_once_logged_once_with_its_key_and_counted(
         assert _stats_value(other, "artifacts_blocks_missing_total") == 2
     finally:
         other.close()
+
+
+def _bad_storage(kind: str, s3_server, s3_prefix, monkeypatch) -> str:
+    monkeypatch.setenv("ARTIFACTS_S3_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("ARTIFACTS_S3_SECRET_ACCESS_KEY", s3_server.secret_key)
+    endpoint, bucket = s3_server.endpoint, TEST_BUCKET
+    if kind == "wrong-credentials":
+        monkeypatch.setenv("ARTIFACTS_S3_SECRET_ACCESS_KEY", "not-the-secret")
+    elif kind == "missing-bucket":
+        bucket = "no-such-bucket-here"
+    else:  # unreachable: a loopback port nothing listens on
+        endpoint = f"http://127.0.0.1:{free_port()}"
+    return f"s3://{bucket}/{s3_prefix.rstrip('/')}?endpoint={endpoint}&region={s3_server.region}"
+
+
+@pytest.mark.parametrize("kind", ["wrong-credentials", "missing-bucket", "unreachable"])
+def test_an_open_that_fails_leaves_no_connection_nor_thread_behind(vol, kind, s3_server, s3_prefix,
+                                                                  redis_url, key_prefix, tmp_path,
+                                                                  monkeypatch):
+    url = _bad_storage(kind, s3_server, s3_prefix, monkeypatch)
+    config = profile_config("interactive", cache_dir=str(tmp_path / "c"))
+    gc.collect()
+    threads = set(threading.enumerate())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        failure = None
+        try:
+            open_volume(redis_url, url, key_prefix=key_prefix, require_aof=False, config=config)
+        except OSError as e:  # not kept: its traceback would keep the half-built volume alive
+            failure = (e.errno, str(e))
+        gc.collect()
+    assert failure is not None and failure[0] in (errno.EACCES, errno.EIO), failure
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaks == []  # an unclosed aiohttp session or connector warns when collected
+    left = [t.name for t in set(threading.enumerate()) - threads if t.is_alive()]
+    assert left == []  # the volume's event-loop and worker threads are gone
