@@ -30,12 +30,8 @@ it is checked by a lookup just before the operation (a window of one round trip,
 
 from __future__ import annotations
 
-import errno
-from collections.abc import Callable
-from typing import TypeVar
-
 from artifacts_agentfs import edit, namespace, search, shell
-from artifacts_agentfs.errors import BinaryContentError, TooLargeError, conflict, invalid
+from artifacts_agentfs.errors import TooLargeError, invalid
 from artifacts_agentfs.limits import (
     DEFAULT_LIMITS,
     Limits,
@@ -47,32 +43,20 @@ from artifacts_agentfs.limits import (
     type_name,
     version_of,
 )
-from artifacts_agentfs.paths import AGENT_LINKS, AgentPath, agent_path, check_new_name
-from artifacts_core.errors import (
-    ABSENT,
-    ArtifactsError,
-    IsADirectory,
-    NotADirectory,
-    NotFound,
-    VersionMismatch,
-)
-from artifacts_core.errors import PermissionDenied as _Denied
-from artifacts_core.paths import join
+from artifacts_agentfs.paths import AgentPath, agent_path
+from artifacts_core.errors import ABSENT, IsADirectory, NotADirectory, NotFound
 from artifacts_core.types import ROOT_INO, Attr, Ino
 from artifacts_core.vfs import internal
 from artifacts_core.volume import Volume
 
-T = TypeVar("T")
-
 
 class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
-    """The agent file-operation API over one open volume (thread-safe, like the VFS)."""
+    """The agent file-operation API over one open volume (thread-safe, like the VFS). Its state
+    and path resolution are ``base.AgentBase``'s, which every concern derives from."""
 
-    def __init__(self, vol: Volume, *, limits: Limits = DEFAULT_LIMITS, executor=None) -> None:
-        self.vol = vol
-        self.vfs = vol.vfs
-        self.resolver = vol.vfs.resolver
-        self.limits = limits
+    def __init__(self, vol: Volume, *, limits: Limits = DEFAULT_LIMITS,
+                 executor: shell.Executor | None = None) -> None:
+        super().__init__(vol, limits=limits)
         #: Runs the ``bash`` tool (an ``artifacts_fuse.exec.Executor``); None: code execution is off.
         self.executor = executor
 
@@ -87,73 +71,6 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
         from artifacts_agentfs import tools
 
         return tools.call(self, name, arguments)
-
-    # -- resolution ----------------------------------------------------------------------------
-
-    def _dir(self, parts: tuple[str, ...], *, create: bool = False) -> Ino:
-        """The inode of the directory ``parts`` (made with its parents when ``create``)."""
-        try:
-            return self.resolver.walk(parts, policy=AGENT_LINKS).ino
-        except NotFound:
-            if not create:
-                raise
-        for name in parts:
-            check_new_name(name, join(parts))
-        self.vol.makedirs(join(parts), exist_ok=True)
-        return self.resolver.walk(parts, policy=AGENT_LINKS).ino
-
-    def _entry(self, parts: tuple[str, ...], *, create: bool = False) -> tuple[Ino, str]:
-        """(the resolved directory, the name) of the entry ``parts`` names. Reserved names are
-        checked where the path leads: one at the root is refused however the root was reached
-        (``sub/up/.stats`` with ``sub/up -> ..``: EACCES)."""
-        parent, name = self._dir(parts[:-1], create=create), parts[-1]
-        if parent == ROOT_INO and name in AGENT_LINKS.reserved:
-            raise _Denied(f"{name} is reserved by the workspace (reached through {join(parts)})",
-                          path=join(parts), hint="internal files are read through a mount, not the agent API")
-        return parent, name
-
-    def _lookup(self, ap: AgentPath, *, follow: bool = True) -> tuple[Ino, Attr]:
-        """(ino, attr) of what ``ap`` names: one lookup past the cached directories."""
-        if ap.is_root:
-            return ROOT_INO, self.vfs.getattr(ROOT_INO)
-        parent, _ = self._entry(ap.parts)
-        ino, attr = self.vfs.lookup(parent, ap.parts[-1])
-        if attr.is_symlink and follow:
-            ino = self.resolver.walk(ap.parts, policy=AGENT_LINKS).ino
-            attr = self.vfs.getattr(ino)
-        if ap.dir_only and not attr.is_dir:
-            raise NotADirectory("not a directory (the path ends with '/')", path=ap.display)
-        return ino, attr
-
-    def _file(self, ap: AgentPath, what: str) -> tuple[Ino, Attr]:
-        ino, attr = self._lookup(ap)
-        if attr.is_dir:
-            raise IsADirectory(f"{what} needs a file; this is a directory", path=ap.display)
-        if not attr.is_file:
-            raise invalid(f"{what} needs a regular file", path=ap.display)
-        return ino, attr
-
-    def _check_version(self, ap: AgentPath, token: str | None) -> None:
-        want = parse_version(token)
-        if want is None:
-            return
-        try:
-            ino, attr = self._lookup(ap, follow=False)
-        except NotFound:
-            raise conflict(ap.display, None) from None
-        if (ino, attr.gen) != want:
-            raise conflict(ap.display, version_of(ino, attr))
-
-    @staticmethod
-    def _not_root(ap: AgentPath, what: str) -> None:
-        if ap.is_root:
-            raise _Denied(f"{what} of the workspace root is not allowed", path="/",
-                          errno=errno.EPERM, hint="name a file or directory inside the workspace")
-
-    def _bound_write(self, data: bytes, path: str) -> None:
-        if len(data) > self.limits.max_write_bytes:
-            raise TooLargeError(f"content of {len(data)} bytes exceeds the {self.limits.max_write_bytes}"
-                                "-byte write limit", path=path)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -178,10 +95,14 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
         ino, attr, data = self._read(ap, start, cap if length is None else min(length, cap))
         end = attr.length if length is None else min(attr.length, start + length)
         truncated = start + len(data) < end
-        text = self._encode(data, encoding, ap, cut=truncated)
-        return {"path": ap.display, "content": text, "encoding": encoding, "size": attr.length,
-                "offset": start, "length": len(text.encode()) if encoding == "utf-8" else len(data),
-                "truncated": truncated, "version": version_of(ino, attr)}
+        content: str | bytes
+        if encoding == "utf-8":
+            content = self._text(data, ap, cut=truncated)
+            nbytes = len(content.encode())
+        else:
+            content, nbytes = encode_content(data, encoding), len(data)
+        return {"path": ap.display, "content": content, "encoding": encoding, "size": attr.length,
+                "offset": start, "length": nbytes, "truncated": truncated, "version": version_of(ino, attr)}
 
     def _read(self, ap: AgentPath, offset: int, size: int) -> tuple[Ino, Attr, bytes]:
         """(ino, attr, bytes) of a file: one call (name, attr, records and inline bytes at one
@@ -203,7 +124,7 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
     def _read_lines(self, ap: AgentPath, first: int, last: int | None, encoding: str) -> dict:
         ino, attr, data = self._read(ap, 0, self.limits.max_scan_bytes)
         scanned_all = len(data) >= attr.length
-        text = self._encode(data, "utf-8", ap, cut=not scanned_all)
+        text = self._text(data, ap, cut=not scanned_all)
         rows = text.splitlines(keepends=True)
         if last is not None and last < first:
             raise invalid("end_line is before start_line", ap.display)
@@ -222,25 +143,6 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
                 "total_lines": len(rows) if scanned_all else None, "length": len(body),
                 "truncated": truncated or (not scanned_all and (last is None or last > len(rows))),
                 "version": version_of(ino, attr)}
-
-    @staticmethod
-    def _encode(data: bytes, encoding: str, ap: AgentPath, *, cut: bool) -> str:
-        if encoding != "utf-8":
-            return encode_content(data, encoding)
-        if cut:  # a bound may split the last character: drop its partial bytes (at most 3)
-            for k in range(min(3, len(data)) + 1):
-                try:
-                    data[:len(data) - k].decode("utf-8")
-                    data = data[:len(data) - k]
-                    break
-                except UnicodeDecodeError:
-                    continue
-        if b"\0" in data:
-            raise BinaryContentError("the file holds binary data (NUL bytes)", path=ap.display)
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BinaryContentError("the file is not UTF-8 text", path=ap.display) from None
 
     def stat(self, path) -> dict:
         ap = agent_path(path)
@@ -310,47 +212,6 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
         self._bound_write(data, ap.display)
         expect = ABSENT if if_version == "absent" else parse_version(if_version)
         return self._replace(ap, data, expect=expect, create_parents=create_parents)
-
-    def _named(self, ap: AgentPath, op: Callable[[Ino, str, bool], T], *, create_parents: bool = True,
-               create: bool = True) -> T:
-        """Run ``op(parent, name, may_create)`` on the entry ``ap`` names: one call in the common
-        case. The core's resolver follows a symlink entry (under the agent policy) and repeats
-        the call on its target; a new name must pass the portability rules (else the call may
-        only overwrite)."""
-        if ap.dir_only and create:  # open("x/", O_CREAT) is EISDIR on Linux
-            raise IsADirectory("a path ending with '/' names a directory", path=ap.display + "/",
-                               hint="remove the trailing '/' to name a file")
-
-        def attempt(parent: Ino, name: str, parts: tuple[str, ...]) -> T:
-            refused = None
-            try:
-                check_new_name(name, join(parts))
-            except ArtifactsError as e:
-                refused = e
-            try:
-                return op(parent, name, create and refused is None)
-            except VersionMismatch:
-                try:
-                    cur = version_of(*self.vfs.lookup(parent, name))
-                except NotFound:
-                    cur = None
-                raise conflict(ap.display, cur) from None
-            except NotFound:
-                if create and refused is not None:
-                    raise refused from None
-                raise
-
-        return self.resolver.at_entry(ap.parts, attempt, policy=AGENT_LINKS, path=ap.display,
-                                      parent_of=lambda parts: self._dir(parts, create=create_parents and create))
-
-    def _replace(self, ap: AgentPath, data: bytes, *, expect, create_parents: bool = True) -> dict:
-        def op(parent: Ino, name: str, may_create: bool) -> dict:
-            ino, attr, created = self.vfs.replace_content(parent, name, data, create=may_create,
-                                                          expect=expect)
-            return {"path": ap.display, "size": attr.length, "created": created,
-                    "version": version_of(ino, attr)}
-
-        return self._named(ap, op, create_parents=create_parents)
 
     def append_file(self, path, content, *, encoding: str = "utf-8", if_version: str | None = None,
                     create: bool = True) -> dict:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 
+from artifacts_agentfs.base import AgentBase
 from artifacts_agentfs.errors import AmbiguousMatchError, NoMatchError, TooLargeError, conflict, invalid
 from artifacts_agentfs.limits import parse_version, version_of
 from artifacts_agentfs.paths import agent_path
@@ -35,8 +36,8 @@ def _line_of(text: str, index: int) -> int:
     return text.count("\n", 0, index) + 1
 
 
-class EditOps:
-    """Mixin of ``AgentFS``: ``edit_file``."""
+class EditOps(AgentBase):
+    """``edit_file`` (``AgentFS`` derives from this)."""
 
     def edit_file(self, path, old_text: str, new_text: str, *, replace_all: bool = False,
                   dry_run: bool = False, if_version: str | None = None) -> dict:
@@ -54,14 +55,15 @@ class EditOps:
         want = parse_version(if_version)
         if want is not None and want != (ino, attr.gen):
             raise conflict(ap.display, version_of(ino, attr))
-        text = self._encode(data, "utf-8", ap, cut=False)
+        text = self._text(data, ap, cut=False)
         crlf = "\r\n" in text and "\r" not in old_text and text.count("\r\n") == text.count("\n")
         view = text.replace("\r\n", "\n") if crlf else text
         count = view.count(old_text)
         if count == 0:
             raise NoMatchError("old_text was not found", path=ap.display, hint=self._nearest(view, old_text))
         if count > 1 and not replace_all:
-            starts, pos = [], view.find(old_text)
+            starts: list[int] = []
+            pos = view.find(old_text)
             while pos >= 0 and len(starts) < MAX_NAMED_LINES:
                 starts.append(_line_of(view, pos))
                 pos = view.find(old_text, pos + len(old_text))

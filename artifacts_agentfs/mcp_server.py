@@ -28,7 +28,7 @@ import argparse
 import json
 import os
 import stat
-import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import anyio
@@ -58,9 +58,10 @@ class Settings:
     bash: bool = False
 
 
-def load_settings(path: str | None = None, env: dict | None = None) -> Settings:
+def load_settings(path: str | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Settings from a 0600 JSON file (``path`` or ``$ARTIFACTS_AGENTFS_SETTINGS``) or the env."""
-    env = os.environ if env is None else env
+    if env is None:
+        env = os.environ
     path = path or env.get("ARTIFACTS_AGENTFS_SETTINGS")
     if path:
         mode = os.stat(path).st_mode
@@ -171,4 +172,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -21,14 +21,15 @@ from __future__ import annotations
 import errno
 import uuid
 
+from artifacts_agentfs.base import AgentBase
 from artifacts_agentfs.limits import version_of
 from artifacts_agentfs.paths import agent_path, check_new_name
 from artifacts_core.errors import ABSENT, ArtifactsError, Exists, IsADirectory, NotADirectory, NotFound
 from artifacts_core.types import RENAME_NOREPLACE
 
 
-class NamespaceOps:
-    """Mixin of ``AgentFS``."""
+class NamespaceOps(AgentBase):
+    """deleteFile, copyFile, moveFile, mkdir, rmdir (``AgentFS`` derives from this)."""
 
     def delete_file(self, path, *, if_version: str | None = None) -> dict:
         """Delete a file (or a symlink); gone at once for every caller. Directories: rmdir."""

@@ -28,13 +28,18 @@ a line are searched. Binary files (a NUL byte or invalid UTF-8) and files over
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from typing import Any
+
 import re2
 
+from artifacts_agentfs.base import AgentBase
 from artifacts_agentfs.errors import invalid
 from artifacts_agentfs.paths import RESERVED, AgentPath, agent_path, check_pattern
 from artifacts_core.errors import ArtifactsError, NotADirectory
 from artifacts_core.paths import join
 from artifacts_core.types import ROOT_INO
+from artifacts_core.vfs.pathapi import DirEntry
 
 #: Characters of one line that grep searches: long enough for any source line; a minified 10 MB
 #: line is searched in its first 4096 characters only, which keeps one line's cost small.
@@ -102,10 +107,10 @@ def glob_regex(pattern: str):
     return _compile("".join(out), _options(), "glob pattern")
 
 
-class SearchOps:
-    """Mixin of ``AgentFS``: ``glob`` and ``grep``."""
+class SearchOps(AgentBase):
+    """``glob`` and ``grep`` (``AgentFS`` derives from this)."""
 
-    def _walk(self, base: AgentPath, max_depth: int | None, budget: list[int]):
+    def _walk(self, base: AgentPath, max_depth: int | None, budget: list[int]) -> Iterator[tuple[str, DirEntry]]:
         """(relative path, DirEntry) below ``base`` in sorted order, depth-first; ``budget[0]``
         counts down visited entries (0: stop, truncated)."""
         at_root = not base.parts or self._lookup(base)[0] == ROOT_INO  # also through a link to the root
@@ -143,7 +148,8 @@ class SearchOps:
         rx = glob_regex(pattern)
         depth = None if "**" in pattern else pattern.count("/") + 1
         budget = [self.limits.max_walk_entries]
-        matches, truncated = [], False
+        matches: list[str] = []
+        truncated = False
         for rel, e in self._walk(base, depth, budget):
             if not include_dirs and e.is_dir(follow_symlinks=False):
                 continue
@@ -164,6 +170,7 @@ class SearchOps:
         name_rx = glob_regex(check_pattern(glob)) if glob else None
         ap = agent_path(path)
         _, attr = self._lookup(ap)
+        files: Iterable[tuple[str, str | None]]
         if attr.is_file:
             files = [(ap.display, None)]
             budget = [1]
@@ -171,10 +178,11 @@ class SearchOps:
             budget = [self.limits.max_walk_entries]
             files = ((("/".join((*ap.parts, rel))), rel) for rel, e in self._walk(ap, None, budget)
                      if e.is_file(follow_symlinks=False))
-        matches, scanned, skipped, truncated = [], 0, 0, False
+        matches: list[dict[str, Any]] = []
+        scanned, skipped, truncated = 0, 0, False
         cap = self.limits.max_line_chars
         for full, rel in files:
-            if name_rx is not None and rel is not None:
+            if glob and name_rx is not None and rel is not None:
                 target = rel if "/" in glob else rel.rsplit("/", 1)[-1]
                 if not name_rx.fullmatch(target):
                     continue

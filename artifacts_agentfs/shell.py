@@ -16,6 +16,8 @@ files it changed were not changed meanwhile). Output is bounded per stream (``ma
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from artifacts_agentfs.errors import invalid
 from artifacts_core.errors import PermissionDenied
@@ -32,7 +34,19 @@ MAX_STDIN = 8 << 20
 SHELL = "/bin/bash"
 
 
-def run_bash(executor, command: str, *, stdin: str | None = None, timeout: int | None = None,
+class RunResult(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class Executor(Protocol):
+    """What the tool needs of a sandbox (``artifacts_fuse.exec.Executor`` is one; the agent API
+    imports no other frontend)."""
+
+    def run(self, argv: Sequence[str], *, stdin: str | None = ..., timeout: float | None = ...,
+            max_output: int | None = ..., isolated: bool = ...) -> RunResult: ...
+
+
+def run_bash(executor: Executor | None, command: str, *, stdin: str | None = None, timeout: int | None = None,
              max_output: int | None = None, mode: str | None = None) -> dict:
     if executor is None:
         raise PermissionDenied("the bash tool is not enabled on this host", errno=errno.EPERM,
