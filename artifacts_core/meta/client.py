@@ -237,7 +237,7 @@ class MetaClient:
         """One plain command (reads of keys this workspace owns)."""
         return self._run(lambda r: r.execute_command(*args), what=str(args[0]))
 
-    def pipeline(self, build: Callable[[Any], None]) -> list[Any]:
+    def pipeline(self, build: Callable[[Any], object]) -> list[Any]:
         """Several commands in one round trip (no MULTI: reads only)."""
         def run(r: redis.Redis) -> list[Any]:
             pipe = r.pipeline(transaction=False)

@@ -42,7 +42,10 @@ import msgspec
 
 from artifacts_core.errors import ArtifactsError, PermissionDenied
 from artifacts_core.meta.attrs import Attr, SliceRecord, unpack_attr, unpack_slices
+from artifacts_core.meta.client import MetaClient
+from artifacts_core.meta.keys import Keys
 from artifacts_core.meta.slices import needs_compaction
+from artifacts_core.meta.state import EngineState
 from artifacts_core.types import CHUNK_SIZE, ROOT_CALLER, Caller, Ino, SliceId
 
 log = logging.getLogger("artifacts.meta")
@@ -107,11 +110,12 @@ def _ok(value) -> str:
     return str(int(value))
 
 
-class DataOps:
-    """Mixin of ``RedisMetaEngine``: the data map. Needs ``self.client``, ``self.keys``, ``self.sid``
-    and ``self.setting``; owns the state below (the engine's ``__init__`` calls this one)."""
+class DataOps(EngineState):
+    """The data map of ``RedisMetaEngine`` (state: ``EngineState``'s ``client``, ``keys``, ``sid``
+    and ``setting``); owns the state below."""
 
-    def __init__(self) -> None:
+    def __init__(self, keys: Keys, client: MetaClient) -> None:
+        super().__init__(keys, client)
         #: Seconds a slice dropped by truncate, compaction or a replace stays readable (tests
         #: shorten it); reclaim and replace pass it to their functions too.
         self.slice_grace: float = DEFAULT_SLICE_GRACE
@@ -231,6 +235,7 @@ class DataOps:
         capacity, ReservationLost when Redis no longer knows the id was reserved by this client
         (leave the blocks to gc: the id may be someone else's now).
         """
+        args: list[str | bytes]  # FCALL arguments; inline data goes as bytes
         args = [_ok(ino), _ok(0 if append else index), _ok(record.pos), _ok(record.id),
                 _ok(record.size), _ok(record.off), _ok(record.len), "1" if append else "0",
                 _ok(caller.uid), self._owner()]
@@ -258,11 +263,11 @@ class DataOps:
         return unpack_attr(reply)
 
     def copy_file_range(self, src: Ino, src_off: int, dst: Ino, dst_off: int, length: int, *,
-                        caller: Caller = ROOT_CALLER) -> tuple[int, Attr | None]:
+                        caller: Caller = ROOT_CALLER) -> tuple[int, Attr]:
         """Share ``length`` bytes of ``src`` at ``src_off`` into ``dst`` at ``dst_off`` without
         copying data. Returns (bytes copied, dst attr). One round trip per 1 GiB (16 chunks); a
         copy stopping at the source's end returns fewer bytes, as copy_file_range(2)."""
-        copied, attr = 0, None
+        copied = 0
         while True:
             reply = self.client.call("af_copy_range", _ok(src), _ok(src_off + copied), _ok(dst),
                                      _ok(dst_off + copied), _ok(length - copied), _ok(caller.uid))
@@ -279,6 +284,7 @@ class DataOps:
         round trip after the new S3 blocks are stored. ``records``: (chunk index, record, inline
         bytes or None). The old slices are released with the grace period. Idempotent by the
         first record's slice id. Raises InlineRefused (store those slices in S3, call again)."""
+        args: list[str | bytes]  # FCALL arguments; inline data goes as bytes
         args = [_ok(ino), _ok(length), _ok(caller.uid), repr(float(self.slice_grace)), self._owner()]
         for index, r, data in records:
             args += [_ok(index), _ok(r.pos), _ok(r.id), _ok(r.size), _ok(r.off), _ok(r.len),

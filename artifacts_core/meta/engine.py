@@ -10,10 +10,11 @@
 | ``locks.py`` | BSD flock and POSIX record locks |
 | ``reclaim.py`` | deleting released data, trash expiry, compaction of chunks |
 
-Each concern is a mixin over the same state (``self.client``, ``self.keys``, ``self.setting``,
-``self.sid``, declared here); a mixin with state of its own declares it in its own ``__init__``,
-which this one calls (``DataOps``). Every mutating method is one ``self.client.call(...)``: one
-round trip.
+The shared state (``client``, ``keys``, ``setting``, ``sid``) is ``state.EngineState``'s. Each
+concern derives from it or from the concern it builds on (``LockOps`` from ``SessionOps``;
+``NamespaceOps``, ``ReclaimOps`` and ``ReplaceOps`` from ``DataOps``), so what it uses is declared
+by a class it names; a concern with state of its own declares it in its own ``__init__``
+(``DataOps``). Every mutating method is one ``self.client.call(...)``: one round trip.
 """
 
 from __future__ import annotations
@@ -29,15 +30,12 @@ from artifacts_core.meta.replace import ReplaceOps
 from artifacts_core.meta.sessions import SessionOps
 
 
-class RedisMetaEngine(NamespaceOps, DataOps, SessionOps, LockOps, ReclaimOps, ReplaceOps):
+class RedisMetaEngine(NamespaceOps, ReclaimOps, ReplaceOps, DataOps, LockOps, SessionOps):
     """The metadata engine for the workspace whose keys start with ``prefix``."""
 
     def __init__(self, url: str, prefix: str, *, may_load_library: bool = True, **client_options) -> None:
-        self.keys = Keys(prefix)
-        self.client = MetaClient(url, self.keys, may_load_library=may_load_library, **client_options)
-        self.setting: Setting | None = None  # the volume's Setting, read by open()/format()
-        self.sid = 0  # this client's session id, 0 until a session is registered
-        DataOps.__init__(self)  # slice ids, slice_grace, inline pressure: the state DataOps owns
+        keys = Keys(prefix)
+        super().__init__(keys, MetaClient(url, keys, may_load_library=may_load_library, **client_options))
 
     def format(self, setting: Setting, *, require_aof: bool = True) -> bool:
         """Format this workspace's namespace (see ``format.format_meta``)."""

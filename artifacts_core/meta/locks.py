@@ -27,6 +27,7 @@ import threading
 import time
 
 from artifacts_core.errors import ArtifactsError, InvalidArgument
+from artifacts_core.meta.sessions import SessionOps
 from artifacts_core.types import Ino
 
 #: "To end of file" (the kernel's OFFSET_MAX for a lock with l_len 0).
@@ -68,9 +69,9 @@ def owner_hex(owner: int) -> str:
     return f"{owner & 0xFFFF_FFFF_FFFF_FFFF:016x}"
 
 
-class LockOps:
-    """Mixin: flock and POSIX locks. Uses ``self.sid`` and SessionOps' ``_scall`` /
-    ``_session_call`` (one function call on the session's own key; ESTALE -> SessionLost)."""
+class LockOps(SessionOps):
+    """flock and POSIX locks, held by this client's session: built on ``SessionOps`` (``sid``,
+    ``_scall`` / ``_session_call``: one function call on the session's own key; ESTALE -> SessionLost)."""
 
     #: Lock function calls made (one per attempt; a blocking wait adds one per retry).
     lock_round_trips: int = 0

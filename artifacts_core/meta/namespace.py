@@ -38,6 +38,7 @@ from artifacts_core.meta.attrs import (
     unpack_attr,
     unpack_entry,
 )
+from artifacts_core.meta.data import DataOps
 from artifacts_core.types import RENAME_EXCHANGE, RENAME_NOREPLACE, ROOT_CALLER, Caller, Ino  # noqa: F401
 
 XATTR_CREATE = 1  # linux/xattr.h
@@ -106,8 +107,9 @@ def may(attr: Attr, caller: Caller, mask: int) -> bool:
     return bits & mask == mask
 
 
-class NamespaceOps:
-    """Namespace operations of ``RedisMetaEngine`` (state: ``self.client``, ``self.keys``)."""
+class NamespaceOps(DataOps):
+    """Namespace operations of ``RedisMetaEngine`` (state: ``EngineState``'s ``client``, ``keys``,
+    ``sid``); built on ``DataOps`` for ``setattr(size=...)``, which is a truncate."""
 
     # -- reads ---------------------------------------------------------------------------------
 

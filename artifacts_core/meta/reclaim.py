@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 import msgspec
 
 from artifacts_core.meta.attrs import SLICE_INLINE, SLICE_S3, SliceRecord, pack_slice
-from artifacts_core.meta.data import chunk_length
+from artifacts_core.meta.data import DataOps, chunk_length
 from artifacts_core.meta.slices import Segment, SliceReader, assemble, build_view, data_extent
 from artifacts_core.types import Ino, SliceId
 
@@ -133,9 +133,9 @@ def kept_head(records: list[SliceRecord], keep_min: int = KEEP_MIN) -> int:
     return 0
 
 
-class ReclaimOps:
-    """Mixin of ``RedisMetaEngine``: reclaiming space. Uses ``DataOps`` for slice ids, reads,
-    whether a slice may go inline (``inline_allowed``) and ``slice_grace``."""
+class ReclaimOps(DataOps):
+    """Reclaiming space, built on ``DataOps``: slice ids, reads, whether a slice may go inline
+    (``inline_allowed``) and ``slice_grace``."""
 
     # -- elections -----------------------------------------------------------------------------
 
@@ -172,6 +172,7 @@ class ReclaimOps:
             if (new.id != sid or new.pos != start or new.len != end - start
                     or (data is not None and (not inline_ok or len(data) != new.size))):
                 raise ValueError(f"compaction writer returned {new!r} for {job.slice_id} at {start}+{end - start}")
+        args: list[str | bytes]  # FCALL arguments; inline data goes as bytes
         args = [_n(ino), _n(index), _n(keep), _n(len(records)), hashlib.sha1(raw).hexdigest() if records else "",
                 _n(new.pos if new else 0), _n(new.id if new else 0), _n(new.size if new else 0),
                 _n(new.off if new else 0), _n(new.len if new else 0), _n(float(self.slice_grace)),

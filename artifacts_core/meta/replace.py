@@ -28,7 +28,7 @@ import errno
 
 from artifacts_core.errors import ABSENT, ArtifactsError, EntryIsSymlink, VersionMismatch
 from artifacts_core.meta.attrs import TYPE_FILE, Attr, SliceRecord, unpack_attr, unpack_slices
-from artifacts_core.meta.data import CommitResult, InlineRefused, ReservationLost
+from artifacts_core.meta.data import CommitResult, DataOps, InlineRefused, ReservationLost
 from artifacts_core.types import ROOT_CALLER, Caller, Ino, SliceId
 
 
@@ -52,9 +52,9 @@ def _mapped(e: ArtifactsError, name: str) -> ArtifactsError:
     return e
 
 
-class ReplaceOps:
-    """Mixin of ``RedisMetaEngine``. Needs ``self.client``, ``self.slice_grace`` and DataOps'
-    ``_commit_call`` and ``_owner`` (every commit of a slice id passes there)."""
+class ReplaceOps(DataOps):
+    """Writes by name, built on ``DataOps`` (``client``, ``slice_grace``, ``_commit_call`` and
+    ``_owner``: every commit of a slice id passes there)."""
 
     def append_entry(self, parent: Ino, name: str, slice_id: SliceId | int, size: int, *,
                      data: bytes | None = None, create: bool = True,

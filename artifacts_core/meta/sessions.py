@@ -37,6 +37,7 @@ from typing import Any
 
 from artifacts_core.errors import ArtifactsError, InvalidArgument, PermissionDenied
 from artifacts_core.meta.attrs import Attr, unpack_attr
+from artifacts_core.meta.state import EngineState
 from artifacts_core.types import ROOT_CALLER, Caller, Ino
 
 #: Heartbeat every 12 s and expire after 60 s, as JuiceFS: the expiry is 5 heartbeats, so a host
@@ -72,8 +73,8 @@ def open_mask(flags: int) -> int:
     return mask
 
 
-class SessionOps:
-    """Mixin: sessions and open files. Uses ``self.client``, ``self.keys``, ``self.sid``."""
+class SessionOps(EngineState):
+    """Sessions and open files (state: ``EngineState``'s ``client``, ``keys``, ``sid``)."""
 
     # Per-engine settings: tests shorten them; the class values are the production defaults.
     session_timeout: float = SESSION_TIMEOUT
