@@ -33,7 +33,7 @@ class ArtifactsError(OSError):
     @property
     def code(self) -> str:
         """The errno's symbolic name, e.g. ``"ENOENT"``."""
-        return _errno.errorcode.get(self.errno, "EIO")
+        return "EIO" if self.errno is None else _errno.errorcode.get(self.errno, "EIO")
 
     def __str__(self) -> str:
         text = self.strerror or ""

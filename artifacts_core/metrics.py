@@ -20,7 +20,7 @@ import collections
 import errno as _errno
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 #: Latency buckets (seconds): from 50 µs (a cached getattr) to 10 s (a flush waiting on S3).
@@ -122,7 +122,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = collections.defaultdict(float)
         self._hist: dict[str, _Histogram] = {}
-        self._sources: list[tuple[str, Callable[[], dict[str, float]]]] = []
+        self._sources: list[tuple[str, Callable[[], Mapping[str, float]]]] = []
         self.accesslog = AccessLog()
 
     def inc(self, name: str, value: float = 1, **labels: str) -> None:
@@ -140,7 +140,7 @@ class Metrics:
                 hist = self._hist[op] = _Histogram()
             hist.observe(seconds)
 
-    def add_source(self, prefix: str, source: Callable[[], dict[str, float]]) -> None:
+    def add_source(self, prefix: str, source: Callable[[], Mapping[str, float]]) -> None:
         """Counters of another layer, read at render time as ``artifacts_<prefix>_<name>``."""
         self._sources.append((prefix, source))
 

@@ -40,7 +40,7 @@ from artifacts_core.metrics import Metrics
 from artifacts_core.objects.base import ObjectStore
 from artifacts_core.objects.prefix import PrefixedObjectStore
 from artifacts_core.objects.url import redact_url, store_from_url
-from artifacts_core.vfs.background import Background
+from artifacts_core.vfs.background import Background, TickJob
 from artifacts_core.vfs.core import VFS
 from artifacts_core.vfs.maintenance import Maintenance
 from artifacts_core.vfs.pathapi import PathAPI
@@ -132,6 +132,9 @@ class Volume(PathAPI):
         self.source = source
         self._executor = None
         self._executor_lock = threading.Lock()
+        if meta.setting is None:
+            raise ConfigError("the metadata engine has not read the volume's setting",
+                              hint="call meta.load() (or meta.format()) before opening the volume")
         self.setting: Setting = meta.setting
         self.config = config
         self.read_only = read_only
@@ -170,7 +173,7 @@ class Volume(PathAPI):
                               "version": __version__, "read_only": read_only})
             undo.callback(_quietly, meta.close_session)
             self.maintenance = Maintenance(meta, self.chunks, self.vfs, config)
-            jobs = [("flush", 0.2, self.vfs.flush_due), ("closes", 0.2, self.vfs.flush_closes),
+            jobs: list[TickJob] = [("flush", 0.2, self.vfs.flush_due), ("closes", 0.2, self.vfs.flush_closes),
                     ("heartbeat", config.heartbeat, meta.heartbeat),
                     ("memory", MEMORY_CHECK, self.maintenance.check_memory),
                     ("compact", 0.2, self.maintenance.compact_queued)]

@@ -9,6 +9,7 @@ caller giving up (a timeout cancels it) must not cancel the download the others 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -31,7 +32,7 @@ class SingleFlight(Generic[T]):
         if task is None:
             task = asyncio.ensure_future(fn())
             self._tasks[key] = task
-            task.add_done_callback(lambda t, k=key: self._done(k, t))
+            task.add_done_callback(functools.partial(self._done, key))
         return task
 
     async def do(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> T:

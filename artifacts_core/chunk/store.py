@@ -82,6 +82,11 @@ _DISK_THREADS = 2
 _MIN_BLOCK, _MAX_BLOCK = 4 << 10, 16 << 20
 
 
+def _release(budget: ByteBudget, n: int, _task: object) -> None:
+    """A prefetch's done callback: give its ``n`` bytes back to ``budget``."""
+    budget.release(n)
+
+
 class ChunkStore:
     def __init__(self, store: ObjectStore, loop: LoopThread, *, block_size: int = DEFAULT_BLOCK_SIZE,
                  compression: str = "lz4", upload_concurrency: int = DEFAULT_UPLOAD_CONCURRENCY,
@@ -335,8 +340,8 @@ class ChunkStore:
                 self.counters.incr("prefetch_skipped")
                 continue
             self.counters.incr("prefetches")
-            task = self._flights.start(key, lambda b=block: self._fetch(b))
-            task.add_done_callback(lambda _t, n=block.length: self.budget.release(n))
+            task = self._flights.start(key, functools.partial(self._fetch, block))
+            task.add_done_callback(functools.partial(_release, self.budget, block.length))
 
     def remove(self, slice_id: SliceId, slice_len: int) -> None:
         """Delete every block of a slice (missing ones are fine) and drop them from the caches."""
@@ -357,8 +362,12 @@ class ChunkStore:
         await asyncio.gather(*(one(k) for k in keys))
         if self.disk_cache is not None:
             cache = self.disk_cache
-            await asyncio.get_running_loop().run_in_executor(
-                self._disk_pool, lambda: [cache.drop(k) for k in keys])
+
+            def drop_all() -> None:
+                for k in keys:
+                    cache.drop(k)
+
+            await asyncio.get_running_loop().run_in_executor(self._disk_pool, drop_all)
 
     # -- stats and shutdown ---------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 log = logging.getLogger("artifacts.vfs")
 
@@ -26,9 +27,21 @@ TICK = 0.2
 FAILURE_LOG_INTERVAL = 60.0
 
 
+#: A job as the volume gives it: (name, seconds between two runs, what to run).
+TickJob = tuple[str, float, Callable[[], object]]
+
+
+@dataclass
+class _Job:
+    name: str
+    interval: float  # seconds between two runs
+    fn: Callable[[], object]
+    last: float = 0.0  # time.monotonic() of the last run
+
+
 class Background:
-    def __init__(self, *, tick_jobs: list[tuple[str, float, Callable[[], object]]], metrics) -> None:
-        self._jobs = [[name, interval, fn, 0.0] for name, interval, fn in tick_jobs]
+    def __init__(self, *, tick_jobs: Sequence[TickJob], metrics) -> None:
+        self._jobs = [_Job(name, interval, fn) for name, interval, fn in tick_jobs]
         self._logged: dict[str, float] = {}  # job name -> when its last failure was logged
         self._metrics = metrics
         self._stop = threading.Event()
@@ -41,10 +54,10 @@ class Background:
         while not self._stop.wait(TICK):
             now = time.monotonic()
             for job in self._jobs:
-                name, interval, fn, last = job
+                name, interval, fn, last = job.name, job.interval, job.fn, job.last
                 if now - last < interval:
                     continue
-                job[3] = now
+                job.last = now
                 try:
                     fn()
                 except Exception as e:

@@ -82,7 +82,7 @@ class VFSRawIO(io.RawIOBase):
         return n
 
     def readall(self) -> bytes:
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             data = self._vfs.read(self._fh, self._pos, 4 << 20)
             if not data:
@@ -156,6 +156,7 @@ def wrap(raw: VFSRawIO, *, binary: bool, buffering: int, encoding: str | None, e
             raise ValueError("can't have unbuffered text I/O")
         return raw
     size = BUFFER_SIZE if buffering in (-1, 1) else buffering
+    buffered: io.BufferedRandom | io.BufferedWriter | io.BufferedReader
     if raw.readable() and raw.writable():
         buffered = io.BufferedRandom(raw, size)
     elif raw.writable():
@@ -166,5 +167,6 @@ def wrap(raw: VFSRawIO, *, binary: bool, buffering: int, encoding: str | None, e
         return buffered
     text = io.TextIOWrapper(buffered, encoding=encoding or "utf-8", errors=errors, newline=newline,
                             line_buffering=line_buffering or buffering == 1, write_through=False)
-    text.mode = raw.mode.replace("b", "")
+    # A plain attribute of TextIOWrapper, set as io.open sets it; typeshed declares it read-only.
+    text.mode = raw.mode.replace("b", "")  # type: ignore[misc]
     return text

@@ -169,6 +169,9 @@ class FileOps:
     def _writer(self, st: InodeState) -> FileWriter:
         if st.writer is None:
             setting = self.meta.setting
+            if setting is None:  # Volume refuses an engine that did not load; a bare VFS may not
+                raise ArtifactsError("the metadata engine has not read the volume's setting",
+                                     hint="call meta.load() (or meta.format()) before writing")
             st.writer = FileWriter(
                 st.ino, block_size=setting.block_size, inline_limit=setting.inline_limit,
                 new_slice_id=self.meta.new_slice_id, open_slice=self.chunks.writer,

@@ -38,7 +38,7 @@ class Maintenance:
         self.chunks = chunks
         self.vfs = vfs
         self.config = config
-        self._queue: dict[tuple[int, int], None] = {}
+        self._queue: dict[tuple[Ino, int], None] = {}
         self._lock = threading.Lock()
         vfs.on_compaction_hint = self.hint
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import stat as _stat
 from collections.abc import Iterator
+from typing import Literal, overload
 
 from artifacts_core.errors import (
     ArtifactsError,
@@ -185,7 +186,13 @@ class PathAPI:
 
     # -- directories ---------------------------------------------------------------------------
 
-    def _entries_of(self, ino: Ino, *, plus: bool) -> Iterator[tuple[str, int, object]]:
+    @overload
+    def _entries_of(self, ino: Ino, *, plus: Literal[True]) -> Iterator[tuple[str, Ino, Attr]]: ...
+    @overload
+    def _entries_of(self, ino: Ino, *, plus: Literal[False]) -> Iterator[tuple[str, Ino, int]]: ...
+
+    def _entries_of(self, ino: Ino, *, plus: bool) -> Iterator[tuple[str, Ino, Attr | int]]:
+        """Every entry (name, ino, its Attr when ``plus``, else its type), page by page."""
         cursor = 0
         while True:
             entries, cursor = self.vfs.readdir(ino, cursor, 1000, plus=plus)
