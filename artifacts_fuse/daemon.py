@@ -117,6 +117,7 @@ def supervise() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
     state = write_state(request, child.pid)
+    assert child.stdin is not None  # stdin=PIPE
     child.stdin.write(payload)
     child.stdin.close()
     rc = child.wait()
@@ -141,7 +142,7 @@ def serve(request: ChildRequest, ready=None) -> int:
     from artifacts_fuse.lowlevel import Session
     from artifacts_fuse.notify import Invalidator
 
-    told = []
+    told: list[str] = []
 
     def tell(message: str) -> None:
         if not told and ready is not None:

@@ -182,6 +182,7 @@ def mount(settings: MountSettings, mountpoint: str, foreground: bool = False,
                                 start_new_session=True)
     finally:
         os.close(ready_w)
+    assert proc.stdin is not None  # stdin=PIPE
     with os.fdopen(ready_r, "rb") as ready:
         proc.stdin.write(msgspec.json.encode(request))
         proc.stdin.close()

@@ -108,7 +108,9 @@ class Plan:
     skipped: list[str] = field(default_factory=list)  # fifos, sockets, devices: not stored
 
     def summary(self, start: dict[str, Entry]) -> dict[str, list[str]]:
-        created, changed, deleted = [], [], []
+        created: list[str] = []
+        changed: list[str] = []
+        deleted: list[str] = []
         for p, _ in self.mkdirs:
             (changed if p in start else created).append(p + "/")
         for p, *_ in self.writes + self.symlinks:
@@ -219,7 +221,7 @@ def check(plan: Plan, start: dict[str, Entry], resolver: Resolver) -> list[dict]
 
 
 def _new_entries(d: str, start: dict[str, Entry], resolver: Resolver) -> list[dict]:
-    out = []
+    out: list[dict] = []
     try:
         ino = resolver.dir_ino(d)
     except (NotFound, NotADirectoryError):
@@ -351,6 +353,6 @@ def _delete(path: str, start: dict[str, Entry], resolver: Resolver, caller: Call
         vfs.unlink(resolver.dir_ino(parent), name, caller=caller)
     except NotFound:
         pass
-    except OSError as e:
-        if e.errno != errno.ENOENT:
+    except OSError as err:
+        if err.errno != errno.ENOENT:
             raise

@@ -91,6 +91,7 @@ def run(command: Command, *, prefix: list[str], env: dict[str, str], stdin: byte
         raise SandboxError(f"cannot start the sandbox: {e}") from e
     finally:
         command.close()
+    assert proc.stdout is not None and proc.stderr is not None  # both are PIPE
     if stdin:
         threading.Thread(target=_write_stdin, args=(proc.stdin, stdin), daemon=True).start()
     out = _Capture(max_output, "stdout", on_output)
@@ -112,7 +113,7 @@ def run(command: Command, *, prefix: list[str], env: dict[str, str], stdin: byte
                 deadline = float("inf")  # drain what the dead tree left in the pipes
                 continue
             for key, _ in sel.select(min(left, 1.0)):
-                data = os.read(key.fileobj.fileno(), _READ)
+                data = os.read(key.fd, _READ)
                 if not data:
                     sel.unregister(key.fileobj)
                     continue

@@ -209,6 +209,7 @@ class Executor:
                                 done.stderr_truncated, done.timed_out, done.duration,
                                 "transaction" if isolated else "shared")
             if isolated:
+                assert run_dir is not None and before is not None  # made and checked above for a transaction
                 self._finish_transaction(result, run_dir, before)
             else:
                 self._list_changes(result, diff(before, snapshot(self.vol.vfs, limit=self.snapshot_limit)))
