@@ -34,6 +34,7 @@ import importlib
 import importlib.util
 import sys
 import traceback
+from typing import Any
 
 from artifacts_cli.config import CliError
 from artifacts_cli.output import Output, setup_logging
@@ -70,7 +71,7 @@ def _version() -> str:
 
 
 def _global_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
-    d = {"default": argparse.SUPPRESS} if suppress else {}
+    d: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
     g = parser.add_argument_group("global options")
     g.add_argument("-v", "--verbose", action="store_true", help="more detail (debug logging)", **d)
     g.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only", **d)

@@ -173,7 +173,7 @@ def _ensure_account(out, d: Path, url: str, force_login: bool = False) -> str:
     acct = read_json(acct_file)
     handle = acct.get("handle")
     try:
-        if acct.get("api_key"):
+        if acct.get("api_key") and isinstance(handle, str):  # a file without its handle is made anew
             Artifacts(acct["api_key"], base_url=url).whoami()
         else:
             raise ApiError("no local account yet")

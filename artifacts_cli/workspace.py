@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from typing import TypedDict
 
 from redis.exceptions import RedisError
 
@@ -60,7 +61,17 @@ def s3_env(values: dict[str, str]):
                 os.environ[k] = v
 
 
-def _byo_location(args) -> dict[str, str]:
+class ByoLocation(TypedDict, total=False):
+    """Where a BYO workspace's objects live: ``workspaces.create``'s keyword arguments (none for a
+    managed workspace)."""
+
+    bucket: str
+    endpoint: str
+    region: str
+    prefix: str
+
+
+def _byo_location(args) -> ByoLocation:
     env = os.environ
     bucket = args.bucket or env.get("ARTIFACTS_S3_BUCKET", "")
     endpoint = args.endpoint or env.get("ARTIFACTS_S3_ENDPOINT", "")
@@ -80,7 +91,7 @@ def cmd_create(args) -> int:
     out, name = args.out, args.name
     check_name(name)
     backend = args.backend or os.environ.get("ARTIFACTS_BACKEND") or "managed"
-    location: dict[str, str] = {}
+    location: ByoLocation = {}
     creds: dict[str, str] = {}
     if backend == "byo":
         location = _byo_location(args)
