@@ -148,7 +148,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _create_account(args: argparse.Namespace) -> int:
     store = SQLiteStore(args.db)
-    service = Service(store, redis=None, storage=None)  # type: ignore[arg-type] - accounts need no Redis
+    service = Service(store, redis=None, storage=None)  # type: ignore[arg-type]  # accounts need no Redis
     try:
         new = service.create_account(args.handle, args.key_name)
     except ApiError as e:

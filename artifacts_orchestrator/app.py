@@ -93,11 +93,11 @@ async def _handle(request: web.Request, handler):
     except ApiError as e:
         return respond(e.body(), e.status)
     except web.HTTPMethodNotAllowed:
-        e = MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
-        return respond(e.body(), e.status)
+        err: ApiError = MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+        return respond(err.body(), err.status)
     except web.HTTPNotFound:
-        e = RouteNotFound(f"no route {request.method} {request.path}")
-        return respond(e.body(), e.status)
+        err = RouteNotFound(f"no route {request.method} {request.path}")
+        return respond(err.body(), err.status)
     except web.HTTPRequestEntityTooLarge:
         return respond(InvalidRequest("the request body is too large").body(), 413)
     except web.HTTPException:

@@ -30,7 +30,7 @@ import json
 import os
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import msgspec
@@ -38,6 +38,9 @@ import msgspec
 from artifacts_orchestrator import models as m
 from artifacts_orchestrator import platform_models as pm
 from artifacts_orchestrator.errors import InvalidRequest, OrchestratorUnavailable, error_from_body
+
+if TYPE_CHECKING:  # aiohttp is imported when the async client first sends
+    import aiohttp
 
 #: Where ``artifacts up`` serves the orchestrator when nothing else is configured.
 DEFAULT_URL = "http://127.0.0.1:8720"
@@ -298,7 +301,7 @@ class AsyncArtifacts(_Base):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._session = None
+        self._session: aiohttp.ClientSession | None = None
 
     async def _send(self, call: _Call, *, token: str | None = None) -> Any:
         import aiohttp

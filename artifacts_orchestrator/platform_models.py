@@ -184,6 +184,7 @@ def tenant_view(t: Tenant) -> TenantView:
 
 
 def grant_view(g: AccessGrant, workspace: str, tenant: str, now: float) -> GrantView:
+    status: Literal["active", "revoked", "expired"]
     if g.revoked_at is not None:
         status = "expired" if g.revoke_reason == "expired" else "revoked"
     elif g.expires_at is not None and g.expires_at <= now:

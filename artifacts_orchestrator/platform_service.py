@@ -87,8 +87,7 @@ class PlatformService:
         if not pm.TENANT_SLUG_RE.match(slug or ""):
             raise InvalidRequest(f"invalid tenant slug {slug!r}: it must match ^[a-z0-9][a-z0-9-]{{0,62}}$")
         if create:
-            tenant, _ = self.store.create_tenant(self._tenant_fields(account, slug, "", {}), exist_ok=True)
-            return tenant
+            return self.store.create_tenant(self._tenant_fields(account, slug, "", {}), exist_ok=True)[0]
         tenant = self.store.get_tenant(account.id, slug)
         if tenant is None:
             raise TenantNotFound(f"no tenant {slug!r}")

@@ -39,6 +39,7 @@ import os
 import re
 import threading
 from collections.abc import Iterable
+from typing import Any, cast
 from urllib.parse import quote
 
 import redis
@@ -198,18 +199,18 @@ class RedisAdmin:
                 node.config_set("maxmemory-policy", "noeviction")
                 node.config_set("appendonly", "yes")
                 _wait_initial_aof(node, name)
-            cfg = node.config_get("maxmemory-policy")
+            cfg: dict[Any, Any] = node.config_get("maxmemory-policy")  # keys bytes or str, as the client decodes
             policy = cfg.get(b"maxmemory-policy", cfg.get("maxmemory-policy", b""))
             policy = policy.decode() if isinstance(policy, bytes) else policy
             if policy != "noeviction":
                 raise ConfigError(f"Redis {name} has maxmemory-policy {policy!r}: it may evict metadata",
                                   hint="set maxmemory-policy noeviction")
-            aof = node.config_get("appendonly")
+            aof: dict[Any, Any] = node.config_get("appendonly")
             if require_aof and (aof.get(b"appendonly") or aof.get("appendonly")) not in (b"yes", "yes"):
                 raise ConfigError(f"Redis {name} runs without AOF", hint="set appendonly yes")
             if require_aof:
                 _check_default_user(node, name)
-            acl = node.config_get("aclfile")
+            acl: dict[Any, Any] = node.config_get("aclfile")
             path = acl.get(b"aclfile") or acl.get("aclfile")
             if path:
                 self.acl_file_nodes[name] = path.decode() if isinstance(path, bytes) else path
@@ -306,7 +307,7 @@ class RedisAdmin:
 
     # -- meta sessions of session users (lua/31_sessions.lua) --------------------------------------
 
-    def _fcall(self, what: str, function: str, prefix: str, *args) -> object:
+    def _fcall(self, what: str, function: str, prefix: str, *args) -> Any:
         try:
             return self._owner(prefix).execute_command("FCALL", function, 1, prefix + "setting", *args)
         except (rex.ConnectionError, rex.TimeoutError) as e:
@@ -321,7 +322,7 @@ class RedisAdmin:
         here, before its ACL rules (which name them) exist. ``SESSIONS_PER_USER`` of them: one per
         client the grant serves at once."""
         first = int(self._fcall("assign session ids", "af_session_assign", prefix, user, SESSIONS_PER_USER))
-        raw = self._owner(prefix).hget(prefix + "sessusers", user) or b""
+        raw = cast(bytes, self._owner(prefix).hget(prefix + "sessusers", user) or b"")  # replies are bytes
         count = int(raw.split(b":")[1]) if b":" in raw else SESSIONS_PER_USER
         return list(range(first, first + count))
 
@@ -348,7 +349,7 @@ class RedisAdmin:
         """Bytes of Redis memory each session user's own keys take (``MEMORY USAGE``, sampled)."""
         node = self._owner(prefix)
         try:
-            mapping = node.hgetall(prefix + "sessusers") or {}
+            mapping = cast(dict[bytes, bytes], node.hgetall(prefix + "sessusers") or {})  # replies are bytes
             users = []
             for u, block in mapping.items():
                 if not u.startswith(b"#"):
@@ -400,7 +401,7 @@ class RedisAdmin:
         values = node.mget([prefix + c for c in COUNTERS])
         counters = {c: int(v) if v is not None else 0 for c, v in zip(COUNTERS, values, strict=True)}
         sessions = []
-        for sid in node.zrange(prefix + "sessions", 0, -1):
+        for sid in cast(list[bytes], node.zrange(prefix + "sessions", 0, -1)):  # replies are bytes
             info = node.hget(f"{prefix}sess{int(sid)}", "info")
             if info is None:
                 continue  # an assigned id whose client has not registered (or has ended)
@@ -451,7 +452,7 @@ def _wait_initial_aof(node: redis.Redis, name: str) -> None:
 
 def _check_default_user(node: redis.Redis, name: str) -> None:
     """AOF replay runs transactions with the default user's permissions (see initial_aclfile_text)."""
-    info = node.acl_getuser("default") or {}
+    info: dict[str, Any] = node.acl_getuser("default") or {}
     granted = " ".join(str(x) for x in [info.get("commands", ""), *info.get("categories", [])])
     keys = info.get("keys", [])
     keys = keys.split() if isinstance(keys, str) else keys

@@ -158,7 +158,7 @@ class SeaweedIAMStorage:
         found: set[str] = set()
         marker = None
         while True:
-            kw = {"Marker": marker} if marker else {}
+            kw: dict[str, str] = {"Marker": marker} if marker else {}
             page = self._call("list storage users", lambda kw=kw: self._iam.list_users(**kw))
             found |= {u["UserName"] for u in page.get("Users", []) if u["UserName"].startswith(USER_PREFIXES)}
             marker = page.get("Marker")
@@ -171,7 +171,7 @@ class SeaweedIAMStorage:
         deleted = 0
         token = None
         while True:
-            kw = {"ContinuationToken": token} if token else {}
+            kw: dict[str, str] = {"ContinuationToken": token} if token else {}
             page = self._call("list the workspace's objects", lambda kw=kw: self._s3.list_objects_v2(
                 Bucket=self.bucket, Prefix=prefix, MaxKeys=DELETE_BATCH, **kw))
             keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
