@@ -52,6 +52,7 @@ def _walk(value: Any, t: mi.Type, where: str) -> Any:
         fields = {f.encode_name: f for f in t.fields}
         aliases = {camel(n): n for n in fields if camel(n) != n}
         out: dict[str, Any] = {}
+        key: str  # a JSON object's keys are strings
         for key, item in value.items():
             name = aliases.get(key, key)
             if name in out:

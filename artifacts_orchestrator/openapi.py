@@ -56,7 +56,7 @@ PATH_PARAMS = {
     "slug": "a tenant slug",
     "grant_id": "an access grant id",
 }
-SECURITY = {"api_key": [{"apiKey": []}], "admin": [{"adminToken": []}], "none": []}
+SECURITY: dict[str, list[dict[str, list[str]]]] = {"api_key": [{"apiKey": []}], "admin": [{"adminToken": []}], "none": []}
 
 
 def _server_codes() -> dict[str, int]:
@@ -128,7 +128,7 @@ def document(routes: list[Route]) -> dict[str, Any]:
             target = schemas.get(body_schema.get("$ref", "").rsplit("/", 1)[-1], body_schema)
             op["requestBody"] = {"required": bool(target.get("required")),
                                  "content": {"application/json": {"schema": body_schema}}}
-        ok = {"description": r.summary}
+        ok: dict[str, Any] = {"description": r.summary}
         if r.returns is not None:
             ok["content"] = {"application/json": {"schema": of[id(r.returns)]}}
         op["responses"] = {str(s): ok for s in (r.status, *r.also)}
