@@ -113,7 +113,7 @@ class RedisTarget:
         """A client of one node. ``wait_for_connection``: a caller finding all ``pool_size``
         connections busy waits for one (up to ``timeout``) instead of failing at once with
         "Too many connections" (redis-py's default pool)."""
-        options = dict(host=host, port=port, db=self.db, username=self.username, password=self.password,
+        options: dict[str, Any] = dict(host=host, port=port, db=self.db, username=self.username, password=self.password,
                        socket_timeout=timeout, socket_connect_timeout=min(timeout, 5.0),
                        max_connections=pool_size, health_check_interval=30, decode_responses=False,
                        retry=_retry())

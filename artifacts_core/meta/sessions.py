@@ -100,11 +100,11 @@ class SessionOps(EngineState):
         desc = {"host": socket.gethostname(), "pid": os.getpid(), "mountpoint": "",
                 "version": __version__, "read_only": False}
         desc.update(info or {})
-        text, timeout = json.dumps(desc, sort_keys=True), _secs(self.session_timeout)
+        text, expiry = json.dumps(desc, sort_keys=True), _secs(self.session_timeout)
         assigned = self._assigned_sids()
         if assigned is None:
             try:
-                sid = int(self.client.call("af_session_new", text, timeout, key=self.keys.setting))
+                sid = int(self.client.call("af_session_new", text, expiry, key=self.keys.setting))
             except PermissionDenied as e:
                 if not self.client.target.username:
                     raise
@@ -113,7 +113,7 @@ class SessionOps(EngineState):
                     "not allocate one", hint="ask the orchestrator for a new session (orchestrator and host "
                     "must run the same version of artifacts)") from e
         else:
-            sid = self._register_assigned(assigned, text, timeout)
+            sid = self._register_assigned(assigned, text, expiry)
         self.sid = sid
         self.client.declared = self.keys.session(sid)  # every call now declares the session's key
         self.session_lost = False
