@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from artifacts_core.types import ROOT_INO, Caller, Ino
+from artifacts_core.types import ROOT_INO, Attr, Caller, Ino
 from artifacts_fuse import lowlevel as ll
 
 #: Largest FUSE read/write asked of the kernel: 256 pages, the kernel's default max_pages limit.
@@ -127,7 +127,7 @@ class KernelInodes:
 class DirHandle:
     ino: Ino
     caller: Caller
-    entries: list[tuple[bytes, int, object]] = field(default_factory=list)  # (name, ino, attr)
+    entries: list[tuple[bytes, int, Attr | None]] = field(default_factory=list)  # (name, ino, attr)
 
 
 class Adapter:
@@ -308,13 +308,13 @@ class Adapter:
         fi.keep_cache = 1
         ll.lib.fuse_reply_open(req, fip)
 
-    def _listing(self, fh: int, offset: int) -> list[tuple[bytes, int, object]]:
+    def _listing(self, fh: int, offset: int) -> list[tuple[bytes, int, Attr | None]]:
         """The handle's entries with attributes; offset 0 (re)reads the directory, as rewinddir."""
         d = self._dirs[fh]
         if offset == 0:
             own = self.vfs.getattr(d.ino)
             parent = own.parent if d.ino != ROOT_INO and own.parent else d.ino
-            entries: dict[str, tuple[int, object]] = {".": (d.ino, own), "..": (parent, None)}
+            entries: dict[str, tuple[int, Attr | None]] = {".": (d.ino, own), "..": (parent, None)}
             cursor = 0
             while True:
                 page, cursor = self.vfs.readdir(d.ino, cursor, plus=True, caller=d.caller)

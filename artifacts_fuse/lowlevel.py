@@ -31,6 +31,10 @@ import os
 import platform
 import struct
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _ctypes import CFuncPtr  # the class of CFUNCTYPE prototypes (ctypes names it only privately)
 
 log = logging.getLogger("artifacts.fuse")
 
@@ -76,7 +80,7 @@ if platform.machine() == "aarch64":
                     ("st_atim", timespec), ("st_mtim", timespec), ("st_ctim", timespec),
                     ("_unused", ctypes.c_int32 * 2)]
 else:
-    class stat_t(ctypes.Structure):  # x86_64
+    class stat_t(ctypes.Structure):  # type: ignore[no-redef]  # x86_64 (one layout per architecture)
         _fields_ = [("st_dev", ctypes.c_uint64), ("st_ino", ctypes.c_uint64), ("st_nlink", ctypes.c_uint64),
                     ("st_mode", ctypes.c_uint32), ("st_uid", ctypes.c_uint32), ("st_gid", ctypes.c_uint32),
                     ("_pad0", ctypes.c_int32), ("st_rdev", ctypes.c_uint64), ("st_size", ctypes.c_int64),
@@ -153,7 +157,7 @@ P = ctypes.POINTER
 _cb = ctypes.CFUNCTYPE
 _V = None
 #: The operations table, in fuse_lowlevel_ops order; None marks an operation left to libfuse.
-OPS: list[tuple[str, object]] = [
+OPS: list[tuple[str, type[CFuncPtr] | None]] = [
     ("init", _cb(_V, ctypes.c_void_p, P(conn_info))),
     ("destroy", _cb(_V, ctypes.c_void_p)),
     ("lookup", _cb(_V, c_req, c_ino, ctypes.c_char_p)),
@@ -346,7 +350,7 @@ class Session:
         self._callbacks = []  # CFUNCTYPE objects must outlive the session
         for name, proto in OPS:
             fn = next((getattr(o, name) for o in ops if hasattr(o, name)), None) if proto else None
-            if fn is None:
+            if fn is None or proto is None:
                 continue
             cb = proto(self._wrap(name, fn))
             self._callbacks.append(cb)
@@ -403,7 +407,7 @@ class Session:
         se = lib.fuse_session_new(ctypes.byref(self._args), ctypes.byref(self._table),
                                   ctypes.sizeof(self._table), None)
         if not se:
-            raise OSError(errno.EINVAL, f"libfuse refused the mount options {self._argv[2].decode()!r}")
+            raise OSError(errno.EINVAL, f"libfuse refused the mount options {(self._argv[2] or b'').decode()!r}")
         if lib.fuse_set_signal_handlers(se) != 0:
             lib.fuse_session_destroy(se)
             raise OSError(errno.EIO, "cannot install libfuse's signal handlers")
