@@ -51,6 +51,9 @@ MAX_GROUP_ENTRIES = 4096
 #: ``ls -l`` reads ``security.selinux`` of every file it lists (SELinux labels FUSE mounts by
 #: policy, not per file).
 HOST_XATTRS = ("security.capability", "security.selinux")
+#: Of those, the ones a workspace does not support at all: reading is ENOTSUP, not ENODATA, which
+#: `ls -l` remembers per device instead of asking (an upcall) for every file it lists.
+UNSUPPORTED_XATTRS = ("security.selinux",)
 #: POSIX ACLs travel as these xattrs; the kernel interprets them only for filesystems that
 #: support ACLs, which a workspace does not: refusing them (ENOTSUP) makes cp -a, tar and rsync
 #: fall back to chmod instead of storing an ACL that would never change the mode.
@@ -61,6 +64,9 @@ NO_ID = 0xFFFFFFFF
 #: what other hosts change (no feed, or its subscription lost): the bound the mount had before
 #: it had one, so another host's change shows within a second.
 UNFED_TTL = 1.0
+#: Directories whose last full listing this mount remembers (a bound, not a cache size to tune:
+#: forgetting one only costs that directory's next listing a readdirplus).
+MAX_LISTED = 65536
 
 
 def attr_values(ino: int, a) -> tuple:
@@ -140,6 +146,7 @@ class Adapter:
         self.known = KernelInodes()
         self._dirs: dict[int, DirHandle] = {}
         self._dir_fhs = itertools.count(1)
+        self._listed: dict[int, float] = {}  # dir ino -> until when the kernel holds its children's attrs
         self._groups: dict[int, tuple[float, tuple[int, ...]]] = {}
 
     # -- replies and callers ---------------------------------------------------------------------
@@ -303,9 +310,12 @@ class Adapter:
         # The kernel keeps listings in the directory's page cache and reuses one only while the
         # directory's mtime and change version are those it was read at: any change through this
         # mount, or a change elsewhere once the attributes are refreshed (or invalidated),
-        # rereads it.
+        # rereads it. A cached listing carries names only, so it is kept only while the
+        # attributes and entries its readdirplus handed out are still within their time-outs:
+        # after that, `ls -l` over a cached listing would cost a lookup (an upcall and a Redis
+        # round trip) per name, where reading the listing again costs one call per 1,000 names.
         fi.cache_readdir = 1
-        fi.keep_cache = 1
+        fi.keep_cache = int(self._listed.get(ino, 0.0) > time.monotonic())
         ll.lib.fuse_reply_open(req, fip)
 
     def _listing(self, fh: int, offset: int) -> list[tuple[bytes, int, Attr | None]]:
@@ -333,6 +343,10 @@ class Adapter:
         pack = ll.ENTRY_PACK.pack_into
         add = ll.lib.fuse_add_direntry_plus
         attr_ttl, entry_ttl = self.ttls()
+        if offset == 0:
+            if len(self._listed) >= MAX_LISTED:
+                self._listed.clear()
+            self._listed[ino] = time.monotonic() + min(attr_ttl, entry_ttl)
         pos = 0
         added: list[tuple[int, bytes]] = []
         for i in range(offset, len(entries)):
@@ -377,7 +391,9 @@ class Adapter:
 
     def getxattr(self, req, ino, name, size) -> None:
         key = os.fsdecode(name)
-        if key in HOST_XATTRS:  # asked before every write and by every ls -l; never stored
+        if key in UNSUPPORTED_XATTRS:  # asked by ls -l (once per device when refused so)
+            raise OSError(errno.ENOTSUP, f"{key} is not supported on a workspace")
+        if key in HOST_XATTRS:  # asked before every write; never stored
             raise OSError(errno.ENODATA, f"no {key} on a workspace")
         if key in ACL_XATTRS:
             raise OSError(errno.ENOTSUP, "POSIX ACLs are not supported on a workspace")

@@ -8,6 +8,7 @@ import errno
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -294,12 +295,43 @@ def test_a_cached_listing_follows_every_change_made_through_the_mount(d):
 def test_host_security_xattrs_are_not_stored(d):
     p = os.path.join(d, "f")
     open(p, "wb").close()
-    for name in ("security.capability", "security.selinux"):
-        with pytest.raises(OSError) as e:
-            os.getxattr(p, name)
-        assert e.value.errno == errno.ENODATA
+    with pytest.raises(OSError) as e:
+        os.getxattr(p, "security.capability")
+    assert e.value.errno == errno.ENODATA
+    # Labels are unsupported, not merely absent: `ls -l` then stops asking for each file's label
+    # (coreutils remembers a device without them), one upcall per listing instead of per name.
+    with pytest.raises(OSError) as e:
+        os.getxattr(p, "security.selinux")
+    assert e.value.errno == errno.ENOTSUP
     with pytest.raises(OSError) as e:  # (the kernel checks a capability's format before we see it)
         os.setxattr(p, "security.selinux", b"system_u:object_r:tmp_t:s0")
     assert e.value.errno == errno.ENOTSUP
     os.setxattr(p, "security.other", b"kept")  # other security.* names are stored
     assert os.getxattr(p, "security.other") == b"kept"
+
+
+def _ops(mp: str, *names: str) -> int:
+    """The mount's count of the named VFS operations so far (its ``.stats``)."""
+    with open(os.path.join(mp, ".stats")) as f:
+        stats = f.read()
+    total = 0
+    for name in names:
+        prefix = f'artifacts_ops_total{{op="{name}"}} '
+        total += sum(int(float(line[len(prefix):])) for line in stats.splitlines() if line.startswith(prefix))
+    return total
+
+
+def test_a_long_listing_after_the_time_outs_is_one_listing_not_a_lookup_per_name(mnt, d):
+    """``ls -l`` of a directory listed before, once the kernel's time-outs have passed: the
+    listing is read again with its attributes (readdirplus) rather than served from the kernel's
+    cached listing, which would leave one lookup upcall and Redis round trip per name."""
+    for i in range(40):
+        Path(d, f"f{i}").write_bytes(b"x")
+    os.listdir(d)
+    for name in os.listdir(d):
+        os.lstat(os.path.join(d, name))
+    time.sleep(1.2)  # past the profile's attr/entry time-outs (1 s while no change feed runs)
+    before = _ops(mnt.mountpoint, "lookup", "getattr")
+    for name in os.listdir(d):
+        os.lstat(os.path.join(d, name))
+    assert _ops(mnt.mountpoint, "lookup", "getattr") - before < 10
