@@ -14,7 +14,10 @@ the length last seen. Reads go through the ``Reader`` (``reader.py``), writes th
 - ``flush``/``fsync``/``release`` return only after the data is stored and committed; a failed
   upload or commit is raised by the next flush of the inode (never dropped silently);
 - an unlinked file stays readable and writable through open handles (the metadata engine keeps a
-  sustained inode until the last close anywhere).
+  sustained inode until the last close anywhere);
+- another host's change of an open inode (the change feed) drops its views and marks its length
+  stale: the next read re-reads the attributes, so a handle sees the other host's appends and
+  truncates as it would on a local filesystem.
 """
 
 from __future__ import annotations
@@ -290,6 +293,12 @@ class FileOps:
             st = self.inodes.state(h.ino)
             if st.dirty:
                 st.flush()
+            if st.stale and not st.dirty:  # another host changed it: take its length first
+                epoch = st.epoch
+                try:
+                    st.refreshed(self.meta.getattr(h.ino), epoch)
+                except NotFound:
+                    pass  # freed: it was not open anywhere after all; read what was seen
             length = st.length
             if offset >= length or size == 0:
                 return b""
