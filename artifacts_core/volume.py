@@ -50,6 +50,10 @@ log = logging.getLogger("artifacts")
 UUID_OBJECT = "artifacts_uuid"
 #: The entry-point group a sandbox registers its executor in (``vol.exec``).
 EXEC_ENTRY_POINTS = "artifacts.exec"
+#: How long opening a volume waits for its first change subscription attempt (one round trip when
+#: Redis is up): caches are used only while subscribed, so a volume that opens subscribed caches
+#: from its first operation. A refusal (a Redis user without channel permission) ends the wait.
+SUBSCRIBE_WAIT = 2.0
 #: How often the volume re-reads Redis memory use (inline data stops past 70 % of maxmemory).
 MEMORY_CHECK = 5.0
 
@@ -166,12 +170,15 @@ class Volume(PathAPI):
                                                       "errors": meta.client.errors,
                                                       "full": meta.client.full})
             self.metrics.add_source("volume", lambda: {"inline_bytes": meta.inline_bytes()})
+            self.metrics.add_source("changes", self.vfs.changes.stats)
             PathAPI.__init__(self, self.vfs)
             self._closed = False
             self._check_storage()
             meta.new_session({"host": socket.gethostname(), "pid": os.getpid(), "mountpoint": mountpoint,
                               "version": __version__, "read_only": read_only})
             undo.callback(_quietly, meta.close_session)
+            self.vfs.changes.start(wait=SUBSCRIBE_WAIT)  # after the session: own changes are flagged
+            undo.callback(self.vfs.changes.close)
             self.maintenance = Maintenance(meta, self.chunks, self.vfs, config)
             jobs: list[TickJob] = [("flush", 0.2, self.vfs.flush_due), ("closes", 0.2, self.vfs.flush_closes),
                     ("heartbeat", config.heartbeat, meta.heartbeat),
@@ -241,6 +248,7 @@ class Volume(PathAPI):
             with contextlib.suppress(Exception):  # logged by the executor; the volume still closes
                 self._executor.close()
         self._background.stop()
+        self.vfs.changes.close()
         try:
             self.vfs.flush_all()
         finally:

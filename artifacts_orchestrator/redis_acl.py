@@ -22,7 +22,12 @@ it owns; ``meta/keys.py`` classifies every key kind): every user reads ``%R~{p}*
 user writes its own ``sess<sid>``, ``opens<sid>`` and ``locks<sid>`` (for each of the ids
 assigned here, at mint time, by ``assign_session``) and, when read-write, the workspace's data keys
 (``DATA_KEY_PATTERNS``); never another session's keys, the shared session bookkeeping or the
-volume's ``setting``/``limits``. Format users write ``~{p}*``. ``CLIENT SETINFO`` (sent by redis-py on connect) is granted where the server
+volume's ``setting``/``limits``. Format users write ``~{p}*``. Channels: ``resetchannels`` then
+``&{p}changes`` only, the workspace's change channel (``meta/changes.py``): every user may
+``SSUBSCRIBE`` to it, and users that write data may ``SPUBLISH`` there, which their functions do
+with the caller's permissions (no ``SUBSCRIBE``, ``PSUBSCRIBE`` or ``PUBLISH``: the records are
+sharded messages, which plain subscribers never see). ``CLIENT SETINFO`` (sent by redis-py on
+connect) is granted where the server
 knows it (Redis >= 7.2); redis-py ignores its refusal elsewhere. A Cluster client also needs
 ``CLUSTER SLOTS``/``SHARDS``/``NODES``, ``COMMAND`` and ``READONLY`` to find the slot's owner.
 
@@ -75,6 +80,10 @@ BASE_COMMANDS = ("-@all", "+@read", "+@write", "-@scripting", "-@dangerous", "+f
 #: What redis-py's cluster client runs to find the slot owner (no data, no writes).
 CLUSTER_COMMANDS = ("+cluster|slots", "+cluster|shards", "+cluster|nodes", "+command", "+readonly",
                     "+asking")
+#: Pub/sub for the change feed: every user subscribes to its workspace's channel; a user that
+#: may run mutating functions also publishes there (the functions' SPUBLISH runs as the caller).
+SUBSCRIBE_COMMANDS = ("+ssubscribe", "+sunsubscribe")
+PUBLISH_COMMANDS = ("+spublish",)
 
 #: Counters shown by ``summarize`` and the single keys counted under their own name.
 COUNTERS = ("totalinodes", "usedspace", "inlinebytes", "nextinode", "nextslice")
@@ -115,8 +124,9 @@ def acl_rules(prefix: str, *, read_only: bool, sids: Iterable[int] | None = None
         own = [name for sid in sids for name in session_key_names(sid)]
         writable = [*own, *(() if read_only else DATA_KEY_PATTERNS)]
         keys = [f"%R~{prefix}*", *(f"%RW~{prefix}{k}" for k in writable)]
-    commands = [*BASE_COMMANDS, *(CLUSTER_COMMANDS if cluster else ()), *extra_commands]
-    return ["resetchannels", *keys, *commands]
+    commands = [*BASE_COMMANDS, *SUBSCRIBE_COMMANDS, *(() if read_only else PUBLISH_COMMANDS),
+                *(CLUSTER_COMMANDS if cluster else ()), *extra_commands]
+    return ["resetchannels", f"&{Keys(prefix).changes}", *keys, *commands]
 
 
 def initial_aclfile_text(admin_user: str, admin_password: str) -> str:

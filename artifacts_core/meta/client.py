@@ -18,6 +18,9 @@ directly through a plain ``redis.Redis`` (redis-py's cluster client would spend 
 
 Every round trip is counted (``round_trips``), for ``.stats`` and for the tests that prove one
 round trip per operation.
+
+The change feed (``meta/changes.py``) subscribes through its own connection to the slot's owner
+(``owner_address()``), ``meta/pubsub.py``: the one other way the engine talks to Redis.
 """
 
 from __future__ import annotations
@@ -165,6 +168,7 @@ class MetaClient:
         #: The key every call declares as KEYS[1] unless told otherwise: ``setting``, or this
         #: client's own session key once it registered one (meta/sessions.py) — FCALL needs write
         #: permission on its declared key, and a session ACL user may not write ``setting``.
+        #: The functions' change records name the session it declares as the actor.
         self.declared = keys.setting
 
     # -- connections ---------------------------------------------------------------------------
@@ -204,6 +208,20 @@ class MetaClient:
         assert self._cluster is not None
         return [self.target.connect(n.host, n.port, pool_size=2, timeout=self._timeout)
                 for n in self._cluster.get_primaries()]
+
+    def owner_address(self) -> tuple[str, int]:
+        """(host, port) of the master that owns this workspace's slot."""
+        kw = self.node().connection_pool.connection_kwargs
+        return kw["host"], kw["port"]
+
+    @property
+    def timeout(self) -> float:
+        """Seconds one command may take before it counts as failed."""
+        return self._timeout
+
+    def refresh_owner(self) -> None:
+        """Forget the slot's owner (a MOVED reply, a lost subscription): the next use asks again."""
+        self._refresh_owner()
 
     def _refresh_owner(self) -> None:
         with self._lock:

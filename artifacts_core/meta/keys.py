@@ -42,6 +42,10 @@ but the format step writes ``setting`` and ``limits`` (``FORMAT_KEYS``), and nob
 full-rights client or the orchestrator writes the shared session bookkeeping
 (``SHARED_SESSION_KEYS``). ``tests/test_orchestrator_acl.py`` checks that every key this module
 builds falls in exactly one of these classes; a new key kind must be added to one.
+
+Not a key: ``<prefix>changes`` is the workspace's sharded pub/sub channel, where every mutating
+function announces its changes (``meta/changes.py``). It carries the hash tag too, so in a Cluster
+it lives on the nodes of the workspace's slot.
 """
 
 from __future__ import annotations
@@ -184,3 +188,8 @@ class Keys:
     @property
     def limits(self) -> str:
         return self.prefix + "limits"
+
+    @property
+    def changes(self) -> str:
+        """The workspace's change channel (sharded pub/sub; not a key)."""
+        return self.prefix + "changes"

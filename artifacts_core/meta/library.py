@@ -16,6 +16,7 @@ import hashlib
 import re
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 #: Bump when a function's contract changes incompatibly (clients refuse a newer library).
 LIBRARY_VERSION = 1
@@ -50,20 +51,43 @@ def library_code() -> str:
 _VERSION_RE = re.compile(rb"local LIB_VERSION = '([0-9]+:[0-9a-f]+)'")
 
 
+def _fields(entry: Any) -> dict[str, Any]:
+    """One map of a ``FUNCTION LIST`` reply (a dict in RESP3, a flat list in RESP2), str keys."""
+    if isinstance(entry, dict):
+        pairs = list(entry.items())
+    else:
+        pairs = list(zip(entry[::2], entry[1::2], strict=False))
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in pairs}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def functions(client: Any) -> dict[str, bool]:
+    """Every function of the library as loaded on one Redis node, name -> whether it is
+    read-only (its ``no-writes`` flag), as Redis itself reports them: the contract tests
+    enumerate these, so a new function cannot be missed however it is registered."""
+    out: dict[str, bool] = {}
+    for lib in client.execute_command("FUNCTION", "LIST", "LIBRARYNAME", LIBRARY_NAME) or []:
+        fields = _fields(lib)
+        if _text(fields.get("library_name")) != LIBRARY_NAME:
+            continue
+        for fn in fields.get("functions") or []:
+            f = _fields(fn)
+            out[_text(f["name"])] = "no-writes" in {_text(flag) for flag in f.get("flags") or []}
+    return out
+
+
 def loaded_version(client) -> tuple[int, str] | None:
     """The version of the library loaded on one Redis node (``FUNCTION LIST`` needs no key, so
     it works on every master of a Cluster), or None."""
     reply = client.execute_command("FUNCTION", "LIST", "LIBRARYNAME", LIBRARY_NAME, "WITHCODE")
     for lib in reply or []:
-        if isinstance(lib, dict):
-            fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in lib.items()}
-        else:
-            fields = {(k.decode() if isinstance(k, bytes) else k): v
-                      for k, v in zip(lib[::2], lib[1::2], strict=False)}
-        name = fields.get("library_name")
-        if (name.decode() if isinstance(name, bytes) else name) != LIBRARY_NAME:
+        fields = _fields(lib)
+        if _text(fields.get("library_name")) != LIBRARY_NAME:
             continue
-        code = fields.get("library_code") or b""
+        code: bytes | str = fields.get("library_code") or b""
         m = _VERSION_RE.search(code if isinstance(code, bytes) else code.encode())
         return parse_version(m.group(1)) if m else (0, "")
     return None

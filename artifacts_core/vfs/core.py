@@ -9,6 +9,10 @@ files, the read-only flag, the trash), call the engine once, keep the local cach
 including the path resolver's entry cache, which every unlink, rmdir and rename updates whichever
 frontend made it (``resolve.py``).
 
+Other hosts' changes arrive through ``self.changes`` (``changes.py``), the public feed the
+frontends listen to; the VFS is its first listener and drops what it cached of what changed:
+entries of the resolver, chunk views and lengths of inodes.
+
 Concurrency: thread-safe. The inode table has its own lock; each inode's writer has its own lock,
 so writes to different files never wait on each other.
 """
@@ -36,6 +40,7 @@ from artifacts_core.types import (
     Ino,
 )
 from artifacts_core.vfs import internal
+from artifacts_core.vfs.changes import Change, ChangeFeed
 from artifacts_core.vfs.files import FileOps
 from artifacts_core.vfs.replace import ContentOps
 from artifacts_core.vfs.resolve import Resolver
@@ -52,7 +57,23 @@ class VFS(FileOps):
         super().__init__(meta, chunks, config, read_only=read_only, metrics=metrics or Metrics(),
                          describe_config=describe_config or (lambda: "{}"))
         self.content = ContentOps(meta, chunks, self.inodes, self.reader, hint=self._compaction_hint)
-        self.resolver = Resolver(self, config.entry_ttl)
+        #: Other hosts' changes as they happen (public: frontends add their listeners here).
+        self.changes = ChangeFeed(meta, metrics=self.metrics)
+        self.resolver = Resolver(self, config.entry_ttl, trusted=lambda: self.changes.subscribed)
+        self.changes.add_listener(self._on_change, own=False)
+
+    def _on_change(self, change: Change) -> None:
+        """The VFS's own listener (the first: its caches are right before a frontend's listener
+        asks again): another host changed something this client may have cached."""
+        if change.kind == "all":
+            self.resolver.forget_all()
+            self.inodes.invalidate(None)
+            return
+        if change.kind in ("entry", "rename"):
+            self.resolver.forget(change.parent, change.name.decode("utf-8", "surrogateescape"))
+            if change.kind == "rename":
+                self.resolver.forget(change.new_parent, change.new_name.decode("utf-8", "surrogateescape"))
+        self.inodes.invalidate(change.ino)  # its attributes (links, times) or data changed
 
     # -- lookups and attributes ----------------------------------------------------------------
 
@@ -164,9 +185,11 @@ class VFS(FileOps):
             self._writable(parent, new_parent, caller=caller)
             try:
                 self.meta.rename(parent, name, new_parent, check_name(new_name), flags, caller)
-            finally:
+            except BaseException:
                 self.resolver.forget(parent, name)
                 self.resolver.forget(new_parent, new_name)
+                raise
+            self.resolver.moved(parent, name, new_parent, new_name, exchange=flags == RENAME_EXCHANGE)
 
     def readdir(self, ino: Ino, cursor: int = 0, count: int = 1000, *, plus: bool = False,
                 caller: Caller = ROOT_CALLER):

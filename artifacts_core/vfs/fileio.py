@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import os
 
-from artifacts_core.errors import InvalidArgument
+from artifacts_core.errors import InvalidArgument, IsADirectory
 from artifacts_core.types import Ino
 from artifacts_core.vfs.core import VFS
 
@@ -55,6 +55,8 @@ class VFSRawIO(io.RawIOBase):
         self._readable = acc in (os.O_RDONLY, os.O_RDWR)
         self._writable = acc in (os.O_WRONLY, os.O_RDWR)
         self.mode = "rb" if not self._writable else ("rb+" if self._readable else "wb")
+        if vfs.handle_is_dir(fh):  # as io.FileIO: opening a directory is EISDIR, not a file of zeros
+            raise IsADirectory("is a directory", path=name)
         if flags & os.O_APPEND:
             self._pos = self._size()
 

@@ -14,7 +14,10 @@ the length last seen. Reads go through the ``Reader`` (``reader.py``), writes th
 - ``flush``/``fsync``/``release`` return only after the data is stored and committed; a failed
   upload or commit is raised by the next flush of the inode (never dropped silently);
 - an unlinked file stays readable and writable through open handles (the metadata engine keeps a
-  sustained inode until the last close anywhere).
+  sustained inode until the last close anywhere);
+- another host's change of an open inode (the change feed) drops its views and marks its length
+  stale: the next read re-reads the attributes, so a handle sees the other host's appends and
+  truncates as it would on a local filesystem.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class Handle:
     internal: internal.InternalHandle | None = None
     lock_owners: set[int] = field(default_factory=set)  # owners that locked through this handle
     gen: int = -1  # the inode's change counter when it was opened (frontends' page-cache checks)
+    is_dir: bool = False  # a directory opened read-only: read(2) on it is EISDIR
 
     @property
     def writable(self) -> bool:
@@ -161,6 +165,11 @@ class FileOps:
         only a handle back, such as FUSE's fstat/ftruncate, use it."""
         return self._handle(fh).ino
 
+    def handle_is_dir(self, fh: int) -> bool:
+        """Whether the handle is an open directory (``open(2)`` allows it read-only; reading it is
+        EISDIR, and Python's ``open`` refuses it at once)."""
+        return self._handle(fh).is_dir
+
     def handle_gen(self, fh: int) -> int:
         """The inode's change counter as the open saw it: equal counters at two opens mean the
         data did not change in between (the FUSE frontend then keeps the kernel's page cache)."""
@@ -233,7 +242,9 @@ class FileOps:
                 st.adopt(attr)
             st.handles += 1
         fh = self._new_handle(ino, flags, caller)
-        self._handles[fh].gen = attr.gen
+        h = self._handles[fh]
+        h.gen = attr.gen
+        h.is_dir = attr.is_dir
         if flags & os.O_TRUNC and flags & _ACCMODE != os.O_RDONLY and attr.length:
             try:
                 self.truncate(ino, 0, caller=caller)
@@ -285,11 +296,19 @@ class FileOps:
         with self._op("read", h.ino, offset, size, caller=h.caller):
             if not h.readable:
                 raise error_for("EBADF", "file not open for reading")
+            if h.is_dir:
+                raise IsADirectory("cannot read a directory as a file")
             if offset < 0 or size < 0:
                 raise InvalidArgument("negative offset or size")
             st = self.inodes.state(h.ino)
             if st.dirty:
                 st.flush()
+            if st.stale and not st.dirty:  # another host changed it: take its length first
+                epoch = st.epoch
+                try:
+                    st.refreshed(self.meta.getattr(h.ino), epoch)
+                except NotFound:
+                    pass  # freed: it was not open anywhere after all; read what was seen
             length = st.length
             if offset >= length or size == 0:
                 return b""

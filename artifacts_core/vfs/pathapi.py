@@ -97,6 +97,8 @@ class PathAPI:
     def open(self, path, mode: str = "r", buffering: int = -1, encoding: str | None = None,
              errors: str | None = None, newline: str | None = None):
         flags, binary, _ = mode_flags(mode)
+        if not canonicalize(path):
+            raise IsADirectory("is a directory", path="/")
         parent, name, parts = self.vfs.resolver.parent(path)
         if flags & os.O_CREAT:
             try:
@@ -234,14 +236,15 @@ class PathAPI:
         self.vfs.mkdir(parent, name, mode)
 
     def makedirs(self, path, mode: int = 0o777, exist_ok: bool = False) -> None:
+        """As ``os.makedirs``: an existing intermediate name that is not a directory makes the
+        next mkdir fail with NotADirectoryError; an existing final name is FileExistsError unless
+        it is a directory and ``exist_ok``."""
         parts = canonicalize(path)
         for i in range(1, len(parts) + 1):
             try:
                 self.mkdir(join(parts[:i]), mode)
             except Exists:
-                if i == len(parts) and not exist_ok:
-                    raise
-                if not self.isdir(join(parts[:i])):
+                if i == len(parts) and not (exist_ok and self.isdir(join(parts))):
                     raise
         if not parts and not exist_ok:
             raise Exists("file exists", path="/")

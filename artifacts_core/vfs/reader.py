@@ -3,11 +3,11 @@ through the chunk store, prefetch for the readahead window -- beside ``writer.py
 
 - A *chunk view* is a chunk's slice records (one Redis round trip, inline bytes included) merged
   so later slices win (``meta.slices.build_view``). Views are cached in the inode's state
-  (``state.py``) and dropped when this client commits to the chunk, truncates, or an open sees
-  that the inode changed elsewhere (close-to-open). A view whose blocks were compacted away on
-  another host is refreshed once instead of failing the read: only a *missing* object
-  (``MissingObject``) refreshes, and the read is repeated only if the fresh view differs. Nothing
-  else is retried here -- an outage already ran the object store's retry schedule (running it
+  (``state.py``) and dropped when this client commits to the chunk, truncates, another host's
+  change of the inode arrives (the change feed), or an open sees that the inode changed
+  elsewhere (close-to-open). A view whose blocks were compacted away on another host is refreshed
+  once instead of failing the read: only a *missing* object (``MissingObject``) refreshes, and
+  the read is repeated only if the fresh view differs. Nothing else is retried here -- an outage already ran the object store's retry schedule (running it
   twice made a read take twice as long to fail), a damaged block is damaged. An object still
   missing is EIO, logged at ERROR once with its key and counted (``blocks_missing``).
 - A *snapshot* read (``snapshot``, the agent API's readFile) takes each chunk's attr and records
@@ -102,10 +102,11 @@ class Reader:
     def _view(self, st: InodeState, index: int, file_length: int, *, refresh: bool = False) -> ChunkView:
         view = None if refresh else st.views.get(index)
         if view is None:
+            epoch = st.epoch
             records, inline = self.meta.read_chunk(st.ino, index)
             chunk_len = max(0, min(CHUNK_SIZE, file_length - index * CHUNK_SIZE))
             view = ChunkView(slicemath.build_view(records, chunk_len), inline)
-            st.views[index] = view
+            st.keep_view(index, view, epoch)
             urgency = slicemath.needs_compaction(len(records), view.segments)
             if urgency and not self.read_only:
                 self._hint(st.ino, index, urgency)

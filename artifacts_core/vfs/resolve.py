@@ -25,9 +25,12 @@ with ``sub/up -> ..``), as the entry of a by-name operation too.
 
 Invariant (coherence): each VFS namespace method that removes or moves a name (unlink, rmdir,
 rename) calls ``forget(parent, name)`` once Redis has answered (also when it failed), whichever
-frontend called it, so this client never resolves through an entry it removed itself; a lookup
-that straddled the change does not cache its answer (an epoch counter bumped by ``forget``).
-Changes made by other hosts show when an entry expires.
+frontend called it, so this client never resolves through an entry it removed itself (a rename
+that succeeded ``moved`` the entry: the inode is the same under its new name); a lookup that
+straddled the change does not cache its answer (an epoch counter bumped by ``forget``). Changes
+made by other hosts are forgotten as the change feed reports them (the VFS's listener); the cache
+is used only while the feed is subscribed (``trusted``), so a cached name is never older than the
+feed's delay; without a feed (a bare VFS) it is trusted for ``entry_ttl``.
 """
 
 from __future__ import annotations
@@ -88,9 +91,10 @@ class Resolved(NamedTuple):
 
 
 class Resolver:
-    def __init__(self, ns: Namespace, entry_ttl: float) -> None:
+    def __init__(self, ns: Namespace, entry_ttl: float, *, trusted: Callable[[], bool] = lambda: True) -> None:
         self._ns = ns
         self.entry_ttl = entry_ttl
+        self._trusted = trusted
         self._entries: dict[tuple[Ino, str], tuple[Ino, int, float]] = {}
         self._lock = threading.Lock()
         self._epoch = 0  # bumped by every forget: a lookup that straddles one is not cached
@@ -99,7 +103,7 @@ class Resolver:
 
     def lookup(self, parent: Ino, name: str) -> tuple[Ino, Attr | None, int]:
         """(inode, attr or None when cached, file type) of ``parent/name``."""
-        ttl = self.entry_ttl
+        ttl = self.entry_ttl if self._trusted() else 0.0
         key = (parent, name)
         if ttl > 0:
             hit = self._entries.get(key)
@@ -120,6 +124,25 @@ class Resolver:
         with self._lock:
             self._epoch += 1
             self._entries.pop((parent, name), None)
+
+    def forget_all(self) -> None:
+        """Drop every entry (the change feed lost its subscription, or has it back)."""
+        with self._lock:
+            self._epoch += 1
+            self._entries.clear()
+
+    def moved(self, parent: Ino, name: str, new_parent: Ino, new_name: str, *, exchange: bool = False) -> None:
+        """A rename succeeded: the cached entry of the moved inode (if any) now answers for the
+        new name, and the old name's for the other one when the two were exchanged; so the next
+        operation in the renamed directory costs no lookup."""
+        with self._lock:
+            self._epoch += 1
+            src = self._entries.pop((parent, name), None)
+            dst = self._entries.pop((new_parent, new_name), None)
+            if src is not None:
+                self._entries[(new_parent, new_name)] = src
+            if exchange and dst is not None:
+                self._entries[(parent, name)] = dst
 
     # -- resolution ----------------------------------------------------------------------------
 

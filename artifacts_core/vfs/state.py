@@ -9,11 +9,17 @@ operations share, declared once here and owned by the VFS (``vfs.inodes``).
 - ``InodeTable``: the states by inode, created on first use and dropped when the last handle
   closes with nothing left to commit.
 
+- ``InodeState.invalidate``: another host changed the inode (the change feed): the views go and
+  the length is marked stale; the next read re-reads the attributes first (``refreshed``). A view
+  or length fetched while such a change arrived is not kept (``epoch``).
+
 Invariant: a cached view never outlives a change this client committed to its chunk (every
-commit, truncate, fallocate, copy and whole-content swap goes through ``adopt``); changes made
-elsewhere are picked up at the next open (close-to-open) or when a view's blocks turn out gone.
+commit, truncate, fallocate, copy and whole-content swap goes through ``adopt``), nor a change
+another host announced (``invalidate``); without the feed, changes made elsewhere are picked up at
+the next open (close-to-open) or when a view's blocks turn out gone.
 Thread-safety: the table has its own lock; each state's ``lock`` orders adopt-after-flush
-sequences (truncate, fallocate, content swaps) on one inode.
+sequences (truncate, fallocate, content swaps) on one inode; its ``guard`` is held only for the
+few dictionary operations an invalidation races with (the feed's thread never waits for a flush).
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ class InodeState:
     writer: FileWriter | None = None
     views: dict[int, ChunkView] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    epoch: int = 0  # bumped by every change another host announced
+    stale: bool = False  # length and gen may be old: the next read re-reads the attributes
+    guard: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def dirty(self) -> bool:
@@ -63,6 +72,27 @@ class InodeState:
             self.views.pop(chunk, None)
         self.length = attr.length
         self.gen = attr.gen
+
+    def invalidate(self) -> None:
+        """Another host changed the inode: drop the views, mark the length stale."""
+        with self.guard:
+            self.epoch += 1
+            self.stale = True
+            self.views.clear()
+
+    def keep_view(self, index: int, view: ChunkView, epoch: int) -> None:
+        """Cache ``view`` of chunk ``index``, read when ``epoch`` was current, unless another
+        host's change arrived meanwhile (the view may predate it: it serves this read only)."""
+        with self.guard:
+            if self.epoch == epoch:
+                self.views[index] = view
+
+    def refreshed(self, attr: Attr, epoch: int) -> None:
+        """The attributes re-read (from ``epoch`` on) after ``invalidate``: take them."""
+        with self.guard:
+            if self.epoch == epoch:
+                self.views.clear()
+                self.length, self.gen, self.stale = attr.length, attr.gen, False
 
 
 class InodeTable:
@@ -85,6 +115,13 @@ class InodeTable:
 
     def all(self) -> list[InodeState]:
         return list(self._states.values())
+
+    def invalidate(self, ino: Ino | None) -> None:
+        """Another host changed ``ino`` (None: anything may have changed)."""
+        states = self.all() if ino is None else [self._states.get(ino)]
+        for st in states:
+            if st is not None:
+                st.invalidate()
 
     def drop_if_idle(self, st: InodeState) -> None:
         """Forget ``st`` when no handle is open and nothing waits to be committed."""

@@ -114,6 +114,10 @@ def test_rules_name_every_workspace_key_once():
     assert not any(r.startswith("~") for r in rw + ro)
     for cmd in ("-select", "-move", "-copy", "-swapdb"):
         assert cmd in ro and cmd in rw
+    for rules in (fmt, rw, ro):  # one channel: the workspace's change feed, subscribed to by all
+        assert rules[:2] == ["resetchannels", f"&{p}changes"] and "+ssubscribe" in rules
+        assert not {"+subscribe", "+psubscribe", "+publish", "allchannels", "&*"} & set(rules)
+    assert "+spublish" in rw and "+spublish" in fmt and "+spublish" not in ro  # only writers announce
 
 
 def _matches(pattern: str, name: str) -> bool:
@@ -221,6 +225,99 @@ def test_read_only_user_is_enforced_by_redis(acl_redis, admin):
     finally:
         ro.close()
         rw.close()
+
+
+def _subscribe(url: str, command: str, channel: str):
+    """A raw subscription attempt: the reply to (S|P)SUBSCRIBE, raising what Redis refused."""
+    from artifacts_core.meta.client import RedisTarget
+    from artifacts_core.meta.pubsub import SubscriberConnection
+
+    t = RedisTarget(url)
+    conn = SubscriberConnection(t, *t.hosts[0], timeout=5.0)
+    conn.connect()
+    try:
+        conn.send(command, channel)
+        return conn.reply()
+    finally:
+        conn.close()
+
+
+def test_sessions_subscribe_to_their_own_change_channel_only(acl_redis, admin):
+    """Every session user may SSUBSCRIBE to its workspace's change channel and to no other
+    channel; read-write users' functions publish there (read-only users may not publish); the
+    records reach a read-only subscriber."""
+    from artifacts_core.meta.changes import Subscription
+
+    url = acl_redis[1]
+    a, b = new_prefix(), new_prefix()
+    admin_a, admin_b = formatted(url, a), formatted(url, b)
+    _, rw_url = user_url(admin, a, read_only=False)
+    _, ro_url = user_url(admin, a, read_only=True)
+    rw, ro = RedisMetaEngine(rw_url, a), RedisMetaEngine(ro_url, a)
+    got: list = []
+    sub = Subscription(ro.client, deliver=got.append, session=lambda: ro.sid)
+    try:
+        for user_url_ in (rw_url, ro_url):
+            assert _subscribe(user_url_, "SSUBSCRIBE", Keys(a).changes)[0] == b"ssubscribe"
+            for command, channel in (("SSUBSCRIBE", Keys(b).changes), ("SUBSCRIBE", Keys(b).changes),
+                                     ("SUBSCRIBE", Keys(a).changes), ("PSUBSCRIBE", "*"),
+                                     ("SSUBSCRIBE", "other")):
+                with pytest.raises(rex.NoPermissionError):
+                    _subscribe(user_url_, command, channel)
+            for cmd in (("SPUBLISH", Keys(b).changes, "x"), ("PUBLISH", Keys(a).changes, "x")):
+                with pytest.raises(rex.NoPermissionError):
+                    raw(user_url_).execute_command(*cmd)
+        with pytest.raises(rex.NoPermissionError):  # read-only: never forges records
+            raw(ro_url).execute_command("SPUBLISH", Keys(a).changes, "x")
+        rw.load(require_aof=True)
+        ro.load(require_aof=True)
+        rw.new_session()
+        ro.new_session({"read_only": True})
+        sub.start()
+        assert sub.wait_subscribed(10)
+        ino = rw.create(ROOT, "announced")[0]
+        deadline = time.monotonic() + 10
+        while not any(c.kind == "entry" for c in got) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        entry = next(c for c in got if c.kind == "entry")
+        assert (entry.ino, entry.parent, entry.name, entry.session, entry.own) == \
+            (ino, ROOT, b"announced", rw.sid, False)
+    finally:
+        sub.stop()
+        for e in (rw, ro, admin_a, admin_b):
+            e.close()
+
+
+def test_a_user_without_channel_rights_loses_the_announcement_not_the_operation(acl_redis, admin):
+    """A session user minted before users had channel rights: its functions still work (the
+    record is published with redis.pcall after the writes), and its subscription is refused,
+    reported as not subscribed (caches then follow their TTLs)."""
+    from artifacts_core.meta.changes import Subscription
+
+    url = acl_redis[1]
+    p = new_prefix()
+    owner = formatted(url, p)
+    user, password = f"ms-t{next(_ids)}", secrets.token_urlsafe(16)
+    old_rules = [r for r in acl_rules(p, read_only=False, sids=admin.assign_session(p, user))
+                 if not r.startswith("&") and r not in ("+spublish", "+ssubscribe", "+sunsubscribe")]
+    admin._each("create the ACL user", lambda n: n.execute_command(
+        "ACL", "SETUSER", user, "reset", "on", f">{password}", *old_rules))
+    old = RedisMetaEngine(admin.client_url(user, password), p)
+    got: list = []
+    sub = Subscription(old.client, deliver=got.append)
+    sub.BACKOFF_MIN = 0.01
+    try:
+        old.load(require_aof=True)
+        old.new_session()
+        ino = old.create(ROOT, "still-works")[0]
+        assert owner.lookup(ROOT, "still-works")[0] == ino
+        sub.start()
+        assert sub.wait_first_attempt(10) is False and not sub.subscribed and got == []
+    finally:
+        sub.stop()
+        old.close()
+        owner.close()
+        admin.delete_user(user)
 
 
 def test_deluser_cuts_a_live_connection(acl_redis, admin):

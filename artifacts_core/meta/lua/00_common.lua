@@ -13,6 +13,8 @@
 --   mapped back once in Python (meta/client.py).
 -- * Lua does not roll back: a function runs EVERY check before its first write.
 -- * Implicit timestamps come from the server clock (`now()`), so hosts with skewed clocks agree.
+-- * Every function that changes what a client may cache (names, attributes, data) calls
+--   `change()` once per change, after its writes (the contract test lists the exceptions).
 -- * Layouts below must match artifacts_core/meta/attrs.py (tested).
 
 local LIB_VERSION = '@LIB_VERSION@'
@@ -95,10 +97,11 @@ local function open_elsewhere(p, ino, except)
   return false
 end
 
--- Server time as (seconds, nanoseconds).
+-- Server time as (seconds, nanoseconds, the TIME reply itself: {"<sec>", "<usec>"}, which is
+-- what a change record carries -- formatting numbers back into strings costs more than a SET).
 local function now()
   local t = redis.call('TIME')
-  return tonumber(t[1]), tonumber(t[2]) * 1000
+  return tonumber(t[1]), tonumber(t[2]) * 1000, t
 end
 
 local function attr_unpack(s)
@@ -293,4 +296,41 @@ local function drop_last_link(p, ino, a, sec, ns)
   else
     free_inode(p, ino, a, sec)
   end
+end
+
+-- ---- the change record ---------------------------------------------------------------------
+-- Each change a client may have cached is announced, in the same call, on the workspace's own
+-- sharded pub/sub channel `<prefix>changes` (SPUBLISH: in a Cluster it stays on the nodes of the
+-- workspace's slot). Subscribers (meta/changes.py) drop what they cached of it. The record is
+-- the one a journal would append too (an XADD of the same string in this helper): one change
+-- record, two uses.
+--
+-- Record: NUL-separated fields (a name holds no NUL), positional, trailing absent ones omitted:
+--   version ('1'), kind ('e' an entry of a directory, 'r' a rename, 'a' attributes, 'd' data),
+--   op (the operation: create, mkdir, unlink, rename, setattr, commit, ...), session id ('0'
+--   without a session), seconds, microseconds (server clock), ino, [parent, name, [new parent,
+--   new name]].
+-- An entry record's ino is the inode the name now refers to or referred to (its link count
+-- changed too); a rename's ino is the moved inode. Later versions append fields after the new
+-- name (length change, caller tag); readers ignore fields they do not know.
+--
+-- redis.pcall: the operation's writes are done when this runs, and Lua cannot roll them back.
+-- A Redis user that may not publish there (one minted before session users could) loses the
+-- announcement -- other hosts fall back to their cache TTLs -- never the operation.
+local CHANGE_VERSION = '1'
+
+-- change(p, keys, clock, kind, op, ino[, parent, name[, new_parent, new_name]]): `clock` is the
+-- TIME reply of this call (the third result of now()); inode numbers as strings or integers.
+local function change(p, keys, clock, kind, op, ino, parent, name, nparent, nname)
+  -- the actor: the session whose `sess<sid>` key the call declares (prefix_of checked its form),
+  -- '0' for a call declaring `setting` (no session)
+  local k = keys[1]
+  local sid = string.sub(k, #p + 1, #p + 4) == 'sess' and string.sub(k, #p + 5) or '0'
+  local r = CHANGE_VERSION .. '\0' .. kind .. '\0' .. op .. '\0' .. sid .. '\0' .. clock[1] .. '\0'
+    .. clock[2] .. '\0' .. istr(ino)
+  if parent then
+    r = r .. '\0' .. istr(parent) .. '\0' .. name
+    if nparent then r = r .. '\0' .. istr(nparent) .. '\0' .. nname end
+  end
+  redis.pcall('SPUBLISH', p .. 'changes', r)
 end

@@ -164,10 +164,14 @@ end
 -- Moves the last name of regular file `a` into TRASH/<hour>/<parent>-<ino>-<name> (the hourly
 -- directory is created on demand). nlink is unchanged: the trash entry is the file's name now.
 -- Trash directories are not charged to the quota check: an unlink must not fail for space.
+-- Returns what changed in the trash, for the caller's change records: {hourly dir ino, trash
+-- name, hour name if the hourly directory was created now}.
 function ns.to_trash(p, ino, a, dino, name, sec, ns_)
   local hour = ns.trash_hour(sec)
   local _, sub = ns.entry(p, TRASH_INO, hour)
+  local created = nil
   if not sub then
+    created = hour
     sub = alloc_inode(p)
     attr_put(p, sub, { flags = 0, mode = T_DIR * 4096 + 365, uid = 0, gid = 0,  -- 0555, root's
       atime = sec, atime_ns = ns_, mtime = sec, mtime_ns = ns_, ctime = sec, ctime_ns = ns_,
@@ -187,12 +191,21 @@ function ns.to_trash(p, ino, a, dino, name, sec, ns_)
   a.parent = tonumber(sub)
   touch(a, false, sec, ns_)
   attr_put(p, ino, a)
+  return { sub, tname, created }
+end
+
+-- The change records of a move into the trash (`moved`: what ns.to_trash returned, or nil).
+function ns.trash_changes(p, keys, clock, op, ino, moved)
+  if not moved then return end
+  if moved[3] then change(p, keys, clock, 'e', op, moved[1], TRASH_INO, moved[3]) end
+  change(p, keys, clock, 'e', op, ino, moved[1], moved[2])
 end
 
 -- A name of non-directory `a` (inode `ino`) in directory `d` (inode `dino`) is gone; the entry
 -- itself was already removed or overwritten by the caller. Other names left: nlink - 1. Last
 -- name of a regular file with the trash on, outside the trash: into the trash. Otherwise the
--- inode's life ends (drop_last_link keeps it while it is open anywhere).
+-- inode's life ends (drop_last_link keeps it while it is open anywhere). Returns what
+-- ns.to_trash returned when the file went to the trash, else nil.
 function ns.drop_name(p, ino, a, d, dino, name, sec, ns_)
   if a.nlink > 1 then
     a.nlink = a.nlink - 1
@@ -201,7 +214,7 @@ function ns.drop_name(p, ino, a, d, dino, name, sec, ns_)
     attr_put(p, ino, a)
   elseif ftype(a) == T_FILE and not ns.in_trash(d, dino)
       and (tonumber(redis.call('HGET', k_named(p, 'limits'), 'trash_days')) or 0) > 0 then
-    ns.to_trash(p, ino, a, dino, name, sec, ns_)
+    return ns.to_trash(p, ino, a, dino, name, sec, ns_)
   else
     drop_last_link(p, ino, a, sec, ns_)
   end

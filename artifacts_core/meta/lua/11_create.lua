@@ -6,6 +6,9 @@
 -- group-executable setgid file created by a non-member loses setgid, as Linux mode_strip_sgid).
 -- The mode passed in is final: the umask is the caller's business.
 
+-- The op of a change record made by af_create, by the type created.
+local CREATE_OPS = { [T_FILE] = 'create', [T_DIR] = 'mkdir', [T_SYMLINK] = 'symlink' }
+
 -- af_create: a new inode and its entry.
 -- KEYS: setting. ARGV: parent ino, name, type (S_IFMT >> 12), permission bits, rdev, uid, gids,
 --   exclusive ("1": an existing name is EEXIST; "0": an existing non-directory is returned, as
@@ -47,7 +50,7 @@ redis.register_function('af_create', function(keys, args)
     return fail('ESTALE', 'session ' .. open_sid .. ' expired and was cleaned up')
   end
   -- all checks done: writes from here on
-  local sec, nsec = now()
+  local sec, nsec, clock = now()
   local ino = alloc_inode(p)
   local gid = tonumber(string.match(args[7], '^%d+') or '0')  -- the primary group: first listed
   if bit_set(perm_bits(d), S_ISGID) then
@@ -81,6 +84,7 @@ redis.register_function('af_create', function(keys, args)
   if open_sid and open_sid ~= '' and open_sid ~= '0' then
     redis.call('HINCRBY', k_sopens(p, open_sid), ino, 1)
   end
+  change(p, keys, clock, 'e', CREATE_OPS[typ] or 'mknod', ino, parent, name)
   return { tonumber(ino), packed, 1 }
 end)
 
@@ -104,7 +108,7 @@ redis.register_function('af_link', function(keys, args)
   if not may(d, c, 2) then return fail('EACCES', 'write permission denied on the directory') end
   if ftype(a) == T_DIR then return fail('EPERM', 'hard links to directories are not allowed') end
   if a.nlink == 0 then return fail('ENOENT', 'inode ' .. ino .. ' was unlinked') end
-  local sec, nsec = now()
+  local sec, nsec, clock = now()
   ns.link_added(p, ino, a, parent)
   a.nlink = a.nlink + 1
   touch(a, false, sec, nsec)
@@ -112,5 +116,6 @@ redis.register_function('af_link', function(keys, args)
   redis.call('HSET', k_entries(p, parent), name, entry_pack(ftype(a), ino))
   touch(d, true, sec, nsec)
   attr_put(p, parent, d)
+  change(p, keys, clock, 'e', 'link', ino, parent, name)
   return attr_pack(a)
 end)

@@ -26,11 +26,13 @@ register_allow_oom('af_unlink', function(keys, args)
   if not may(d, c, 2) then return fail('EACCES', 'write permission denied on the directory') end
   if not sticky_allows(d, a, c) then return fail('EPERM', 'sticky directory: not the owner') end
   if ftype(a) == T_DIR then return fail('EISDIR', 'is a directory') end
-  local sec, nsec = now()
+  local sec, nsec, clock = now()
   redis.call('HDEL', k_entries(p, parent), name)
   touch(d, true, sec, nsec)
   attr_put(p, parent, d)
-  ns.drop_name(p, ino, a, d, parent, name, sec, nsec)
+  local trashed = ns.drop_name(p, ino, a, d, parent, name, sec, nsec)
+  change(p, keys, clock, 'e', 'unlink', ino, parent, name)
+  ns.trash_changes(p, keys, clock, 'unlink', ino, trashed)
   return a.nlink
 end)
 
@@ -59,11 +61,12 @@ register_allow_oom('af_rmdir', function(keys, args)
   if ftype(a) ~= T_DIR then return fail('ENOTDIR', 'not a directory') end
   if ino == ROOT_INO or ino == TRASH_INO then return fail('EBUSY', 'cannot remove a system directory') end
   if redis.call('HLEN', k_entries(p, ino)) > 0 then return fail('ENOTEMPTY', 'directory not empty') end
-  local sec, nsec = now()
+  local sec, nsec, clock = now()
   redis.call('HDEL', k_entries(p, parent), name)
   d.nlink = d.nlink - 1
   touch(d, true, sec, nsec)
   attr_put(p, parent, d)
   ns.drop_dir(p, ino, a, sec, nsec)
+  change(p, keys, clock, 'e', 'rmdir', ino, parent, name)
   return tonumber(ino)
 end)

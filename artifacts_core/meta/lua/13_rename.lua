@@ -84,7 +84,8 @@ register_allow_oom('af_rename', function(keys, args)
     return fail('ENOTEMPTY', 'target directory not empty')
   end
   -- all checks done: writes from here on
-  local sec, nsec = now()
+  local sec, nsec, clock = now()
+  local trashed
   if exchange then
     redis.call('HSET', k_entries(p, parent), name, entry_pack(ttyp, tino))
     redis.call('HSET', k_entries(p, nparent), nname, entry_pack(styp, sino))
@@ -108,7 +109,7 @@ register_allow_oom('af_rename', function(keys, args)
         td.nlink = td.nlink - 1
         ns.drop_dir(p, tino, ta, sec, nsec)
       else
-        ns.drop_name(p, tino, ta, td, nparent, nname, sec, nsec)
+        trashed = ns.drop_name(p, tino, ta, td, nparent, nname, sec, nsec)
         -- the trash move may have added an hourly directory to the trash root
         if parent == TRASH_INO then sd = attr_get(p, parent) end
       end
@@ -130,6 +131,12 @@ register_allow_oom('af_rename', function(keys, args)
   if td ~= sd then
     touch(td, true, sec, nsec)
     attr_put(p, nparent, td)
+  end
+  local op = exchange and 'exchange' or 'rename'
+  change(p, keys, clock, 'r', op, sino, parent, name, nparent, nname)
+  if ta then
+    change(p, keys, clock, 'a', op, tino)  -- exchanged, or replaced: its links or life changed
+    ns.trash_changes(p, keys, clock, op, tino, trashed)
   end
   return 1
 end)

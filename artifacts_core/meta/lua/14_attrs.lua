@@ -59,7 +59,7 @@ register_allow_oom('af_setattr', function(keys, args)
   if ct and not root then return fail('EPERM', 'only root may set ctime') end
   if not (mode or uid or gid or at or mt or ct) then return attr_pack(a) end
   -- all checks done: writes from here on
-  local sec, nsec = now()
+  local sec, nsec, clock = now()
   if uid or gid then
     a.uid, a.gid = uid or a.uid, gid or a.gid
     if ftype(a) ~= T_DIR then
@@ -81,6 +81,7 @@ register_allow_oom('af_setattr', function(keys, args)
   touch(a, false, sec, nsec)
   if ct then a.ctime, a.ctime_ns = ct[1], ct[2] end
   attr_put(p, ino, a)
+  change(p, keys, clock, 'a', 'setattr', ino)
   return attr_pack(a)
 end)
 
@@ -159,10 +160,11 @@ redis.register_function('af_setxattr', function(keys, args)
   local exists = redis.call('HEXISTS', k_xattrs(p, ino), name) == 1
   if flags == XATTR_CREATE and exists then return fail('EEXIST', 'xattr exists') end
   if flags == XATTR_REPLACE and not exists then return fail('ENODATA', 'no such xattr') end
-  local sec, nsec = now()
+  local sec, nsec, clock = now()
   redis.call('HSET', k_xattrs(p, ino), name, value)
   touch(a, false, sec, nsec)
   attr_put(p, ino, a)
+  change(p, keys, clock, 'a', 'setxattr', ino)
   return 1
 end)
 
@@ -177,9 +179,10 @@ register_allow_oom('af_removexattr', function(keys, args)
   local denied = xattr_denied(a, ns.caller(args[3], args[4]), name, true)
   if denied then return denied end
   if redis.call('HEXISTS', k_xattrs(p, ino), name) == 0 then return fail('ENODATA', 'no such xattr') end
-  local sec, nsec = now()
+  local sec, nsec, clock = now()
   redis.call('HDEL', k_xattrs(p, ino), name)
   touch(a, false, sec, nsec)
   attr_put(p, ino, a)
+  change(p, keys, clock, 'a', 'removexattr', ino)
   return 1
 end)

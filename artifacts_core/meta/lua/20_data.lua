@@ -42,9 +42,11 @@ DATA.COMMIT_TTL = 120
 DATA.KIND_S3, DATA.KIND_INLINE = 0, 1
 DATA.S_IXGRP = 8  -- 0o010: group exec, the condition for clearing S_ISGID on write
 
+-- Server time as fractional seconds (+ `offset`: tests inject time), seconds, nanoseconds and
+-- the TIME reply (for change records).
 function DATA.now_f(offset)
-  local sec, ns_ = now()
-  return sec + ns_ / 1e9 + (tonumber(offset) or 0), sec, ns_
+  local sec, ns_, clock = now()
+  return sec + ns_ / 1e9 + (tonumber(offset) or 0), sec, ns_, clock
 end
 
 function DATA.rec_pack(pos, id, size, off, len, kind)
@@ -309,9 +311,10 @@ redis.register_function('af_commit', function(keys, args)
   local dspace, qerr = DATA.space_delta(p, a, newlen)
   if not dspace then return qerr end
   -- writes
-  local t, sec, ns_ = DATA.now_f()
+  local t, sec, ns_, clock = DATA.now_f()
   local _, count = DATA.push_pieces(p, ino, sid, size, pieces, data, t, owner)
   DATA.kill_suid(a, uid)
   close_write(p, ino, a, newlen, dspace, sec, ns_)
+  change(p, keys, clock, 'd', 'commit', ino)
   return { attr_pack(a), count, pieces[1][1] * CHUNK_SIZE + pieces[1][2], 0 }
 end)

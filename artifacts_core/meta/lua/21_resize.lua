@@ -44,7 +44,7 @@ register_allow_oom('af_truncate', function(keys, args)
   if newlen > DATA.MAX_LENGTH then return fail('EFBIG', 'file too large') end
   local dspace, qerr = DATA.space_delta(p, a, newlen)
   if not dspace then return qerr end
-  local t, sec, ns_ = DATA.now_f()
+  local t, sec, ns_, clock = DATA.now_f()
   if newlen < a.length then
     DATA.drop_tail(p, ino, newlen, a.length, t + (tonumber(args[6]) or 0), t)
   end
@@ -54,6 +54,7 @@ register_allow_oom('af_truncate', function(keys, args)
     a.length = newlen
     touch(a, changed, sec, ns_)
     attr_put(p, ino, a)
+    change(p, keys, clock, 'd', 'truncate', ino)
   end
   if dspace ~= 0 then redis.call('INCRBY', k_named(p, 'usedspace'), dspace) end
   return attr_pack(a)
@@ -101,9 +102,10 @@ redis.register_function('af_fallocate', function(keys, args)
   if zeroing then DATA.push_holes(p, ino, offset, math.min(offset + length, newlen)) end
   local changed = newlen ~= a.length
   if changed or zeroing then  -- otherwise the length and so the used space stay (dspace is 0)
-    local _, sec, ns_ = DATA.now_f()
+    local _, sec, ns_, clock = DATA.now_f()
     DATA.kill_suid(a, tonumber(args[5]) or 0)
     close_write(p, ino, a, newlen, dspace, sec, ns_)
+    change(p, keys, clock, 'd', 'fallocate', ino)
   end
   return attr_pack(a)
 end)
@@ -162,7 +164,7 @@ redis.register_function('af_copy_range', function(keys, args)
     end
   end
   -- writes
-  local t, sec, ns_ = DATA.now_f()
+  local t, sec, ns_, clock = DATA.now_f()
   DATA.push_holes(p, dst, doff, doff + n)
   for _, o in ipairs(out) do
     if o[3] == 0 then
@@ -178,6 +180,7 @@ redis.register_function('af_copy_range', function(keys, args)
   end
   DATA.kill_suid(da, tonumber(args[6]) or 0)
   close_write(p, dst, da, newlen, dspace, sec, ns_)
+  change(p, keys, clock, 'd', 'copy', dst)
   return { attr_pack(da), n }
 end)
 
@@ -239,7 +242,7 @@ redis.register_function('af_replace', function(keys, args)
   local dspace, qerr = DATA.space_delta(p, a, newlen)
   if not dspace then return qerr end
   -- writes
-  local t, sec, ns_ = DATA.now_f()
+  local t, sec, ns_, clock = DATA.now_f()
   for _, i in ipairs(DATA.chunk_indexes(p, ino, 0, math.huge)) do
     DATA.drop_chunk(p, ino, i, t + grace, t)
   end
@@ -265,5 +268,6 @@ redis.register_function('af_replace', function(keys, args)
   end
   DATA.kill_suid(a, uid)
   close_write(p, ino, a, newlen, dspace, sec, ns_)
+  change(p, keys, clock, 'd', 'replace', ino)
   return { attr_pack(a), 0 }
 end)

@@ -72,6 +72,16 @@ function RE.new_file(p, parent, d, name, c, gids, perm, sec, nsec)
   return ino, a
 end
 
+-- The change record of a by-name data operation: a new entry when the call created the file
+-- (nobody can have cached its data), else a data change.
+function RE.announce(p, keys, clock, op, ino, created, parent, name)
+  if created == 1 then
+    change(p, keys, clock, 'e', op, ino, parent, name)
+  else
+    change(p, keys, clock, 'd', op, ino)
+  end
+end
+
 -- af_replace_content: create or overwrite file `name` in directory `parent` with one slice.
 -- KEYS: setting.
 -- ARGV: parent ino, name, create ('1': create when missing; '0': ENOENT when missing),
@@ -119,7 +129,7 @@ redis.register_function('af_replace_content', function(keys, args)
   local dspace, qerr = RE.space_for(p, a, size, size)
   if not dspace then return qerr end
   -- all checks done: writes from here on
-  local t, sec, nsec = DATA.now_f()
+  local t, sec, nsec, clock = DATA.now_f()
   local created = 0
   local ino = eino
   if a then
@@ -140,6 +150,7 @@ redis.register_function('af_replace_content', function(keys, args)
   end
   if size > 0 then DATA.push_pieces(p, ino, sid, size, { { 0, 0, 0, size } }, data, t, owner) end
   close_write(p, ino, a, size, dspace, sec, nsec)
+  RE.announce(p, keys, clock, 'replace_content', ino, created, parent, name)
   return { tonumber(ino), attr_pack(a), created }
 end)
 
@@ -190,7 +201,7 @@ redis.register_function('af_append_entry', function(keys, args)
   local dspace, qerr = RE.space_for(p, a, length + size, size)
   if not dspace then return qerr end
   -- all checks done: writes from here on
-  local t, sec, nsec = DATA.now_f()
+  local t, sec, nsec, clock = DATA.now_f()
   local created = 0
   local ino = eino
   if a then
@@ -201,6 +212,7 @@ redis.register_function('af_append_entry', function(keys, args)
   end
   local count = DATA.push_pieces(p, ino, sid, size, pieces, data, t, owner)
   close_write(p, ino, a, length + size, dspace, sec, nsec)
+  RE.announce(p, keys, clock, 'append_entry', ino, created, parent, name)
   return { tonumber(ino), attr_pack(a), length, count, created, 0 }
 end)
 

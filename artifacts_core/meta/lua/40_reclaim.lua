@@ -106,7 +106,7 @@ end)
 register_allow_oom('af_expire_trash', function(keys, args)
   local p = prefix_of(keys)
   local budget = math.max(1, tonumber(args[1]) or 1)
-  local t, sec, ns_ = DATA.now_f(args[2])
+  local t, sec, ns_, clock = DATA.now_f(args[2])
   local days = math.max(0, limits(p).trash_days)
   local cutoff = ns.trash_hour(math.floor(t) - days * 86400 - 3600)
   local tkey = k_entries(p, TRASH_INO)
@@ -128,6 +128,7 @@ register_allow_oom('af_expire_trash', function(keys, args)
           if typ ~= T_DIR then  -- the trash holds files; a directory made there by hand stays
             redis.call('HDEL', dkey, items[j])
             removed = removed + 1
+            change(p, keys, clock, 'e', 'expire_trash', ino, dino, items[j])
             local a = attr_get(p, ino)
             if a then
               if a.nlink > 1 then
@@ -152,6 +153,7 @@ register_allow_oom('af_expire_trash', function(keys, args)
         touch(tr, true, sec, ns_)
         attr_put(p, TRASH_INO, tr)
         dirs = dirs + 1
+        change(p, keys, clock, 'e', 'expire_trash', dino, TRASH_INO, name)
       elseif removed >= budget then
         more = 1
       end

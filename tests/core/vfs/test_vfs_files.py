@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 
 import pytest
 
@@ -171,6 +172,54 @@ def test_directory_api(vol):
     assert err.value.errno == errno.ENOTEMPTY
     vol.rmtree("a")
     assert not vol.exists("a")
+
+
+def test_a_directory_opened_for_reading_raises_IsADirectoryError_as_open_does(vol):
+    vol.makedirs("d/sub")
+    for path in ("d", "d/sub", "/"):
+        with pytest.raises(IsADirectoryError):
+            vol.open(path, "rb")
+        with pytest.raises(IsADirectoryError):
+            vol.read_bytes(path)
+    # the inode API follows read(2): opening a directory read-only works, reading it is EISDIR
+    ino = vol.stat("d").st_ino
+    fh = vol.vfs.open(ino, os.O_RDONLY)
+    try:
+        with pytest.raises(IsADirectoryError):
+            vol.vfs.read(fh, 0, 10)
+    finally:
+        vol.vfs.release(fh)
+
+
+def test_makedirs_through_a_file_is_NotADirectoryError_as_os_makedirs(vol):
+    vol.makedirs("a")
+    vol.write_bytes("a/b", b"a file")
+    for exist_ok in (False, True):
+        with pytest.raises(NotADirectoryError):
+            vol.makedirs("a/b/c", exist_ok=exist_ok)
+        with pytest.raises(NotADirectoryError):
+            vol.makedirs("a/b/c/d", exist_ok=exist_ok)
+        with pytest.raises(FileExistsError):  # the final name is a file: os.makedirs says EEXIST
+            vol.makedirs("a/b", exist_ok=exist_ok)
+    assert vol.read_bytes("a/b") == b"a file" and vol.listdir("a") == ["b"]
+
+
+def test_rename_rmdir_remove_cost_one_round_trip_with_a_warm_entry_cache(volume_factory):
+    vol = volume_factory(entry_ttl=60.0)
+    vol.makedirs("d/e/f")
+    vol.makedirs("d/g")
+    vol.write_bytes("d/x", b"1")
+    vol.write_bytes("d/z", b"2")
+    vol.stat("d/x")  # "d" is in the entry cache now
+    vol.vfs.flush_closes()
+    time.sleep(0.5)  # past the background thread's first pass (its next Redis call is seconds away)
+    for op in (lambda: vol.rename("d/x", "d/y"), lambda: vol.rmdir("d/g"), lambda: vol.remove("d/y"),
+               lambda: vol.rename("d/e", "d/e2"), lambda: vol.rmdir("d/e2/f"), lambda: vol.remove("d/z")):
+        before = vol.meta.client.round_trips
+        op()
+        assert vol.meta.client.round_trips - before == 1, op
+    assert sorted(vol.listdir("d")) == ["e2"] and vol.listdir("d/e2") == []
+    assert not vol.exists("d/e") and not vol.exists("d/x") and not vol.exists("d/y")
 
 
 def test_symlinks_followed_only_inside_the_workspace(vol):
