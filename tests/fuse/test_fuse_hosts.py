@@ -136,6 +136,17 @@ def test_attributes_and_data_changed_on_one_mount_show_on_the_other(pair):
         assert os.pread(fb.fileno(), 100, 0) == b"NEW data and more"
 
 
+def test_a_commit_on_this_mount_refreshes_the_times_its_kernel_cached(pair):
+    a, b = pair
+    with open(os.path.join(a, "t"), "wb") as f:
+        f.write(b"x" * 1000)
+        f.flush()
+        os.fstat(f.fileno())  # the kernel caches attributes from before the commit
+    # close committed the data with the server's time; both mounts show that time
+    wait_for(lambda: os.stat(os.path.join(a, "t")).st_mtime_ns == os.stat(os.path.join(b, "t")).st_mtime_ns,
+             VISIBLE, "the same mtime on both mounts")
+
+
 def test_a_lost_subscription_drops_every_kernel_cache(hosts, pair, redis_url, ws_settings):
     """A change that no record announces (written to Redis behind the functions' back) stays
     invisible on B while B's caches are valid (the profile's 60 s), and shows at once when B's
