@@ -303,3 +303,48 @@ def test_host_security_xattrs_are_not_stored(d):
     assert e.value.errno == errno.ENOTSUP
     os.setxattr(p, "security.other", b"kept")  # other security.* names are stored
     assert os.getxattr(p, "security.other") == b"kept"
+
+
+
+def _round_trips(mnt) -> int:
+    with open(os.path.join(mnt.mountpoint, ".stats")) as f:
+        for line in f:
+            if line.startswith("artifacts_redis_round_trips "):
+                return int(float(line.split()[1]))
+    raise AssertionError("artifacts_redis_round_trips is missing from .stats")
+
+
+def _cost(mnt, prepare, op) -> int:
+    """Redis round trips of ``op(i)`` on the mount, after ``prepare()``: the fewest of a few tries
+    (a background job's call only ever adds), less what reading ``.stats`` itself costs."""
+    costs = []
+    for i in range(3):
+        prepare()
+        a = _round_trips(mnt)
+        b = _round_trips(mnt)
+        op(i)
+        c = _round_trips(mnt)
+        costs.append((c - b) - (b - a))
+    return min(costs)
+
+
+def test_rename_and_rmdir_through_the_mount_are_one_function_call(mnt, d):
+    """The adapter's rename, rmdir and unlink are one Redis call each. What the kernel adds: it always
+    looks a rename's target up again (fuse_dentry_revalidate forces LOOKUP_RENAME_TARGET), and
+    it re-reads a directory's attributes after a namespace change in it (a reply carries none),
+    which ``prepare`` does here before each measured call."""
+    for i in range(3):
+        for n in (f"x{i}", f"y{i}"):
+            open(os.path.join(d, n), "wb").close()
+        os.mkdir(os.path.join(d, f"e{i}"))
+
+    def warm() -> None:
+        os.stat(d)
+        for n in os.listdir(d):
+            os.stat(os.path.join(d, n))  # every name and attribute is in the kernel's caches
+
+    assert _cost(mnt, warm, lambda i: os.rmdir(os.path.join(d, f"e{i}"))) == 1
+    # the target's lookup + the rename, over an existing name or to a new one
+    assert _cost(mnt, warm, lambda i: os.rename(os.path.join(d, f"x{i}"), os.path.join(d, f"y{i}"))) == 2
+    assert _cost(mnt, warm, lambda i: os.rename(os.path.join(d, f"y{i}"), os.path.join(d, f"z{i}"))) == 2
+    assert _cost(mnt, warm, lambda i: os.unlink(os.path.join(d, f"z{i}"))) == 1
