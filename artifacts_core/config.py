@@ -32,8 +32,11 @@ PROFILES = ("interactive", "benchmark", "custom")
 class VolumeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     profile: str = "interactive"
     # -- kernel and VFS metadata caches (seconds) --
-    attr_ttl: float = 1.0  # how stale an attribute may be on a mount; 1 s as JuiceFS: cross-host edits show up fast
-    entry_ttl: float = 1.0  # name -> inode cache; same reasoning as attr_ttl
+    # How long a mount's kernel (and the path API) may trust a cached attribute or name. Another
+    # host's change invalidates it within milliseconds through the change feed, so this only bounds
+    # the damage of a missed record; while the feed is unsubscribed a mount uses at most 1 s.
+    attr_ttl: float = 60.0
+    entry_ttl: float = 60.0  # name -> inode cache; same reasoning as attr_ttl
     negative_ttl: float = 0.0  # "no such file" is never cached: a file created on another host must appear at once
     # -- data caches --
     memory_cache: int = 256 * MiB  # verified decoded blocks: 64 blocks of 4 MiB, enough for an agent's working set
@@ -66,8 +69,8 @@ _PROFILE_OVERRIDES: dict[str, dict[str, object]] = {
         "buffer_size": 1 * GiB,
         "upload_concurrency": 64,
         "download_concurrency": 64,
-        "attr_ttl": 5.0,
-        "entry_ttl": 5.0,
+        "attr_ttl": 300.0,
+        "entry_ttl": 300.0,
     },
 }
 

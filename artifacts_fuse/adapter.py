@@ -141,7 +141,7 @@ class Adapter:
         self.vfs = vfs
         self.entry_ttl = entry_ttl
         self.attr_ttl = attr_ttl
-        self.changes = getattr(vfs, "changes", None)
+        self.changes = vfs.changes  # the change feed: its subscription decides the time-outs
         self.on_ready = on_ready
         self.known = KernelInodes()
         self._dirs: dict[int, DirHandle] = {}
@@ -168,7 +168,7 @@ class Adapter:
         """(attribute, entry) time-outs for a reply now: the profile's while the change feed is
         subscribed (another host's change then invalidates the kernel's copy within
         milliseconds), at most ``UNFED_TTL`` otherwise."""
-        if self.changes is not None and self.changes.subscribed:
+        if self.changes.subscribed:
             return self.attr_ttl, self.entry_ttl
         return min(self.attr_ttl, UNFED_TTL), min(self.entry_ttl, UNFED_TTL)
 

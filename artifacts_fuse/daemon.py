@@ -202,9 +202,7 @@ def serve(request: ChildRequest, ready=None) -> int:
             invalidator.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        changes = getattr(vol.vfs, "changes", None)
-        if changes is not None:
-            changes.add_listener(invalidator.on_change)
+        vol.vfs.changes.add_listener(invalidator.on_change)
         res = session.loop()
         if session.failure is not None:
             raise session.failure

@@ -9,7 +9,7 @@ from artifacts_core.errors import ConfigError
 def test_exactly_three_profiles_with_distinct_throughput_settings():
     assert PROFILES == ("interactive", "benchmark", "custom")
     inter, bench = profile_config(), profile_config("benchmark")
-    assert inter.profile == "interactive" and inter.attr_ttl == pytest.approx(1.0)
+    assert inter.profile == "interactive" and inter.attr_ttl == pytest.approx(60.0)
     assert inter.disk_cache and inter.negative_ttl == 0
     assert bench.readahead_max > inter.readahead_max
     assert bench.upload_concurrency > inter.upload_concurrency

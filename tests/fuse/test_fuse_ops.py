@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fuse_helpers import mount_entry, mounted
+from fuse_helpers import mount_entry, mounted, new_workspace
 
 pytestmark = [pytest.mark.redis, pytest.mark.s3]
 
@@ -321,17 +321,67 @@ def _ops(mp: str, *names: str) -> int:
     return total
 
 
-def test_a_long_listing_after_the_time_outs_is_one_listing_not_a_lookup_per_name(mnt, d):
+def test_a_long_listing_after_the_time_outs_is_one_listing_not_a_lookup_per_name(
+        redis_url, s3_server, tmp_path_factory):
     """``ls -l`` of a directory listed before, once the kernel's time-outs have passed: the
     listing is read again with its attributes (readdirplus) rather than served from the kernel's
-    cached listing, which would leave one lookup upcall and Redis round trip per name."""
-    for i in range(40):
-        Path(d, f"f{i}").write_bytes(b"x")
-    os.listdir(d)
-    for name in os.listdir(d):
-        os.lstat(os.path.join(d, name))
-    time.sleep(1.2)  # past the profile's attr/entry time-outs (1 s while no change feed runs)
-    before = _ops(mnt.mountpoint, "lookup", "getattr")
-    for name in os.listdir(d):
-        os.lstat(os.path.join(d, name))
-    assert _ops(mnt.mountpoint, "lookup", "getattr") - before < 10
+    cached listing, which would leave one lookup upcall and Redis round trip per name. (Its own
+    mount with short time-outs: the module's mount keeps attributes for a minute.)"""
+    ws = new_workspace(redis_url, s3_server, str(tmp_path_factory.mktemp("cache")), attr_ttl=0.3,
+                       entry_ttl=0.3)
+    with mounted(ws, str(tmp_path_factory.mktemp("mnt"))) as m:
+        d = os.path.join(m.mountpoint, "d")
+        os.mkdir(d)
+        for i in range(40):
+            Path(d, f"f{i}").write_bytes(b"x")
+        for name in os.listdir(d):
+            os.lstat(os.path.join(d, name))
+        time.sleep(0.6)  # past the time-outs
+        before = _ops(m.mountpoint, "lookup", "getattr")
+        for name in os.listdir(d):
+            os.lstat(os.path.join(d, name))
+        assert _ops(m.mountpoint, "lookup", "getattr") - before < 10
+
+
+def _round_trips(mnt) -> int:
+    with open(os.path.join(mnt.mountpoint, ".stats")) as f:
+        for line in f:
+            if line.startswith("artifacts_redis_round_trips "):
+                return int(float(line.split()[1]))
+    raise AssertionError("artifacts_redis_round_trips is missing from .stats")
+
+
+def _cost(mnt, prepare, op) -> int:
+    """Redis round trips of ``op(i)`` on the mount, after ``prepare()``: the fewest of a few tries
+    (a background job's call only ever adds), less what reading ``.stats`` itself costs."""
+    costs = []
+    for i in range(3):
+        prepare()
+        a = _round_trips(mnt)
+        b = _round_trips(mnt)
+        op(i)
+        c = _round_trips(mnt)
+        costs.append((c - b) - (b - a))
+    return min(costs)
+
+
+def test_rename_and_rmdir_through_the_mount_are_one_function_call(mnt, d):
+    """The adapter's rename, rmdir and unlink are one Redis call each. What the kernel adds: it always
+    looks a rename's target up again (fuse_dentry_revalidate forces LOOKUP_RENAME_TARGET), and
+    it re-reads a directory's attributes after a namespace change in it (a reply carries none),
+    which ``prepare`` does here before each measured call."""
+    for i in range(3):
+        for n in (f"x{i}", f"y{i}"):
+            open(os.path.join(d, n), "wb").close()
+        os.mkdir(os.path.join(d, f"e{i}"))
+
+    def warm() -> None:
+        os.stat(d)
+        for n in os.listdir(d):
+            os.stat(os.path.join(d, n))  # every name and attribute is in the kernel's caches
+
+    assert _cost(mnt, warm, lambda i: os.rmdir(os.path.join(d, f"e{i}"))) == 1
+    # the target's lookup + the rename, over an existing name or to a new one
+    assert _cost(mnt, warm, lambda i: os.rename(os.path.join(d, f"x{i}"), os.path.join(d, f"y{i}"))) == 2
+    assert _cost(mnt, warm, lambda i: os.rename(os.path.join(d, f"y{i}"), os.path.join(d, f"z{i}"))) == 2
+    assert _cost(mnt, warm, lambda i: os.unlink(os.path.join(d, f"z{i}"))) == 1
