@@ -74,8 +74,8 @@ class WorkspaceFileSystem(ArtifactsFileSystem):
             super(ArtifactsFileSystem, self).__init__()  # no volume of its own: one per workspace
             self.vol = None
             self._owned = False
-        else:
-            super().__init__(volume, **open_args)
+        else:  # one volume: given, or opened from open_volume's arguments (read_only among them)
+            super().__init__(volume, **({"read_only": True} if read_only and volume is None else {}), **open_args)
 
     def _locate(self, path) -> tuple:
         if not self._by_url:

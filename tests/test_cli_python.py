@@ -56,6 +56,9 @@ def stack(tmp_path_factory):
 
 # -- the README ------------------------------------------------------------------------------------
 
+@pytest.mark.redis
+@pytest.mark.s3
+@pytest.mark.slow
 def test_readme_python_blocks_run_on_the_local_stack(stack):
     env = stack["env"]
     run(env, "-q", "workspace", "create", "demo")
@@ -68,6 +71,9 @@ def test_readme_python_blocks_run_on_the_local_stack(stack):
     assert "['today.md'] 12" in again
 
 
+@pytest.mark.redis
+@pytest.mark.s3
+@pytest.mark.slow
 def test_readme_low_level_block_on_its_own_redis_and_s3(tmp_path, s3_server):
     (block,) = [b for b in readme_blocks() if "META = " in b]
     redis = RedisServer.start(tmp_path / "redis", appendonly=True)  # the README asks for AOF
@@ -86,6 +92,9 @@ def test_readme_low_level_block_on_its_own_redis_and_s3(tmp_path, s3_server):
 
 # -- artifacts:// URLs -----------------------------------------------------------------------------
 
+@pytest.mark.redis
+@pytest.mark.s3
+@pytest.mark.slow
 def test_fsspec_urls_with_nothing_but_the_login(stack):
     env = stack["env"]
     run(env, "-q", "workspace", "create", "tables")
@@ -131,6 +140,9 @@ def test_fsspec_url_without_a_login_says_what_to_run(tmp_path):
 
 # -- the SDK ---------------------------------------------------------------------------------------
 
+@pytest.mark.redis
+@pytest.mark.s3
+@pytest.mark.slow
 def test_sdk_uses_the_cli_login_and_orchestrator(stack):
     code = ("from artifacts_orchestrator.client import Artifacts\n"
             "api = Artifacts()\n"
