@@ -230,7 +230,8 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
                     "version": version_of(ino, attr)}
 
         def op(parent: Ino, name: str, may_create: bool) -> dict:
-            ino, attr, offset, _ = self.vfs.append(parent, name, data, create=may_create, expect=expect)
+            ino, attr, offset, _ = self.vfs.append(parent, name, data, create=may_create, expect=expect,
+                                                   perm=self._file_mode())
             return {"path": ap.display, "offset": offset, "size": attr.length,
                     "version": version_of(ino, attr)}
 

@@ -7,8 +7,8 @@ host class:
 
 - state: the open ``Volume`` (``vol``), its VFS (``vfs``) and path resolver (``resolver``), and the
   ``Limits`` every result is bounded by (``limits``), set once by ``__init__``;
-- resolution: ``_dir`` (a directory, made on demand), ``_entry`` (its parent and name, reserved
-  names refused where the path leads), ``_lookup`` (what a path names, a symlink followed while
+- resolution: ``_file_mode`` (0666 less the umask), ``_dir`` (a directory, made on demand),
+  ``_entry`` (its parent and name, reserved names refused where the path leads), ``_lookup`` (what a path names, a symlink followed while
   it stays inside the workspace), ``_file`` (a regular file or a clear error), ``_check_version``
   (an ``if_version`` precondition), ``_not_root``;
 - writing by name: ``_named`` (one core call on the entry a path names, a symlink entry followed
@@ -30,6 +30,7 @@ from artifacts_core.errors import ArtifactsError, IsADirectory, NotADirectory, N
 from artifacts_core.errors import PermissionDenied as _Denied
 from artifacts_core.paths import join
 from artifacts_core.types import ROOT_INO, Attr, Ino
+from artifacts_core.vfs.pathapi import FILE_MODE
 from artifacts_core.volume import Volume
 
 T = TypeVar("T")
@@ -48,6 +49,10 @@ class AgentBase:
         self.limits = limits
 
     # -- resolution ----------------------------------------------------------------------------
+
+    def _file_mode(self) -> int:
+        """New files get 0666 less the volume's umask, as ``open(2)`` would (``vol.umask``)."""
+        return FILE_MODE & ~self.vol.umask
 
     def _dir(self, parts: tuple[str, ...], *, create: bool = False) -> Ino:
         """The inode of the directory ``parts`` (made with its parents when ``create``)."""
@@ -171,7 +176,7 @@ class AgentBase:
     def _replace(self, ap: AgentPath, data: bytes, *, expect: Expect, create_parents: bool = True) -> dict:
         def op(parent: Ino, name: str, may_create: bool) -> dict:
             ino, attr, created = self.vfs.replace_content(parent, name, data, create=may_create,
-                                                          expect=expect)
+                                                          expect=expect, perm=self._file_mode())
             return {"path": ap.display, "size": attr.length, "created": created,
                     "version": version_of(ino, attr)}
 

@@ -7,7 +7,9 @@ input schemas as the OpenAI and Anthropic definitions, plus an output schema per
 tools, ``destructiveHint`` for those that may overwrite or delete, ``idempotentHint``, and
 ``openWorldHint: false`` (the tools touch only the workspace). A failed call is a result with
 ``isError: true`` and ``{"error": {code, message, path, hint}}`` -- the model sees it and can
-correct itself -- never a protocol error. With ``read_only`` only the read-only tools are listed.
+correct itself -- never a protocol error; ``path`` is the call's own when the error names none.
+With ``read_only`` only the read-only tools are listed, and a call of a write tool is refused with
+``EROFS`` ("not available on a read-only workspace"), not an error that invites a retry.
 ``--bash`` (settings ``bash: true``) adds the ``bash`` tool: commands in a sandbox on the workspace
 (``artifacts_fuse.exec``, docs/exec.md). It is off by default: code execution is the host's choice.
 
@@ -39,7 +41,8 @@ from mcp.server.stdio import stdio_server
 
 from artifacts_agentfs import tools
 from artifacts_agentfs.api import AgentFS
-from artifacts_agentfs.errors import to_error
+from artifacts_agentfs.errors import invalid
+from artifacts_core.errors import ReadOnly
 
 SERVER_NAME = "artifacts-agentfs"
 #: Concurrent tool calls served at once (anyio's thread limiter): enough for a client that fans
@@ -107,11 +110,15 @@ def build_server(fs: AgentFS, *, read_only: bool = False) -> Server:
     async def call_tool(ctx, params) -> types.CallToolResult:
         name, arguments = params.name, params.arguments or {}
         try:
-            if name not in names:
-                raise PermissionError(f"tool {name!r} is not available on this server")
+            if name not in names and read_only and name in tools.BY_NAME:  # a write tool: not listed
+                raise ReadOnly(f"{name} is not available on a read-only workspace",
+                               hint="Only the read tools work here: " + ", ".join(sorted(names)) + ".")
+            if name not in names and name in tools.ALL_BY_NAME:  # bash, when the host did not enable it
+                raise invalid(f"{name} is not enabled on this server",
+                              hint="Use the listed tools; code execution is off unless the host enables it.")
             result = await anyio.to_thread.run_sync(tools.invoke, fs, name, arguments, limiter=limiter)
         except Exception as e:  # a failed call is a result the model reads, not a protocol error
-            error = to_error(e)
+            error = tools.error_of(e, arguments)
             return types.CallToolResult(content=[types.TextContent(text=json.dumps({"error": error}))],
                                         structured_content={"error": error}, is_error=True)
         return types.CallToolResult(content=[types.TextContent(text=json.dumps(result))],

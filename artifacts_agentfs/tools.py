@@ -283,13 +283,19 @@ def invoke(fs, name: str, arguments=None) -> dict:
     return result
 
 
+def error_of(exc: BaseException, arguments=None) -> dict:
+    """``{code, message, path, hint}`` for a failed call; ``path`` is the call's own ``path``
+    argument when the error names none (a model should see which path failed)."""
+    error = to_error(exc)
+    given = arguments.get("path") if isinstance(arguments, dict) else None
+    if error["path"] is None and isinstance(given, str) and len(given) <= 256:
+        error["path"] = given
+    return error
+
+
 def call(fs, name: str, arguments=None) -> dict:
     """The dispatcher: ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": {...}}``."""
     try:
         return {"ok": True, "result": invoke(fs, name, arguments)}
     except Exception as e:  # every failure becomes a structured result for the model
-        error = to_error(e)
-        given = arguments.get("path") if isinstance(arguments, dict) else None
-        if error["path"] is None and isinstance(given, str) and len(given) <= 256:
-            error["path"] = given
-        return {"ok": False, "error": error}
+        return {"ok": False, "error": error_of(e, arguments)}

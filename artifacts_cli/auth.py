@@ -55,6 +55,11 @@ def cmd_login(args) -> int:
                        "log in with an API key: `artifacts login --api-key -` (key on stdin), or set "
                        "TONBO_API_KEY; `artifacts up` creates one for this machine", exit_code=2)
     key = _read_key(args)
+    if not key:
+        raise CliError("no API key given (nothing on standard input or after --api-key)",
+                       "pipe it in: `artifacts login --api-key - < key-file`, type it at the prompt of "
+                       "`artifacts login` in a terminal, or set TONBO_API_KEY; `artifacts up` makes a "
+                       "local account with its own key", exit_code=2, code="no_api_key")
     if not API_KEY_RE.match(key):
         raise CliError("that is not an API key (expected tbo_ followed by 32 letters and digits)",
                        "copy the key printed when it was created", exit_code=2)

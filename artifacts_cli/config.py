@@ -11,7 +11,8 @@ XDG location.
 Two chains resolve credentials:
 
 - the API key: ``TONBO_API_KEY`` > ``credentials.json`` > error (``NotLoggedIn``); the
-  orchestrator URL: ``ARTIFACTS_ORCHESTRATOR_URL`` > ``credentials.json`` > the local default;
+  orchestrator URL: ``ARTIFACTS_ORCHESTRATOR_URL`` > ``credentials.json`` > the local default —
+  ``artifacts_orchestrator.login``, the same chain ``Artifacts()`` uses;
 - BYO S3 credentials (SPEC.md §6.3): each field separately, ``ARTIFACTS_S3_<FIELD>`` first, the
   cache second; a missing access key or secret is an error (``MissingStorageCredentials``).
 
@@ -25,13 +26,13 @@ import contextlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+import threading
 from pathlib import Path
 
 from artifacts_core.config import xdg_dir
-from artifacts_orchestrator.client import DEFAULT_URL, KEY_ENV, URL_ENV
+from artifacts_orchestrator import login as login_chain
+from artifacts_orchestrator.login import CREDENTIALS, Login
 
-CREDENTIALS = "credentials.json"
 BYO_CREDENTIALS = "byo-credentials"
 #: The cache's four fields (SPEC.md §2.7), in the order ``storage show`` prints them.
 BYO_FIELDS = ("ACCESS_KEY_ID", "SECRET_ACCESS_KEY", "SESSION_TOKEN", "REGION")
@@ -42,24 +43,33 @@ MIN_MASKABLE = 12
 
 
 class CliError(Exception):
-    """A user-facing failure: one line of message, an optional hint, an exit code."""
+    """A user-facing failure: one line of message, an optional hint, an exit code, and a
+    machine-readable ``code`` for ``--format json`` (by default named after the exit code)."""
 
     exit_code = 1
+    code = ""
 
-    def __init__(self, message: str, hint: str = "", *, exit_code: int | None = None) -> None:
+    def __init__(self, message: str, hint: str = "", *, exit_code: int | None = None, code: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         if exit_code is not None:
             self.exit_code = exit_code
+        if code:
+            self.code = code
+
+    def __str__(self) -> str:  # Python callers (open_workspace, artifacts:// URLs) see the hint too
+        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
 
 
 class NotLoggedIn(CliError):
     exit_code = 3
+    code = "not_logged_in"
 
 
 class MissingStorageCredentials(CliError):
     exit_code = 7
+    code = "storage_credentials_missing"
 
 
 def config_path(name: str) -> Path:
@@ -109,31 +119,24 @@ def mask(value: str | None) -> str:
 
 # -- the account: API key and orchestrator URL ----------------------------------------------------
 
-@dataclass(frozen=True)
-class Login:
-    api_key: str
-    url: str
-    source: str  # "env" or the credentials file path
-
-
-def saved_login() -> dict:
-    return read_json(config_path(CREDENTIALS))
-
-
 def orchestrator_url() -> str:
-    return (os.environ.get(URL_ENV) or saved_login().get("orchestrator_url") or DEFAULT_URL).rstrip("/")
+    return resolve_any_login().url
+
+
+def resolve_any_login() -> Login:
+    """The chain of ``login.resolve`` (shared with ``Artifacts()``); the key may be empty."""
+    try:
+        return login_chain.resolve()
+    except ValueError as e:
+        raise CliError(str(e), f"remove or fix {config_path(CREDENTIALS)}") from None
 
 
 def resolve_login() -> Login:
-    url = orchestrator_url()
-    key = os.environ.get(KEY_ENV)
-    if key:
-        return Login(key, url, "env")
-    saved = saved_login()
-    if saved.get("api_key"):
-        return Login(saved["api_key"], url, str(config_path(CREDENTIALS)))
-    raise NotLoggedIn("not logged in",
-                      "run `artifacts login` (or `artifacts up` for the local stack), or set TONBO_API_KEY")
+    found = resolve_any_login()
+    if not found.api_key:
+        raise NotLoggedIn("not logged in",
+                          "run `artifacts login` (or `artifacts up` for the local stack), or set TONBO_API_KEY")
+    return found
 
 
 def save_login(api_key: str, url: str, handle: str, *, announce=None) -> Path:
@@ -180,3 +183,24 @@ def resolve_byo_credentials(env=None) -> dict[str, str]:
 def as_env(fields: dict[str, str]) -> dict[str, str]:
     """Credential fields as the ``ARTIFACTS_S3_*`` variables a volume reads (secrets only)."""
     return {ENV_PREFIX + k: v for k, v in fields.items() if k in BYO_SECRET_FIELDS and v}
+
+
+_env_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def scoped_env(values: dict[str, str]):
+    """``values`` (``ARTIFACTS_S3_*``) set in this process's environment for the body only: a
+    volume's S3 client reads them once, when it is made, so one workspace's keys never linger for
+    the next. One body at a time (the environment is process-wide)."""
+    with _env_lock:
+        saved = {k: os.environ.get(k) for k in values}
+        os.environ.update(values)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v

@@ -11,12 +11,15 @@
 
 It issues a mount session exactly as ``artifacts mount`` does (``read_only=True`` asks for an
 ``ro`` one, which Redis and S3 enforce), opens the volume with the session's Redis user and, for
-managed workspaces, the session's own S3 keys — set in this process's ``ARTIFACTS_S3_*`` for the
-volume's S3 client, never written anywhere — and revokes the session when the block ends.
-BYO workspaces use the host's credentials (env, then the cache), as a mount does.
+managed workspaces, the session's own S3 keys — set in this process's ``ARTIFACTS_S3_*`` only
+while the volume's S3 client is made (``config.scoped_env``), never written anywhere — and
+revokes the session when the block ends. BYO workspaces use the host's credentials (env, then the
+cache), as a mount does.
 
 The demo uses it; so can any agent harness on a machine where ``artifacts login`` (or
-``artifacts up``) was run.
+``artifacts up``) was run: the login is found as the CLI finds it (``artifacts_orchestrator.login``).
+Without one, or with the orchestrator out of reach, it raises :class:`ConnectError`, whose text
+says what went wrong and what to run (``artifacts login`` / ``artifacts up``).
 
 ``mcp serve <workspace> [--read-only]`` serves the agent API's MCP server (issue 6) on stdio
 with such a session (``ro``: only the read-only tools are listed, and Redis refuses writes
@@ -33,7 +36,7 @@ import socket
 from collections.abc import Iterator
 
 from artifacts_cli import auth
-from artifacts_cli.config import as_env, resolve_byo_credentials
+from artifacts_cli.config import CliError, as_env, resolve_byo_credentials, scoped_env
 
 #: Seconds the session lives if the process dies before revoking it (then the reaper ends it):
 #: long enough for an agent run, bounded so a crashed script does not leave access open for days.
@@ -60,15 +63,42 @@ def workspace_session(ref: str, *, read_only: bool = False, label: str = "(pytho
             api.sessions.revoke(ws.identifier, grant.session.id)
 
 
+class ConnectError(ConnectionError):
+    """No session for a workspace: not logged in, the orchestrator unreachable, no such workspace,
+    no BYO credentials… ``str()`` is the message and what to do; ``code`` and ``exit_code`` are
+    the CLI's (docs/cli.md)."""
+
+    def __init__(self, message: str, hint: str, code: str, exit_code: int) -> None:
+        super().__init__(f"{message} (hint: {hint})" if hint else message)
+        self.message, self.hint, self.code, self.exit_code = message, hint, code, exit_code
+
+
+@contextlib.contextmanager
+def _explained(ref: str) -> Iterator[None]:
+    """CLI and orchestrator errors as one ``ConnectError`` naming the workspace and the remedy."""
+    from artifacts_cli.errors import describe
+    from artifacts_orchestrator.errors import ApiError
+
+    try:
+        yield
+    except (CliError, ApiError) as e:
+        f = describe(e, None)
+        raise ConnectError(f"cannot open workspace {ref}: {f.message}", f.hint, f.code, f.exit_code) from None
+
+
 @contextlib.contextmanager
 def open_workspace(ref: str, *, read_only: bool = False) -> Iterator:
+    """The workspace ``ref`` (``name``, ``handle/name`` or ``artifacts://handle/name``) as an open
+    volume for the block, with this machine's login; ``ConnectError`` says what is missing."""
     from artifacts_core.volume import open_volume
 
-    with workspace_session(ref, read_only=read_only) as (grant, env):
-        os.environ.update(env)
+    with contextlib.ExitStack() as stack:
+        with _explained(ref):
+            grant, env = stack.enter_context(workspace_session(ref, read_only=read_only))
         profile = grant.cache_profile if grant.cache_profile != "custom" else "interactive"
-        vol = open_volume(grant.meta.url, grant.storage.url, key_prefix=grant.meta.key_prefix,
-                          profile=profile, read_only=read_only)
+        with scoped_env(env):
+            vol = open_volume(grant.meta.url, grant.storage.url, key_prefix=grant.meta.key_prefix,
+                              profile=profile, read_only=read_only)
         try:
             yield vol
         finally:

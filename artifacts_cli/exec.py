@@ -127,5 +127,6 @@ def add_parser(sub) -> None:
     p.add_argument("--memory", type=int, metavar="BYTES", help="address space per process (4 GiB)")
     p.add_argument("--processes", type=int, help="processes at once (256)")
     p.add_argument("--cpu", type=int, metavar="SECONDS", help="CPU seconds per process (600)")
-    p.add_argument("argv", nargs="*", metavar="-- command [args...]")
+    p.add_argument("argv", nargs="*", metavar="-- command [args...]",
+                   help="the command to run in the sandbox, after --")
     p.set_defaults(func=cmd_exec)

@@ -1,28 +1,19 @@
-"""``artifacts``: the command line (SPEC.md §2, NEW docs), its global flags and its exit codes.
+"""``artifacts``: the command line (SPEC.md §2, NEW docs), its parser and its one error path.
 
 Each concern registers its commands in its own module (``auth``, ``workspace``, ``mount``,
-``storage``, ``stack``, ``inspect``, ``stats``, ``connect`` for ``mcp serve``); a command is
-``func(args) -> int`` with ``args.out`` (``output.Output``) already set. ``artifacts_cli.platform.add_parser`` is
-called when that module exists (issue 8 adds ``artifacts platform …``).
+``storage``, ``stack``, ``inspect``, ``stats``, ``connect`` for ``mcp serve``, ``exec``); a command is
+``func(args) -> int`` with ``args.out`` (``output.Output``) already set. A new command module is one
+more name in ``COMMAND_MODULES`` (or ``OPTIONAL_MODULES`` when it may be absent): its
+``add_parser(sub)`` registers it, and everything below — global flags, "did you mean", errors in
+JSON — covers it without more code.
 
 Global flags (``-v``, ``-q``, ``--trace``, ``--format json``, ``--no-color``) are accepted before
 or after the command (``artifacts workspace list --format json`` works as well).
 
-Every failure ends here, in ``run``, and becomes one ``Error:`` line, an optional ``Hint:`` line and
-one of these exit codes (docs/cli.md has the table):
-
-| code | meaning |
-|---|---|
-| 0 | success |
-| 1 | error (the server failed, an unexpected exception: "run with --trace for details") |
-| 2 | usage: bad flags or arguments, an invalid name, a refused confirmation |
-| 3 | authentication: not logged in, key unknown or revoked, workspace of another account |
-| 4 | not found: no such workspace (or session) |
-| 5 | conflict: the workspace exists, or is not in a state that allows this |
-| 6 | unavailable: the orchestrator (or the local stack) cannot be reached |
-| 7 | storage credentials: none for a BYO bucket, or the bucket refused them |
-| 8 | mount: the mountpoint is busy, missing, not empty, or not mounted |
-| 130 | interrupted (Ctrl-C) |
+Every failure ends here, in ``run``: ``errors.describe`` turns it into one ``Error:`` line, an
+optional ``Hint:`` line and an exit code (the table is in ``errors.py`` and docs/cli.md), plus a
+JSON object on stdout with ``--format json``. A mistyped command, sub-command or choice gets the
+closest known one ("did you mean `artifacts mount`?"), found among the parser's own choices.
 
 A user mistake never shows a Python traceback; only ``--trace`` shows one, for unexpected errors.
 """
@@ -30,38 +21,36 @@ A user mistake never shows a Python traceback; only ``--trace`` shows one, for u
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import importlib.util
+import json
 import sys
-import traceback
 from typing import Any
 
-from artifacts_cli.config import CliError
+from artifacts_cli.errors import (  # noqa: F401 - the exit codes are re-exported for callers
+    API_ERRORS,
+    EXIT_AUTH,
+    EXIT_CONFLICT,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_MOUNT,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_STORAGE,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    Failure,
+    describe,
+)
 from artifacts_cli.output import Output, setup_logging
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUTH, EXIT_NOT_FOUND, EXIT_CONFLICT = 0, 1, 2, 3, 4, 5
-EXIT_UNAVAILABLE, EXIT_STORAGE, EXIT_MOUNT, EXIT_INTERRUPTED = 6, 7, 8, 130
-
-#: Orchestrator error code -> (exit code, hint). Messages come from the server (SPEC.md §3.2).
-API_ERRORS: dict[str, tuple[int, str]] = {
-    "unauthorized": (EXIT_AUTH, "run `artifacts login` again (or `artifacts up` on this machine), or check TONBO_API_KEY"),
-    "forbidden": (EXIT_AUTH, "that workspace belongs to another account"),
-    "workspace_not_found": (EXIT_NOT_FOUND, "check the name with `artifacts workspace list`"),
-    "session_not_found": (EXIT_NOT_FOUND, ""),
-    "key_not_found": (EXIT_NOT_FOUND, ""),
-    "workspace_exists": (EXIT_CONFLICT, "pick another name, or mount it with `artifacts mount <name> <mountpoint>`"),
-    "workspace_not_active": (EXIT_CONFLICT, "if it is pending_format, re-run `artifacts workspace create`; "
-                                            "if deleting or deleted, create it again"),
-    "workspace_not_completable": (EXIT_CONFLICT, "the workspace is being deleted; create it again"),
-    "setting_key_missing": (EXIT_CONFLICT, "the format step did not finish; re-run `artifacts workspace create`"),
-    "invalid_request": (EXIT_USAGE, ""),
-    "metadata_acl_provisioning_failed": (EXIT_ERROR, "transient: retry in a few seconds"),
-    "storage_provisioning_failed": (EXIT_ERROR, "the managed storage refused or is down: retry in a few seconds"),
-    "orchestrator_unavailable": (EXIT_UNAVAILABLE, "start the local stack with `artifacts up`, or check "
-                                                   "ARTIFACTS_ORCHESTRATOR_URL"),
-}
-
 COMMAND_MODULES = ("auth", "workspace", "mount", "storage", "stack", "inspect", "stats", "connect", "exec")
+#: Registered when the module exists (``artifacts platform …``).
+OPTIONAL_MODULES = ("platform",)
+#: How close a typo must be to a known word to be suggested (difflib's ratio; 0.6 is its default,
+#: which suggests ``mount`` for ``mout`` and ``workspace`` for ``wrkspace`` but nothing for ``x``).
+SUGGEST_CUTOFF = 0.6
 
 
 def _version() -> str:
@@ -81,17 +70,57 @@ def _global_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with our error line (exit 2) and global flags on every sub-command."""
+    """argparse with our error line (exit 2), "did you mean", and global flags on every sub-command."""
+
+    #: Set by ``run`` when ``--format json`` is on the command line: usage errors are JSON then too.
+    json_errors = False
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        if message.startswith("unrecognized arguments:"):
+            message += _suggest_option(message.split(":", 1)[1].split(), self)
         self.print_usage(sys.stderr)
-        print(f"Error: {message}", file=sys.stderr)
-        print(f"Hint: see `{self.prog} --help`", file=sys.stderr)
+        failure = Failure(EXIT_USAGE, "usage", message, f"see `{self.prog} --help`")
+        print(f"Error: {failure.message}", file=sys.stderr)
+        print(f"Hint: {failure.hint}", file=sys.stderr)
+        if _Parser.json_errors:
+            print(json.dumps(failure.as_json(), indent=2))
         raise SystemExit(EXIT_USAGE)
+
+    def _check_value(self, action, value) -> None:
+        if action.choices is not None and value not in action.choices:
+            known = [str(c) for c in action.choices]
+            close = difflib.get_close_matches(str(value), known, n=1, cutoff=SUGGEST_CUTOFF)
+            if isinstance(action, argparse._SubParsersAction):
+                maybe = f"; did you mean `{self.prog} {close[0]}`?" if close else ""
+                raise argparse.ArgumentError(None, f"unknown command {value!r}{maybe} "
+                                                     f"(choose from {', '.join(known)})")
+            maybe = f"; did you mean {close[0]!r}?" if close else ""
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}{maybe} "
+                                                 f"(choose from {', '.join(known)})")
 
     def add_subparsers(self, **kwargs):  # every sub-parser is a _Parser with the global flags
         kwargs.setdefault("parser_class", _SubParser)
         return super().add_subparsers(**kwargs)
+
+
+def _all_options(parser: argparse.ArgumentParser) -> set[str]:
+    found: set[str] = set()
+    for action in parser._actions:
+        found.update(s for s in action.option_strings if s.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                found |= _all_options(sub)
+    return found
+
+
+def _suggest_option(words: list[str], parser: argparse.ArgumentParser) -> str:
+    known = sorted(_all_options(parser))
+    for word in words:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1, cutoff=SUGGEST_CUTOFF)
+            if close:
+                return f"; did you mean {close[0]}?"
+    return ""
 
 
 class _SubParser(_Parser):
@@ -107,43 +136,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name in COMMAND_MODULES:
         importlib.import_module(f"artifacts_cli.{name}").add_parser(sub)
-    if importlib.util.find_spec("artifacts_cli.platform") is not None:
-        importlib.import_module("artifacts_cli.platform").add_parser(sub)
+    for name in OPTIONAL_MODULES:
+        if importlib.util.find_spec(f"artifacts_cli.{name}") is not None:
+            importlib.import_module(f"artifacts_cli.{name}").add_parser(sub)
     return parser
 
 
-def handle_error(e: BaseException, out: Output) -> int:
-    """The one place an exception becomes a message and an exit code."""
-    from artifacts_core.errors import ArtifactsError
-    from artifacts_fuse.mount import MountError
-    from artifacts_orchestrator.errors import ApiError
+def handle_error(e: BaseException, out: Output, args=None) -> int:
+    """Print ``e`` as the user should see it (``errors.describe``); its exit code."""
+    failure = describe(e, args, trace=out.trace)
+    out.failure(failure)
+    return failure.exit_code
 
-    if isinstance(e, CliError):
-        out.error(e.message, e.hint)
-        return e.exit_code
-    if isinstance(e, ApiError):
-        code, hint = API_ERRORS.get(e.code, (EXIT_ERROR, ""))
-        text = e.message if e.code == "orchestrator_unavailable" else f"{e.code}: {e.message}"
-        out.error(text, hint)
-        return code
-    if isinstance(e, MountError):
-        out.error(str(e.strerror or e), e.hint or "")
-        return EXIT_MOUNT
-    if isinstance(e, ArtifactsError):
-        out.error(e.strerror or str(e), e.hint or "")
-        return EXIT_ERROR
-    if isinstance(e, KeyboardInterrupt):
-        out.error("interrupted")
-        return EXIT_INTERRUPTED
-    if out.trace:
-        traceback.print_exception(e)
-    out.error(f"unexpected {type(e).__name__}: {e}", "run with --trace for details")
-    return EXIT_ERROR
+
+def _wants_json(argv: list[str]) -> bool:
+    for i, word in enumerate(argv):
+        if word == "--":
+            break
+        if word == "--format=json" or (word == "--format" and argv[i + 1:i + 2] == ["json"]):
+            return True
+    return False
 
 
 def run(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    _Parser.json_errors = _wants_json(argv)
+    parser = build_parser()
     command = None
     if "--" in argv:  # `artifacts exec <ws> [options] -- <command> ...`: the command is not parsed
         i = argv.index("--")
@@ -166,7 +184,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (Exception, KeyboardInterrupt) as e:
-        return handle_error(e, out)
+        return handle_error(e, out, args)
 
 
 def main() -> None:

@@ -12,6 +12,9 @@
 5. a record of the session (ids and names only, no secret) is kept under the state directory, so
    ``unmount`` revokes the session once the kernel mount is gone. A failed mount revokes at once.
 
+A mount the bucket refuses (the host's BYO keys are wrong) exits 7, like every storage-credential
+failure, with what to check.
+
 Sessions are requested for ``SESSION_TTL``; nothing renews them yet (docs/cli.md), so a mount
 older than that loses access and must be mounted again.
 """
@@ -30,6 +33,7 @@ from artifacts_cli.config import (
     as_env,
     config_path,
     resolve_byo_credentials,
+    scoped_env,
     state_path,
     write_private,
 )
@@ -144,10 +148,13 @@ def mount_workspace(args, ref: str, mountpoint: str, *, foreground: bool, read_o
         out.detail(f"session {sid} ({grant.session.mode}, Redis user {grant.meta.user}) for {ws.identifier}")
         _save_record(mp, ws.identifier, sid, api.base_url)
         artifacts_fuse.mount(settings, mp, foreground=foreground, read_only=read_only)
-    except BaseException:
+    except BaseException as e:
+        refusal = _storage_refusal(e, grant, ws)  # asked while the session still stands
         _revoke(out, ws.identifier, sid)
         with contextlib.suppress(OSError):
             _record_path(mp).unlink()
+        if refusal is not None:
+            raise refusal from None
         raise
     if foreground:  # returns once unmounted
         _revoke(out, ws.identifier, sid)
@@ -158,6 +165,31 @@ def mount_workspace(args, ref: str, mountpoint: str, *, foreground: bool, read_o
     out.result(f"Mounted {ws.identifier} at {mp}{' (read-only)' if read_only else ''}.",
                data=None if args.command == "workspace" else {"workspace": ws.identifier, "mountpoint": mp,
                                                                 "session": sid, "mode": grant.session.mode})
+
+
+def _storage_refusal(e: BaseException, grant, ws) -> CliError | None:
+    """For a mount that failed: a ``CliError`` (exit 7) when the bucket refuses the mount's S3
+    keys — the FUSE process only reports text, so the CLI asks the bucket itself, once."""
+    from artifacts_core.errors import ArtifactsError, PermissionDenied
+    from artifacts_core.volume import check_storage
+    from artifacts_fuse.mount import MountError
+
+    if not isinstance(e, MountError):
+        return None
+    try:
+        with scoped_env(session_settings(grant, ws.name, custom=None).env):
+            check_storage(grant.storage.url, ws.volume_name)
+    except PermissionDenied as refused:
+        if ws.backend == "byo":
+            hint = ("check this host's keys: ARTIFACTS_S3_ACCESS_KEY_ID / ARTIFACTS_S3_SECRET_ACCESS_KEY win over "
+                    "the cache (`artifacts storage show`); save new ones with `artifacts storage set`")
+        else:
+            hint = "the managed storage refused the session's keys: retry in a few seconds"
+        return CliError(f"the bucket refused the mount's S3 credentials: {refused.strerror}", hint,
+                        exit_code=7, code="storage_refused")
+    except (ArtifactsError, CliError):
+        return None
+    return None
 
 
 def cmd_mount(args) -> int:
@@ -194,7 +226,7 @@ def cmd_unmount(args) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("mount", help="mount a workspace at a local path")
     p.add_argument("workspace", nargs="?", help="name, handle/name or artifacts://handle/name")
-    p.add_argument("mountpoint", nargs="?")
+    p.add_argument("mountpoint", nargs="?", help="an empty directory to mount it on")
     p.add_argument("--ticket-file", metavar="FILE",
                    help="mount with a platform's mount ticket (mode 0600), e.g. /run/tonbo/artifacts/mount-ticket.json")
     p.add_argument("-f", "--foreground", action="store_true", help="serve in this process until unmounted")
@@ -202,7 +234,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_mount)
     p = sub.add_parser("unmount", help="unmount cleanly (and end the mount's session); refused while "
                                        "processes use the mount, as umount does")
-    p.add_argument("mountpoint")
+    p.add_argument("mountpoint", help="where the workspace is mounted")
     p.add_argument("--force", action="store_true",
                    help="unmount even while processes use it: what their open files hold is committed, "
                         "then the mount is detached and their further calls fail (ENOTCONN)")

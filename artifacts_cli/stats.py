@@ -90,7 +90,7 @@ def cmd_migrate(args) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("stats", help="a mount's live counters (from its .stats file)")
-    p.add_argument("mountpoint")
+    p.add_argument("mountpoint", help="a mounted workspace (its .stats file is read)")
     p.set_defaults(func=cmd_stats)
     p = sub.add_parser("status", help="per-mount health (not yet implemented)")
     p.set_defaults(func=cmd_status)

@@ -7,6 +7,11 @@ the volume's path API (one canonicaliser, the same errors, the same consistency)
 The volume is either passed in (``volume=``; it stays owned by the caller) or opened from the
 same arguments as ``open_volume`` (``meta_url=``, ``key_prefix=``, ...; closed with the
 filesystem). Instances are not cached by fsspec: a volume is a live connection.
+
+One hook, ``_locate(path) -> (volume, path in it, outer prefix)``, is where a path meets a volume:
+here always the one volume, with names as they are. ``artifacts_cli.fsspec_url`` (the class the
+``artifacts`` protocol is registered to) overrides it so that ``artifacts://handle/workspace/path``
+URLs work with nothing but the CLI's login; every method below goes through it.
 """
 
 from __future__ import annotations
@@ -60,6 +65,16 @@ class ArtifactsFileSystem(AbstractFileSystem):
         path = "/" + path.strip("/")
         return path
 
+    # -- where a path lives ----------------------------------------------------------------------
+
+    def _locate(self, path) -> tuple:
+        """``(volume, path inside it, outer prefix)``: names shown to fsspec are prefix + path."""
+        return self.vol, self._strip_protocol(path), ""
+
+    @staticmethod
+    def _outer(prefix: str, inner: str) -> str:
+        return prefix + inner if inner != "/" else (prefix or "/")
+
     def _info_from_stat(self, path: str, st) -> dict:
         info = {
             "name": path, "size": st.st_size if not _stat.S_ISDIR(st.st_mode) else 0,
@@ -70,68 +85,77 @@ class ArtifactsFileSystem(AbstractFileSystem):
         return info
 
     def info(self, path, **kwargs) -> dict:
-        path = self._strip_protocol(path)
-        st = self.vol.lstat(path)
+        vol, inner, prefix = self._locate(path)
+        name = self._outer(prefix, inner)
+        st = vol.lstat(inner)
         if _stat.S_ISLNK(st.st_mode):
             try:
-                target = self.vol.stat(path)
+                target = vol.stat(inner)
             except (NotFound, PermissionError):
                 target = st
-            out = self._info_from_stat(path, target)
+            out = self._info_from_stat(name, target)
             out["islink"] = True
             return out
-        return self._info_from_stat(path, st)
+        return self._info_from_stat(name, st)
 
     def ls(self, path, detail=True, **kwargs):
-        path = self._strip_protocol(path)
-        st = self.vol.stat(path)
+        vol, inner, prefix = self._locate(path)
+        st = vol.stat(inner)
         if not _stat.S_ISDIR(st.st_mode):
-            entries = [self._info_from_stat(path, st)]
+            entries = [self._info_from_stat(self._outer(prefix, inner), st)]
         else:
-            base = path.rstrip("/")
+            base = inner.rstrip("/")
             entries = []
-            for entry in self.vol.scandir(path):
+            for entry in vol.scandir(inner):
                 if base == "" and entry.name in (".stats", ".config", ".accesslog", ".trash"):
                     continue  # internal files are for people and tools, not data pipelines
-                entries.append(self._info_from_stat(f"{base}/{entry.name}", entry.stat(follow_symlinks=False)))
+                entries.append(self._info_from_stat(f"{prefix}{base}/{entry.name}",
+                                                    entry.stat(follow_symlinks=False)))
         entries.sort(key=lambda e: e["name"])
         return entries if detail else [e["name"] for e in entries]
 
     def _open(self, path, mode="rb", block_size=None, autocommit=True, cache_options=None, **kwargs):
-        path = self._strip_protocol(path)
-        if "r" not in mode and self.auto_mkdir_parent(path):
-            pass
-        return self.vol.open(path, mode)
+        vol, inner, _ = self._locate(path)
+        if "r" not in mode:
+            self._mkdir_parent(vol, inner)
+        return vol.open(inner, mode)
 
     def auto_mkdir_parent(self, path: str) -> bool:
-        parent = self._parent(path)
-        if parent and parent != "/" and not self.vol.exists(parent):
-            self.vol.makedirs(parent, exist_ok=True)
+        vol, inner, _ = self._locate(path)
+        return self._mkdir_parent(vol, inner)
+
+    def _mkdir_parent(self, vol, inner: str) -> bool:
+        parent = self._parent(inner)
+        if parent and parent != "/" and not vol.exists(parent):
+            vol.makedirs(parent, exist_ok=True)
             return True
         return False
 
     def mkdir(self, path, create_parents=True, **kwargs) -> None:
-        path = self._strip_protocol(path)
+        vol, inner, _ = self._locate(path)
         if create_parents:
-            self.vol.makedirs(path, exist_ok=False)
+            vol.makedirs(inner, exist_ok=False)
         else:
-            self.vol.mkdir(path)
+            vol.mkdir(inner)
 
     def makedirs(self, path, exist_ok=False) -> None:
-        self.vol.makedirs(self._strip_protocol(path), exist_ok=exist_ok)
+        vol, inner, _ = self._locate(path)
+        vol.makedirs(inner, exist_ok=exist_ok)
 
     def rmdir(self, path) -> None:
-        self.vol.rmdir(self._strip_protocol(path))
+        vol, inner, _ = self._locate(path)
+        vol.rmdir(inner)
 
     def rm_file(self, path) -> None:
-        self.vol.remove(self._strip_protocol(path))
+        vol, inner, _ = self._locate(path)
+        vol.remove(inner)
 
     def _rm(self, path) -> None:
-        path = self._strip_protocol(path)
-        if self.vol.isdir(path):
-            self.vol.rmdir(path)
+        vol, inner, _ = self._locate(path)
+        if vol.isdir(inner):
+            vol.rmdir(inner)
         else:
-            self.vol.remove(path)
+            vol.remove(inner)
 
     def rm(self, path, recursive=False, maxdepth=None) -> None:
         paths = self.expand_path(path, recursive=recursive, maxdepth=maxdepth)
@@ -139,23 +163,24 @@ class ArtifactsFileSystem(AbstractFileSystem):
             self._rm(p)
 
     def cp_file(self, path1, path2, **kwargs) -> None:
-        path1, path2 = self._strip_protocol(path1), self._strip_protocol(path2)
-        if self.vol.isdir(path1):
-            self.vol.makedirs(path2, exist_ok=True)
+        (src_vol, src, _), (dst_vol, dst, _) = self._locate(path1), self._locate(path2)
+        if src_vol.isdir(src):
+            dst_vol.makedirs(dst, exist_ok=True)
             return
-        self.auto_mkdir_parent(path2)
-        with self.vol.open(path1, "rb") as src, self.vol.open(path2, "wb") as dst:
-            while data := src.read(COPY_BUFFER):
-                dst.write(data)
+        self._mkdir_parent(dst_vol, dst)
+        with src_vol.open(src, "rb") as fsrc, dst_vol.open(dst, "wb") as fdst:
+            while data := fsrc.read(COPY_BUFFER):
+                fdst.write(data)
 
     def mv(self, path1, path2, recursive=False, maxdepth=None, **kwargs) -> None:
         if isinstance(path1, str) and isinstance(path2, str) and not self._glob_like(path1):
-            src, dst = self._strip_protocol(path1), self._strip_protocol(path2)
-            if self.vol.isdir(dst) and not self.vol.isdir(src):
-                dst = dst.rstrip("/") + "/" + src.rsplit("/", 1)[-1]
-            self.auto_mkdir_parent(dst)
-            self.vol.rename(src, dst)
-            return
+            (vol, src, _), (dst_vol, dst, _) = self._locate(path1), self._locate(path2)
+            if dst_vol is vol:  # a rename inside one volume; across volumes: copy, then delete
+                if vol.isdir(dst) and not vol.isdir(src):
+                    dst = dst.rstrip("/") + "/" + src.rsplit("/", 1)[-1]
+                self._mkdir_parent(vol, dst)
+                vol.rename(src, dst)
+                return
         super().mv(path1, path2, recursive=recursive, maxdepth=maxdepth, **kwargs)
 
     @staticmethod
@@ -163,8 +188,8 @@ class ArtifactsFileSystem(AbstractFileSystem):
         return any(c in path for c in "*?[")
 
     def cat_file(self, path, start=None, end=None, **kwargs) -> bytes:
-        path = self._strip_protocol(path)
-        with self.vol.open(path, "rb") as f:
+        vol, inner, _ = self._locate(path)
+        with vol.open(inner, "rb") as f:
             size = f.seek(0, 2)
             start = 0 if start is None else (start if start >= 0 else max(size + start, 0))
             end = size if end is None else (end if end >= 0 else max(size + end, 0))
@@ -172,22 +197,24 @@ class ArtifactsFileSystem(AbstractFileSystem):
             return f.read(max(end - start, 0))
 
     def pipe_file(self, path, value, mode="overwrite", **kwargs) -> None:
-        path = self._strip_protocol(path)
-        self.auto_mkdir_parent(path)
-        if mode == "create" and self.vol.exists(path):
-            raise Exists("file exists", path=path)
-        self.vol.write_bytes(path, value)
+        vol, inner, _ = self._locate(path)
+        self._mkdir_parent(vol, inner)
+        if mode == "create" and vol.exists(inner):
+            raise Exists("file exists", path=inner)
+        vol.write_bytes(inner, value)
 
     def touch(self, path, truncate=True, **kwargs) -> None:
-        path = self._strip_protocol(path)
-        if truncate or not self.vol.exists(path):
-            self.auto_mkdir_parent(path)
-            self.vol.write_bytes(path, b"")
+        vol, inner, _ = self._locate(path)
+        if truncate or not vol.exists(inner):
+            self._mkdir_parent(vol, inner)
+            vol.write_bytes(inner, b"")
         else:
-            self.vol.utime(path)
+            vol.utime(inner)
 
     def created(self, path) -> _dt.datetime:
-        return _dt.datetime.fromtimestamp(self.vol.stat(self._strip_protocol(path)).st_ctime, _dt.UTC)
+        vol, inner, _ = self._locate(path)
+        return _dt.datetime.fromtimestamp(vol.stat(inner).st_ctime, _dt.UTC)
 
     def modified(self, path) -> _dt.datetime:
-        return _dt.datetime.fromtimestamp(self.vol.stat(self._strip_protocol(path)).st_mtime, _dt.UTC)
+        vol, inner, _ = self._locate(path)
+        return _dt.datetime.fromtimestamp(vol.stat(inner).st_mtime, _dt.UTC)

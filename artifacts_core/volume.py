@@ -127,6 +127,21 @@ class VolumeSource:
     require_aof: bool = True
 
 
+def check_storage(storage_url: str, name: str) -> None:
+    """Read volume ``name``'s identity object with the host's S3 credentials, as opening it would:
+    returns when the storage serves it; raises the core's error otherwise (``PermissionDenied``
+    when the bucket refuses the keys, ``NotFound``, ``StorageError``). For callers that must tell
+    a refused bucket from other failures (the CLI's exit code 7)."""
+    store = _volume_store(storage_url, name)
+    loop = LoopThread("artifacts-check")
+    try:
+        loop.run(store.get(UUID_OBJECT))
+    finally:
+        with contextlib.suppress(Exception):
+            loop.run(store.close())
+        loop.close()
+
+
 class Volume(PathAPI):
     """An open volume: ``vol.vfs`` (inode API) plus the path API."""
 

@@ -107,7 +107,7 @@ def check_mountpoint(mountpoint: str) -> str:
         code = _stat_errno(mp)
         if code in (errno.ENOTCONN, errno.ECONNABORTED, errno.ETIMEDOUT):
             raise MountError(f"path {mp} is a stale mount (its FUSE process is gone);\n"
-                             f"       run `fusermount3 -uz {mp}` (or `umount -l {mp}`) first",
+                             f"       run `artifacts unmount {mp}` first",
                              errno=errno.ENOTCONN)
         raise MountError(f"path {mp} is already a mount point;\n"
                          f"       run `artifacts unmount {mp}` first", errno=errno.EBUSY)

@@ -3,7 +3,7 @@
 ::
 
     from artifacts_orchestrator.client import Artifacts
-    api = Artifacts()                      # TONBO_API_KEY, ARTIFACTS_ORCHESTRATOR_URL
+    api = Artifacts()                      # the CLI's login: env, then credentials.json (login.py)
     r = api.workspaces.create("notes")     # Phase 1: format credentials + storage
     ...format with r.format.url, r.format.key_prefix, r.storage...
     api.workspaces.format_completed("notes")
@@ -11,6 +11,10 @@
     issued = api.platform.create_mount_ticket("acme", "task-1", workspace="notes", ttl_seconds=3600)
     api.platform.revoke_access_grants(tenant_slug="acme", runtime_id="task-1")
     api.workspaces.delete("notes")
+
+``Artifacts()`` with no arguments speaks for whoever the ``artifacts`` command speaks for
+(``login.resolve``): ``TONBO_API_KEY``, else the key ``artifacts login`` / ``artifacts up`` saved;
+``ARTIFACTS_ORCHESTRATOR_URL``, else the saved orchestrator, else the local stack's address.
 
 Results are the msgspec structs of ``models.py``; failures are the exceptions of ``errors.py``
 (``WorkspaceExists`` carries ``existing``; an unreachable orchestrator is
@@ -27,7 +31,6 @@ in the ``Authorization`` header and appears in no ``repr`` or error.
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
@@ -38,14 +41,12 @@ import msgspec
 from artifacts_orchestrator import models as m
 from artifacts_orchestrator import platform_models as pm
 from artifacts_orchestrator.errors import InvalidRequest, OrchestratorUnavailable, error_from_body
+from artifacts_orchestrator.login import DEFAULT_URL, KEY_ENV, URL_ENV, resolve
 
 if TYPE_CHECKING:  # aiohttp is imported when the async client first sends
     import aiohttp
 
-#: Where ``artifacts up`` serves the orchestrator when nothing else is configured.
-DEFAULT_URL = "http://127.0.0.1:8720"
-URL_ENV = "ARTIFACTS_ORCHESTRATOR_URL"
-KEY_ENV = "TONBO_API_KEY"
+__all__ = ["DEFAULT_URL", "KEY_ENV", "URL_ENV", "Artifacts", "AsyncArtifacts", "parse_ref", "wait_for_status"]
 #: Seconds per HTTP call: every route answers in well under a second; Redis or S3 trouble
 #: surfaces as an error body long before this.
 DEFAULT_TIMEOUT = 30.0
@@ -227,8 +228,9 @@ class _Platform:
 class _Base:
     def __init__(self, api_key: str | None = None, *, base_url: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT) -> None:
-        self._api_key = api_key if api_key is not None else os.environ.get(KEY_ENV, "")
-        self.base_url = (base_url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
+        login = resolve(api_key, base_url)  # the CLI's chain: argument > env > credentials.json
+        self._api_key = login.api_key
+        self.base_url = login.url
         self.timeout = timeout
         self.workspaces = _Workspaces(self)
         self.sessions = _Sessions(self)

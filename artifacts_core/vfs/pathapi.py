@@ -11,6 +11,11 @@ and one that climbs above the root, or an absolute target, is refused with EACCE
 a mount, resolves them as the host sees them). The walk costs one lookup (one Redis round trip)
 per component not in the resolver's entry cache (``entry_ttl``), which every namespace change of
 this client keeps coherent, whichever frontend made it.
+
+New files get mode 0666 and new directories 0777 (or the ``mode`` given), less ``self.umask`` —
+the process umask when the path API was made (the volume opened), as ``open(2)``/``mkdir(2)``
+would apply it (the kernel does it for a mount). It is an attribute: a program may set
+``vol.umask`` to another mask.
 """
 
 from __future__ import annotations
@@ -32,6 +37,24 @@ from artifacts_core.paths import canonicalize, join
 from artifacts_core.types import Attr, Ino
 from artifacts_core.vfs.core import VFS
 from artifacts_core.vfs.fileio import VFSRawIO, mode_flags, wrap
+
+#: What open(2) and mkdir(2) ask for before the umask is applied.
+FILE_MODE, DIR_MODE = 0o666, 0o777
+
+
+def process_umask() -> int:
+    """The process umask, read without changing it (``/proc/self/status``, Linux 4.7+); the
+    set-and-restore fallback would race with other threads creating files."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
 
 
 def stat_result(ino: int, a: Attr) -> os.stat_result:
@@ -88,6 +111,7 @@ class PathAPI:
 
     def __init__(self, vfs: VFS) -> None:
         self.vfs = vfs
+        self.umask = process_umask()
 
     def _ino(self, path, *, follow: bool = True) -> Ino:
         return self.vfs.resolver.resolve(path, follow=follow).ino
@@ -109,7 +133,7 @@ class PathAPI:
                     raise Exists("file exists", path=join(parts))
                 fh = self.vfs.open(ino, flags & ~(os.O_CREAT | os.O_EXCL))
             except NotFound:
-                fh, ino, _ = self.vfs.create(parent, name, 0o666, flags)
+                fh, ino, _ = self.vfs.create(parent, name, FILE_MODE & ~self.umask, flags)
         else:
             ino = self._ino(path)
             fh = self.vfs.open(ino, flags)
@@ -231,11 +255,11 @@ class PathAPI:
         if not topdown:
             yield base, dirs, files
 
-    def mkdir(self, path, mode: int = 0o777) -> None:
+    def mkdir(self, path, mode: int = DIR_MODE) -> None:
         parent, name, _ = self.vfs.resolver.parent(path)
-        self.vfs.mkdir(parent, name, mode)
+        self.vfs.mkdir(parent, name, mode & ~self.umask)
 
-    def makedirs(self, path, mode: int = 0o777, exist_ok: bool = False) -> None:
+    def makedirs(self, path, mode: int = DIR_MODE, exist_ok: bool = False) -> None:
         """As ``os.makedirs``: an existing intermediate name that is not a directory makes the
         next mkdir fail with NotADirectoryError; an existing final name is FileExistsError unless
         it is a directory and ``exist_ok``."""

@@ -76,6 +76,9 @@ def test_mcp_tools_listed_with_schemas_and_annotations_and_called_over_stdio(set
         assert bad.structured_content["error"]["hint"]
         missing = await session.call_tool("readFile", {"path": "nope.txt"})
         assert missing.is_error and missing.structured_content["error"]["code"] == "ENOENT"
+        assert missing.structured_content["error"]["path"] == "nope.txt"  # which path, for the model
+        unknown = await session.call_tool("chmod", {"path": "x"})
+        assert unknown.is_error and unknown.structured_content["error"]["code"] == "EINVAL"
         return True
 
     assert asyncio.run(_session(_params(settings_file), body))
@@ -85,8 +88,14 @@ def test_mcp_read_only_server_lists_only_read_tools_and_refuses_writes(settings_
     async def body(session):
         names = {t.name for t in (await session.list_tools()).tools}
         assert names == {t.name for t in tools.TOOLS if t.read_only}
-        res = await session.call_tool("writeFile", {"path": "x", "content": "y"})
-        assert res.is_error
+        for name, args in (("writeFile", {"path": "x", "content": "y"}), ("rmdir", {"path": "d"})):
+            res = await session.call_tool(name, args)
+            error = res.structured_content["error"]
+            assert res.is_error and error["code"] == "EROFS", error
+            assert error["message"] == f"{name} is not available on a read-only workspace"
+            assert "retry" not in error["hint"].lower() and "readFile" in error["hint"]
+        missing = await session.call_tool("stat", {"path": "nope/deeper.txt"})
+        assert missing.structured_content["error"]["path"] == "nope/deeper.txt"
         return True
 
     assert asyncio.run(_session(_params(settings_file, "--read-only"), body))

