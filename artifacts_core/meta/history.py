@@ -18,10 +18,13 @@ import msgspec
 
 from artifacts_core.meta.attrs import Attr, SliceRecord, unpack_attr, unpack_entry, unpack_slices
 from artifacts_core.meta.state import EngineState
-from artifacts_core.types import Ino, SliceId
+from artifacts_core.types import ROOT_CALLER, Caller, Ino, SliceId
 
 #: Preserved keys handled per ``af_ck_delete`` call: a few milliseconds of Redis time at most.
 DELETE_BATCH = 1000
+#: Inodes one ``af_clone`` call copies at most (CLONE.MAX in lua/46_clone.lua): a clone blocks
+#: the workspace's Redis for ~10 us per inode, so about 100 ms at worst.
+CLONE_MAX = 10000
 
 
 class Checkpoint(msgspec.Struct, frozen=True):
@@ -89,6 +92,14 @@ class HistoryOps(EngineState):
     def checkpoint_changed(self, from_epoch: int, to_epoch: int = 0) -> list[str]:
         """Key suffixes changed between two checkpoints (``to_epoch`` 0: now)."""
         return [k.decode() for k in self.client.call("af_ck_changed", str(from_epoch), str(to_epoch), ro=True)]
+
+    def clone(self, src: Ino, parent: Ino, name: str | bytes, caller: Caller = ROOT_CALLER, *,
+              max_inodes: int = CLONE_MAX) -> tuple[Ino, int]:
+        """Clone file or tree ``src`` as ``parent/name`` (``af_clone``); returns (new ino, inodes)."""
+        raw = name.encode("utf-8", "surrogateescape") if isinstance(name, str) else name
+        reply = self.client.call("af_clone", str(src), str(parent), raw, str(caller.uid), caller.gid_arg(),
+                                 str(max_inodes))
+        return Ino(int(reply[0])), int(reply[1])
 
     def checkpoint_reader(self, epoch: int) -> CheckpointReader:
         return CheckpointReader(self.client, epoch)

@@ -106,3 +106,24 @@ def test_diff_names_added_removed_modified_renamed(vol):
     vol.checkpoints.create("after")
     assert {(c.kind, c.path) for c in vol.checkpoints.diff("base", "after")} >= {("modified", "/d/mod")}
     assert vol.checkpoints.diff("after") == []
+
+
+def test_clone_copies_a_tree_sharing_blocks_and_is_independent(vol):
+    vol.makedirs("proj/src")
+    vol.write_bytes("proj/src/big.bin", b"B" * 300_000)
+    vol.write_bytes("proj/readme", b"hello")
+    vol.symlink("readme", "proj/link")
+    refs_before = vol.meta.client.command("HLEN", vol.meta.keys.sliceref)
+    assert vol.clone("proj", "copy") == 5
+    assert vol.read_bytes("copy/src/big.bin") == b"B" * 300_000
+    assert vol.readlink("copy/link") == "readme"
+    assert vol.meta.client.command("HLEN", vol.meta.keys.sliceref) > refs_before  # shared, counted
+    vol.write_bytes("copy/readme", b"changed")
+    vol.remove("proj/src/big.bin")
+    assert vol.read_bytes("proj/readme") == b"hello"
+    assert vol.read_bytes("copy/src/big.bin") == b"B" * 300_000
+    assert vol.stat("copy").st_nlink == 3
+    with pytest.raises(Exists):
+        vol.clone("proj", "copy")
+    with pytest.raises(OSError):
+        vol.clone("proj", "proj/src/inside")
