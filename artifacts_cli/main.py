@@ -61,7 +61,8 @@ API_ERRORS: dict[str, tuple[int, str]] = {
                                                    "ARTIFACTS_ORCHESTRATOR_URL"),
 }
 
-COMMAND_MODULES = ("auth", "workspace", "mount", "storage", "stack", "inspect", "stats", "connect", "exec")
+COMMAND_MODULES = ("auth", "workspace", "mount", "storage", "stack", "inspect", "stats", "connect", "exec",
+                   "history")
 
 
 def _version() -> str:

@@ -41,6 +41,7 @@ from artifacts_core.metrics import Metrics
 from artifacts_core.objects.base import ObjectStore
 from artifacts_core.objects.prefix import PrefixedObjectStore
 from artifacts_core.objects.url import redact_url, store_from_url
+from artifacts_core.trash import Trash
 from artifacts_core.vfs.background import Background, TickJob
 from artifacts_core.vfs.core import VFS
 from artifacts_core.vfs.maintenance import Maintenance
@@ -183,6 +184,7 @@ class Volume(PathAPI):
             self.maintenance = Maintenance(meta, self.chunks, self.vfs, config)
             self.checkpoints = Checkpoints(meta, self.vfs, origin={
                 "host": socket.gethostname(), "pid": os.getpid(), "session": meta.sid})
+            self.trash = Trash(meta, self.vfs)
             jobs: list[TickJob] = [("flush", 0.2, self.vfs.flush_due), ("closes", 0.2, self.vfs.flush_closes),
                     ("heartbeat", config.heartbeat, meta.heartbeat),
                     ("memory", MEMORY_CHECK, self.maintenance.check_memory),

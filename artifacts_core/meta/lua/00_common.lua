@@ -160,7 +160,7 @@ end
 -- Every callback starts with fresh per-call state (the library's locals outlive a call).
 local function fresh(callback)
   return function(keys, args)
-    HIST.ep, HIST.max, HIST.seen = nil, 0, {}
+    HIST.ep, HIST.max, HIST.seen, HIST.declared = nil, 0, {}, keys[1] or ''
     return callback(keys, args)
   end
 end
@@ -426,6 +426,7 @@ local function free_inode(p, ino, a, sec)
     redis.call('ZADD', k_named(p, 'delfiles'), sec, istr(ino) .. ':' .. istr(a.length))
   end
   redis.call('DEL', k_inode(p, ino), k_xattrs(p, ino), k_symlink(p, ino), k_parents(p, ino))
+  redis.call('HDEL', k_named(p, 'trashinfo'), istr(ino))
   redis.call('DECRBY', k_named(p, 'usedspace'), space_of(ftype(a) == T_FILE and a.length or 0))
   redis.call('DECR', k_named(p, 'totalinodes'))
 end
