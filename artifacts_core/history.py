@@ -157,7 +157,7 @@ class CheckpointView:
         return sorted(names)
 
     def walk(self, top: str = "/") -> Iterator[tuple[str, list[str], list[str]]]:
-        ino, attr = self.resolve(top)
+        ino, _attr = self.resolve(top)
         stack = [(join(canonicalize(top)), ino)]
         while stack:
             path, d = stack.pop()

@@ -101,7 +101,7 @@ def test_diff_names_added_removed_modified_renamed(vol):
     assert ("removed", "/gone", None) in changes
     assert ("added", "/e/f/added", None) in changes
     assert not any(p == "/d/keep" for _k, p, _o in changes)
-    text = [c for c in vol.checkpoints.diff("base", text=True) if c.path == "/d/mod"][0].diff
+    text = next(c for c in vol.checkpoints.diff("base", text=True) if c.path == "/d/mod").diff
     assert "+line2" in text
     vol.checkpoints.create("after")
     assert {(c.kind, c.path) for c in vol.checkpoints.diff("base", "after")} >= {("modified", "/d/mod")}
@@ -127,3 +127,22 @@ def test_clone_copies_a_tree_sharing_blocks_and_is_independent(vol):
         vol.clone("proj", "copy")
     with pytest.raises(OSError):
         vol.clone("proj", "proj/src/inside")
+
+
+def test_agent_tools_checkpoint_diff_restore_and_copy_by_clone(vol):
+    from artifacts_agentfs import AgentFS
+
+    fs = AgentFS(vol)
+    fs.write_file("work/a.txt", "one\n")
+    saved = fs.call("checkpoint", {"name": "before-agent"})["result"]
+    assert saved["name"] == "before-agent"
+    fs.call("writeFile", {"path": "work/a.txt", "content": "two\n"})
+    fs.call("copyFile", {"src": "work/a.txt", "dest": "work/b.txt"})
+    d = fs.call("diff", {"name": "before-agent", "text": True})["result"]
+    kinds = {(c["kind"], c["path"]) for c in d["changes"]}
+    assert ("modified", "/work/a.txt") in kinds and ("added", "/work/b.txt") in kinds
+    r = fs.call("restore", {"name": "before-agent"})["result"]
+    assert r["safety_checkpoint"].startswith("before-restore-")
+    assert fs.read_file("work/a.txt")["content"] == "one\n"
+    assert not fs.exists("work/b.txt")
+    assert fs.call("restore", {"name": "nope"})["error"]["code"] == "ENOENT"

@@ -73,7 +73,7 @@ def test_two_hosts_writing_while_checkpoints_are_taken_get_consistent_cuts(volum
                 vol.write_bytes(f"{name}-{n % 7}", f"{name}:{n}\n".encode() * 50)
                 with vol.open(f"{name}.log", "a") as f:
                     f.write(f"{n}\n")
-        except BaseException as e:  # noqa: BLE001 - reported below
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=writer, args=(v, n)) for v, n in ((a, "a"), (b, "b"))]
