@@ -161,7 +161,8 @@ class CheckpointView:
         stack = [(join(canonicalize(top)), ino)]
         while stack:
             path, d = stack.pop()
-            dirs, files = [], []
+            dirs: list[str] = []
+            files: list[str] = []
             for name, (typ, child) in sorted(self.entries(d).items()):
                 if d == TRASH_INO or (d == ROOT_INO and child == TRASH_INO):
                     continue
@@ -247,6 +248,10 @@ class CheckpointView:
                 yield from self.files_under(child, p)
 
 
+#: ``list`` is also a method name of ``Checkpoints``: its annotations use this alias.
+Changes = list[Change]
+
+
 class Checkpoints:
     """``vol.checkpoints``: create, list, show, delete, restore, diff, view."""
 
@@ -327,7 +332,7 @@ class Checkpoints:
         epoch = self.get(name).epoch if name else 0
         return CheckpointView(self.meta.checkpoint_reader(epoch), self.vfs, name or "")
 
-    def diff(self, a: str, b: str | None = None, *, text: bool = False) -> list[Change]:
+    def diff(self, a: str, b: str | None = None, *, text: bool = False) -> Changes:
         """What changed from checkpoint ``a`` to ``b`` (None: now)."""
         ca = self.get(a)
         cb = self.get(b) if b else None
@@ -355,12 +360,12 @@ def _diff(old: CheckpointView, new: CheckpointView, dirs: set[Ino], touched: set
     for d in sorted(dirs):
         if d in skip:
             continue
-        a = old.entries(d) if old.reader.attr(d) else {}
-        b = new.entries(d) if new.reader.attr(d) else {}
-        for name in a.keys() - b.keys() | {n for n in a.keys() & b.keys() if a[n][1] != b[n][1]}:
-            gone[a[name][1]] = ("", a[name][0])
-        for name in b.keys() - a.keys() | {n for n in a.keys() & b.keys() if a[n][1] != b[n][1]}:
-            came[b[name][1]] = ("", b[name][0])
+        ea = old.entries(d) if old.reader.attr(d) else {}
+        eb = new.entries(d) if new.reader.attr(d) else {}
+        for name in ea.keys() - eb.keys() | {n for n in ea.keys() & eb.keys() if ea[n][1] != eb[n][1]}:
+            gone[ea[name][1]] = ("", ea[name][0])
+        for name in eb.keys() - ea.keys() | {n for n in ea.keys() & eb.keys() if ea[n][1] != eb[n][1]}:
+            came[eb[name][1]] = ("", eb[name][0])
     old_paths = old.paths_of(set(gone) | touched, dirs | set(gone))
     new_paths = new.paths_of(set(came) | touched, dirs | set(came))
     in_trash = _trash_members(old) | _trash_members(new)
