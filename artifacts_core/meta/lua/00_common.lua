@@ -176,6 +176,7 @@ local redis = {
     end
     return server().register_function(a, fresh(b))
   end,
+  pcall = function(...) return server().pcall(...) end,
   error_reply = function(...) return server().error_reply(...) end,
   status_reply = function(...) return server().status_reply(...) end,
   sha1hex = function(...) return server().sha1hex(...) end,
@@ -453,7 +454,8 @@ end
 -- record, two uses.
 --
 -- Record: NUL-separated fields (a name holds no NUL), positional, trailing absent ones omitted:
---   version ('1'), kind ('e' an entry of a directory, 'r' a rename, 'a' attributes, 'd' data),
+--   version ('1'), kind ('e' an entry of a directory, 'r' a rename, 'a' attributes, 'd' data,
+--   'w' the whole workspace: a restore, 45_history.lua -- drop everything cached),
 --   op (the operation: create, mkdir, unlink, rename, setattr, commit, ...), session id ('0'
 --   without a session), seconds, microseconds (server clock), ino, [parent, name, [new parent,
 --   new name]].

@@ -276,6 +276,7 @@ register_allow_oom('af_ck_restore', function(keys, args)
       restored = restored + 1
     end
   end
+  change(p, keys, redis.call('TIME'), 'w', 'restore', 1)  -- every host drops what it cached
   if kept_space > 0 then redis.call('INCRBY', k_named(p, 'usedspace'), kept_space) end
   if kept_inodes > 0 then redis.call('INCRBY', k_named(p, 'totalinodes'), kept_inodes) end
   return { cjson.encode(safety), restored, removed }

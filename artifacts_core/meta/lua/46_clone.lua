@@ -138,5 +138,6 @@ redis.register_function('af_clone', function(keys, args)
   attr_put(p, parent, d)
   redis.call('INCRBY', k_named(p, 'usedspace'), space)
   redis.call('INCRBY', k_named(p, 'totalinodes'), #order)
+  change(p, keys, redis.call('TIME'), 'e', 'clone', root, parent, name)
   return { tonumber(root), #order, redis.call('GET', k_inode(p, root)) }
 end)

@@ -146,3 +146,26 @@ def test_agent_tools_checkpoint_diff_restore_and_copy_by_clone(vol):
     assert fs.read_file("work/a.txt")["content"] == "one\n"
     assert not fs.exists("work/b.txt")
     assert fs.call("restore", {"name": "nope"})["error"]["code"] == "ENOENT"
+
+
+def test_a_restore_tells_every_host_to_drop_its_caches(volume_factory):
+    import time
+
+    from artifacts_core.meta.changes import Subscription
+
+    a, b = volume_factory(), volume_factory()
+    a.write_bytes("f", b"1")
+    a.checkpoints.create("c")
+    got = []
+    sub = Subscription(b.meta.client, deliver=got.append, session=lambda: b.meta.sid)
+    sub.start()
+    try:
+        assert sub.wait_subscribed(10)
+        got.clear()
+        a.checkpoints.restore("c")
+        deadline = time.monotonic() + 10
+        while not any(c.kind == "all" and c.op == "restore" for c in got) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert any(c.kind == "all" and c.op == "restore" for c in got), got
+    finally:
+        sub.stop()
