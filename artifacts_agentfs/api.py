@@ -15,7 +15,8 @@ the way are resolved through the entry cache of the core's resolver, ``vfs.resol
 | appendFile | ``vfs.append``: name, creation, version check and one append slice placed by Redis | 1 |
 | stat / exists | lookup | 1 |
 | deleteFile / moveFile / mkdir | one namespace call each (trash per the volume) | 1-2 |
-| copyFile | temp file + ``copy_file_range`` (shared slices) + rename NOREPLACE | 3-4 |
+| copyFile | ``vfs.clone`` (metadata only, blocks shared; + a rename with overwrite) | 1-2 |
+| checkpoint / restore / diff | ``vol.checkpoints`` (docs/history.md) | 1 / 1 / a few |
 | readdir | readdir-plus pages, sorted by name, paged by a name cursor | 1 per 1024 entries |
 
 Overwrite rules: writeFile overwrites (unless ``if_version`` says otherwise); copyFile and
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 from artifacts_agentfs import edit, namespace, search, shell
 from artifacts_agentfs.errors import TooLargeError, invalid
+from artifacts_agentfs.history import HistoryOps
 from artifacts_agentfs.limits import (
     DEFAULT_LIMITS,
     Limits,
@@ -50,7 +52,7 @@ from artifacts_core.vfs import internal
 from artifacts_core.volume import Volume
 
 
-class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps):
+class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps, HistoryOps):
     """The agent file-operation API over one open volume (thread-safe, like the VFS). Its state
     and path resolution are ``base.AgentBase``'s, which every concern derives from."""
 

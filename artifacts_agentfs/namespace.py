@@ -8,9 +8,10 @@ replaces a directory (EISDIR). Missing destination parents are created.
 - deleteFile removes a file or a symlink (never what it points to); the file is gone at once for
   every caller, and sits in the volume's trash until expiry when ``trash_days`` > 0.
   A directory is refused with EISDIR and a hint to use rmdir.
-- copyFile shares the source's slices (``copy_file_range`` in Redis: no byte is read or written)
-  into a hidden temporary file in the destination directory, then renames it into place: a
-  reader sees no file or the whole copy. The copy gets a new inode and createdAt.
+- copyFile is a clone (``af_clone``: the source's slices shared, attributes and xattrs copied, no
+  byte read or written; docs/history.md), made at the destination in one atomic call (with
+  overwrite: beside it, then renamed over it): a reader sees no file or the whole copy. The copy
+  gets a new inode and createdAt.
 - moveFile is one atomic rename of a file or a directory (createdAt and the inode are kept).
 - mkdir creates missing parents and is fine with an existing directory (``created: false``).
 - rmdir deletes recursively, never following symlinks; the root is refused (EPERM).
@@ -24,7 +25,7 @@ import uuid
 from artifacts_agentfs.base import AgentBase
 from artifacts_agentfs.limits import version_of
 from artifacts_agentfs.paths import agent_path, check_new_name
-from artifacts_core.errors import ABSENT, ArtifactsError, Exists, IsADirectory, NotADirectory, NotFound
+from artifacts_core.errors import ArtifactsError, Exists, IsADirectory, NotADirectory, NotFound
 from artifacts_core.types import RENAME_NOREPLACE
 
 
@@ -51,7 +52,7 @@ class NamespaceOps(AgentBase):
         """Copy a file, sharing its data (no bytes copied); the destination appears whole."""
         sp, dp = agent_path(src, what="src"), agent_path(dest, what="dest")
         self._not_root(dp, "copyFile")
-        sino, sattr = self._file(sp, "copyFile")
+        sino, _sattr = self._file(sp, "copyFile")
         check_new_name(dp.parts[-1], dp.display)
         dparent, dname = self._entry(dp.parts, create=True)
         if not overwrite:
@@ -60,17 +61,19 @@ class NamespaceOps(AgentBase):
                 raise Exists("the destination exists", path=dp.display)
             except NotFound:
                 pass
-        tmp = f".{dname[:180]}.{uuid.uuid4().hex[:12]}.agentfs-tmp"
-        tino, _, _ = self.vfs.replace_content(dparent, tmp, b"", expect=ABSENT, perm=sattr.perm)
-        try:
-            attr = self.vfs.share_copy(sino, tino, sattr.length)
-            self.vfs.rename(dparent, tmp, dparent, dname, 0 if overwrite else RENAME_NOREPLACE)
-        except BaseException:
+        if not overwrite:  # one atomic clone: EEXIST if the name appeared meanwhile
+            tino, _ = self.vfs.clone(sino, dparent, dname)
+        else:  # clone beside it, then rename over the old file in one step
+            tmp = f".{dname[:180]}.{uuid.uuid4().hex[:12]}.agentfs-tmp"
+            tino, _ = self.vfs.clone(sino, dparent, tmp)
             try:
-                self.vfs.unlink(dparent, tmp)
-            except ArtifactsError:
-                pass
-            raise
+                self.vfs.rename(dparent, tmp, dparent, dname, 0)
+            except BaseException:
+                try:
+                    self.vfs.unlink(dparent, tmp)
+                except ArtifactsError:
+                    pass
+                raise
         attr = self.vfs.getattr(tino)  # the rename changed its ctime, so its version too
         return {"src": sp.display, "dest": dp.display, "size": attr.length,
                 "version": version_of(tino, attr)}

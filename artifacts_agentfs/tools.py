@@ -161,6 +161,26 @@ TOOLS: tuple[Tool, ...] = (
               matches={"type": "array", "items": {"type": "object", "properties": _out(
                   path="string", line="integer", text="string", cut="boolean")}}),
          read_only=True, idempotent=True),
+    Tool("checkpoint", "checkpoint",
+         "Save the whole workspace as a named checkpoint, instantly whatever its size (nothing is "
+         "copied). Take one before a risky step; restore it to roll back everything done since.",
+         (Param("name", {**_STR, "description": "Letters, digits, _ . - (default: a timestamp)."}),
+          Param("keep", {**_STR, "description": "Retention such as 12h or 7d (default: until deleted)."})),
+         _out(name="string", createdAt="number", epoch="integer")),
+    Tool("restore", "restore",
+         "Roll the whole workspace back to a checkpoint, atomically. A safety checkpoint of the current "
+         "state is taken first (its name is returned), so the restore can be undone.",
+         (Param("name", {**_STR, "description": "The checkpoint to restore."}, True),),
+         _out(restored="string", safety_checkpoint="string"), destructive=True),
+    Tool("diff", "diff",
+         "What changed since a checkpoint (or between two): paths added, removed, modified, renamed; "
+         "text=true adds unified diffs of modified text files.",
+         (Param("name", {**_STR, "description": "The older checkpoint."}, True),
+          Param("to", {**_STR, "description": "A later checkpoint (default: now)."}), Param("text", _BOOL)),
+         _out(changes={"type": "array", "items": {"type": "object", "properties": _out(
+             kind="string", path="string", old_path="string", type="string", diff="string")}},
+             truncated="boolean"),
+         read_only=True, idempotent=True),
 )
 BY_NAME = {t.name: t for t in TOOLS}
 

@@ -7,8 +7,9 @@ them without ever deleting data that is about to be committed:
 1. it lists the objects FIRST, then scans the metadata — an object uploaded after the listing is
    not looked at, and one listed before its commit is seen as referenced once the commit lands
    before the scan, or is protected by rule 3;
-2. referenced = every slice id in every chunk list, plus slices queued for deletion (the reclaim
-   job owns those);
+2. referenced = every slice id in every chunk list -- live ones and those a checkpoint
+   preserved (``hk<epoch>:c<ino>_<n>``, docs/history.md) -- plus slices queued for deletion (the
+   reclaim job owns those);
 3. an unreferenced object whose slice id lies in the reserved batch of a LIVE session is in
    flight (that session may commit it any moment) and is skipped; so is one younger than
    ``min_age`` (a safety margin for clocks and slow commits, one hour by default as JuiceFS).
@@ -29,6 +30,7 @@ DEFAULT_MIN_AGE = 3600.0
 #: Keys asked of one SCAN step over the workspace's chunk lists.
 SCAN_COUNT = 1000
 _CHUNK_KEY = re.compile(rb"c[0-9]+_[0-9]+")
+_PRESERVED_CHUNK_KEY = re.compile(rb"hk[0-9]+:c[0-9]+_[0-9]+")
 
 
 @dataclass
@@ -47,21 +49,22 @@ def referenced_slices(meta) -> set[int]:
     """Every S3 slice id the workspace's metadata still refers to (chunk lists, pending deletes)."""
     keys = meta.keys
     client = meta.client
-    pattern = keys.pattern[:-1] + "c*"
     ids: set[int] = set()
-    cursor = 0
-    while True:
-        cursor, found = client.command("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT)
-        cursor = int(cursor)
-        found = [k for k in found if _CHUNK_KEY.fullmatch(k[len(keys.prefix):])]  # not commits, ci<ino>
-        if found:
-            lists = client.pipeline(lambda pipe, found=found: [pipe.lrange(k, 0, -1) for k in found])
-            for records in lists:
-                for r in unpack_slices(b"".join(records)):
-                    if r.id and r.kind == SLICE_S3:
-                        ids.add(int(r.id))
-        if cursor == 0:
-            break
+    for glob, shape in (("c*", _CHUNK_KEY), ("hk*", _PRESERVED_CHUNK_KEY)):
+        pattern = keys.pattern[:-1] + glob
+        cursor = 0
+        while True:
+            cursor, found = client.command("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT)
+            cursor = int(cursor)
+            found = [k for k in found if shape.fullmatch(k[len(keys.prefix):])]  # not commits, ci<ino>
+            if found:
+                lists = client.pipeline(lambda pipe, found=found: [pipe.lrange(k, 0, -1) for k in found])
+                for records in lists:
+                    for r in unpack_slices(b"".join(records)):
+                        if r.id and r.kind == SLICE_S3:
+                            ids.add(int(r.id))
+            if cursor == 0:
+                break
     for member in client.command("ZRANGE", keys.delslices, 0, -1) or []:
         ids.add(int(member.split(b"_")[0]))
     return ids

@@ -34,12 +34,14 @@ from artifacts_core.chunk.disk_cache import DiskCache
 from artifacts_core.chunk.store import ChunkStore
 from artifacts_core.config import VolumeConfig, profile_config, xdg_dir
 from artifacts_core.errors import ConfigError, Exists, NotFound, PermissionDenied
+from artifacts_core.history import Checkpoints
 from artifacts_core.meta.engine import RedisMetaEngine
 from artifacts_core.meta.format import Setting, load_setting, new_uuid
 from artifacts_core.metrics import Metrics
 from artifacts_core.objects.base import ObjectStore
 from artifacts_core.objects.prefix import PrefixedObjectStore
 from artifacts_core.objects.url import redact_url, store_from_url
+from artifacts_core.trash import Trash
 from artifacts_core.vfs.background import Background, TickJob
 from artifacts_core.vfs.core import VFS
 from artifacts_core.vfs.maintenance import Maintenance
@@ -195,6 +197,9 @@ class Volume(PathAPI):
             self.vfs.changes.start(wait=SUBSCRIBE_WAIT)  # after the session: own changes are flagged
             undo.callback(self.vfs.changes.close)
             self.maintenance = Maintenance(meta, self.chunks, self.vfs, config)
+            self.checkpoints = Checkpoints(meta, self.vfs, origin={
+                "host": socket.gethostname(), "pid": os.getpid(), "session": meta.sid})
+            self.trash = Trash(meta, self.vfs)
             jobs: list[TickJob] = [("flush", 0.2, self.vfs.flush_due), ("closes", 0.2, self.vfs.flush_closes),
                     ("heartbeat", config.heartbeat, meta.heartbeat),
                     ("memory", MEMORY_CHECK, self.maintenance.check_memory),

@@ -40,7 +40,8 @@ log = logging.getLogger("artifacts.meta")
 ChangeKind = Literal["entry", "rename", "attr", "data", "all"]
 
 #: Record kinds as the functions spell them (one letter: records are per operation).
-_KINDS: dict[bytes, ChangeKind] = {b"e": "entry", b"r": "rename", b"a": "attr", b"d": "data"}
+_KINDS: dict[bytes, ChangeKind] = {b"e": "entry", b"r": "rename", b"a": "attr", b"d": "data",
+                                   b"w": "all"}  # "w": a restore changed the whole workspace
 #: The record version this reader understands (later versions of it only append fields).
 RECORD_VERSION = b"1"
 

@@ -9,6 +9,7 @@
 | ``sessions.py`` | session registration, heartbeat, open-file registration, stale-session cleanup |
 | ``locks.py`` | BSD flock and POSIX record locks |
 | ``reclaim.py`` | deleting released data, trash expiry, compaction of chunks |
+| ``history.py`` | checkpoints (create, list, restore, delete, changed keys), reads at a checkpoint |
 
 The shared state (``client``, ``keys``, ``setting``, ``sid``) is ``state.EngineState``'s. Each
 concern derives from it or from the concern it builds on (``LockOps`` from ``SessionOps``;
@@ -22,6 +23,7 @@ from __future__ import annotations
 from artifacts_core.meta.client import MetaClient
 from artifacts_core.meta.data import DataOps
 from artifacts_core.meta.format import Setting, check_redis_config, format_meta, load_setting
+from artifacts_core.meta.history import HistoryOps
 from artifacts_core.meta.keys import Keys
 from artifacts_core.meta.locks import LockOps
 from artifacts_core.meta.namespace import NamespaceOps
@@ -30,7 +32,7 @@ from artifacts_core.meta.replace import ReplaceOps
 from artifacts_core.meta.sessions import SessionOps
 
 
-class RedisMetaEngine(NamespaceOps, ReclaimOps, ReplaceOps, DataOps, LockOps, SessionOps):
+class RedisMetaEngine(NamespaceOps, ReclaimOps, ReplaceOps, DataOps, LockOps, SessionOps, HistoryOps):
     """The metadata engine for the workspace whose keys start with ``prefix``."""
 
     def __init__(self, url: str, prefix: str, *, may_load_library: bool = True, **client_options) -> None:

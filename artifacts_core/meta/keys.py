@@ -34,6 +34,11 @@ the functions wrote with Lua's, so the two cannot drift apart unnoticed.
 | ``sessions`` | zset | every session id that may hold state, scored by when the sweep looks at it next |
 | ``sessusers`` | hash | session ACL user -> the id the orchestrator assigned it, and ``#<sid>`` -> user |
 | ``limits`` | hash | capacity, inodes, inline_limit, inline_cap, trash_days (the fields of ``setting`` the functions need) |
+| ``hnext`` / ``hcur`` | string | last checkpoint epoch handed out / ``<epoch>:<max ino>`` of the newest live checkpoint (docs/history.md) |
+| ``hepochs`` / ``hckpts`` | zset / hash | checkpoint name -> epoch / name -> JSON record |
+| ``hx<epoch>`` | hash | key suffix -> ``1`` (preserved in ``hk<epoch>:<suffix>``) or ``0`` (absent at that checkpoint) |
+| ``hk<epoch>:<suffix>`` | as the key | a key's value as that checkpoint saw it |
+| ``trashinfo`` | hash | trashed ino -> JSON: who deleted it (session, uid), when, from which directory and name |
 
 Who may write what (DESIGN.md §10: a session writes only what it owns). The orchestrator's
 session ACL users get write access by pattern: read-write sessions ``DATA_KEY_PATTERNS`` plus
@@ -80,7 +85,8 @@ def check_prefix(prefix: str) -> str:
 #: ``s<ino>`` (symlinks) and ``locks<sid>`` never matches anything here.
 DATA_KEY_PATTERNS = ("i[0-9]*", "d[0-9]*", "p[0-9]*", "c[0-9]*", "ci[0-9]*", "b[0-9]*", "s[0-9]*", "x[0-9]*",
                      "nextinode", "nextslice", "usedspace", "totalinodes", "inlinebytes", "sliceref",
-                     "delfiles", "delslices", "commits", "inlinechunks", "slicebatches", "jobs")
+                     "delfiles", "delslices", "commits", "inlinechunks", "slicebatches", "jobs",
+                     "hnext", "hcur", "hepochs", "hckpts", "hx[0-9]*", "hk[0-9]*", "trashinfo")
 #: Written only when the volume is formatted.
 FORMAT_KEYS = ("setting", "limits")
 #: Session bookkeeping others depend on: written only by full-rights clients and the orchestrator.
@@ -193,3 +199,20 @@ class Keys:
     def changes(self) -> str:
         """The workspace's change channel (sharded pub/sub; not a key)."""
         return self.prefix + "changes"
+
+    def history(self, name: str) -> str:
+        """``hnext``, ``hcur``, ``hepochs``, ``hckpts``: checkpoint bookkeeping (docs/history.md)."""
+        assert name in ("hnext", "hcur", "hepochs", "hckpts")
+        return self.prefix + name
+
+    def preserved_index(self, epoch: int) -> str:
+        """``hx<epoch>``: which keys checkpoint ``epoch`` preserved."""
+        return f"{self.prefix}hx{int(epoch)}"
+
+    def preserved(self, epoch: int, suffix: str) -> str:
+        """``hk<epoch>:<suffix>``: a key as checkpoint ``epoch`` saw it."""
+        return f"{self.prefix}hk{int(epoch)}:{suffix}"
+
+    @property
+    def trashinfo(self) -> str:
+        return self.prefix + "trashinfo"

@@ -136,6 +136,16 @@ class VFS(FileOps):
             self._new_name(parent, name)
             return self.meta.mkdir(parent, check_name(name), mode, caller)
 
+    def clone(self, src: Ino, parent: Ino, name: str, caller: Caller = ROOT_CALLER) -> tuple[Ino, int]:
+        """Copy file or tree ``src`` to ``parent/name`` in metadata only, sharing its blocks, in
+        one atomic call (docs/history.md); this client's unflushed writes to the tree go first.
+        Returns (new inode, inodes cloned)."""
+        with self._op("clone", src, parent, name, caller=caller):
+            self._writable(parent, caller=caller)
+            self._new_name(parent, name)
+            self.inodes.flush_dirty()
+            return self.meta.clone(src, parent, check_name(name), caller)
+
     def symlink(self, parent: Ino, name: str, target: str, caller: Caller = ROOT_CALLER) -> tuple[Ino, Attr]:
         with self._op("symlink", parent, name, target, caller=caller):
             self._writable(parent, caller=caller)

@@ -302,6 +302,13 @@ class PathAPI:
         dp, dn, _ = self.vfs.resolver.parent(dst)
         self.vfs.rename(sp, sn, dp, dn, flags)
 
+    def clone(self, src, dst) -> int:
+        """Copy file or tree ``src`` to ``dst`` sharing its blocks (metadata only, atomic);
+        returns the number of inodes cloned. A symlink is cloned as a link."""
+        ino = self._ino(src, follow=False)
+        parent, name, _ = self.vfs.resolver.parent(dst)
+        return self.vfs.clone(ino, parent, name)[1]
+
     def symlink(self, target: str, path) -> None:
         parent, name, _ = self.vfs.resolver.parent(path)
         self.vfs.symlink(parent, name, os.fspath(target))

@@ -126,7 +126,8 @@ class Resolver:
             self._entries.pop((parent, name), None)
 
     def forget_all(self) -> None:
-        """Drop every entry (the change feed lost its subscription, or has it back)."""
+        """Drop every entry (the change feed lost its subscription, or has it back; a restore
+        changed the namespace wholesale)."""
         with self._lock:
             self._epoch += 1
             self._entries.clear()

@@ -36,6 +36,153 @@ local function fail(code, msg)
   return redis.error_reply(code .. ' ' .. (msg or ''))
 end
 
+-- ---- history: key-level copy-on-write (docs/history.md) --------------------------------------
+-- A checkpoint is an epoch: `hcur` holds "<epoch>:<max ino>" of the newest live checkpoint. The
+-- first write of a versioned key after checkpoint E preserves the key's value as E saw it in
+-- `hk<E>:<suffix>` (or notes in `hx<E>` that it did not exist), inside the same function call.
+-- The hook is the library's `redis.call` itself (the local `redis` below shadows the server's
+-- table for every file of the library), so no function can write a versioned key and forget
+-- it. Per call: one GET of `hcur` on the first versioned write, one HEXISTS per distinct key.
+-- COPY is not used (session ACL users may not run it: it can reach another database); each kind
+-- is copied by its own commands.
+-- The server's `redis` table, looked up when used: the one a library sees while loading has no
+-- `call` (only registration); the callbacks run later with the full one.
+local function server() return redis end
+local function raw_call(...) return server().call(...) end
+local HIST = { ep = nil, max = 0, seen = {} }  -- per-call state, reset by every callback wrapper
+HIST.COPY_BATCH = 1000  -- fields per HSET/RPUSH/SADD: well under Lua's unpack limit (~8000)
+
+-- Versioned key kinds: the namespace and data map, and the counters a restore brings back.
+-- Returns the inode the key belongs to ('' for a counter), or nil for a key that is not versioned.
+function HIST.versioned(suffix)
+  local ino = string.match(suffix, '^[idpsx](%d+)$') or string.match(suffix, '^c(%d+)_%d+$')
+    or string.match(suffix, '^ci(%d+)$')
+  if ino then return ino end
+  if suffix == 'usedspace' or suffix == 'totalinodes' then return '' end
+  return nil
+end
+
+function HIST.split(key)
+  return string.match(key, '^({u_%d+_w_%d+}:)(.+)$')
+end
+
+-- Copy key `src` (of kind `suffix`) to the fresh key `dst`; returns whether `src` existed.
+function HIST.copy(src, dst, suffix)
+  local c = string.sub(suffix, 1, 1)
+  if c == 'c' and string.sub(suffix, 2, 2) ~= 'i' then
+    local recs = raw_call('LRANGE', src, 0, -1)
+    if #recs == 0 then return false end
+    for i = 1, #recs, HIST.COPY_BATCH do
+      raw_call('RPUSH', dst, unpack(recs, i, math.min(#recs, i + HIST.COPY_BATCH - 1)))
+    end
+    return true, recs
+  elseif c == 'c' then
+    local m = raw_call('SMEMBERS', src)
+    if #m == 0 then return false end
+    for i = 1, #m, HIST.COPY_BATCH do
+      raw_call('SADD', dst, unpack(m, i, math.min(#m, i + HIST.COPY_BATCH - 1)))
+    end
+    return true
+  elseif c == 'd' or c == 'p' or c == 'x' then
+    local h = raw_call('HGETALL', src)
+    if #h == 0 then return false end
+    for i = 1, #h, 2 * HIST.COPY_BATCH do
+      raw_call('HSET', dst, unpack(h, i, math.min(#h, i + 2 * HIST.COPY_BATCH - 1)))
+    end
+    return true
+  end
+  local v = raw_call('GET', src)
+  if not v then return false end
+  raw_call('SET', dst, v)
+  return true
+end
+
+-- One more (n = 1) or one less reference for every slice record of a copied chunk list; the
+-- release side lives in 20_data.lua (DATA.release), which knows the deletion queues.
+function HIST.ref_records(p, recs)
+  for _, s in ipairs(recs) do
+    local _, id, size = struct.unpack(SLICE_FMT, s)
+    if id ~= 0 then
+      raw_call('HINCRBY', p .. 'sliceref', string.format('%d_%d', id, size), 1)
+    end
+  end
+end
+
+-- The current checkpoint epoch (nil when none), read once per call.
+function HIST.current(p)
+  if HIST.ep == nil then
+    local v = raw_call('GET', p .. 'hcur')
+    local e, mx = string.match(v or '', '^(%d+):(%d+)$')
+    HIST.ep, HIST.max = e or false, tonumber(mx) or 0
+  end
+  return HIST.ep or nil
+end
+
+-- Preserve `key` for the current checkpoint if this is its first change since: the hook.
+function HIST.cow(key)
+  if HIST.seen[key] then return end
+  local p, suffix = HIST.split(key)
+  if not p then return end
+  local ino = HIST.versioned(suffix)
+  if not ino then return end
+  HIST.seen[key] = true
+  local e = HIST.current(p)
+  if not e or (ino ~= '' and tonumber(ino) > HIST.max) then return end
+  local hx = p .. 'hx' .. e
+  if raw_call('HEXISTS', hx, suffix) == 1 then return end
+  local had, recs = HIST.copy(key, p .. 'hk' .. e .. ':' .. suffix, suffix)
+  raw_call('HSET', hx, suffix, had and '1' or '0')
+  if recs then HIST.ref_records(p, recs) end
+end
+
+-- Write commands and where their keys are: 1 = the first argument, 'all' = every argument,
+-- 2 = the second (COPY's destination), 'both' = first and second (RENAME, SMOVE).
+HIST.WRITES = {
+  SET = 1, SETNX = 1, SETEX = 1, GETSET = 1, GETDEL = 1, APPEND = 1, SETRANGE = 1, INCR = 1,
+  INCRBY = 1, DECR = 1, DECRBY = 1, HSET = 1, HSETNX = 1, HMSET = 1, HDEL = 1, HINCRBY = 1,
+  RPUSH = 1, RPUSHX = 1, LPUSH = 1, LPUSHX = 1, LTRIM = 1, LSET = 1, LREM = 1, LPOP = 1, RPOP = 1,
+  LINSERT = 1, SADD = 1, SREM = 1, SPOP = 1, EXPIRE = 1, PERSIST = 1,
+  DEL = 'all', UNLINK = 'all', COPY = 2, RENAME = 'both', RENAMENX = 'both', SMOVE = 'both',
+}
+
+local function hooked_call(cmd, ...)
+  local where = HIST.WRITES[cmd]
+  if where then
+    local a1, a2 = ...
+    if where == 1 then HIST.cow(a1)
+    elseif where == 2 then HIST.cow(a2)
+    elseif where == 'both' then HIST.cow(a1); HIST.cow(a2)
+    else for _, k in ipairs({ ... }) do HIST.cow(k) end end
+  end
+  return raw_call(cmd, ...)
+end
+
+-- Every callback starts with fresh per-call state (the library's locals outlive a call).
+local function fresh(callback)
+  return function(keys, args)
+    HIST.ep, HIST.max, HIST.seen, HIST.declared = nil, 0, {}, keys[1] or ''
+    return callback(keys, args)
+  end
+end
+
+-- The library's `redis`: the hooked `call`, wrapped registration, and the rest of the server's
+-- API the library uses, forwarded (the sandbox has no setmetatable to forward everything).
+local redis = {
+  call = hooked_call,
+  register_function = function(a, b)
+    if b == nil then  -- the table form: { function_name, callback, flags }
+      return server().register_function{ function_name = a.function_name,
+        callback = fresh(a.callback), flags = a.flags }
+    end
+    return server().register_function(a, fresh(b))
+  end,
+  pcall = function(...) return server().pcall(...) end,
+  error_reply = function(...) return server().error_reply(...) end,
+  status_reply = function(...) return server().status_reply(...) end,
+  sha1hex = function(...) return server().sha1hex(...) end,
+  log = function(...) return server().log(...) end,
+}
+
 -- Redis refuses a function that may write once `used_memory` passes `maxmemory` (OOM, which the
 -- client maps to ENOSPC), unless it is registered `allow-oom`. These are the functions a user
 -- needs to get out of a full Redis, or to keep reading and stay alive in it: they free memory
@@ -280,6 +427,7 @@ local function free_inode(p, ino, a, sec)
     redis.call('ZADD', k_named(p, 'delfiles'), sec, istr(ino) .. ':' .. istr(a.length))
   end
   redis.call('DEL', k_inode(p, ino), k_xattrs(p, ino), k_symlink(p, ino), k_parents(p, ino))
+  redis.call('HDEL', k_named(p, 'trashinfo'), istr(ino))
   redis.call('DECRBY', k_named(p, 'usedspace'), space_of(ftype(a) == T_FILE and a.length or 0))
   redis.call('DECR', k_named(p, 'totalinodes'))
 end
@@ -306,7 +454,8 @@ end
 -- record, two uses.
 --
 -- Record: NUL-separated fields (a name holds no NUL), positional, trailing absent ones omitted:
---   version ('1'), kind ('e' an entry of a directory, 'r' a rename, 'a' attributes, 'd' data),
+--   version ('1'), kind ('e' an entry of a directory, 'r' a rename, 'a' attributes, 'd' data,
+--   'w' the whole workspace: a restore, 45_history.lua -- drop everything cached),
 --   op (the operation: create, mkdir, unlink, rename, setattr, commit, ...), session id ('0'
 --   without a session), seconds, microseconds (server clock), ino, [parent, name, [new parent,
 --   new name]].

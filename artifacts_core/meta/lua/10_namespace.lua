@@ -187,6 +187,10 @@ function ns.to_trash(p, ino, a, dino, name, sec, ns_)
   end
   local tname = string.sub(istr(dino) .. '-' .. istr(ino) .. '-' .. name, 1, ns.NAME_MAX)
   redis.call('HSET', k_entries(p, sub), tname, entry_pack(T_FILE, ino))
+  -- who deleted it and when (`artifacts trash list`): the calling session, if it has one
+  redis.call('HSET', k_named(p, 'trashinfo'), istr(ino), cjson.encode({
+    -- ids as strings: cjson keeps 14 significant digits, session ids have 16
+    session = string.match(HIST.declared or '', 'sess(%d+)$') or '0', time = sec + ns_ / 1e9 }))
   redis.call('DEL', k_parents(p, ino))
   a.parent = tonumber(sub)
   touch(a, false, sec, ns_)

@@ -133,6 +133,7 @@ end
 -- Drop a whole chunk list: release every record, forget the list. Returns records released.
 function DATA.drop_chunk(p, ino, indx, when, t)
   local key = k_chunk(p, ino, indx)
+  HIST.cow(key)  -- a checkpoint's copy takes its references before these are released
   local recs = redis.call('LRANGE', key, 0, -1)
   for _, s in ipairs(recs) do DATA.release(p, DATA.rec_unpack(s), when, t) end
   redis.call('DEL', key)

@@ -135,6 +135,7 @@ redis.register_function('af_replace_content', function(keys, args)
   if a then
     for _, i in ipairs(DATA.chunk_indexes(p, ino, 0, math.huge)) do
       local key = k_chunk(p, ino, i)
+      HIST.cow(key)  -- a checkpoint's copy takes its references before these are released
       for _, s in ipairs(redis.call('LRANGE', key, 0, -1)) do
         local r = DATA.rec_unpack(s)
         DATA.release(p, r, r.kind == DATA.KIND_INLINE and t or t + grace, t)

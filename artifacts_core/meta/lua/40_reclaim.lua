@@ -42,6 +42,8 @@ register_allow_oom('af_reclaim_files', function(keys, args)
     local member = queued[k]
     local ino = string.match(member, '^(%d+):%d+$')
     local left = 0
+    -- a restore (45_history.lua) may have brought the inode back: its data is live again
+    if ino and redis.call('EXISTS', k_inode(p, ino)) == 1 then ino = nil end
     if ino then
       for _, i in ipairs(DATA.chunk_indexes(p, ino, 0, math.huge)) do
         if chunks >= budget then left = left + 1

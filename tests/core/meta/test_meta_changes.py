@@ -40,6 +40,9 @@ EXCLUDED = {
     "af_flock": "lock bookkeeping",
     "af_setlk": "lock bookkeeping",
     "af_lock_release": "lock bookkeeping",
+    "af_ck_create": "a checkpoint changes nothing a client caches (copy-on-write preserves, later)",
+    "af_ck_delete": "drops preserved versions and history bookkeeping: nothing a client caches",
+    "af_ck_restore": "announces kind 'w' (all): tests/core/history/test_checkpoints.py checks it",
 }
 
 
@@ -180,7 +183,14 @@ def d_expire_trash(m):
             ("entry", "expire_trash", hour.ino, TRASH_INO, hour.name, 0, b"")]
 
 
+def d_clone(m):
+    f = _file(m, "src")
+    ino, _ = m.clone(f, ROOT_INO, "copy")
+    return [("entry", "clone", ino, ROOT_INO, b"copy", 0, b"")]
+
+
 DRIVERS = {
+    "af_clone": d_clone,
     "af_create": d_create, "af_link": d_link, "af_unlink": d_unlink, "af_rmdir": d_rmdir,
     "af_rename": d_rename, "af_setattr": d_setattr, "af_setxattr": d_setxattr,
     "af_removexattr": d_removexattr, "af_commit": d_commit, "af_truncate": d_truncate,
