@@ -84,49 +84,52 @@ def cmd_trash(args) -> int:
     return 0
 
 
+WORKSPACE_HELP = "the workspace's name"
+
+
 def add_parser(sub) -> None:
     c = sub.add_parser("checkpoint", help="checkpoints of a workspace: create, list, show, diff, restore, delete")
     c.set_defaults(parser=c)
     csub = c.add_subparsers(dest="checkpoint_command", metavar="<subcommand>")
     p = csub.add_parser("create", help="take a checkpoint (constant time)")
-    p.add_argument("workspace")
+    p.add_argument("workspace", help=WORKSPACE_HELP)
     p.add_argument("name", nargs="?", help="default: ckpt-<UTC time>")
     p.add_argument("--keep", help="retention, e.g. 12h, 7d (default: until deleted)")
     for name, helptext in (("list", "list checkpoints"), ("show", "a checkpoint's record and what changed since"),
                            ("delete", "delete a checkpoint (frees what only it pinned)")):
         p = csub.add_parser(name, help=helptext)
-        p.add_argument("workspace")
+        p.add_argument("workspace", help=WORKSPACE_HELP)
         if name != "list":
-            p.add_argument("name")
+            p.add_argument("name", help="the checkpoint's name (see `checkpoint list`)")
     p = csub.add_parser("diff", help="paths added, removed, modified, renamed since a checkpoint")
-    p.add_argument("workspace")
-    p.add_argument("name")
+    p.add_argument("workspace", help=WORKSPACE_HELP)
+    p.add_argument("name", help="the checkpoint's name (see `checkpoint list`)")
     p.add_argument("to", nargs="?", help="a later checkpoint (default: now)")
     p.add_argument("--text", action="store_true", help="unified diffs of modified text files")
     p = csub.add_parser("restore", help="make the workspace what a checkpoint was (atomic; safety checkpoint first)")
-    p.add_argument("workspace")
-    p.add_argument("name")
+    p.add_argument("workspace", help=WORKSPACE_HELP)
+    p.add_argument("name", help="the checkpoint's name (see `checkpoint list`)")
     p.add_argument("--safety", help="name of the safety checkpoint (default: before-restore-<time>)")
     for p in csub.choices.values():
         p.set_defaults(func=cmd_checkpoint)
 
     p = sub.add_parser("clone", help="copy a file or tree in metadata only, sharing blocks (atomic)")
-    p.add_argument("workspace")
-    p.add_argument("src")
-    p.add_argument("dst")
+    p.add_argument("workspace", help=WORKSPACE_HELP)
+    p.add_argument("src", help="the file or directory to copy (a path in the workspace)")
+    p.add_argument("dst", help="the path of the copy (a path in the workspace)")
     p.set_defaults(func=cmd_clone)
 
     t = sub.add_parser("trash", help="deleted files: list, restore, purge")
     t.set_defaults(parser=t)
     tsub = t.add_subparsers(dest="trash_command", metavar="<subcommand>")
     p = tsub.add_parser("list", help="deleted files, who deleted them and when")
-    p.add_argument("workspace")
+    p.add_argument("workspace", help=WORKSPACE_HELP)
     p = tsub.add_parser("restore", help="put a deleted file back at its original path (or --to)")
-    p.add_argument("workspace")
+    p.add_argument("workspace", help=WORKSPACE_HELP)
     p.add_argument("id", help="the ID from `trash list`")
     p.add_argument("--to", help="restore to this path instead")
     p = tsub.add_parser("purge", help="delete trash entries now")
-    p.add_argument("workspace")
+    p.add_argument("workspace", help=WORKSPACE_HELP)
     p.add_argument("id", nargs="?", help="one entry (default: all)")
     p.add_argument("--older-than", help="only entries deleted longer ago than this, e.g. 2h, 1d")
     for p in tsub.choices.values():
