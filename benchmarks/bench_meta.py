@@ -197,14 +197,21 @@ def library_without_records() -> str:
         raise SystemExit("bench_meta: the change() helper of 00_common.lua changed; update CHANGE_HELPER")
     code = code.replace(CHANGE_HELPER, CHANGE_HELPER + "  if true then return end  -- the peer: no record\n")
     code = code.replace(f"#!lua name={library.LIBRARY_NAME}\n", f"#!lua name={library.LIBRARY_NAME}_norec\n", 1)
-    return re.sub(r"(register_function\s*\(\s*'|function_name\s*=\s*')af_", r"\1afn_", code)
+    return renamed_functions(code, "afn_")
+
+
+def renamed_functions(code: str, prefix: str) -> str:
+    """The library's code with its functions' ``af_`` renamed ``prefix``, however each is
+    registered (``redis.register_function`` in either form, or the ``register_allow_oom`` helper)."""
+    return re.sub(r"((?:register_function|register_allow_oom)\s*\(\s*'|function_name\s*=\s*')af_",
+                  rf"\1{prefix}", code)
 
 
 def helper_cost(url: str, n: int = 100_000) -> tuple[float, float]:
     """Redis time of one ``change()`` call, in µs, without and with one subscriber: a copy of the
     library (functions renamed) plus one function that calls the helper ``n`` times and returns
     the time it took, read from Redis's own clock."""
-    code = re.sub(r"(register_function\s*\(\s*'|function_name\s*=\s*')af_", r"\1afh_", library.library_code())
+    code = renamed_functions(library.library_code(), "afh_")
     code = code.replace(f"#!lua name={library.LIBRARY_NAME}\n", f"#!lua name={library.LIBRARY_NAME}_helper\n", 1)
     code += """
 redis.register_function('afh_bench_change', function(keys, args)

@@ -450,8 +450,8 @@ end
 -- Each change a client may have cached is announced, in the same call, on the workspace's own
 -- sharded pub/sub channel `<prefix>changes` (SPUBLISH: in a Cluster it stays on the nodes of the
 -- workspace's slot). Subscribers (meta/changes.py) drop what they cached of it. The record is
--- the one a journal would append too (an XADD of the same string in this helper): one change
--- record, two uses.
+-- the one a journal would append too (an XADD of change_record()'s string in change()): one
+-- change record, two uses.
 --
 -- Record: NUL-separated fields (a name holds no NUL), positional, trailing absent ones omitted:
 --   version ('1'), kind ('e' an entry of a directory, 'r' a rename, 'a' attributes, 'd' data,
@@ -468,9 +468,11 @@ end
 -- announcement -- other hosts fall back to their cache TTLs -- never the operation.
 local CHANGE_VERSION = '1'
 
--- change(p, keys, clock, kind, op, ino[, parent, name[, new_parent, new_name]]): `clock` is the
--- TIME reply of this call (the third result of now()); inode numbers as strings or integers.
-local function change(p, keys, clock, kind, op, ino, parent, name, nparent, nname)
+-- change_record(p, keys, clock, kind, op, ino[, parent, name[, new_parent, new_name]]): the
+-- record as a string. `clock` is the TIME reply of this call (the third result of now()); inode
+-- numbers as strings or integers. The one builder of the format: whatever else carries the
+-- record (a journal's XADD) takes it from here.
+local function change_record(p, keys, clock, kind, op, ino, parent, name, nparent, nname)
   -- the actor: the session whose `sess<sid>` key the call declares (prefix_of checked its form),
   -- '0' for a call declaring `setting` (no session)
   local k = keys[1]
@@ -481,5 +483,12 @@ local function change(p, keys, clock, kind, op, ino, parent, name, nparent, nnam
     r = r .. '\0' .. istr(parent) .. '\0' .. name
     if nparent then r = r .. '\0' .. istr(nparent) .. '\0' .. nname end
   end
+  return r
+end
+
+-- change(...): announce one change (the arguments of change_record). Every mutating function
+-- calls this, and only this, once per change: the place where each record is sent.
+local function change(p, keys, clock, kind, op, ino, parent, name, nparent, nname)
+  local r = change_record(p, keys, clock, kind, op, ino, parent, name, nparent, nname)
   redis.pcall('SPUBLISH', p .. 'changes', r)
 end
