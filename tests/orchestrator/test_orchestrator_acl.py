@@ -27,6 +27,7 @@ from artifacts_core.meta.format import Setting, new_uuid
 from artifacts_core.meta.keys import (
     DATA_KEY_PATTERNS,
     FORMAT_KEYS,
+    JOURNAL_KEYS,
     SHARED_SESSION_KEYS,
     Keys,
     session_key_names,
@@ -137,11 +138,11 @@ def test_every_key_kind_is_in_exactly_one_write_class():
              k.session_locks(12), *(k.counter(c) for c in ("nextinode", "nextslice", "nextsession", "usedspace",
                                                            "totalinodes", "inlinebytes")),
              k.prefix + "slicebatches", *(k.history(n) for n in ("hnext", "hcur", "hepochs", "hckpts")),
-             k.preserved_index(3), k.preserved(3, "c5_0"), k.trashinfo]
+             k.preserved_index(3), k.preserved(3, "c5_0"), k.trashinfo, k.journal, k.journal_base]
     for key in built:
         name = key[len(k.prefix):]
         classes = [any(_matches(pat, name) for pat in DATA_KEY_PATTERNS), name in session_key_names(12),
-                   name in SHARED_SESSION_KEYS, name in FORMAT_KEYS]
+                   name in SHARED_SESSION_KEYS, name in FORMAT_KEYS, name in JOURNAL_KEYS]
         assert sum(classes) == 1, (name, classes)
     # another session's keys are never writable by this one
     assert not any(_matches(pat, name) for pat in DATA_KEY_PATTERNS for name in session_key_names(13))
