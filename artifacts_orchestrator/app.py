@@ -72,6 +72,8 @@ REAP_INTERVAL = 30.0
 #: session expired (60 s after its last heartbeat), as a full-rights client's own sweep does
 #: (meta/sessions.py: 0.9 of the 12 s heartbeat).
 SWEEP_INTERVAL = 10.0
+#: Journal retention period: a workspace's journal exceeds its bounds by at most a minute's events.
+JOURNAL_INTERVAL = 60.0
 #: Largest request body accepted (requests are small JSON documents).
 MAX_BODY = 64 << 10
 
@@ -279,7 +281,7 @@ def served_routes(*, platform: bool = True) -> list[Route]:
 
 def make_app(service: Service, *, platform: PlatformService | None = None, admin_token: str = "",
              reap_interval: float | None = REAP_INTERVAL, sweep_interval: float | None = SWEEP_INTERVAL,
-             workers: int = WORKERS) -> web.Application:
+             journal_interval: float | None = JOURNAL_INTERVAL, workers: int = WORKERS) -> web.Application:
     """The orchestrator's routes over ``service``; the platform's (tenants, grants, mount tickets)
     too when ``platform`` is given (``python -m artifacts_orchestrator serve`` always gives one)."""
     app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY)
@@ -295,7 +297,8 @@ def make_app(service: Service, *, platform: PlatformService | None = None, admin
     async def start_background(app: web.Application):
         loop = asyncio.get_running_loop()
         loops = [loop.create_task(_periodic(app, what, fn, every)) for what, fn, every in
-                 (("reaper", service.reap, reap_interval), ("session sweep", service.sweep_sessions, sweep_interval))
+                 (("reaper", service.reap, reap_interval), ("session sweep", service.sweep_sessions, sweep_interval),
+                  ("journal retention", service.journal_retention, journal_interval))
                  if every]
         yield
         for task in loops:

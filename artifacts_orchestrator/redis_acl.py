@@ -56,6 +56,7 @@ import redis.exceptions as rex
 from artifacts_core.errors import ArtifactsError, ConfigError
 from artifacts_core.meta.client import MetaClient, RedisTarget
 from artifacts_core.meta.format import load_setting
+from artifacts_core.meta.journal import trim
 from artifacts_core.meta.keys import (
     DATA_KEY_PATTERNS,
     Keys,
@@ -319,6 +320,21 @@ class RedisAdmin:
             return False
         except ArtifactsError as e:
             raise MetadataAclProvisioningFailed(f"cannot read the workspace setting: {e}") from e
+        finally:
+            meta.close()
+
+    def trim_journal(self, prefix: str) -> int:
+        """The journal's retention for one workspace: its setting's bounds (``journal_max_events``,
+        ``journal_max_days``). Session users cannot trim (their ACL rules): this is the only path.
+        Returns how many events were dropped."""
+        meta = MetaClient(self.admin_url, Keys(prefix), pool_size=1, may_load_library=False)
+        try:
+            s = load_setting(meta)
+            return trim(meta, max_events=s.journal_max_events, max_age=s.journal_max_days * 86400)
+        except ConfigError:
+            return 0  # not formatted (yet): nothing journaled
+        except ArtifactsError as e:
+            raise MetadataAclProvisioningFailed(f"cannot trim the workspace's journal: {e}") from e
         finally:
             meta.close()
 

@@ -417,6 +417,18 @@ class Service:
                     done["memory_revoked"] += 1
         return done
 
+    # -- the journal's retention ------------------------------------------------------------------
+
+    def journal_retention(self) -> dict[str, int]:
+        """Apply every active workspace's journal retention (sessions may not trim: only this)."""
+        dropped = 0
+        for ws in self.store.workspaces_in(("active",)):
+            try:
+                dropped += self.redis.trim_journal(ws.key_prefix)
+            except ApiError as e:  # one workspace's failure must not stop the others
+                log.warning("journal retention of workspace %s failed: %s", ws.id, e)
+        return {"journal_events_dropped": dropped}
+
     # -- the reaper -----------------------------------------------------------------------------
 
     def reap(self, now: float | None = None) -> dict[str, int]:

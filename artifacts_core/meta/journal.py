@@ -155,6 +155,30 @@ def _matches_actor(ev: Event, want: str) -> bool:
     return any(str(v) == want for v in a.values()) or str(ev.session) == want or ev.tag == want
 
 
+class Waker:
+    """Wakes a follower when the workspace changes: a subscription to its change channel (each
+    record sets a flag). ``arm()`` before reading, ``wait(t)`` after finding nothing new: a
+    change made in between is not missed. Without the subscription (refused, lost) ``wait``
+    simply times out: the caller polls."""
+
+    def __init__(self, client: MetaClient) -> None:
+        from artifacts_core.meta.changes import Subscription  # the journal needs it only to follow
+
+        self._flag = threading.Event()
+        self._sub = Subscription(client, deliver=lambda _c: self._flag.set())
+        self._sub.start()
+        self._sub.wait_first_attempt(2.0)
+
+    def arm(self) -> None:
+        self._flag.clear()
+
+    def wait(self, timeout: float) -> bool:
+        return self._flag.wait(max(0.0, timeout))
+
+    def close(self) -> None:
+        self._sub.stop()
+
+
 class Journal:
     """Reads one workspace's journal through ``client`` (a full-rights or any session user)."""
 
@@ -211,18 +235,12 @@ class Journal:
         cursor: int | float | str | _dt.datetime | None = since
         if since is None:
             cursor = self.end()
-        wake = threading.Event()
-        sub = None
-        if follow:
-            from artifacts_core.meta.changes import Subscription
-
-            sub = Subscription(self.client, deliver=lambda _c: wake.set())
-            sub.start()
-            sub.wait_first_attempt(2.0)
+        waker = Waker(self.client) if follow else None
         try:
             idle_since = time.monotonic()
             while True:
-                wake.clear()
+                if waker is not None:
+                    waker.arm()
                 page = self.read(cursor, path=path, actor=actor)
                 yield from page.events
                 cursor = page.next
@@ -239,10 +257,11 @@ class Journal:
                     left = min(left, timeout - (time.monotonic() - idle_since))
                     if left <= 0:
                         return
-                wake.wait(left)
+                assert waker is not None
+                waker.wait(left)
         finally:
-            if sub is not None:
-                sub.stop()
+            if waker is not None:
+                waker.close()
 
     async def aevents(self, since: int | float | str | _dt.datetime | None = 0, *, follow: bool = False,
                       path: str | None = None, actor: str | None = None,
@@ -336,6 +355,19 @@ class Journal:
             nwd = found[nw] if nw is not None else None
             if nwd is not None and e.new_name is not None:
                 e.new_where = _join(nwd, e.new_name)
+
+
+class EventStream:
+    """``vol.events(...)``: iterate it (``for ev in ...``) or async-iterate it (``async for``)."""
+
+    def __init__(self, journal: Journal, since: int | float | str | _dt.datetime | None, **options: Any) -> None:
+        self.journal, self.since, self.options = journal, since, options
+
+    def __iter__(self) -> Iterator[Event]:
+        return self.journal.events(self.since, **self.options)
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self.journal.aevents(self.since, **self.options)
 
 
 def _join(d: str, name: str) -> str:

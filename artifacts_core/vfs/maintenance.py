@@ -98,5 +98,10 @@ class Maintenance:
     def expire_trash(self) -> None:
         self.meta.expire_trash()
 
+    def trim_journal(self) -> None:
+        """The journal's retention, for a volume opened with full rights (no orchestrator trims
+        it then); elected, so one client of the workspace does it per interval."""
+        self.meta.trim_journal()
+
     def check_memory(self) -> None:
         self.meta.refresh_inline_pressure()
