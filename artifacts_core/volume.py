@@ -79,6 +79,7 @@ async def _check_bucket(store: ObjectStore) -> None:
 def format_volume(meta_url: str, storage_url: str, name: str, *, key_prefix: str,
                   block_size: int = 4 << 20, compression: str = "lz4", inline_limit: int = 16 << 10,
                   inline_cap: int = 64 << 20, trash_days: int = 1, capacity: int = 0, inodes: int = 0,
+                  journal_max_events: int = 100_000, journal_max_days: float = 30.0,
                   require_aof: bool = True) -> Setting:
     """Format a volume, or finish formatting the same one (re-running is safe). Refuses a prefix
     holding another volume, in Redis or in the bucket."""
@@ -108,7 +109,8 @@ def format_volume(meta_url: str, storage_url: str, name: str, *, key_prefix: str
         loop.run(bucket_side())
         setting = Setting(name=name, uuid=uuid, block_size=block_size, compression=compression,
                           trash_days=trash_days, capacity=capacity, inodes=inodes,
-                          inline_limit=inline_limit, inline_cap=inline_cap, storage=redact_url(storage_url))
+                          inline_limit=inline_limit, inline_cap=inline_cap, storage=redact_url(storage_url),
+                          journal_max_events=journal_max_events, journal_max_days=journal_max_days)
         if existing is None:
             meta.format(setting, require_aof=require_aof)
         loop.run(store.put(UUID_OBJECT, uuid.encode()))

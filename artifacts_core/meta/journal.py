@@ -109,7 +109,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 def parse_since(since: int | float | str | _dt.datetime | None) -> tuple[int | None, float | None]:
     """(position, time) from what a user gives: an int or digits = a position (event id); a
     datetime, an ISO 8601 time or a relative age (``30s``, ``10m``, ``2h``, ``1d``) = a time;
-    a float = a Unix time; None = from now (the end)."""
+    a float = a Unix time; None or ``now`` = from now (the end)."""
     if since is None:
         return None, None
     if isinstance(since, bool):
@@ -123,6 +123,8 @@ def parse_since(since: int | float | str | _dt.datetime | None) -> tuple[int | N
     if isinstance(since, _dt.datetime):
         return None, (since if since.tzinfo else since.astimezone()).timestamp()
     text = str(since).strip()
+    if text == "now":
+        return None, None
     if text.isdigit():
         return int(text), None
     m = _RELATIVE.match(text)
