@@ -197,14 +197,14 @@ def library_without_records() -> str:
         raise SystemExit("bench_meta: the change() helper of 00_common.lua changed; update CHANGE_HELPER")
     code = code.replace(CHANGE_HELPER, CHANGE_HELPER + "  if true then return end  -- the peer: no record\n")
     code = code.replace(f"#!lua name={library.LIBRARY_NAME}\n", f"#!lua name={library.LIBRARY_NAME}_norec\n", 1)
-    return re.sub(r"(register_function\s*\(\s*'|function_name\s*=\s*')af_", r"\1afn_", code)
+    return re.sub(r"(register_function\s*\(\s*'|register_allow_oom\s*\(\s*'|function_name\s*=\s*')af_", r"\1afn_", code)
 
 
 def helper_cost(url: str, n: int = 100_000) -> tuple[float, float]:
     """Redis time of one ``change()`` call, in µs, without and with one subscriber: a copy of the
     library (functions renamed) plus one function that calls the helper ``n`` times and returns
     the time it took, read from Redis's own clock."""
-    code = re.sub(r"(register_function\s*\(\s*'|function_name\s*=\s*')af_", r"\1afh_", library.library_code())
+    code = re.sub(r"(register_function\s*\(\s*'|register_allow_oom\s*\(\s*'|function_name\s*=\s*')af_", r"\1afh_", library.library_code())
     code = code.replace(f"#!lua name={library.LIBRARY_NAME}\n", f"#!lua name={library.LIBRARY_NAME}_helper\n", 1)
     code += """
 redis.register_function('afh_bench_change', function(keys, args)
@@ -240,9 +240,10 @@ class Side:
         self.server_us: list[float] = []
 
 
-def run_change_records(url: str, ops: int) -> list[tuple[str, Side, Side]]:
-    """Each mutating operation with change records against the same without them: one Redis,
-    both libraries loaded, two workspaces (each with one subscriber on its channel)."""
+def run_change_records(url: str, ops: int, peer: str | None = None) -> list[tuple[str, Side, Side]]:
+    """Each mutating operation with change records against the same without them (or against
+    ``peer``: another variant of the library, its functions renamed ``afn_*``): one Redis, both
+    libraries loaded, two workspaces (each with one subscriber on its channel)."""
     admin = redis.Redis.from_url(url)
     sides, subs = [], []
     for i, prefix in enumerate(("{u_1_w_1}:", "{u_1_w_2}:")):
@@ -250,7 +251,7 @@ def run_change_records(url: str, ops: int) -> list[tuple[str, Side, Side]]:
         m.format(Setting(name="bench", uuid=new_uuid(), trash_days=0), require_aof=False)
         m.new_session()
         if i == 1:
-            admin.execute_command("FUNCTION", "LOAD", "REPLACE", library_without_records())
+            admin.execute_command("FUNCTION", "LOAD", "REPLACE", peer or library_without_records())
             call = m.client.call
             m.client.call = lambda fn, *a, _call=call, **kw: _call("afn_" + fn[3:], *a, **kw)
         # as an open volume's feed with the core's listeners only: own records dropped undecoded
