@@ -38,7 +38,7 @@ from artifacts_core.errors import InvalidArgument
 from artifacts_core.meta.client import MetaClient
 
 #: Kinds as records spell them.
-_KINDS = {b"e": "entry", b"r": "rename", b"a": "attr", b"d": "data", b"s": "session"}
+_KINDS = {b"e": "entry", b"r": "rename", b"a": "attr", b"d": "data", b"s": "session", b"w": "workspace"}
 #: Records per af_journal_read call (the function's own cap is 10,000).
 PAGE = 1000
 #: A follower re-reads at least this often even without a wake-up (a lost subscription, a user

@@ -116,6 +116,7 @@ def test_retention_trims_by_count_and_age_and_positions_stay(meta_factory, key_p
 
 def test_unknown_records_are_shown_not_dropped():
     assert decode(7, b"garbage").kind == "unknown"
+    assert decode(8, b"1\0w\0restore\x003\x001\x000\x001").kind == "workspace"  # a checkpoint restore
     assert decode(7, b"1\0d\0commit\x003\x001\x000\x009\0\0\0\0\0+4096\0tag\x004096").length_change == 4096
 
 
