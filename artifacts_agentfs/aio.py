@@ -55,6 +55,9 @@ class AsyncAgentFS:
     async def mkdir(self, path) -> dict:
         return await self._run("mkdir", path)
 
+    async def changes(self, **kw) -> dict:
+        return await self._run("changes", **kw)
+
     async def rmdir(self, path) -> dict:
         return await self._run("rmdir", path)
 

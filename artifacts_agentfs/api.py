@@ -18,6 +18,7 @@ the way are resolved through the entry cache of the core's resolver, ``vfs.resol
 | copyFile | ``vfs.clone`` (metadata only, blocks shared; + a rename with overwrite) | 1-2 |
 | checkpoint / restore / diff | ``vol.checkpoints`` (docs/history.md) | 1 / 1 / a few |
 | readdir | readdir-plus pages, sorted by name, paged by a name cursor | 1 per 1024 entries |
+| changes | the journal from a cursor (``changes.py``), paths and actors resolved | 2-3 per 1000 events |
 
 Overwrite rules: writeFile overwrites (unless ``if_version`` says otherwise); copyFile and
 moveFile refuse an existing destination (EEXIST) unless ``overwrite=True``, checked atomically
@@ -31,7 +32,10 @@ it is checked by a lookup just before the operation (a window of one round trip,
 
 from __future__ import annotations
 
-from artifacts_agentfs import edit, namespace, search, shell
+import contextlib
+from collections.abc import Iterator
+
+from artifacts_agentfs import changes, edit, namespace, search, shell
 from artifacts_agentfs.errors import TooLargeError, invalid
 from artifacts_agentfs.history import HistoryOps
 from artifacts_agentfs.limits import (
@@ -68,11 +72,27 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps, HistoryOps
         return shell.run_bash(self.executor, command, stdin=stdin, timeout=timeout, max_output=max_output,
                               mode=mode)
 
-    def call(self, name: str, arguments=None) -> dict:
-        """Run a tool call by its agent-facing name (``tools.call``): never raises."""
+    def call(self, name: str, arguments=None, *, call_id: str | None = None) -> dict:
+        """Run a tool call by its agent-facing name (``tools.call``): never raises. ``call_id``:
+        the framework's tool-call id, which the journal events of the call carry as their tag."""
         from artifacts_agentfs import tools
 
-        return tools.call(self, name, arguments)
+        return tools.call(self, name, arguments, call_id=call_id)
+
+    @contextlib.contextmanager
+    def tagged(self, tag: str) -> Iterator[None]:
+        """Journal events of the operations inside carry ``tag`` (the volume's session tag: calls
+        running concurrently on one volume share it, so a concurrent call may carry another's)."""
+        self.vol.set_tag(tag)
+        try:
+            yield
+        finally:
+            self.vol.set_tag("")
+
+    def changes(self, *, cursor: str | None = None, path: str | None = None, wait: int | None = None,
+                limit: int | None = None) -> dict:
+        """The ``changes`` tool: the workspace's journal from a cursor (``changes.py``)."""
+        return changes.changes(self.vol, cursor=cursor, path=path, wait=wait, limit=limit)
 
     # -- reading -------------------------------------------------------------------------------
 

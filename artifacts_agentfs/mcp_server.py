@@ -148,7 +148,7 @@ def serve(settings: Settings) -> None:
 
     vol = open_volume(settings.meta_url, settings.storage_url, key_prefix=settings.key_prefix,
                       profile=settings.profile, read_only=settings.read_only,
-                      require_aof=settings.require_aof)
+                      require_aof=settings.require_aof, frontend="mcp")
     executor = None
     try:
         if settings.bash and not settings.read_only:

@@ -181,6 +181,23 @@ TOOLS: tuple[Tool, ...] = (
              kind="string", path="string", old_path="string", type="string", diff="string")}},
              truncated="boolean"),
          read_only=True, idempotent=True),
+    Tool("changes", "changes",
+         "What changed in the workspace, and who changed it: events (created, written, renamed, "
+         "deleted, ...) from a cursor, oldest first, with the path, size and acting agent or mount. "
+         "Pass the returned cursor to the next call to get only newer events; wait (seconds, at most 60) "
+         "blocks until something changes, e.g. to wait for another agent's output. path limits to one "
+         "file or directory.",
+         (Param("cursor", {**_STR, "description": "The cursor a previous call returned (omit: from the oldest "
+                                                  "event kept)."}),
+          Param("path", _PATH), Param("wait", {**_INT, "description": "Seconds to wait for a change when none "
+                                                                    "is there yet (0..60, default 0)."}),
+          Param("limit", {**_INT, "description": "Most events returned (1..200, default 200)."})),
+         _out(events={"type": "array", "items": {"type": "object", "properties": _out(
+             id="integer", time="number", op="string", kind="string", path=["string", "null"],
+             name_path="string", new_path="string", size="integer", size_change="integer", tag="string",
+             actor="object")}},
+             cursor="string", truncated="boolean", missed="integer"),
+         read_only=True),
 )
 BY_NAME = {t.name: t for t in TOOLS}
 
@@ -313,9 +330,13 @@ def error_of(exc: BaseException, arguments=None) -> dict:
     return error
 
 
-def call(fs, name: str, arguments=None) -> dict:
-    """The dispatcher: ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": {...}}``."""
+def call(fs, name: str, arguments=None, *, call_id: str | None = None) -> dict:
+    """The dispatcher: ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": {...}}``.
+    ``call_id``: the framework's tool-call id, carried by the journal events of this call."""
     try:
+        if call_id is not None:
+            with fs.tagged(call_id):
+                return {"ok": True, "result": invoke(fs, name, arguments)}
         return {"ok": True, "result": invoke(fs, name, arguments)}
     except Exception as e:  # every failure becomes a structured result for the model
         return {"ok": False, "error": error_of(e, arguments)}

@@ -37,6 +37,7 @@ from artifacts_core.errors import ConfigError, Exists, NotFound, PermissionDenie
 from artifacts_core.history import Checkpoints
 from artifacts_core.meta.engine import RedisMetaEngine
 from artifacts_core.meta.format import Setting, load_setting, new_uuid
+from artifacts_core.meta.journal import EventStream, Journal
 from artifacts_core.metrics import Metrics
 from artifacts_core.objects.base import ObjectStore
 from artifacts_core.objects.prefix import PrefixedObjectStore
@@ -56,6 +57,8 @@ EXEC_ENTRY_POINTS = "artifacts.exec"
 #: Redis is up): caches are used only while subscribed, so a volume that opens subscribed caches
 #: from its first operation. A refusal (a Redis user without channel permission) ends the wait.
 SUBSCRIBE_WAIT = 2.0
+#: How often a full-rights volume's elected job applies the journal's retention (seconds).
+JOURNAL_TRIM_INTERVAL = 60.0
 #: How often the volume re-reads Redis memory use (inline data stops past 70 % of maxmemory).
 MEMORY_CHECK = 5.0
 
@@ -76,6 +79,7 @@ async def _check_bucket(store: ObjectStore) -> None:
 def format_volume(meta_url: str, storage_url: str, name: str, *, key_prefix: str,
                   block_size: int = 4 << 20, compression: str = "lz4", inline_limit: int = 16 << 10,
                   inline_cap: int = 64 << 20, trash_days: int = 1, capacity: int = 0, inodes: int = 0,
+                  journal_max_events: int = 100_000, journal_max_days: float = 30.0,
                   require_aof: bool = True) -> Setting:
     """Format a volume, or finish formatting the same one (re-running is safe). Refuses a prefix
     holding another volume, in Redis or in the bucket."""
@@ -105,7 +109,8 @@ def format_volume(meta_url: str, storage_url: str, name: str, *, key_prefix: str
         loop.run(bucket_side())
         setting = Setting(name=name, uuid=uuid, block_size=block_size, compression=compression,
                           trash_days=trash_days, capacity=capacity, inodes=inodes,
-                          inline_limit=inline_limit, inline_cap=inline_cap, storage=redact_url(storage_url))
+                          inline_limit=inline_limit, inline_cap=inline_cap, storage=redact_url(storage_url),
+                          journal_max_events=journal_max_events, journal_max_days=journal_max_days)
         if existing is None:
             meta.format(setting, require_aof=require_aof)
         loop.run(store.put(UUID_OBJECT, uuid.encode()))
@@ -148,7 +153,8 @@ class Volume(PathAPI):
     """An open volume: ``vol.vfs`` (inode API) plus the path API."""
 
     def __init__(self, meta: RedisMetaEngine, store: ObjectStore, config: VolumeConfig, *,
-                 read_only: bool = False, mountpoint: str = "", source: VolumeSource | None = None) -> None:
+                 read_only: bool = False, mountpoint: str = "", source: VolumeSource | None = None,
+                 frontend: str = "") -> None:
         self.meta = meta
         self.source = source
         self._executor = None
@@ -191,8 +197,10 @@ class Volume(PathAPI):
             PathAPI.__init__(self, self.vfs)
             self._closed = False
             self._check_storage()
+            # frontend: who acts through this session, for the journal's actors
             meta.new_session({"host": socket.gethostname(), "pid": os.getpid(), "mountpoint": mountpoint,
-                              "version": __version__, "read_only": read_only})
+                              "version": __version__, "read_only": read_only,
+                              "frontend": frontend or ("mount" if mountpoint else "python")})
             undo.callback(_quietly, meta.close_session)
             self.vfs.changes.start(wait=SUBSCRIBE_WAIT)  # after the session: own changes are flagged
             undo.callback(self.vfs.changes.close)
@@ -210,9 +218,26 @@ class Volume(PathAPI):
                          ("reclaim", 10.0, self.maintenance.reclaim),
                          ("inline", 30.0, self.maintenance.migrate_inline),
                          ("trash", 300.0, self.maintenance.expire_trash)]
+                if not meta.session_assigned:  # a session user may not trim: the orchestrator does
+                    jobs.append(("journal", JOURNAL_TRIM_INTERVAL, self.maintenance.trim_journal))
             self._background = Background(tick_jobs=jobs, metrics=self.metrics)
             self._background.start()
             undo.pop_all()  # opened: close() owns it all now
+
+    def events(self, since: int | float | str | None = 0, *, follow: bool = False, path: str | None = None,
+               actor: str | None = None, timeout: float | None = None) -> EventStream:
+        """The workspace's journal (docs/journal.md): every change from ``since`` (an event id, a
+        Unix time, an ISO time or an age like ``10m``; None: only new ones) and, with ``follow``,
+        each new one as it happens (until ``timeout`` seconds pass without one). Iterate it, or
+        ``async for`` it. ``path``: under this path (current or original names); ``actor``: a
+        field of the actor (``host=build-1``, a session id, a tag)."""
+        return EventStream(Journal(self.meta.client), since, follow=follow, path=path, actor=actor,
+                           timeout=timeout)
+
+    def set_tag(self, tag: str) -> None:
+        """Journal events of this volume's later operations carry ``tag`` ('' clears it): the
+        agent API's tool-call id. One per volume (its session)."""
+        self.meta.set_tag(tag)
 
     def _check_storage(self) -> None:
         try:
@@ -313,7 +338,7 @@ def load_executor():
 def open_volume(meta_url: str, storage_url: str | None = None, *, key_prefix: str,
                 profile: str = "interactive", config: VolumeConfig | None = None,
                 custom_profile: str | None = None, read_only: bool = False,
-                require_aof: bool = True, mountpoint: str = "") -> Volume:
+                require_aof: bool = True, mountpoint: str = "", frontend: str = "") -> Volume:
     """Open a formatted volume. ``storage_url`` may be omitted: the secret-free one stored at
     format is used, with credentials from the host."""
     config = config or profile_config(profile, custom_file=custom_profile)
@@ -326,7 +351,8 @@ def open_volume(meta_url: str, storage_url: str | None = None, *, key_prefix: st
         store = _volume_store(url, setting.name)
         source = VolumeSource(meta_url=meta_url, key_prefix=key_prefix, storage_url=url, config=config,
                               require_aof=require_aof)
-        return Volume(meta, store, config, read_only=read_only, mountpoint=mountpoint, source=source)
+        return Volume(meta, store, config, read_only=read_only, mountpoint=mountpoint, source=source,
+                      frontend=frontend)
     except BaseException:
         meta.close()
         raise

@@ -33,8 +33,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
+from artifacts_core.errors import ArtifactsError
+from artifacts_core.meta.journal import Waker
 from artifacts_orchestrator import models as m
 from artifacts_orchestrator import openapi, platform_routes
 from artifacts_orchestrator.errors import (
@@ -53,6 +56,7 @@ from artifacts_orchestrator.handlers import (
     authenticated,
     decode_body,
     query_flag,
+    query_value,
     release_account_slot,
     respond,
     run,
@@ -72,6 +76,8 @@ REAP_INTERVAL = 30.0
 #: session expired (60 s after its last heartbeat), as a full-rights client's own sweep does
 #: (meta/sessions.py: 0.9 of the 12 s heartbeat).
 SWEEP_INTERVAL = 10.0
+#: Journal retention period: a workspace's journal exceeds its bounds by at most a minute's events.
+JOURNAL_INTERVAL = 60.0
 #: Largest request body accepted (requests are small JSON documents).
 MAX_BODY = 64 << 10
 
@@ -189,6 +195,78 @@ async def inspect_workspace(request: web.Request) -> web.Response:
     return respond(await run(request, request.app[SERVICE].inspect_workspace, account, *_ref(request)))
 
 
+#: Events per page of ``GET .../events`` at most (and the default).
+EVENTS_PAGE = 1000
+#: Seconds between two SSE comments on an idle stream: proxies and load balancers close
+#: connections silent for longer (commonly 60 s).
+SSE_KEEPALIVE = 15.0
+_EVENT_QUERY = (Query("since", str, "an event id (the cursor a page returned), a time (ISO 8601) or an "
+                                   "age (10m, 2h); default: the oldest event kept"),
+                Query("path", str, "only events under this path (current or original names)"),
+                Query("actor", str, "only events whose actor has a field equal to this (key=value for one)"))
+
+
+def _events_args(request: web.Request) -> dict[str, Any]:
+    return {"since": query_value(request, "since"), "path": query_value(request, "path"),
+            "actor": query_value(request, "actor")}
+
+
+@ROUTES.get(WS + "/events", "The workspace's journal: events since a cursor", returns=dict[str, Any],
+            tag="events", query=(*_EVENT_QUERY, Query("limit", int, f"records read at most (1..{EVENTS_PAGE})")))
+async def workspace_events(request: web.Request) -> web.Response:
+    account = await authenticated(request)
+    raw = query_value(request, "limit")
+    if raw is not None and not (raw.isdigit() and 1 <= int(raw) <= EVENTS_PAGE):
+        raise InvalidRequest(f"limit must be 1..{EVENTS_PAGE}")
+    return respond(await run(request, request.app[SERVICE].workspace_events, account, *_ref(request),
+                             limit=int(raw) if raw else EVENTS_PAGE, **_events_args(request)))
+
+
+@ROUTES.get(WS + "/events/stream", "The workspace's journal as server-sent events, live", tag="events",
+            query=_EVENT_QUERY)
+async def workspace_events_stream(request: web.Request) -> web.StreamResponse:
+    """text/event-stream: one ``event: change`` per journal event (``id:`` the cursor after it,
+    ``data:`` the event as JSON), from ``since`` (or the Last-Event-ID header) on, then each new
+    one as it happens; a comment every 15 s keeps idle connections open."""
+    account = await authenticated(request)
+    svc = request.app[SERVICE]
+    args = _events_args(request)
+    since = args.pop("since") or request.headers.get("Last-Event-ID") or "0"
+    journal, client = await run(request, svc.journal, account, *_ref(request))
+    release_account_slot(request)  # a stream lasts: it must not hold one of the account's slots
+    waker: Waker | None = None
+    try:
+        waker = await asyncio.to_thread(Waker, client)
+        waker.arm()
+        try:
+            page = await asyncio.to_thread(journal.read, since, **args)
+        except ArtifactsError as e:  # a `since` that is no cursor, time or age
+            raise InvalidRequest(str(e)) from None
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        idle = 0.0
+        while request.transport is not None and not request.transport.is_closing():
+            for ev in page.events:
+                await response.write(b"id: %d\nevent: change\ndata: %s\n\n" % (ev.id + 1, msgspec.json.encode(ev)))
+            if not page.more:
+                if await asyncio.to_thread(waker.wait, 1.0):
+                    idle = 0.0
+                else:
+                    idle += 1.0
+                    if idle >= SSE_KEEPALIVE:
+                        await response.write(b": keepalive\n\n")
+                        idle = 0.0
+            waker.arm()
+            page = await asyncio.to_thread(journal.read, page.next, **args)
+        return response
+    except ConnectionResetError:  # the client went away: the stream's normal end
+        return web.StreamResponse()
+    finally:
+        if waker is not None:
+            await asyncio.to_thread(waker.close)
+        client.close()
+
+
 @ROUTES.post(WS + "/format-completed", "Activate a formatted workspace (phase 3 of create)",
              returns=m.WorkspaceView, idempotent=True)
 async def format_completed(request: web.Request) -> web.Response:
@@ -279,7 +357,7 @@ def served_routes(*, platform: bool = True) -> list[Route]:
 
 def make_app(service: Service, *, platform: PlatformService | None = None, admin_token: str = "",
              reap_interval: float | None = REAP_INTERVAL, sweep_interval: float | None = SWEEP_INTERVAL,
-             workers: int = WORKERS) -> web.Application:
+             journal_interval: float | None = JOURNAL_INTERVAL, workers: int = WORKERS) -> web.Application:
     """The orchestrator's routes over ``service``; the platform's (tenants, grants, mount tickets)
     too when ``platform`` is given (``python -m artifacts_orchestrator serve`` always gives one)."""
     app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY)
@@ -295,7 +373,8 @@ def make_app(service: Service, *, platform: PlatformService | None = None, admin
     async def start_background(app: web.Application):
         loop = asyncio.get_running_loop()
         loops = [loop.create_task(_periodic(app, what, fn, every)) for what, fn, every in
-                 (("reaper", service.reap, reap_interval), ("session sweep", service.sweep_sessions, sweep_interval))
+                 (("reaper", service.reap, reap_interval), ("session sweep", service.sweep_sessions, sweep_interval),
+                  ("journal retention", service.journal_retention, journal_interval))
                  if every]
         yield
         for task in loops:

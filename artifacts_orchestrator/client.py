@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
@@ -102,6 +103,15 @@ class _Workspaces:
     def inspect(self, ref: str) -> dict:
         """A summary of the workspace's metadata keyspace (key kinds, counters, sessions)."""
         return self._c._send(_Call("GET", _ws_path(ref, "/inspect"), None, dict))
+
+    def events(self, ref: str, *, since: str | int | None = None, path: str | None = None,
+               actor: str | None = None, limit: int | None = None) -> dict:
+        """One page of the workspace's journal: ``{events, cursor, missed, more}``; pass ``cursor``
+        as ``since`` for the next page (docs/journal.md)."""
+        query = {k: str(v) for k, v in (("since", since), ("path", path), ("actor", actor), ("limit", limit))
+                 if v is not None}
+        suffix = "/events" + ("?" + urlencode(query) if query else "")
+        return self._c._send(_Call("GET", _ws_path(ref, suffix), None, dict))
 
     def delete(self, ref: str) -> m.WorkspaceView:
         """Starts the delete flow (202); poll ``get`` until ``status == "deleted"``."""
@@ -287,6 +297,31 @@ class Artifacts(_Base):
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise OrchestratorUnavailable(f"cannot reach the orchestrator at {self.base_url}: {reason}") from None
+
+    def stream_events(self, ref: str, *, since: str | int | None = None, path: str | None = None,
+                      actor: str | None = None) -> Iterator[dict]:
+        """The workspace's journal live (the server-sent events endpoint): every event from
+        ``since`` on, then each new one, until the caller stops iterating."""
+        query = {k: str(v) for k, v in (("since", since), ("path", path), ("actor", actor)) if v is not None}
+        url = self.base_url + _ws_path(ref, "/events/stream" + ("?" + urlencode(query) if query else ""))
+        req = urllib.request.Request(url, headers=self._headers(None))
+        try:
+            resp = urllib.request.urlopen(req, timeout=max(self.timeout, 60.0))  # keepalives come every 15 s
+        except urllib.error.HTTPError as e:
+            self._decode(_Call("GET", url, None, dict), e.code, e.read())  # raises the API error
+            raise
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise OrchestratorUnavailable(f"cannot reach the orchestrator at {self.base_url}: {reason}") from None
+        with resp:
+            data: list[bytes] = []
+            for line in resp:
+                line = line.rstrip(b"\r\n")
+                if line.startswith(b"data:"):
+                    data.append(line[5:].lstrip())
+                elif not line and data:
+                    yield json.loads(b"\n".join(data))
+                    data = []
 
     def close(self) -> None:
         pass

@@ -59,7 +59,7 @@ async def authenticated(request: web.Request) -> m.Account:
 
 
 def release_account_slot(request: web.Request) -> None:
-    slot = request.get(_HELD)
+    slot = request.pop(_HELD, None)
     if slot is not None:
         slot.release()
 

@@ -25,7 +25,10 @@ assigned here, at mint time, by ``assign_session``) and, when read-write, the wo
 volume's ``setting``/``limits``. Format users write ``~{p}*``. Channels: ``resetchannels`` then
 ``&{p}changes`` only, the workspace's change channel (``meta/changes.py``): every user may
 ``SSUBSCRIBE`` to it, and users that write data may ``SPUBLISH`` there, which their functions do
-with the caller's permissions (no ``SUBSCRIBE``, ``PSUBSCRIBE`` or ``PUBLISH``: the records are
+with the caller's permissions. The journal (``meta/journal.py``): read by every user; a read-write
+session user gets one ACL selector, ``(%W~{p}journal +rpush)``: its functions append records, and
+nothing it runs can remove or change one (retention, with full rights, trims); read-only users
+cannot append (no ``SUBSCRIBE``, ``PSUBSCRIBE`` or ``PUBLISH``: the records are
 sharded messages, which plain subscribers never see). ``CLIENT SETINFO`` (sent by redis-py on
 connect) is granted where the server
 knows it (Redis >= 7.2); redis-py ignores its refusal elsewhere. A Cluster client also needs
@@ -53,6 +56,7 @@ import redis.exceptions as rex
 from artifacts_core.errors import ArtifactsError, ConfigError
 from artifacts_core.meta.client import MetaClient, RedisTarget
 from artifacts_core.meta.format import load_setting
+from artifacts_core.meta.journal import trim
 from artifacts_core.meta.keys import (
     DATA_KEY_PATTERNS,
     Keys,
@@ -126,7 +130,11 @@ def acl_rules(prefix: str, *, read_only: bool, sids: Iterable[int] | None = None
         keys = [f"%R~{prefix}*", *(f"%RW~{prefix}{k}" for k in writable)]
     commands = [*BASE_COMMANDS, *SUBSCRIBE_COMMANDS, *(() if read_only else PUBLISH_COMMANDS),
                 *(CLUSTER_COMMANDS if cluster else ()), *extra_commands]
-    return ["resetchannels", f"&{Keys(prefix).changes}", *keys, *commands]
+    # The journal: appended by the mutating functions, which run as the caller. A selector lets
+    # this user write that one key with RPUSH and nothing else (the root rules grant it read only),
+    # so it can add records but never remove, reorder or alter one (no LTRIM, LPOP, LSET, DEL, ...)
+    journal = [f"(%W~{Keys(prefix).journal} +rpush)"] if sids is not None and not read_only else []
+    return ["resetchannels", f"&{Keys(prefix).changes}", *keys, *commands, *journal]
 
 
 def initial_aclfile_text(admin_user: str, admin_password: str) -> str:
@@ -312,6 +320,21 @@ class RedisAdmin:
             return False
         except ArtifactsError as e:
             raise MetadataAclProvisioningFailed(f"cannot read the workspace setting: {e}") from e
+        finally:
+            meta.close()
+
+    def trim_journal(self, prefix: str) -> int:
+        """The journal's retention for one workspace: its setting's bounds (``journal_max_events``,
+        ``journal_max_days``). Session users cannot trim (their ACL rules): this is the only path.
+        Returns how many events were dropped."""
+        meta = MetaClient(self.admin_url, Keys(prefix), pool_size=1, may_load_library=False)
+        try:
+            s = load_setting(meta)
+            return trim(meta, max_events=s.journal_max_events, max_age=s.journal_max_days * 86400)
+        except ConfigError:
+            return 0  # not formatted (yet): nothing journaled
+        except ArtifactsError as e:
+            raise MetadataAclProvisioningFailed(f"cannot trim the workspace's journal: {e}") from e
         finally:
             meta.close()
 

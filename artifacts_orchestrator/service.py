@@ -37,11 +37,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
 from artifacts_core.errors import ArtifactsError
-from artifacts_core.meta.keys import workspace_prefix
+from artifacts_core.meta.client import MetaClient
+from artifacts_core.meta.journal import Journal
+from artifacts_core.meta.keys import Keys, workspace_prefix
 from artifacts_core.objects.url import store_from_url
 from artifacts_orchestrator import models as m
 from artifacts_orchestrator.errors import (
@@ -249,6 +252,39 @@ class Service:
         ws = self.resolve(account, handle, name)
         return {"workspace": msgspec.to_builtins(self.view(ws)), **self.redis.summarize(ws.key_prefix)}
 
+    def journal(self, account: m.Account, handle: str, name: str) -> tuple[Journal, MetaClient]:
+        """A reader of the workspace's journal (close the client after use). Actors are enriched
+        with what the orchestrator knows of the session user: its mount session, account, tenant,
+        runtime and grant."""
+        ws = self.resolve(account, handle, name)
+        rows = {r.redis_user: r for r in self.store.list_sessions(ws.id, include_revoked=True)}
+
+        def enrich(actor: dict[str, Any]) -> dict[str, Any]:
+            row = rows.get(actor.get("user", ""))
+            if row is not None:
+                actor.update({"mount_session": row.id, "account": row.account_id, "mode": row.mode})
+                for key, value in (("tenant", row.tenant_id), ("runtime", row.runtime_id), ("grant", row.grant_id),
+                                   ("ticket", row.ticket_id)):
+                    if value not in (None, ""):
+                        actor[key] = value
+            return actor
+
+        client = MetaClient(self.redis.admin_url, Keys(ws.key_prefix), pool_size=2, may_load_library=False)
+        return Journal(client, enrich=enrich), client
+
+    def workspace_events(self, account: m.Account, handle: str, name: str, *, since: str | None,
+                         limit: int, path: str | None, actor: str | None) -> dict[str, Any]:
+        """One page of the workspace's journal (``GET .../events``)."""
+        journal, client = self.journal(account, handle, name)
+        try:
+            page = journal.read("0" if since is None else since, limit=limit, path=path, actor=actor)
+        except ArtifactsError as e:
+            raise InvalidRequest(str(e)) from None
+        finally:
+            client.close()
+        return {"events": msgspec.to_builtins(page.events), "cursor": page.next, "missed": page.missed,
+                "more": page.more}
+
     def delete_workspace(self, account: m.Account, handle: str, name: str) -> tuple[m.WorkspaceView, bool]:
         """Step 1 (row lock, ``deleting``). Returns the view and whether the rest must run."""
         ws = self.resolve(account, handle, name)
@@ -416,6 +452,18 @@ class Service:
                     self._revoke_session_row(row, "memory")
                     done["memory_revoked"] += 1
         return done
+
+    # -- the journal's retention ------------------------------------------------------------------
+
+    def journal_retention(self) -> dict[str, int]:
+        """Apply every active workspace's journal retention (sessions may not trim: only this)."""
+        dropped = 0
+        for ws in self.store.workspaces_in(("active",)):
+            try:
+                dropped += self.redis.trim_journal(ws.key_prefix)
+            except ApiError as e:  # one workspace's failure must not stop the others
+                log.warning("journal retention of workspace %s failed: %s", ws.id, e)
+        return {"journal_events_dropped": dropped}
 
     # -- the reaper -----------------------------------------------------------------------------
 

@@ -38,6 +38,11 @@ class Setting(msgspec.Struct, frozen=True, kw_only=True):
     inline_limit: int = 16 << 10  # a slice up to this size lives in Redis (DESIGN.md §3)
     inline_cap: int = 64 << 20  # total inline bytes per volume before small writes go to S3
     storage: str = ""  # secret-free storage URL, so open_volume may omit it
+    # The journal's retention (docs/journal.md): the orchestrator (or a full-rights client's
+    # elected job) drops the oldest events past either bound; 0 = no bound. ~70 bytes of Redis
+    # per event (benchmarks/bench_journal.py): the defaults keep at most ~7 MB per workspace.
+    journal_max_events: int = 100_000
+    journal_max_days: float = 30.0
     format_version: int = FORMAT_VERSION
     library_version: int = library.LIBRARY_VERSION
     created: float = 0.0

@@ -39,13 +39,18 @@ the functions wrote with Lua's, so the two cannot drift apart unnoticed.
 | ``hx<epoch>`` | hash | key suffix -> ``1`` (preserved in ``hk<epoch>:<suffix>``) or ``0`` (absent at that checkpoint) |
 | ``hk<epoch>:<suffix>`` | as the key | a key's value as that checkpoint saw it |
 | ``trashinfo`` | hash | trashed ino -> JSON: who deleted it (session, uid), when, from which directory and name |
+| ``journal`` | list | the workspace's journal: one change record per change, oldest first (``meta/journal.py``) |
+| ``jbase`` | string int | journal records retention dropped from the head (a record's position = jbase + index) |
 
 Who may write what (DESIGN.md §10: a session writes only what it owns). The orchestrator's
 session ACL users get write access by pattern: read-write sessions ``DATA_KEY_PATTERNS`` plus
 their own ``session_key_names(sid)``; read-only sessions their own session keys only. Nobody
 but the format step writes ``setting`` and ``limits`` (``FORMAT_KEYS``), and nobody but a
 full-rights client or the orchestrator writes the shared session bookkeeping
-(``SHARED_SESSION_KEYS``). ``tests/test_orchestrator_acl.py`` checks that every key this module
+(``SHARED_SESSION_KEYS``). The journal (``JOURNAL_KEYS``) is appended by sessions through their
+functions but never written otherwise: a read-write session's user may RPUSH to ``journal`` and
+run no other write command on it; ``jbase`` only retention (full rights) writes.
+``tests/test_orchestrator_acl.py`` checks that every key this module
 builds falls in exactly one of these classes; a new key kind must be added to one.
 
 Not a key: ``<prefix>changes`` is the workspace's sharded pub/sub channel, where every mutating
@@ -91,6 +96,9 @@ DATA_KEY_PATTERNS = ("i[0-9]*", "d[0-9]*", "p[0-9]*", "c[0-9]*", "ci[0-9]*", "b[
 FORMAT_KEYS = ("setting", "limits")
 #: Session bookkeeping others depend on: written only by full-rights clients and the orchestrator.
 SHARED_SESSION_KEYS = ("sessions", "sessusers", "nextsession")
+#: The journal (``lua/45_journal.lua``): append-only for read-write sessions (RPUSH alone, an ACL
+#: selector), trimmed only by full-rights retention.
+JOURNAL_KEYS = ("journal", "jbase")
 
 
 def session_key_names(sid: int) -> tuple[str, str, str]:
@@ -194,6 +202,14 @@ class Keys:
     @property
     def limits(self) -> str:
         return self.prefix + "limits"
+
+    @property
+    def journal(self) -> str:
+        return self.prefix + "journal"
+
+    @property
+    def journal_base(self) -> str:
+        return self.prefix + "jbase"
 
     @property
     def changes(self) -> str:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 
 import msgspec
 
+from artifacts_core.meta import journal
 from artifacts_core.meta.attrs import SLICE_INLINE, SLICE_S3, SliceRecord, pack_slice
 from artifacts_core.meta.data import DataOps, chunk_length
 from artifacts_core.meta.slices import Segment, SliceReader, assemble, build_view, data_extent
@@ -44,6 +45,8 @@ log = logging.getLogger("artifacts.meta")
 RECLAIM_INTERVAL = 30.0
 #: Trash hour-directories expire on the hour; checking every 10 minutes is plenty.
 TRASH_INTERVAL = 600.0
+#: Seconds between two runs of the journal's retention by full-rights clients (elected).
+JOURNAL_INTERVAL = 60.0
 #: Work per function call: chunk lists released / slices listed / trash entries removed. A call
 #: of 1000 small steps stays around a millisecond of Redis time, so foreground calls never wait.
 RECLAIM_BATCH = 1000
@@ -262,6 +265,16 @@ class ReclaimOps(DataOps):
             if not int(more):
                 break
         return stats
+
+    def trim_journal(self, *, now_offset: float = 0.0, interval: float | None = JOURNAL_INTERVAL) -> int | None:
+        """The journal's retention (the setting's ``journal_max_events`` / ``journal_max_days``),
+        for full-rights clients; None when another client won the election."""
+        if interval is not None and not self.claim_job("journal", interval, now_offset=now_offset):
+            return None
+        s = self.setting
+        assert s is not None
+        return journal.trim(self.client, max_events=s.journal_max_events, max_age=s.journal_max_days * 86400,
+                    now_offset=now_offset)
 
     def pending_deletes(self) -> Mapping[str, int]:
         """Queue lengths for ``.stats``: files awaiting release, slices awaiting deletion."""

@@ -121,6 +121,12 @@ class SessionOps(EngineState):
         self.session_assigned = assigned is not None
         return sid
 
+    def set_tag(self, tag: str) -> None:
+        """The tag this session's later change records carry in the journal ('' clears it). A
+        no-op without a session (nothing to attach it to)."""
+        if self.sid:
+            self.client.call("af_session_tag", tag)
+
     def _assigned_sids(self) -> list[int] | None:
         """The session ids the orchestrator assigned to this client's Redis user, if any."""
         user = self.client.target.username

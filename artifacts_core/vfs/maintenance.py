@@ -41,6 +41,7 @@ class Maintenance:
         self._queue: dict[tuple[Ino, int], None] = {}
         self._lock = threading.Lock()
         vfs.on_compaction_hint = self.hint
+        self._journal_ticked = False  # trim_journal skips its first call
 
     # -- compaction ----------------------------------------------------------------------------
 
@@ -97,6 +98,16 @@ class Maintenance:
 
     def expire_trash(self) -> None:
         self.meta.expire_trash()
+
+    def trim_journal(self) -> None:
+        """The journal's retention, for a volume opened with full rights (no orchestrator trims
+        it then); elected, so one client of the workspace does it per interval. The background
+        thread runs every job at its first tick; this one waits for its second (an interval
+        later), so opening a volume costs no round trip for it."""
+        if not self._journal_ticked:
+            self._journal_ticked = True
+            return
+        self.meta.trim_journal()
 
     def check_memory(self) -> None:
         self.meta.refresh_inline_pressure()

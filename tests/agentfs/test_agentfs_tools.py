@@ -27,10 +27,10 @@ def _walk(schema):
         yield from _walk(schema["items"])
 
 
-def test_names_are_the_seed_operations_plus_edit_glob_grep_history_and_valid_everywhere():
+def test_names_are_the_seed_operations_plus_edit_glob_grep_history_changes_and_valid_everywhere():
     names = [t.name for t in tools.TOOLS]
     assert len(names) == len(set(names))
-    assert set(names) == SEED_NAMES | {"editFile", "glob", "grep", "checkpoint", "restore", "diff"}
+    assert set(names) == SEED_NAMES | {"editFile", "glob", "grep", "checkpoint", "restore", "diff", "changes"}
     for t in tools.TOOLS:
         assert NAME_RULE.match(t.name)
         assert 0 < len(t.description) <= tools.MAX_DESCRIPTION

@@ -27,6 +27,7 @@ from artifacts_core.meta.format import Setting, new_uuid
 from artifacts_core.meta.keys import (
     DATA_KEY_PATTERNS,
     FORMAT_KEYS,
+    JOURNAL_KEYS,
     SHARED_SESSION_KEYS,
     Keys,
     session_key_names,
@@ -137,11 +138,11 @@ def test_every_key_kind_is_in_exactly_one_write_class():
              k.session_locks(12), *(k.counter(c) for c in ("nextinode", "nextslice", "nextsession", "usedspace",
                                                            "totalinodes", "inlinebytes")),
              k.prefix + "slicebatches", *(k.history(n) for n in ("hnext", "hcur", "hepochs", "hckpts")),
-             k.preserved_index(3), k.preserved(3, "c5_0"), k.trashinfo]
+             k.preserved_index(3), k.preserved(3, "c5_0"), k.trashinfo, k.journal, k.journal_base]
     for key in built:
         name = key[len(k.prefix):]
         classes = [any(_matches(pat, name) for pat in DATA_KEY_PATTERNS), name in session_key_names(12),
-                   name in SHARED_SESSION_KEYS, name in FORMAT_KEYS]
+                   name in SHARED_SESSION_KEYS, name in FORMAT_KEYS, name in JOURNAL_KEYS]
         assert sum(classes) == 1, (name, classes)
     # another session's keys are never writable by this one
     assert not any(_matches(pat, name) for pat in DATA_KEY_PATTERNS for name in session_key_names(13))
@@ -300,7 +301,7 @@ def test_a_user_without_channel_rights_loses_the_announcement_not_the_operation(
     owner = formatted(url, p)
     user, password = f"ms-t{next(_ids)}", secrets.token_urlsafe(16)
     old_rules = [r for r in acl_rules(p, read_only=False, sids=admin.assign_session(p, user))
-                 if not r.startswith("&") and r not in ("+spublish", "+ssubscribe", "+sunsubscribe")]
+                 if not r.startswith(("&", "(")) and r not in ("+spublish", "+ssubscribe", "+sunsubscribe")]
     admin._each("create the ACL user", lambda n: n.execute_command(
         "ACL", "SETUSER", user, "reset", "on", f">{password}", *old_rules))
     old = RedisMetaEngine(admin.client_url(user, password), p)
@@ -312,6 +313,7 @@ def test_a_user_without_channel_rights_loses_the_announcement_not_the_operation(
         old.new_session()
         ino = old.create(ROOT, "still-works")[0]
         assert owner.lookup(ROOT, "still-works")[0] == ino
+        assert owner.client.command("LLEN", Keys(p).journal) == 0  # its record is lost, not the operation
         sub.start()
         assert sub.wait_first_attempt(10) is False and not sub.subscribed and got == []
     finally:
@@ -319,6 +321,58 @@ def test_a_user_without_channel_rights_loses_the_announcement_not_the_operation(
         old.close()
         owner.close()
         admin.delete_user(user)
+
+
+#: Every command a session user might try on the journal to rewrite or trim it.
+JOURNAL_ATTACKS = (("LTRIM", "{j}", 1, -1), ("LPOP", "{j}"), ("RPOP", "{j}"), ("LSET", "{j}", 0, "x"),
+                   ("LREM", "{j}", 0, "x"), ("LINSERT", "{j}", "BEFORE", "x", "y"), ("DEL", "{j}"), ("UNLINK", "{j}"),
+                   ("RENAME", "{j}", "{own}"), ("LMOVE", "{j}", "{own}", "LEFT", "LEFT"), ("EXPIRE", "{j}", 1),
+                   ("SET", "{j}", "x"), ("SORT", "{own}", "STORE", "{j}"), ("XADD", "{j}", "MAXLEN", "0", "*", "a", "b"),
+                   ("SET", "{base}", 0), ("INCRBY", "{base}", -5), ("DEL", "{base}"),
+                   ("FCALL", "af_journal_trim", 1, "{setting}", 0, 1, 100, 3600),
+                   ("FCALL", "af_journal_trim", 1, "{own}", 0, 1, 100, 3600))
+
+
+@pytest.mark.parametrize("read_only", [False, True], ids=["read-write", "read-only"])
+def test_sessions_cannot_rewrite_or_trim_the_journal(acl_redis, admin, read_only):
+    """The journal is append-only to session users, enforced by Redis: a read-write user's
+    functions append (its ACL selector grants RPUSH on the journal and nothing else), a read-only
+    user appends nothing, and no command either may run removes, reorders or alters a record or
+    moves the retention's counter. Only full rights trim."""
+    from artifacts_core.meta.journal import Journal, trim
+
+    url = acl_redis[1]
+    p = new_prefix()
+    k = Keys(p)
+    owner = formatted(url, p)
+    owner.create(ROOT, "before")
+    _, user_url_ = user_url(admin, p, read_only=read_only)
+    eng = RedisMetaEngine(user_url_, p)
+    r = raw(user_url_)
+    try:
+        eng.load(require_aof=True)
+        eng.new_session({"read_only": read_only})
+        if read_only:
+            with pytest.raises(PermissionDenied):
+                eng.create(ROOT, "refused")
+        else:
+            eng.create(ROOT, "mine")
+        journal = r.lrange(k.journal, 0, -1)  # readable by every session user
+        assert len(journal) == (1 if read_only else 3)  # create, [session registration, create]
+        names = {"j": k.journal, "own": k.session(eng.sid), "base": k.journal_base, "setting": k.setting}
+        for attack in JOURNAL_ATTACKS:
+            cmd = [a.format(**names) if isinstance(a, str) else a for a in attack]
+            with pytest.raises(rex.ResponseError, match=r"NOPERM|no permissions|can.t access"):
+                r.execute_command(*cmd)
+        if read_only:
+            with pytest.raises(rex.NoPermissionError):
+                r.rpush(k.journal, "forged")
+        assert r.lrange(k.journal, 0, -1) == journal and r.get(k.journal_base) is None  # nothing changed
+        assert [e.name for e in Journal(eng.client).read(0).events][-1] == ("before" if read_only else "mine")
+        assert trim(owner.client, max_events=1, max_age=0) == len(journal) - 1  # full rights trim
+    finally:
+        eng.close()
+        owner.close()
 
 
 def test_deluser_cuts_a_live_connection(acl_redis, admin):

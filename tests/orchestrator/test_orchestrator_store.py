@@ -95,7 +95,7 @@ def test_create_account_command_prints_the_key_once(tmp_path, capsys):
     assert main(["create-account", "Not_A_Handle", "--db", str(db)]) == 1
 
 
-def test_the_reaper_and_the_session_sweep_run_at_start_and_then_periodically():
+def test_the_reaper_the_session_sweep_and_the_journal_retention_run_at_start_and_then_periodically():
     import time
 
     from artifacts_orchestrator.app import OrchestratorServer
@@ -112,8 +112,13 @@ def test_the_reaper_and_the_session_sweep_run_at_start_and_then_periodically():
             Counting.sweeps += 1
             return {"stale_sessions": 0}
 
-    with OrchestratorServer(Counting(), reap_interval=0.05, sweep_interval=0.05):
+        def journal_retention(self):
+            Counting.trims += 1
+            return {"journal_events_dropped": 0}
+
+    Counting.trims = 0
+    with OrchestratorServer(Counting(), reap_interval=0.05, sweep_interval=0.05, journal_interval=0.05):
         deadline = time.monotonic() + 10
-        while min(Counting.calls, Counting.sweeps) < 3 and time.monotonic() < deadline:
+        while min(Counting.calls, Counting.sweeps, Counting.trims) < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
-    assert Counting.calls >= 3 and Counting.sweeps >= 3
+    assert Counting.calls >= 3 and Counting.sweeps >= 3 and Counting.trims >= 3

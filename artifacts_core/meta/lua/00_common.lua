@@ -199,6 +199,13 @@ local function istr(n)
   return string.format('%d', n)
 end
 
+-- A data change's lengths, for its change record: close_write (and af_truncate) note the length
+-- the call gave file `ino` and the one it had; change() puts them in the journal's record.
+-- Library state lives across calls (which never interleave), so every call starts without a
+-- note: prefix_of, the first thing every function runs, clears it.
+local noted_len = nil  -- { ino, old length, new length } or nil
+local function note_length(ino, old, new) noted_len = { istr(ino), old, new } end
+
 -- The workspace prefix from KEYS[1], checked: `{u_<digits>_w_<digits>}:setting`, or the
 -- calling session's own `{u_<digits>_w_<digits>}:sess<sid>`. FCALL needs write permission on its
 -- declared keys, and a session's ACL user may write its own session keys but not `setting`
@@ -209,6 +216,7 @@ local function prefix_of(keys)
   if not p then
     error('EINVAL first key must be a workspace setting or session key, got ' .. tostring(sk))
   end
+  noted_len = nil
   return p
 end
 
@@ -412,6 +420,7 @@ end
 -- attr `a` gets `length`, mtime/ctime (sec, nsec) and a new change counter, and the volume's used
 -- space moves by `dspace` (DATA.space_delta's answer, already checked against the quota).
 local function close_write(p, ino, a, length, dspace, sec, nsec)
+  note_length(ino, a.length, length)
   a.length = length
   touch(a, true, sec, nsec)
   attr_put(p, ino, a)
@@ -446,37 +455,56 @@ local function drop_last_link(p, ino, a, sec, ns)
   end
 end
 
--- ---- the change record ---------------------------------------------------------------------
+-- ---- the change record and the journal ---------------------------------------------------
 -- Each change a client may have cached is announced, in the same call, on the workspace's own
 -- sharded pub/sub channel `<prefix>changes` (SPUBLISH: in a Cluster it stays on the nodes of the
--- workspace's slot). Subscribers (meta/changes.py) drop what they cached of it. The record is
--- the one a journal would append too (an XADD of change_record()'s string in change()): one
--- change record, two uses.
+-- workspace's slot). Subscribers (meta/changes.py) drop what they cached of it. The same record
+-- is appended to the workspace's journal (meta/journal.py, docs/journal.md): one change record,
+-- two uses.
 --
--- Record: NUL-separated fields (a name holds no NUL), positional, trailing absent ones omitted:
---   version ('1'), kind ('e' an entry of a directory, 'r' a rename, 'a' attributes, 'd' data,
---   'w' the whole workspace: a restore, 45_history.lua -- drop everything cached),
---   op (the operation: create, mkdir, unlink, rename, setattr, commit, ...), session id ('0'
---   without a session), seconds, microseconds (server clock), ino, [parent, name, [new parent,
---   new name]].
+-- Record: NUL-separated fields (a name holds no NUL), positional, trailing absent ones omitted,
+-- an absent field before a present one empty:
+--   [0] version ('1'), [1] kind ('e' an entry of a directory, 'r' a rename, 'a' attributes,
+--   'd' data, 'w' the whole workspace: a restore, 45_history.lua -- drop everything cached),
+--   [2] op (the operation: create, mkdir, unlink, rename, setattr, commit, ...),
+--   [3] session id ('0' without a session), [4] seconds, [5] microseconds (server clock),
+--   [6] ino, [7] parent, [8] name, [9] new parent, [10] new name, [11] length change (signed,
+--   '+4096'), [12] caller tag, [13] the file's length after the change.
 -- An entry record's ino is the inode the name now refers to or referred to (its link count
--- changed too); a rename's ino is the moved inode. Later versions append fields after the new
--- name (length change, caller tag); readers ignore fields they do not know.
+-- changed too); a rename's ino is the moved inode. [11] and [13] are present when the call
+-- changed a file's length or wrote its data (close_write); [12] when the session set a tag
+-- (field `tag` of its `sess<sid>`: the agent API's tool-call id). Readers ignore fields they do
+-- not know.
+--
+-- The journal is the list `<prefix>journal`, appended with RPUSH: in the ACL rules of a session
+-- user (artifacts_orchestrator/redis_acl.py) that key is writable by RPUSH alone (a selector),
+-- which can add a record but never remove, reorder or alter one; only the orchestrator's
+-- retention (af_journal_trim, full rights) drops records, from the head, counting them in
+-- `<prefix>jbase`. A stream would be the obvious type, but XADD's MAXLEN/MINID options let
+-- anyone who may append trim it. A record's position (its id for readers) is jbase + its index.
 --
 -- redis.pcall: the operation's writes are done when this runs, and Lua cannot roll them back.
--- A Redis user that may not publish there (one minted before session users could) loses the
--- announcement -- other hosts fall back to their cache TTLs -- never the operation.
+-- A Redis user that may not publish or append there (one minted before session users could)
+-- loses the announcement and the journal record -- other hosts fall back to their cache TTLs --
+-- never the operation.
 local CHANGE_VERSION = '1'
 
--- change_record(p, keys, clock, kind, op, ino[, parent, name[, new_parent, new_name]]): the
--- record as a string. `clock` is the TIME reply of this call (the third result of now()); inode
--- numbers as strings or integers. The one builder of the format: whatever else carries the
--- record (a journal's XADD) takes it from here.
-local function change_record(p, keys, clock, kind, op, ino, parent, name, nparent, nname)
-  -- the actor: the session whose `sess<sid>` key the call declares (prefix_of checked its form),
-  -- '0' for a call declaring `setting` (no session)
+local function journal(p, r)
+  redis.pcall('RPUSH', p .. 'journal', r)
+end
+
+-- The acting session: the one whose `sess<sid>` key the call declares (prefix_of checked its
+-- form), '0' for a call declaring `setting` (no session).
+local function actor(p, keys)
   local k = keys[1]
-  local sid = string.sub(k, #p + 1, #p + 4) == 'sess' and string.sub(k, #p + 5) or '0'
+  return string.sub(k, #p + 1, #p + 4) == 'sess' and string.sub(k, #p + 5) or '0'
+end
+
+-- change_record(p, keys, clock, kind, op, ino[, parent, name[, new_parent, new_name]]): the
+-- record as a string, fields [0]-[10]. `clock` is the TIME reply of this call (the third result
+-- of now()); inode numbers as strings or integers. The one builder of the format.
+local function change_record(p, keys, clock, kind, op, ino, parent, name, nparent, nname)
+  local sid = actor(p, keys)
   local r = CHANGE_VERSION .. '\0' .. kind .. '\0' .. op .. '\0' .. sid .. '\0' .. clock[1] .. '\0'
     .. clock[2] .. '\0' .. istr(ino)
   if parent then
@@ -486,9 +514,40 @@ local function change_record(p, keys, clock, kind, op, ino, parent, name, nparen
   return r
 end
 
--- change(...): announce one change (the arguments of change_record). Every mutating function
--- calls this, and only this, once per change: the place where each record is sent.
+-- change(...): announce one change (the arguments of change_record) and journal it. Every
+-- mutating function calls this, and only this, once per change: the place where each record is
+-- sent.
 local function change(p, keys, clock, kind, op, ino, parent, name, nparent, nname)
+  local sid = actor(p, keys)
   local r = change_record(p, keys, clock, kind, op, ino, parent, name, nparent, nname)
   redis.pcall('SPUBLISH', p .. 'changes', r)
+  -- the journal's record: the same, plus the length change and the caller's tag
+  local len = noted_len
+  noted_len = nil
+  if len and len[1] ~= istr(ino) then len = nil end
+  local tag = sid ~= '0' and redis.call('HGET', k_session(p, sid), 'tag') or nil
+  if len or tag then
+    local n = parent and (nparent and 11 or 9) or 7  -- fields so far
+    r = r .. string.rep('\0', 11 - n)
+    if len then
+      local d = len[3] - len[2]
+      r = r .. '\0' .. (d >= 0 and '+' or '-') .. istr(math.abs(d))
+    else
+      r = r .. '\0'
+    end
+    r = r .. '\0' .. (tag or '')
+    if len then r = r .. '\0' .. istr(len[3]) end
+  end
+  journal(p, r)
+end
+
+-- A session's registration, journaled so that readers can name the actor of its records after
+-- the session has ended (its `sess<sid>` is gone then): kind 's', op 'session', ino '0', [7] the
+-- ACL user the orchestrator assigned the id to ('' for a full-rights client), [8] the session's
+-- info JSON (host, pid, mountpoint or agent API, version, read_only). Not announced on the
+-- change channel: nothing cached changes.
+local function journal_session(p, sid, user, info)
+  local t = redis.call('TIME')
+  journal(p, CHANGE_VERSION .. '\0s\0session\0' .. istr(sid) .. '\0' .. t[1] .. '\0' .. t[2] .. '\0' .. '0'
+    .. '\0' .. (user or '') .. '\0' .. info)
 end

@@ -51,6 +51,7 @@ register_allow_oom('af_truncate', function(keys, args)
   local changed = newlen ~= a.length
   local killed = DATA.kill_suid(a, c.uid)
   if changed or killed then
+    note_length(ino, a.length, newlen)
     a.length = newlen
     touch(a, changed, sec, ns_)
     attr_put(p, ino, a)

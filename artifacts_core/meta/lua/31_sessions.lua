@@ -100,7 +100,8 @@ end
 -- Errors: EINVAL (timeout, info too long), EPERM (an id not assigned, or no longer: the session
 -- was revoked), EBUSY (the id is registered by another live client). All checks before the
 -- first write. An assigned id whose previous client died unswept is taken over: that client's
--- locks are dropped, its opens stay registered until this session ends.
+-- locks are dropped, its opens stay registered until this session ends. The registration is
+-- journaled (journal_session, 00_common.lua), so a record's actor stays known after it ends.
 redis.register_function('af_session_new', function(keys, args)
   local p, sid = session_of(keys)
   local timeout = tonumber(args[2])
@@ -111,6 +112,7 @@ redis.register_function('af_session_new', function(keys, args)
     sid = istr(next_id(p, 'nextsession', 1))
     redis.call('ZADD', k_named(p, 'sessions'), fmt_t(t + timeout), sid)
     redis.call('HSET', k_session(p, sid), 'info', args[1], 'expire', fmt_t(t + timeout))
+    journal_session(p, sid, nil, args[1])
     return tonumber(sid)
   end
   local user = redis.call('HGET', k_named(p, 'sessusers'), '#' .. sid)
@@ -123,6 +125,7 @@ redis.register_function('af_session_new', function(keys, args)
   end
   if cur[1] then release_session_locks(p, sid) end  -- its previous client died unswept
   redis.call('HSET', k_session(p, sid), 'info', args[1], 'expire', fmt_t(t + timeout), 'user', user)
+  journal_session(p, sid, user, args[1])
   return tonumber(sid)
 end)
 

@@ -1,6 +1,6 @@
 """Change records on a real redis-server: every mutating function of the library announces what
-it changed on the workspace's channel, in the same call (the contract), and the records decode
-to what happened.
+it changed on the workspace's channel and appends the same records to the workspace's journal,
+in the same call (the contract), and the records decode to what happened.
 
 The contract is enumerated from the library as Redis loaded it (``library.functions()``, from
 ``FUNCTION LIST``: every registration form counts): a function is read-only (``no-writes``), or on
@@ -18,6 +18,7 @@ import pytest
 from artifacts_core.meta import library
 from artifacts_core.meta.attrs import SLICE_INLINE, SliceRecord
 from artifacts_core.meta.changes import Change, Subscription, decode
+from artifacts_core.meta.journal import Journal
 from artifacts_core.types import ROOT_INO, TRASH_INO
 
 #: Mutating functions that announce nothing, and why.
@@ -43,6 +44,8 @@ EXCLUDED = {
     "af_ck_create": "a checkpoint changes nothing a client caches (copy-on-write preserves, later)",
     "af_ck_delete": "drops preserved versions and history bookkeeping: nothing a client caches",
     "af_ck_restore": "announces kind 'w' (all): tests/core/history/test_checkpoints.py checks it",
+    "af_journal_trim": "the journal's retention (full rights only): nothing a client caches",
+    "af_session_tag": "session bookkeeping (the tag later change records carry)",
 }
 
 
@@ -245,6 +248,11 @@ def test_every_mutating_function_announces_its_changes(meta_factory, key_prefix,
         assert [r for r in records if r in expected] == expected, records
         assert all(c.session == writer.sid and not c.own for c in setup)
         assert all(t0 - 5 < c.time < time.time() + 5 for c in setup)  # server clock, this call's
+        # the journal holds the same records, in the same order (one change record, two uses)
+        journaled = [e for e in Journal(observer.client).read(0, limit=10000).events]
+        assert [(e.kind, e.op, e.ino, e.parent, (e.name or "").encode(), e.new_parent, (e.new_name or "").encode(),
+                 e.session, e.time) for e in journaled] == \
+            [(c.kind, c.op, c.ino, c.parent, c.name, c.new_parent, c.new_name, c.session, c.time) for c in setup]
     finally:
         sub.stop()
 

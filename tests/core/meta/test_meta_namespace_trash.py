@@ -145,7 +145,8 @@ def test_one_fcall_on_the_server(tmp_path, key_prefix):
     assert delta.pop("cmdstat_fcall") == 1
     assert set(delta) <= {"cmdstat_get", "cmdstat_set", "cmdstat_hget", "cmdstat_hset", "cmdstat_hmget",
                           "cmdstat_incr", "cmdstat_incrby", "cmdstat_time",
-                          "cmdstat_spublish"}  # the change record, announced by the function itself
+                          "cmdstat_spublish",  # the change record, announced by the function itself
+                          "cmdstat_rpush"}  # and journaled by it
 
 
 def test_rename_over_an_open_file_keeps_it_until_closed(meta):

@@ -364,6 +364,8 @@ export const operations = {
   getWorkspace: { method: 'GET', path: '/workspaces/{handle}/{name}', success: [200], auth: 'api_key', idempotent: true },
   deleteWorkspace: { method: 'DELETE', path: '/workspaces/{handle}/{name}', success: [202], auth: 'api_key', idempotent: true },
   inspectWorkspace: { method: 'GET', path: '/workspaces/{handle}/{name}/inspect', success: [200], auth: 'api_key', idempotent: true },
+  workspaceEvents: { method: 'GET', path: '/workspaces/{handle}/{name}/events', success: [200], auth: 'api_key', idempotent: true },
+  workspaceEventsStream: { method: 'GET', path: '/workspaces/{handle}/{name}/events/stream', success: [200], auth: 'api_key', idempotent: true },
   formatCompleted: { method: 'POST', path: '/workspaces/{handle}/{name}/format-completed', success: [200], auth: 'api_key', idempotent: true },
   createSession: { method: 'POST', path: '/workspaces/{handle}/{name}/sessions', success: [201], auth: 'api_key', idempotent: false },
   listSessions: { method: 'GET', path: '/workspaces/{handle}/{name}/sessions', success: [200], auth: 'api_key', idempotent: true },
@@ -469,6 +471,20 @@ export interface Operations {
     query: Record<string, never>;
     body: undefined;
     response: Record<string, unknown>;
+  };
+  /** The workspace's journal: events since a cursor */
+  workspaceEvents: {
+    path: { handle: string; name: string };
+    query: { since?: string; path?: string; actor?: string; limit?: number };
+    body: undefined;
+    response: Record<string, unknown>;
+  };
+  /** The workspace's journal as server-sent events, live */
+  workspaceEventsStream: {
+    path: { handle: string; name: string };
+    query: { since?: string; path?: string; actor?: string };
+    body: undefined;
+    response: undefined;
   };
   /** Activate a formatted workspace (phase 3 of create) */
   formatCompleted: {

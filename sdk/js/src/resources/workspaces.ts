@@ -1,4 +1,4 @@
-// `artifacts.workspaces`: list, get, delete, inspect, waitForStatus. Creating a workspace stays a
+// `artifacts.workspaces`: list, get, delete, inspect, events, waitForStatus. Creating a workspace stays a
 // CLI step (`artifacts workspace create`): its format step initialises the workspace's storage from
 // the machine that runs it, which an HTTP call cannot do (seed 003, step 5).
 
@@ -36,6 +36,19 @@ export class Workspaces {
   /** A summary of the workspace's metadata keyspace (key kinds, counters, live mounts). */
   async inspect(ref: string, req?: RequestOptions): Promise<Record<string, unknown>> {
     return this.#t.call('inspectWorkspace', { path: parseWorkspaceRef(ref) }, req);
+  }
+
+  /**
+   * One page of the workspace's journal: events from `since` (an event id — the `cursor` a previous
+   * page returned —, an ISO time or an age like `10m`; default the oldest kept), optionally under
+   * `path` or by one `actor` (`key=value`). `more` says another page is ready now. Live streaming is
+   * the HTTP endpoint `GET /workspaces/{handle}/{name}/events/stream` (server-sent events).
+   */
+  async events(ref: string, options: { since?: string | number; path?: string; actor?: string; limit?: number } = {},
+    req?: RequestOptions): Promise<Record<string, unknown>> {
+    const query = { since: options.since === undefined ? undefined : String(options.since), path: options.path,
+      actor: options.actor, limit: options.limit };
+    return this.#t.call('workspaceEvents', { path: parseWorkspaceRef(ref), query }, req);
   }
 
   /**
