@@ -64,6 +64,10 @@ NO_ID = 0xFFFFFFFF
 #: what other hosts change (no feed, or its subscription lost): the bound the mount had before
 #: it had one, so another host's change shows within a second.
 UNFED_TTL = 1.0
+#: The mountpoint's own attributes are never trusted longer than this, change feed or not: a
+#: ``stat`` of the mountpoint is how users and ``mount`` tell a dead mount (its process killed:
+#: ENOTCONN) from a live one, and the kernel answers it from its cache without asking.
+ROOT_ATTR_TTL = UNFED_TTL
 #: Directories whose last full listing this mount remembers (a bound, not a cache size to tune:
 #: forgetting one only costs that directory's next listing a readdirplus).
 MAX_LISTED = 65536
@@ -185,7 +189,8 @@ class Adapter:
     def reply_attr(self, req, ino: int, attr) -> None:
         st = ll.stat_t()
         ll.STAT_PACK.pack_into(st, 0, *attr_values(ino, attr))
-        ll.lib.fuse_reply_attr(req, st, self.ttls()[0])
+        ttl = self.ttls()[0]
+        ll.lib.fuse_reply_attr(req, st, min(ttl, ROOT_ATTR_TTL) if ino == ROOT_INO else ttl)
 
     # -- mount setup -----------------------------------------------------------------------------
 

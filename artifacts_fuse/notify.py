@@ -15,7 +15,8 @@ it may have cached:
 Changes this mount made itself are skipped — the kernel already knows them from the replies —
 except data commits: the commit (at close, fsync, or a timed flush) stamps the server's mtime and
 ctime, which the kernel has not seen, so its attributes of the file are dropped (not its pages,
-which hold exactly what was written).
+which hold exactly what was written); and ``all`` (a checkpoint restored through this mount's own
+session replaced the tree the kernel holds).
 Notifications about inodes the kernel does not hold are skipped too (nothing to drop).
 
 Notifications are written from one thread of their own, never from a FUSE request handler: the
@@ -57,7 +58,7 @@ class Invalidator:
     def on_change(self, change) -> None:
         """Listener for the VFS change feed (``artifacts_core.vfs.changes.Change``)."""
         kind = change.kind
-        if change.own:
+        if change.own and kind != "all":  # an own "all" is a restore: the kernel holds the old tree
             if kind == "data":
                 self._queue.put(("inode", change.ino, False))
             return

@@ -1,7 +1,7 @@
 """Metadata engine: namespace operations against the bare redis-py ceiling, measured in one run.
 
     .venv/bin/python -m benchmarks.bench_meta [--ops 10000] [--entries 10000] [--url redis://...]
-                                              [--change-records]
+                                              [--change-records [--no-subscriber]]
 
 Starts its own ``redis-server`` with AOF everysec (as production runs it; DESIGN.md §10) unless
 ``--url`` is given, formats a workspace, then measures from one process, one operation at a time:
@@ -247,9 +247,10 @@ class Side:
         self.server_us: list[float] = []
 
 
-def run_change_records(url: str, ops: int) -> list[tuple[str, Side, Side]]:
+def run_change_records(url: str, ops: int, *, subscribed: bool = True) -> list[tuple[str, Side, Side]]:
     """Each mutating operation with change records against the same without them: one Redis,
-    both libraries loaded, two workspaces (each with one subscriber on its channel)."""
+    both libraries loaded, two workspaces (each with one subscriber on its channel, unless not
+    ``subscribed``)."""
     admin = redis.Redis.from_url(url)
     sides, subs = [], []
     for i, prefix in enumerate(("{u_1_w_1}:", "{u_1_w_2}:")):
@@ -261,13 +262,14 @@ def run_change_records(url: str, ops: int) -> list[tuple[str, Side, Side]]:
             call = m.client.call
             m.client.call = lambda fn, *a, _call=call, **kw: _call("afn_" + fn[3:], *a, **kw)
         # as an open volume's feed with the core's listeners only: own records dropped undecoded
-        sub = Subscription(m.client, deliver=lambda c: None, session=lambda m=m: m.sid,
-                           own_wanted=lambda: False)
-        sub.start()
-        if not sub.wait_subscribed(10):
-            raise SystemExit("bench_meta: could not subscribe to the change channel")
+        if subscribed:
+            sub = Subscription(m.client, deliver=lambda c: None, session=lambda m=m: m.sid,
+                               own_wanted=lambda: False)
+            sub.start()
+            if not sub.wait_subscribed(10):
+                raise SystemExit("bench_meta: could not subscribe to the change channel")
+            subs.append(sub)
         sides.append(Side("with" if i == 0 else "without", m))
-        subs.append(sub)
     names = [f"file-{i:06d}" for i in range(ops)]
     files = {id(s.m): [0] * ops for s in sides}
     dirs = {id(s.m): s.m.mkdir(ROOT_INO, "d")[0] for s in sides}
@@ -333,9 +335,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url", help="an existing Redis (default: start one with AOF everysec)")
     ap.add_argument("--change-records", action="store_true",
                     help="measure the cost of the change records against a library without them")
+    ap.add_argument("--no-subscriber", action="store_true",
+                    help="with --change-records: nobody subscribes (the records' Redis cost alone, "
+                         "without a subscriber's wake-ups competing for the CPU)")
     args = ap.parse_args(argv)
     if args.change_records:
-        return change_records_main(args.ops)
+        return change_records_main(args.ops, subscribed=not args.no_subscriber)
     if args.url:
         rows = run(args.url, args.ops, args.entries)
         report(rows, "given Redis", args.entries)
@@ -359,16 +364,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
-def change_records_main(ops: int) -> int:
+def change_records_main(ops: int, *, subscribed: bool = True) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-meta-") as tmp, \
             RedisServer.start(tmp, appendonly=True) as server:
-        rows = run_change_records(server.url, ops)
+        rows = run_change_records(server.url, ops, subscribed=subscribed)
         alone, heard = helper_cost(server.url)
     med = statistics.median
     print(f"change() itself, from Redis's clock (best of 5 x 100,000 calls): {alone:.2f} us per record "
           f"without a subscriber, {heard:.2f} us with one")
     print("the cost of change records: each operation with them vs the same library without them")
-    print(f"(one redis-server with AOF everysec, both libraries loaded, one subscriber per workspace;"
+    who = "one subscriber per workspace" if subscribed else "no subscriber"
+    print(f"(one redis-server with AOF everysec, both libraries loaded, {who};"
           f" {RECORD_BLOCKS} blocks each in ABBA order; medians over blocks)")
     print(f"{'operation':<14}{'client us/op':>14}{'peer':>8}{'ratio':>8}   {'Redis us/call':>14}{'peer':>8}"
           f"{'extra':>8}{'ratio':>8}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+import pytest
 from fuse_helpers import wait_for
 
 from artifacts_fuse.adapter import KernelInodes
@@ -95,7 +96,10 @@ def test_each_change_becomes_its_notification_on_the_invalidator_thread():
         inv.stop()
 
 
-def test_a_lost_subscription_drops_every_name_and_inode_the_kernel_holds():
+@pytest.mark.parametrize("own", [False, True], ids=["lost-or-elsewhere", "own-restore"])
+def test_a_lost_subscription_drops_every_name_and_inode_the_kernel_holds(own):
+    """'all' comes from a lost or renewed subscription, or from a restore of the workspace; a
+    restore made through this mount's own session replaced what the kernel holds just the same."""
     known, session, inv, feed = _setup()
     try:
         known.add(10, 1, b"dir")
@@ -103,7 +107,7 @@ def test_a_lost_subscription_drops_every_name_and_inode_the_kernel_holds():
         known.add(11, 10, b"hard")  # a second name of inode 11
         known.add(13, 10, b"gone")
         known.forget(13, 1)  # forgotten by the kernel: neither it nor its name is invalidated
-        feed.publish(Change("all"))
+        feed.publish(Change("all", own=own))
         wait_for(lambda: ("inode", 1, 0) in session.calls, 5, "the root to be invalidated")
         inv.stop()
         entries = {c[1:] for c in session.calls if c[0] == "entry"}
