@@ -541,6 +541,20 @@ local function change(p, keys, clock, kind, op, ino, parent, name, nparent, nnam
   journal(p, r)
 end
 
+-- read_audit(p, keys, ino, op): an open for reading, appended to the read audit `<prefix>reads`
+-- (a volume's opt-in, `journal_reads`; docs/journal.md "Reads"): a change record's fields [0]-[6]
+-- of kind 'o' (op 'open', or 'open-rw' for an open for reading and writing), then [12] the
+-- session's tag when it has one. Not announced (nothing cached changes) and not in `journal`:
+-- read-only sessions, the main readers, may append to `reads` (RPUSH alone) but not to the
+-- journal, so they cannot forge change records; `rbase` counts what retention dropped.
+local function read_audit(p, keys, ino, op)
+  local sid = actor(p, keys)
+  local r = change_record(p, keys, redis.call('TIME'), 'o', op, ino)
+  local tag = sid ~= '0' and redis.call('HGET', k_session(p, sid), 'tag') or nil
+  if tag then r = r .. string.rep('\0', 6) .. tag end
+  redis.pcall('RPUSH', p .. 'reads', r)
+end
+
 -- A session's registration, journaled so that readers can name the actor of its records after
 -- the session has ended (its `sess<sid>` is gone then): kind 's', op 'session', ino '0', [7] the
 -- ACL user the orchestrator assigned the id to ('' for a full-rights client), [8] the session's
