@@ -153,6 +153,9 @@ class Page(msgspec.Struct):
     more: bool = False
     reads_next: int | None = None
     reads_missed: int = 0
+    #: the positions this read started from (a stream's per-event cursors are built from them)
+    first: int = 0
+    reads_first: int | None = None
 
 
 class _Raw(msgspec.Struct):
@@ -246,7 +249,7 @@ class Journal:
                              reads_since=rpos)
         j = self._raw(pos, at, limit)
         missed = max(0, j.base - pos) if pos is not None else 0
-        page = Page([], j.next, missed, j.next < j.end)
+        page = Page([], j.next, missed, j.next < j.end, first=j.first)
         events = j.events
         if reads:
             rpos, rat = (parse_since(reads_since)[0], None) if reads_since is not None else (None, at)
@@ -258,6 +261,7 @@ class Journal:
             events, page.next, page.reads_next = _merge(j, r)
             page.more = page.next < j.end or page.reads_next < r.end
             page.reads_missed = max(0, r.base - rpos) if rpos is not None else 0
+            page.reads_first = r.first
         self._learn_sessions(events)
         events = [e for e in events if sessions or e.kind != "session"]
         self._resolve(events)

@@ -560,8 +560,14 @@ end
 -- ACL user the orchestrator assigned the id to ('' for a full-rights client), [8] the session's
 -- info JSON (host, pid, mountpoint or agent API, version, read_only). Not announced on the
 -- change channel: nothing cached changes.
+-- With the read audit on, the registration goes to `reads` too: a read-only session cannot append
+-- to the journal, and its read records must still name their actor after it ended.
 local function journal_session(p, sid, user, info)
   local t = redis.call('TIME')
-  journal(p, CHANGE_VERSION .. '\0s\0session\0' .. istr(sid) .. '\0' .. t[1] .. '\0' .. t[2] .. '\0' .. '0'
-    .. '\0' .. (user or '') .. '\0' .. info)
+  local r = CHANGE_VERSION .. '\0s\0session\0' .. istr(sid) .. '\0' .. t[1] .. '\0' .. t[2] .. '\0' .. '0'
+    .. '\0' .. (user or '') .. '\0' .. info
+  journal(p, r)
+  if redis.call('HGET', k_named(p, 'limits'), 'journal_reads') == '1' then
+    redis.pcall('RPUSH', p .. 'reads', r)
+  end
 end

@@ -194,13 +194,13 @@ def test_opens_for_reading_are_recorded_with_actor_and_tag_when_opted_in(meta_fa
     assert [e.op for e in j.read(0).events] == ["create", "unlink"]  # not in the journal itself
     page = j.read(0, reads=True)
     assert [(e.kind, e.op, e.id, e.tag) for e in page.events] == [
-        ("entry", "create", 1, None), ("read", "open", 0, "call-7"), ("read", "open-rw", 1, None),
-        ("entry", "unlink", 2, None)]  # journal position 0: the session's registration
+        ("entry", "create", 1, None), ("read", "open", 1, "call-7"), ("read", "open-rw", 2, None),
+        ("entry", "unlink", 2, None)]  # position 0 of each list: the session's registration
     ev = page.events[1]
     assert ev.ino == f and ev.actor is not None and ev.actor["host"] == "auditor"
-    assert (page.next, page.reads_next, page.more) == (3, 2, False)
+    assert (page.next, page.reads_next, page.more) == (3, 3, False)
     # cursors: each list from its own position; since a position, reads from that event's time
-    assert [e.op for e in j.read(2, reads=True, reads_since=1).events] == ["open-rw", "unlink"]
+    assert [e.op for e in j.read(2, reads=True, reads_since=2).events] == ["open-rw", "unlink"]
     assert [e.op for e in j.read(2, reads=True).events] == ["unlink"]
     # a short page keeps the time order across pages
     seen, cur, rcur = [], 0, 0
