@@ -238,6 +238,11 @@ class Volume(PathAPI):
         return EventStream(Journal(self.meta.client), since, follow=follow, path=path, actor=actor,
                            timeout=timeout, reads=reads)
 
+    def call_tag(self, tag: str) -> contextlib.AbstractContextManager[None]:
+        """``with vol.call_tag(id):`` the journal events of this thread's operations inside carry
+        ``tag`` (the agent API's tool-call id), not those of concurrent calls on other threads."""
+        return self.meta.client.call_tag(tag)
+
     def set_tag(self, tag: str) -> None:
         """Journal events of this volume's later operations carry ``tag`` ('' clears it): the
         agent API's tool-call id. One per volume (its session)."""

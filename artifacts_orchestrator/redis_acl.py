@@ -75,6 +75,9 @@ SESSION_USER_PREFIX = "ms-"
 
 BASE_COMMANDS = ("-@all", "+@read", "+@write", "-@scripting", "-@dangerous", "+fcall", "+fcall_ro",
                  "+ping", "+hello", "+time",
+                 # A per-call tag is set and cleared around one function call in a MULTI
+                 # (meta/client.py: call_tag); a transaction reaches no key the user could not.
+                 "+multi", "+exec", "+discard",
                  # Commands that take no key see the whole database: SCAN and RANDOMKEY would show
                  # other workspaces' key names, DBSIZE their number. Sessions need none of them.
                  "-scan", "-randomkey", "-dbsize",

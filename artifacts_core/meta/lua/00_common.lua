@@ -489,6 +489,14 @@ end
 -- never the operation.
 local CHANGE_VERSION = '1'
 
+-- The tag a session's records carry: the call's (field `ctag`, set and cleared around one call
+-- in the same MULTI by a client with a per-call tag: meta/client.py) over the session's (`tag`).
+local function session_tag(p, sid)
+  if sid == '0' then return nil end
+  local t = redis.call('HMGET', k_session(p, sid), 'ctag', 'tag')
+  return t[1] or t[2] or nil
+end
+
 local function journal(p, r)
   redis.pcall('RPUSH', p .. 'journal', r)
 end
@@ -525,7 +533,7 @@ local function change(p, keys, clock, kind, op, ino, parent, name, nparent, nnam
   local len = noted_len
   noted_len = nil
   if len and len[1] ~= istr(ino) then len = nil end
-  local tag = sid ~= '0' and redis.call('HGET', k_session(p, sid), 'tag') or nil
+  local tag = session_tag(p, sid)
   if len or tag then
     local n = parent and (nparent and 11 or 9) or 7  -- fields so far
     r = r .. string.rep('\0', 11 - n)
@@ -550,7 +558,7 @@ end
 local function read_audit(p, keys, ino, op)
   local sid = actor(p, keys)
   local r = change_record(p, keys, redis.call('TIME'), 'o', op, ino)
-  local tag = sid ~= '0' and redis.call('HGET', k_session(p, sid), 'tag') or nil
+  local tag = session_tag(p, sid)
   if tag then r = r .. string.rep('\0', 6) .. tag end
   redis.pcall('RPUSH', p .. 'reads', r)
 end

@@ -116,7 +116,9 @@ end)
 
 -- af_session_tag: set (or, with '', clear) the caller's tag, which the change records of its
 -- session's later calls carry (the agent API's tool-call id).
--- KEYS: the caller's sess<sid>. ARGV: tag (at most 256 bytes, no NUL).
+-- KEYS: the caller's sess<sid>. ARGV: tag (at most 256 bytes, no NUL), which ('call': the
+--   per-call tag `ctag`, which a client sets and clears around one call in one MULTI, and which
+--   takes precedence; otherwise the session's `tag`).
 -- Returns 1, or 0 when the session is gone. Errors: EINVAL (no session, tag too long or with NUL).
 register_allow_oom('af_session_tag', function(keys, args)
   local p, sid = session_of(keys)
@@ -124,10 +126,11 @@ register_allow_oom('af_session_tag', function(keys, args)
   if sid == '0' then return fail('EINVAL', 'a tag needs a session') end
   if #tag > 256 or string.find(tag, '%z') then return fail('EINVAL', 'tag over 256 bytes or with NUL') end
   if not session_alive(p, sid) then return 0 end
+  local field = args[2] == 'call' and 'ctag' or 'tag'
   if tag == '' then
-    redis.call('HDEL', k_session(p, sid), 'tag')
+    redis.call('HDEL', k_session(p, sid), field)
   else
-    redis.call('HSET', k_session(p, sid), 'tag', tag)
+    redis.call('HSET', k_session(p, sid), field, tag)
   end
   return 1
 end)
