@@ -169,7 +169,7 @@ class MetaClient:
         self._checked_library = False
         #: This thread's per-call tag (``call_tag``).
         self._local = threading.local()
-        self._multi = True  # False once Redis refused this user MULTI (call_tag then tags nothing)
+        self._multi: bool | None = None  # may this user run MULTI (_can_multi); None: not asked yet
         #: The key every call declares as KEYS[1] unless told otherwise: ``setting``, or this
         #: client's own session key once it registered one (meta/sessions.py) — FCALL needs write
         #: permission on its declared key, and a session ACL user may not write ``setting``.
@@ -256,26 +256,37 @@ class MetaClient:
         routed = self.declared if key is None else key
         assert self.keys.own(routed), routed
         tag = getattr(self._local, "tag", None)
-        if tag and not ro and routed != self.keys.setting and function != "af_session_tag" and self._multi:
+        if tag and not ro and routed != self.keys.setting and function != "af_session_tag" and self._can_multi():
             def tagged(r: redis.Redis) -> Any:
                 pipe = r.pipeline(transaction=True)
                 pipe.execute_command("FCALL", "af_session_tag", 1, routed, tag, "call")
                 pipe.execute_command(command, function, 1, routed, *args)
                 pipe.execute_command("FCALL", "af_session_tag", 1, routed, "", "call")
-                try:
-                    result = pipe.execute(raise_on_error=False)[1]
-                except rex.NoPermissionError as e:
-                    if "multi" not in str(e).lower():
-                        raise
-                    # A session user minted before its rules granted MULTI: untagged, not failed.
-                    self._multi = False
-                    return r.execute_command(command, function, 1, routed, *args)
+                result = pipe.execute(raise_on_error=False)[1]
                 if isinstance(result, Exception):
                     raise result
                 return result
             return self._run(tagged, what=function)
         return self._run(lambda r: r.execute_command(command, function, 1, routed, *args),
                          what=function)
+
+    def _can_multi(self) -> bool:
+        """Whether this Redis user may run MULTI, probed once with an empty transaction (a
+        session user minted before its rules granted it may not: its calls then run untagged,
+        never failed -- and never half inside a refused MULTI)."""
+        if self._multi is None:
+            def probe(r: redis.Redis) -> bool:
+                try:
+                    r.pipeline(transaction=True).ping().execute()
+                    return True
+                except rex.ResponseError as e:  # NOPERM on MULTI, then "EXEC without MULTI"
+                    if "NOPERM" in str(e) or "without MULTI" in str(e) or isinstance(e, rex.NoPermissionError):
+                        return False
+                    raise
+            self._multi = bool(self._run(probe, what="MULTI"))
+            if not self._multi:
+                log.info("this Redis user may not run MULTI: per-call tags are off for it")
+        return self._multi
 
     @contextlib.contextmanager
     def call_tag(self, tag: str) -> Iterator[None]:

@@ -417,6 +417,30 @@ def test_every_session_appends_to_the_read_audit_and_none_can_rewrite_it(acl_red
         owner.close()
 
 
+def test_a_user_without_multi_runs_tagged_calls_untagged_once_each(acl_redis, admin):
+    """A session user minted before its rules granted MULTI: a per-call tag is dropped, the call
+    runs exactly once (not half inside a refused transaction, then again)."""
+    from artifacts_core.meta.journal import Journal
+
+    url = acl_redis[1]
+    p = new_prefix()
+    owner = formatted(url, p)
+    user, user_url_ = user_url(admin, p, read_only=False)
+    raw(url).execute_command("ACL", "SETUSER", user, "-multi")
+    eng = RedisMetaEngine(user_url_, p)
+    try:
+        eng.load(require_aof=True)
+        eng.new_session({})
+        with eng.client.call_tag("call-1"):
+            eng.create(ROOT, "one")
+            eng.mkdir(ROOT, "two")
+        evs = Journal(eng.client).read(0).events
+        assert [(e.op, e.name, e.tag) for e in evs] == [("create", "one", None), ("mkdir", "two", None)]
+    finally:
+        eng.close()
+        owner.close()
+
+
 def test_deluser_cuts_a_live_connection(acl_redis, admin):
     p = new_prefix()
     eng = formatted(acl_redis[1], p)
