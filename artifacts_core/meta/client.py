@@ -277,7 +277,9 @@ class MetaClient:
         if self._multi is None:
             def probe(r: redis.Redis) -> bool:
                 try:
-                    r.pipeline(transaction=True).ping().execute()
+                    pipe = r.pipeline(transaction=True)
+                    pipe.execute_command("PING")
+                    pipe.execute()
                     return True
                 except rex.ResponseError as e:  # NOPERM on MULTI, then "EXEC without MULTI"
                     if "NOPERM" in str(e) or "without MULTI" in str(e) or isinstance(e, rex.NoPermissionError):
