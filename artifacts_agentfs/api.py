@@ -81,13 +81,10 @@ class AgentFS(namespace.NamespaceOps, search.SearchOps, edit.EditOps, HistoryOps
 
     @contextlib.contextmanager
     def tagged(self, tag: str) -> Iterator[None]:
-        """Journal events of the operations inside carry ``tag`` (the volume's session tag: calls
-        running concurrently on one volume share it, so a concurrent call may carry another's)."""
-        self.vol.set_tag(tag)
-        try:
+        """Journal events of the operations inside, on this thread, carry ``tag`` (a per-call tag:
+        concurrent calls on other threads keep their own)."""
+        with self.vol.call_tag(tag):
             yield
-        finally:
-            self.vol.set_tag("")
 
     def changes(self, *, cursor: str | None = None, path: str | None = None, wait: int | None = None,
                 limit: int | None = None) -> dict:

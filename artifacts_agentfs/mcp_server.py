@@ -22,6 +22,8 @@ Settings (where the workspace is) never travel in argv, where any local user can
 
 Each call runs the synchronous ``AgentFS`` method in a worker thread (``anyio.to_thread``), so a
 slow call never stalls the protocol loop; the volume is opened before serving and closed after.
+A call whose request ``_meta`` names the framework's tool-call id (``CALL_ID_KEYS``) tags its
+journal events with it (per call: concurrent calls keep their own).
 """
 
 from __future__ import annotations
@@ -99,6 +101,29 @@ def mcp_tools(*, read_only: bool = False, exec: bool = False) -> list[types.Tool
     return out
 
 
+#: Keys of a ``tools/call`` request's ``_meta`` that name the agent framework's tool-call id (MCP
+#: defines none; these are the spellings frameworks use). The JSON-RPC request id is not one: it
+#: numbers the client's requests, not the model's calls.
+CALL_ID_KEYS = ("toolCallId", "tool_call_id", "toolUseId", "tool_use_id")
+
+
+def call_id_of(meta: Mapping[str, object] | None) -> str | None:
+    """The tool-call id a request's ``_meta`` carries, if any (a string of at most 256 bytes)."""
+    for key in CALL_ID_KEYS:
+        value = (meta or {}).get(key)
+        if isinstance(value, str) and value and len(value.encode()) <= 256 and "\0" not in value:
+            return value
+    return None
+
+
+def _invoke(fs: AgentFS, name: str, arguments: dict, call_id: str | None) -> dict:
+    """One tool call; with ``call_id``, its journal events carry it as their tag (per call)."""
+    if call_id is None:
+        return tools.invoke(fs, name, arguments)
+    with fs.tagged(call_id):
+        return tools.invoke(fs, name, arguments)
+
+
 def build_server(fs: AgentFS, *, read_only: bool = False) -> Server:
     listed = mcp_tools(read_only=read_only, exec=fs.executor is not None)
     names = {t.name for t in listed}
@@ -116,7 +141,8 @@ def build_server(fs: AgentFS, *, read_only: bool = False) -> Server:
             if name not in names and name in tools.ALL_BY_NAME:  # bash, when the host did not enable it
                 raise invalid(f"{name} is not enabled on this server",
                               hint="Use the listed tools; code execution is off unless the host enables it.")
-            result = await anyio.to_thread.run_sync(tools.invoke, fs, name, arguments, limiter=limiter)
+            result = await anyio.to_thread.run_sync(_invoke, fs, name, arguments, call_id_of(params.meta),
+                                                    limiter=limiter)
         except Exception as e:  # a failed call is a result the model reads, not a protocol error
             error = tools.error_of(e, arguments)
             return types.CallToolResult(content=[types.TextContent(text=json.dumps({"error": error}))],

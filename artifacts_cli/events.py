@@ -56,12 +56,14 @@ def cmd_events(args) -> int:
     ref = _workspace(api, args.workspace)
     out = args.out
     since: str | None = args.since
+    reads_since: int | None = None
     if not args.follow:
         events: list[dict] = []
         while True:
-            page = api.workspaces.events(ref, since=since, path=args.path, actor=args.actor)
+            page = api.workspaces.events(ref, since=since, path=args.path, actor=args.actor, reads=args.reads,
+                                         reads_since=reads_since)
             events += page["events"]
-            since = str(page["cursor"])
+            since, reads_since = str(page["cursor"]), page.get("reads_cursor")
             if not page["more"] or len(events) >= args.limit:
                 break
         events = events[-args.limit:]
@@ -74,7 +76,7 @@ def cmd_events(args) -> int:
         out.table(COLUMNS, [_row(e) for e in events])
         return 0
     try:
-        for e in api.stream_events(ref, since=since or "now", path=args.path, actor=args.actor):
+        for e in api.stream_events(ref, since=since or "now", path=args.path, actor=args.actor, reads=args.reads):
             if out.json:
                 sys.stdout.write(json.dumps(e) + "\n")
             else:
@@ -92,6 +94,8 @@ def add_parser(sub) -> None:
                                    "default: the oldest kept (with --follow: only new events)")
     p.add_argument("--path", help="only events under this path (current or original names)")
     p.add_argument("--actor", help="only events of this actor: a session id, host, mountpoint, tag or key=value")
+    p.add_argument("--reads", action="store_true",
+                   help="also the opens for reading (the read audit, when the workspace keeps it)")
     p.add_argument("--follow", "-f", action="store_true", help="stream new events until interrupted")
     p.add_argument("--limit", type=int, default=1000, help="the last N events at most (default 1000)")
     p.set_defaults(func=cmd_events)

@@ -105,8 +105,8 @@ def objects_location(w) -> str:
 
 
 def _create_phases(out, api, name: str, backend: str, location: ByoLocation, creds: dict[str, str],
-                   cache_profile: str):
-    """Phases 1-3 of seed 000; the active workspace."""
+                   cache_profile: str, journal_reads: bool = False):
+    """Phases 1-3 of seed 000; the active workspace. ``journal_reads``: keep the read audit."""
     from artifacts_core.volume import format_volume
 
     what = "provisioning storage credentials" if backend == "managed" else "reserving its metadata namespace"
@@ -140,7 +140,8 @@ def _create_phases(out, api, name: str, backend: str, location: ByoLocation, cre
     with out.phase(f"Formatting workspace {name}…"):
         try:
             with scoped_env(format_env):
-                format_volume(r.format.url, r.storage.url, ws.volume_name, key_prefix=r.format.key_prefix)
+                format_volume(r.format.url, r.storage.url, ws.volume_name, key_prefix=r.format.key_prefix,
+                              journal_reads=journal_reads)
         except (OSError, RedisError) as e:  # the bucket or the format user refused, or went away
             raise CliError(f"formatting {ws.identifier} failed: {getattr(e, 'strerror', None) or e}",
                            "fix the cause and re-run the same command: it resumes the pending workspace",
@@ -165,7 +166,7 @@ def cmd_create(args) -> int:
         mount_cmd.check_mountpoint(args.mountpoint)
     api = auth.client()
     try:
-        ws = _create_phases(out, api, name, backend, location, creds, args.cache_profile)
+        ws = _create_phases(out, api, name, backend, location, creds, args.cache_profile, args.journal_reads)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted while creating {name}",
                           "re-run the same command: it resumes where this one stopped "
@@ -257,6 +258,8 @@ def add_parser(sub) -> None:
     p.add_argument("--endpoint", help="BYO S3 endpoint URL (ARTIFACTS_S3_ENDPOINT)")
     p.add_argument("--region", help="BYO region (ARTIFACTS_S3_REGION, AWS_REGION, AWS_DEFAULT_REGION)")
     p.add_argument("--prefix", help="BYO key prefix in the bucket (ARTIFACTS_S3_PREFIX; default the root)")
+    p.add_argument("--journal-reads", action="store_true",
+                   help="keep the read audit: every open for reading in the journal (docs/journal.md)")
     p.add_argument("--cache-profile", choices=("interactive", "benchmark", "custom"), default="interactive",
                    help="client cache settings of its mounts (docs/profiles.md); custom reads profile.toml")
     p.set_defaults(func=cmd_create)

@@ -36,7 +36,7 @@ from artifacts_core.config import VolumeConfig, profile_config, xdg_dir
 from artifacts_core.errors import ConfigError, Exists, NotFound, PermissionDenied
 from artifacts_core.history import Checkpoints
 from artifacts_core.meta.engine import RedisMetaEngine
-from artifacts_core.meta.format import Setting, load_setting, new_uuid
+from artifacts_core.meta.format import Setting, load_setting, new_uuid, set_journal_reads
 from artifacts_core.meta.journal import EventStream, Journal
 from artifacts_core.metrics import Metrics
 from artifacts_core.objects.base import ObjectStore
@@ -80,7 +80,7 @@ def format_volume(meta_url: str, storage_url: str, name: str, *, key_prefix: str
                   block_size: int = 4 << 20, compression: str = "lz4", inline_limit: int = 16 << 10,
                   inline_cap: int = 64 << 20, trash_days: int = 1, capacity: int = 0, inodes: int = 0,
                   journal_max_events: int = 100_000, journal_max_days: float = 30.0,
-                  require_aof: bool = True) -> Setting:
+                  journal_reads: bool = False, require_aof: bool = True) -> Setting:
     """Format a volume, or finish formatting the same one (re-running is safe). Refuses a prefix
     holding another volume, in Redis or in the bucket."""
     meta = RedisMetaEngine(meta_url, key_prefix)
@@ -110,9 +110,12 @@ def format_volume(meta_url: str, storage_url: str, name: str, *, key_prefix: str
         setting = Setting(name=name, uuid=uuid, block_size=block_size, compression=compression,
                           trash_days=trash_days, capacity=capacity, inodes=inodes,
                           inline_limit=inline_limit, inline_cap=inline_cap, storage=redact_url(storage_url),
-                          journal_max_events=journal_max_events, journal_max_days=journal_max_days)
+                          journal_max_events=journal_max_events, journal_max_days=journal_max_days,
+                          journal_reads=journal_reads)
         if existing is None:
             meta.format(setting, require_aof=require_aof)
+        elif existing.journal_reads != journal_reads:  # re-running with the audit changed
+            set_journal_reads(meta.client, journal_reads)
         loop.run(store.put(UUID_OBJECT, uuid.encode()))
         return load_setting(meta.client)
     finally:
@@ -225,14 +228,20 @@ class Volume(PathAPI):
             undo.pop_all()  # opened: close() owns it all now
 
     def events(self, since: int | float | str | None = 0, *, follow: bool = False, path: str | None = None,
-               actor: str | None = None, timeout: float | None = None) -> EventStream:
+               actor: str | None = None, timeout: float | None = None, reads: bool = False) -> EventStream:
         """The workspace's journal (docs/journal.md): every change from ``since`` (an event id, a
         Unix time, an ISO time or an age like ``10m``; None: only new ones) and, with ``follow``,
         each new one as it happens (until ``timeout`` seconds pass without one). Iterate it, or
         ``async for`` it. ``path``: under this path (current or original names); ``actor``: a
-        field of the actor (``host=build-1``, a session id, a tag)."""
+        field of the actor (``host=build-1``, a session id, a tag); ``reads``: the read audit's
+        open-for-reading events (kind ``read``) merged in, when the volume keeps them."""
         return EventStream(Journal(self.meta.client), since, follow=follow, path=path, actor=actor,
-                           timeout=timeout)
+                           timeout=timeout, reads=reads)
+
+    def call_tag(self, tag: str) -> contextlib.AbstractContextManager[None]:
+        """``with vol.call_tag(id):`` the journal events of this thread's operations inside carry
+        ``tag`` (the agent API's tool-call id), not those of concurrent calls on other threads."""
+        return self.meta.client.call_tag(tag)
 
     def set_tag(self, tag: str) -> None:
         """Journal events of this volume's later operations carry ``tag`` ('' clears it): the

@@ -203,12 +203,20 @@ SSE_KEEPALIVE = 15.0
 _EVENT_QUERY = (Query("since", str, "an event id (the cursor a page returned), a time (ISO 8601) or an "
                                    "age (10m, 2h); default: the oldest event kept"),
                 Query("path", str, "only events under this path (current or original names)"),
-                Query("actor", str, "only events whose actor has a field equal to this (key=value for one)"))
+                Query("actor", str, "only events whose actor has a field equal to this (key=value for one)"),
+                Query("reads", str, "1: merge in the read audit's events (kind read), if the workspace keeps them"),
+                Query("reads_since", int, "the read audit's cursor (default: from the time of `since`)"))
 
 
 def _events_args(request: web.Request) -> dict[str, Any]:
+    reads = query_value(request, "reads")
+    if reads not in (None, "", "0", "1", "true", "false"):
+        raise InvalidRequest("reads must be 1 or 0")
+    reads_since = query_value(request, "reads_since")
+    if reads_since is not None and not reads_since.isdigit():
+        raise InvalidRequest("reads_since must be a read audit cursor (digits)")
     return {"since": query_value(request, "since"), "path": query_value(request, "path"),
-            "actor": query_value(request, "actor")}
+            "actor": query_value(request, "actor"), "reads": reads in ("1", "true"), "reads_since": reads_since}
 
 
 @ROUTES.get(WS + "/events", "The workspace's journal: events since a cursor", returns=dict[str, Any],
@@ -227,11 +235,19 @@ async def workspace_events(request: web.Request) -> web.Response:
 async def workspace_events_stream(request: web.Request) -> web.StreamResponse:
     """text/event-stream: one ``event: change`` per journal event (``id:`` the cursor after it,
     ``data:`` the event as JSON), from ``since`` (or the Last-Event-ID header) on, then each new
-    one as it happens; a comment every 15 s keeps idle connections open."""
+    one as it happens; a comment every 15 s keeps idle connections open. With ``reads=1``, also
+    one ``event: read`` per open for reading, and ids ``<journal cursor>:<reads cursor>``."""
     account = await authenticated(request)
     svc = request.app[SERVICE]
     args = _events_args(request)
-    since = args.pop("since") or request.headers.get("Last-Event-ID") or "0"
+    since = args.pop("since")
+    last = request.headers.get("Last-Event-ID")
+    if not since and last:
+        since, _, rs = last.partition(":")
+        if args["reads"] and rs.isdigit():
+            args["reads_since"] = rs
+    since = since or "0"
+    reads = args["reads"]
     journal, client = await run(request, svc.journal, account, *_ref(request))
     release_account_slot(request)  # a stream lasts: it must not hold one of the account's slots
     waker: Waker | None = None
@@ -245,9 +261,17 @@ async def workspace_events_stream(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         idle = 0.0
+        jc, rc = page.first, page.reads_first
         while request.transport is not None and not request.transport.is_closing():
             for ev in page.events:
-                await response.write(b"id: %d\nevent: change\ndata: %s\n\n" % (ev.id + 1, msgspec.json.encode(ev)))
+                if ev.kind == "read":
+                    rc = ev.id + 1
+                else:
+                    jc = ev.id + 1
+                cursor = f"{jc}:{rc}" if reads else str(jc)
+                await response.write(b"id: %s\nevent: %s\ndata: %s\n\n" % (
+                    cursor.encode(), b"read" if ev.kind == "read" else b"change", msgspec.json.encode(ev)))
+            jc, rc = page.next, page.reads_next
             if not page.more:
                 if await asyncio.to_thread(waker.wait, 1.0):
                     idle = 0.0
@@ -257,6 +281,7 @@ async def workspace_events_stream(request: web.Request) -> web.StreamResponse:
                         await response.write(b": keepalive\n\n")
                         idle = 0.0
             waker.arm()
+            args["reads_since"] = page.reads_next
             page = await asyncio.to_thread(journal.read, page.next, **args)
         return response
     except ConnectionResetError:  # the client went away: the stream's normal end

@@ -105,10 +105,13 @@ class _Workspaces:
         return self._c._send(_Call("GET", _ws_path(ref, "/inspect"), None, dict))
 
     def events(self, ref: str, *, since: str | int | None = None, path: str | None = None,
-               actor: str | None = None, limit: int | None = None) -> dict:
+               actor: str | None = None, limit: int | None = None, reads: bool = False,
+               reads_since: int | str | None = None) -> dict:
         """One page of the workspace's journal: ``{events, cursor, missed, more}``; pass ``cursor``
-        as ``since`` for the next page (docs/journal.md)."""
-        query = {k: str(v) for k, v in (("since", since), ("path", path), ("actor", actor), ("limit", limit))
+        as ``since`` for the next page (docs/journal.md). ``reads``: the read audit's events merged
+        in, and ``reads_cursor`` to pass as ``reads_since``."""
+        query = {k: str(v) for k, v in (("since", since), ("path", path), ("actor", actor), ("limit", limit),
+                                        ("reads", 1 if reads else None), ("reads_since", reads_since))
                  if v is not None}
         suffix = "/events" + ("?" + urlencode(query) if query else "")
         return self._c._send(_Call("GET", _ws_path(ref, suffix), None, dict))
@@ -299,10 +302,12 @@ class Artifacts(_Base):
             raise OrchestratorUnavailable(f"cannot reach the orchestrator at {self.base_url}: {reason}") from None
 
     def stream_events(self, ref: str, *, since: str | int | None = None, path: str | None = None,
-                      actor: str | None = None) -> Iterator[dict]:
+                      actor: str | None = None, reads: bool = False) -> Iterator[dict]:
         """The workspace's journal live (the server-sent events endpoint): every event from
-        ``since`` on, then each new one, until the caller stops iterating."""
-        query = {k: str(v) for k, v in (("since", since), ("path", path), ("actor", actor)) if v is not None}
+        ``since`` on, then each new one, until the caller stops iterating. ``reads``: the read
+        audit's events too (kind ``read``)."""
+        query = {k: str(v) for k, v in (("since", since), ("path", path), ("actor", actor),
+                                        ("reads", 1 if reads else None)) if v is not None}
         url = self.base_url + _ws_path(ref, "/events/stream" + ("?" + urlencode(query) if query else ""))
         req = urllib.request.Request(url, headers=self._headers(None))
         try:

@@ -26,9 +26,10 @@ volume's ``setting``/``limits``. Format users write ``~{p}*``. Channels: ``reset
 ``&{p}changes`` only, the workspace's change channel (``meta/changes.py``): every user may
 ``SSUBSCRIBE`` to it, and users that write data may ``SPUBLISH`` there, which their functions do
 with the caller's permissions. The journal (``meta/journal.py``): read by every user; a read-write
-session user gets one ACL selector, ``(%W~{p}journal +rpush)``: its functions append records, and
+session user gets one ACL selector, ``(%W~{p}reads %W~{p}journal +rpush)`` (a read-only one
+``(%W~{p}reads +rpush)``: the read audit): its functions append records, and
 nothing it runs can remove or change one (retention, with full rights, trims); read-only users
-cannot append (no ``SUBSCRIBE``, ``PSUBSCRIBE`` or ``PUBLISH``: the records are
+cannot append change records (no ``SUBSCRIBE``, ``PSUBSCRIBE`` or ``PUBLISH``: the records are
 sharded messages, which plain subscribers never see). ``CLIENT SETINFO`` (sent by redis-py on
 connect) is granted where the server
 knows it (Redis >= 7.2); redis-py ignores its refusal elsewhere. A Cluster client also needs
@@ -74,6 +75,9 @@ SESSION_USER_PREFIX = "ms-"
 
 BASE_COMMANDS = ("-@all", "+@read", "+@write", "-@scripting", "-@dangerous", "+fcall", "+fcall_ro",
                  "+ping", "+hello", "+time",
+                 # A per-call tag is set and cleared around one function call in a MULTI
+                 # (meta/client.py: call_tag); a transaction reaches no key the user could not.
+                 "+multi", "+exec", "+discard",
                  # Commands that take no key see the whole database: SCAN and RANDOMKEY would show
                  # other workspaces' key names, DBSIZE their number. Sessions need none of them.
                  "-scan", "-randomkey", "-dbsize",
@@ -132,8 +136,13 @@ def acl_rules(prefix: str, *, read_only: bool, sids: Iterable[int] | None = None
                 *(CLUSTER_COMMANDS if cluster else ()), *extra_commands]
     # The journal: appended by the mutating functions, which run as the caller. A selector lets
     # this user write that one key with RPUSH and nothing else (the root rules grant it read only),
-    # so it can add records but never remove, reorder or alter one (no LTRIM, LPOP, LSET, DEL, ...)
-    journal = [f"(%W~{Keys(prefix).journal} +rpush)"] if sids is not None and not read_only else []
+    # so it can add records but never remove, reorder or alter one (no LTRIM, LPOP, LSET, DEL, ...).
+    # The read audit (`reads`, af_open with the volume's journal_reads on) likewise, for every
+    # session user: read-only sessions are its main writers.
+    journal = []
+    if sids is not None:
+        appendable = [Keys(prefix).reads, *(() if read_only else (Keys(prefix).journal,))]
+        journal = ["(" + " ".join(f"%W~{k}" for k in appendable) + " +rpush)"]
     return ["resetchannels", f"&{Keys(prefix).changes}", *keys, *commands, *journal]
 
 

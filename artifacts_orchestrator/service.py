@@ -273,17 +273,23 @@ class Service:
         return Journal(client, enrich=enrich), client
 
     def workspace_events(self, account: m.Account, handle: str, name: str, *, since: str | None,
-                         limit: int, path: str | None, actor: str | None) -> dict[str, Any]:
-        """One page of the workspace's journal (``GET .../events``)."""
+                         limit: int, path: str | None, actor: str | None, reads: bool = False,
+                         reads_since: str | None = None) -> dict[str, Any]:
+        """One page of the workspace's journal (``GET .../events``); with ``reads``, the read
+        audit's events merged in, and its own cursor (``reads_cursor``)."""
         journal, client = self.journal(account, handle, name)
         try:
-            page = journal.read("0" if since is None else since, limit=limit, path=path, actor=actor)
+            page = journal.read("0" if since is None else since, limit=limit, path=path, actor=actor,
+                                reads=reads, reads_since=reads_since)
         except ArtifactsError as e:
             raise InvalidRequest(str(e)) from None
         finally:
             client.close()
-        return {"events": msgspec.to_builtins(page.events), "cursor": page.next, "missed": page.missed,
-                "more": page.more}
+        out = {"events": msgspec.to_builtins(page.events), "cursor": page.next, "missed": page.missed,
+               "more": page.more}
+        if reads:
+            out.update(reads_cursor=page.reads_next, reads_missed=page.reads_missed)
+        return out
 
     def delete_workspace(self, account: m.Account, handle: str, name: str) -> tuple[m.WorkspaceView, bool]:
         """Step 1 (row lock, ``deleting``). Returns the view and whether the rest must run."""

@@ -13,13 +13,20 @@ off, Redis memory per event, and how soon a follower sees a change.
    makes one change at a time (``--changes`` of them, 20 ms apart) and stamps when each call
    started. p50/p99 of arrival - start. Goal: p99 <= 50 ms.
 
-Run: ``.venv/bin/python -m benchmarks.bench_journal [--ops 3000] [--events 50000] [--changes 500]``
+4. The read audit (opt-in, ``journal_reads``): ``af_open`` for reading on a workspace with the
+   audit on against one with it off, the same session client and redis-server, ABBA blocks of
+   ``--opens`` opens; client time per open and Redis time per call (``INFO commandstats`` after a
+   ``CONFIG RESETSTAT`` per block), medians; and ``MEMORY USAGE`` per read record.
+
+Run: ``.venv/bin/python -m benchmarks.bench_journal [--ops 3000] [--events 50000] [--changes 500]
+[--opens 2000]``
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import tempfile
@@ -130,17 +137,61 @@ def latency(url: str, changes: int) -> bool:
     return p99 <= 50
 
 
+def _open_block(r: redis.Redis, m: RedisMetaEngine, ino: int, n: int) -> tuple[float, float]:
+    """n opens for reading: (client µs per open, Redis µs per FCALL)."""
+    r.config_resetstat()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        m.open(ino, os.O_RDONLY)
+    client = (time.perf_counter() - t0) / n * 1e6
+    stat = r.info("commandstats").get("cmdstat_fcall", {})
+    return client, float(stat.get("usec_per_call", 0.0))
+
+
+def read_audit(url: str, opens: int, blocks: int = 8) -> None:
+    r = redis.Redis.from_url(url)
+    engines, inos = {}, {}
+    for on, prefix in ((True, "{u_3_w_1}:"), (False, "{u_3_w_2}:")):
+        m = RedisMetaEngine(url, prefix)
+        m.format(Setting(name="audit", uuid=new_uuid(), trash_days=0, journal_reads=on), require_aof=False)
+        m.new_session({"mountpoint": "/mnt/bench"})
+        engines[on], inos[on] = m, m.create(ROOT_INO, "f")[0]
+        _open_block(r, m, inos[on], opens // 10)  # warm up
+    res: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    for b in range(blocks):
+        for on in ((True, False) if b % 2 == 0 else (False, True)):  # ABBA
+            res[on].append(_open_block(r, engines[on], inos[on], opens))
+    c_on, c_off = (statistics.median(x[0] for x in res[v]) for v in (True, False))
+    s_on, s_off = (statistics.median(x[1] for x in res[v]) for v in (True, False))
+    n = int(r.llen("{u_3_w_1}:reads"))
+    used = int(r.execute_command("MEMORY", "USAGE", "{u_3_w_1}:reads", "SAMPLES", "0"))
+    print(f"4. read audit: open for reading {c_on:.1f} µs with it on, {c_off:.1f} µs off "
+          f"({(c_on / c_off - 1) * 100:+.1f} %); Redis {s_on:.2f} vs {s_off:.2f} µs per call "
+          f"({s_on - s_off:+.2f}); {used / n:.1f} bytes per read record ({n:,} records)")
+    for m in engines.values():
+        m.close()
+    r.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ops", type=int, default=3000, help="operations per kind in the overhead comparison")
     ap.add_argument("--events", type=int, default=50_000, help="events written for the memory figure")
     ap.add_argument("--changes", type=int, default=500, help="changes timed for the follow latency")
+    ap.add_argument("--opens", type=int, default=2000, help="opens per block in the read audit comparison")
+    ap.add_argument("--only-reads", action="store_true", help="run the read audit comparison alone")
     args = ap.parse_args(argv)
+    if args.only_reads:
+        with tempfile.TemporaryDirectory(prefix="bench-journal-") as tmp, \
+                RedisServer.start(tmp, appendonly=True) as server:
+            read_audit(server.url, args.opens)
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-journal-") as tmp, \
             RedisServer.start(tmp, appendonly=True) as server:
         ok = overhead(server.url, args.ops)
         memory(server.url, args.events)
         ok = latency(server.url, args.changes) and ok
+        read_audit(server.url, args.opens)
     print("targets met" if ok else "targets missed")
     return 0 if ok else 1
 

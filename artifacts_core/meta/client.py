@@ -25,11 +25,12 @@ The change feed (``meta/changes.py``) subscribes through its own connection to t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -41,6 +42,7 @@ from redis.retry import Retry
 from artifacts_core.errors import (
     ArtifactsError,
     ConfigError,
+    InvalidArgument,
     MetaUnavailable,
     NoSpace,
     PermissionDenied,
@@ -165,6 +167,9 @@ class MetaClient:
         self.full = 0  # operations Redis refused for lack of memory
         self._full_logged = -OOM_LOG_INTERVAL
         self._checked_library = False
+        #: This thread's per-call tag (``call_tag``).
+        self._local = threading.local()
+        self._multi: bool | None = None  # may this user run MULTI (_can_multi); None: not asked yet
         #: The key every call declares as KEYS[1] unless told otherwise: ``setting``, or this
         #: client's own session key once it registered one (meta/sessions.py) — FCALL needs write
         #: permission on its declared key, and a session ACL user may not write ``setting``.
@@ -244,12 +249,61 @@ class MetaClient:
 
     def call(self, function: str, *args: Any, ro: bool = False, key: str | None = None) -> Any:
         """One ``FCALL``/``FCALL_RO`` of ``function`` with ``declared`` as KEYS[1] (or ``key``,
-        another key of this workspace)."""
+        another key of this workspace). Under ``call_tag`` (this thread), a writing call on the
+        session's key is wrapped in one MULTI that sets the session's per-call tag before it and
+        clears it after: its change records, and only its, carry the tag."""
         command = "FCALL_RO" if ro else "FCALL"
         routed = self.declared if key is None else key
         assert self.keys.own(routed), routed
+        tag = getattr(self._local, "tag", None)
+        if tag and not ro and routed != self.keys.setting and function != "af_session_tag" and self._can_multi():
+            def tagged(r: redis.Redis) -> Any:
+                pipe = r.pipeline(transaction=True)
+                pipe.execute_command("FCALL", "af_session_tag", 1, routed, tag, "call")
+                pipe.execute_command(command, function, 1, routed, *args)
+                pipe.execute_command("FCALL", "af_session_tag", 1, routed, "", "call")
+                result = pipe.execute(raise_on_error=False)[1]
+                if isinstance(result, Exception):
+                    raise result
+                return result
+            return self._run(tagged, what=function)
         return self._run(lambda r: r.execute_command(command, function, 1, routed, *args),
                          what=function)
+
+    def _can_multi(self) -> bool:
+        """Whether this Redis user may run MULTI, probed once with an empty transaction (a
+        session user minted before its rules granted it may not: its calls then run untagged,
+        never failed -- and never half inside a refused MULTI)."""
+        if self._multi is None:
+            def probe(r: redis.Redis) -> bool:
+                try:
+                    pipe = r.pipeline(transaction=True)
+                    pipe.execute_command("PING")
+                    pipe.execute()
+                    return True
+                except rex.ResponseError as e:  # NOPERM on MULTI, then "EXEC without MULTI"
+                    if "NOPERM" in str(e) or "without MULTI" in str(e) or isinstance(e, rex.NoPermissionError):
+                        return False
+                    raise
+            self._multi = bool(self._run(probe, what="MULTI"))
+            if not self._multi:
+                log.info("this Redis user may not run MULTI: per-call tags are off for it")
+        return self._multi
+
+    @contextlib.contextmanager
+    def call_tag(self, tag: str) -> Iterator[None]:
+        """The change records of this thread's calls inside carry ``tag`` (the agent API's
+        tool-call id), whatever other threads on the same client do meanwhile: each writing call
+        runs in a MULTI with the tag set and cleared around it (one round trip; two more
+        function calls on the server). At most 256 bytes, no NUL."""
+        if len(tag.encode()) > 256 or "\0" in tag:
+            raise InvalidArgument("a tag is at most 256 bytes, without NUL")
+        prev = getattr(self._local, "tag", None)
+        self._local.tag = tag or None
+        try:
+            yield
+        finally:
+            self._local.tag = prev
 
     def command(self, *args: Any) -> Any:
         """One plain command (reads of keys this workspace owns)."""

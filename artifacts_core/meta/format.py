@@ -43,6 +43,9 @@ class Setting(msgspec.Struct, frozen=True, kw_only=True):
     # per event (benchmarks/bench_journal.py): the defaults keep at most ~7 MB per workspace.
     journal_max_events: int = 100_000
     journal_max_days: float = 30.0
+    # The read audit (docs/journal.md, "Reads"): opens for reading recorded too. Off by default
+    # (it multiplies the records by the read rate); set_journal_reads() turns it on or off.
+    journal_reads: bool = False
     format_version: int = FORMAT_VERSION
     library_version: int = library.LIBRARY_VERSION
     created: float = 0.0
@@ -83,8 +86,19 @@ def format_meta(client: MetaClient, setting: Setting, *, require_aof: bool = Tru
     if not setting.created:
         setting = msgspec.structs.replace(setting, created=time.time())
     done = client.call("af_format", msgspec.json.encode(setting), setting.uuid, setting.capacity,
-                       setting.inodes, setting.inline_limit, setting.inline_cap, setting.trash_days)
+                       setting.inodes, setting.inline_limit, setting.inline_cap, setting.trash_days,
+                       "1" if setting.journal_reads else "0")
     return bool(done)
+
+
+def set_journal_reads(client: MetaClient, on: bool) -> Setting:
+    """Turn the volume's read audit on or off (full rights: the orchestrator's or a format
+    user). Takes effect at the next open of every session (af_open reads it). Returns the new
+    setting."""
+    setting = msgspec.structs.replace(load_setting(client), journal_reads=bool(on))
+    client.call("af_journal_reads", "1" if on else "0", msgspec.json.encode(setting), setting.uuid,
+                key=client.keys.setting)
+    return setting
 
 
 def load_setting(client: MetaClient) -> Setting:

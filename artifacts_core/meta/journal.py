@@ -25,6 +25,7 @@ orchestrator adds account, tenant, grant and runtime).
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import re
 import threading
@@ -38,7 +39,8 @@ from artifacts_core.errors import InvalidArgument
 from artifacts_core.meta.client import MetaClient
 
 #: Kinds as records spell them.
-_KINDS = {b"e": "entry", b"r": "rename", b"a": "attr", b"d": "data", b"s": "session", b"w": "workspace"}
+_KINDS = {b"e": "entry", b"r": "rename", b"a": "attr", b"d": "data", b"s": "session", b"w": "workspace",
+          b"o": "read"}
 #: Records per af_journal_read call (the function's own cap is 10,000).
 PAGE = 1000
 #: A follower re-reads at least this often even without a wake-up (a lost subscription, a user
@@ -140,13 +142,34 @@ def parse_since(since: int | float | str | _dt.datetime | None) -> tuple[int | N
 
 class Page(msgspec.Struct):
     """One read: the events, the cursor to read on from, and how many events between the cursor
-    asked for and the oldest kept were dropped by retention (0: nothing missed)."""
+    asked for and the oldest kept were dropped by retention (0: nothing missed). With the read
+    audit (``reads=True``), ``reads_next`` is the cursor in that list (its own positions: a
+    ``read`` event's ``id`` is one of them) and ``reads_missed`` its count of dropped records."""
 
     events: list[Event]
     next: int
     missed: int = 0
     #: more records follow (the read stopped at its limit)
     more: bool = False
+    reads_next: int | None = None
+    reads_missed: int = 0
+    #: the positions this read started from (a stream's per-event cursors are built from them)
+    first: int = 0
+    reads_first: int | None = None
+
+
+class _Raw(msgspec.Struct):
+    """One af_journal_read reply, decoded: events from position ``first``; ``end`` the position
+    the next record will get."""
+
+    base: int
+    first: int
+    end: int
+    events: list[Event]
+
+    @property
+    def next(self) -> int:
+        return self.first + len(self.events)
 
 
 def _matches_actor(ev: Event, want: str) -> bool:
@@ -193,29 +216,52 @@ class Journal:
 
     # -- one page --------------------------------------------------------------------------
 
-    def end(self) -> int:
-        """The position the next event will get (``since=journal.end()``: only new events)."""
-        return int(self.client.call("af_journal_read", 0, 1, "", ro=True)[1])
+    def end(self, lst: str = "journal") -> int:
+        """The position the next event will get (``since=journal.end()``: only new events);
+        ``lst="reads"``: in the read audit."""
+        return int(self.client.call("af_journal_read", 0, 1, "", lst, ro=True)[1])
+
+    def _raw(self, pos: int | None, at: float | None, limit: int, lst: str = "journal") -> _Raw:
+        reply = self.client.call("af_journal_read", "" if pos is None else pos, limit,
+                                 "" if at is None else int(at * 1e6), lst, ro=True)
+        first = int(reply[2])
+        return _Raw(int(reply[0]), first, int(reply[1]), [decode(first + i, r) for i, r in enumerate(reply[3:])])
 
     def read(self, since: int | float | str | _dt.datetime | None = 0, *, limit: int = PAGE,
-             path: str | None = None, actor: str | None = None, sessions: bool = False) -> Page:
+             path: str | None = None, actor: str | None = None, sessions: bool = False,
+             reads: bool = False, reads_since: int | str | None = None) -> Page:
         """Events from ``since`` (a position, a time, an age; None: the end), at most ``limit``
         records read (filters apply after: a page may hold fewer events than records read).
         ``path``: events whose path, original name or new name lies under this prefix;
         ``actor``: events whose actor has a field equal to this (``key=value`` for one field).
-        ``sessions``: include the session-registration events."""
+        ``sessions``: include the session-registration events. ``reads``: merge in the read
+        audit's events (kind ``read``), in time order, from ``reads_since`` (a position in that
+        list; None: from the time ``since`` names, or that of the journal event at ``since``)."""
         if not 1 <= limit <= 10000:
             raise InvalidArgument(f"limit {limit} is outside 1..10000")
         pos, at = parse_since(since)
         if pos is None and at is None:
-            return Page([], self.end())
-        reply = self.client.call("af_journal_read", "" if pos is None else pos, limit,
-                                 "" if at is None else int(at * 1e6), ro=True)
-        base, first = int(reply[0]), int(reply[2])
-        raw = reply[3:]
-        events = [decode(first + i, r) for i, r in enumerate(raw)]
-        missed = max(0, base - pos) if pos is not None else 0
-        nxt = first + len(raw)
+            end = self.end()
+            if not reads:
+                return Page([], end)
+            rpos = parse_since(reads_since)[0] if reads_since is not None else self.end("reads")
+            return self.read(end, limit=limit, path=path, actor=actor, sessions=sessions, reads=True,
+                             reads_since=rpos)
+        j = self._raw(pos, at, limit)
+        missed = max(0, j.base - pos) if pos is not None else 0
+        page = Page([], j.next, missed, j.next < j.end, first=j.first)
+        events = j.events
+        if reads:
+            rpos, rat = (parse_since(reads_since)[0], None) if reads_since is not None else (None, at)
+            if rpos is None and rat is None:  # from the time of the journal event at `since`
+                rat = j.events[0].time if j.events else None
+                if rat is None:
+                    rpos = self.end("reads")
+            r = self._raw(rpos, rat, limit, "reads")
+            events, page.next, page.reads_next = _merge(j, r)
+            page.more = page.next < j.end or page.reads_next < r.end
+            page.reads_missed = max(0, r.base - rpos) if rpos is not None else 0
+            page.reads_first = r.first
         self._learn_sessions(events)
         events = [e for e in events if sessions or e.kind != "session"]
         self._resolve(events)
@@ -224,28 +270,32 @@ class Journal:
             events = [e for e in events if any(_under(p, prefix) for p in (e.path, e.where, e.new_where))]
         if actor:
             events = [e for e in events if _matches_actor(e, actor)]
-        return Page(events, nxt, missed, nxt < int(reply[1]))
+        page.events = events
+        return page
 
     # -- iteration -------------------------------------------------------------------------
 
     def events(self, since: int | float | str | _dt.datetime | None = 0, *, follow: bool = False,
                path: str | None = None, actor: str | None = None, timeout: float | None = None,
-               stop: threading.Event | None = None) -> Iterator[Event]:
+               stop: threading.Event | None = None, reads: bool = False) -> Iterator[Event]:
         """Every event from ``since`` (default: the oldest kept); with ``follow``, then every new
         one as it happens, until ``timeout`` seconds pass without one (None: forever) or ``stop``
-        is set. Stop early by closing the generator."""
+        is set. Stop early by closing the generator. ``reads``: the read audit's events merged in
+        (a follower sees them within ``FOLLOW_POLL``: opens are not announced on the channel)."""
         cursor: int | float | str | _dt.datetime | None = since
+        rcursor: int | None = None
         if since is None:
             cursor = self.end()
+            rcursor = self.end("reads") if reads else None
         waker = Waker(self.client) if follow else None
         try:
             idle_since = time.monotonic()
             while True:
                 if waker is not None:
                     waker.arm()
-                page = self.read(cursor, path=path, actor=actor)
+                page = self.read(cursor, path=path, actor=actor, reads=reads, reads_since=rcursor)
                 yield from page.events
-                cursor = page.next
+                cursor, rcursor = page.next, page.reads_next
                 if page.events:
                     idle_since = time.monotonic()
                 if page.more:
@@ -267,12 +317,12 @@ class Journal:
 
     async def aevents(self, since: int | float | str | _dt.datetime | None = 0, *, follow: bool = False,
                       path: str | None = None, actor: str | None = None,
-                      timeout: float | None = None) -> AsyncIterator[Event]:
+                      timeout: float | None = None, reads: bool = False) -> AsyncIterator[Event]:
         """``events`` as an async iterator: the blocking reads run in a worker thread."""
         import asyncio
 
         stop = threading.Event()
-        it = self.events(since, follow=follow, path=path, actor=actor, timeout=timeout, stop=stop)
+        it = self.events(since, follow=follow, path=path, actor=actor, timeout=timeout, stop=stop, reads=reads)
         done = object()
         try:
             while True:
@@ -370,6 +420,18 @@ class EventStream:
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self.journal.aevents(self.since, **self.options)
+
+
+def _merge(j: _Raw, r: _Raw) -> tuple[list[Event], int, int]:
+    """The journal's and the read audit's events of one read in time order (the journal's first
+    at equal times), and the cursor of each. A list cut short by the read's limit bounds the
+    other: events of the other past its last one wait for the next read, so order holds across
+    pages."""
+    cut = min([x.events[-1].time for x in (j, r) if x.next < x.end and x.events] or [float("inf")])
+    jk = list(itertools.takewhile(lambda e: e.time <= cut, j.events))
+    rk = list(itertools.takewhile(lambda e: e.time <= cut, r.events))
+    merged = sorted(jk + rk, key=lambda e: (e.time, e.kind == "read", e.id))
+    return merged, j.first + len(jk), r.first + len(rk)
 
 
 def _join(d: str, name: str) -> str:

@@ -41,6 +41,7 @@ the functions wrote with Lua's, so the two cannot drift apart unnoticed.
 | ``trashinfo`` | hash | trashed ino -> JSON: who deleted it (session, uid), when, from which directory and name |
 | ``journal`` | list | the workspace's journal: one change record per change, oldest first (``meta/journal.py``) |
 | ``jbase`` | string int | journal records retention dropped from the head (a record's position = jbase + index) |
+| ``reads`` / ``rbase`` | list / string int | the read audit (a volume's ``journal_reads`` opt-in): one record per open for reading, and its ``jbase`` |
 
 Who may write what (DESIGN.md §10: a session writes only what it owns). The orchestrator's
 session ACL users get write access by pattern: read-write sessions ``DATA_KEY_PATTERNS`` plus
@@ -49,7 +50,9 @@ but the format step writes ``setting`` and ``limits`` (``FORMAT_KEYS``), and nob
 full-rights client or the orchestrator writes the shared session bookkeeping
 (``SHARED_SESSION_KEYS``). The journal (``JOURNAL_KEYS``) is appended by sessions through their
 functions but never written otherwise: a read-write session's user may RPUSH to ``journal`` and
-run no other write command on it; ``jbase`` only retention (full rights) writes.
+run no other write command on it; ``jbase`` only retention (full rights) writes. ``reads``, the
+read audit, is the same for every session user, read-only ones included (RPUSH alone), and
+``rbase`` only retention writes.
 ``tests/test_orchestrator_acl.py`` checks that every key this module
 builds falls in exactly one of these classes; a new key kind must be added to one.
 
@@ -98,7 +101,7 @@ FORMAT_KEYS = ("setting", "limits")
 SHARED_SESSION_KEYS = ("sessions", "sessusers", "nextsession")
 #: The journal (``lua/45_journal.lua``): append-only for read-write sessions (RPUSH alone, an ACL
 #: selector), trimmed only by full-rights retention.
-JOURNAL_KEYS = ("journal", "jbase")
+JOURNAL_KEYS = ("journal", "jbase", "reads", "rbase")
 
 
 def session_key_names(sid: int) -> tuple[str, str, str]:
@@ -210,6 +213,14 @@ class Keys:
     @property
     def journal_base(self) -> str:
         return self.prefix + "jbase"
+
+    @property
+    def reads(self) -> str:
+        return self.prefix + "reads"
+
+    @property
+    def reads_base(self) -> str:
+        return self.prefix + "rbase"
 
     @property
     def changes(self) -> str:

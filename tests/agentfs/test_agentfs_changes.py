@@ -93,3 +93,38 @@ def test_vol_events_filters(vol, since):
     sid = vol.meta.sid
     assert len(list(vol.events(since, actor=str(sid)))) == len(list(vol.events(since)))
     assert list(vol.events(since, actor="host=nowhere")) == []
+
+
+def test_concurrent_calls_keep_their_own_tags(vol):
+    """Two tool calls running at once on one volume: every event carries its own call's id (a
+    session-wide tag let one call's events carry the other's)."""
+    fs = AgentFS(vol)
+    start = fs.changes()["cursor"]
+    errors: list = []
+
+    def calls(who: str) -> None:
+        for i in range(40):
+            r = fs.call("writeFile", {"path": f"{who}/f{i}", "content": who}, call_id=f"{who}-{i}")
+            if not r["ok"]:
+                errors.append(r)
+
+    fs.write_file("a/.keep", "")
+    fs.write_file("b/.keep", "")
+    start = fs.changes()["cursor"]
+    threads = [threading.Thread(target=calls, args=(w,)) for w in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    events, cursor = [], start
+    while True:
+        r = fs.changes(cursor=cursor, limit=200)
+        events += r["events"]
+        cursor = r["cursor"]
+        if not r["truncated"]:
+            break
+    tagged = [(e["path"], e.get("tag")) for e in events if e.get("path")]
+    assert len(tagged) >= 80
+    wrong = [(p, t) for p, t in tagged if t != p.replace("/f", "-")]
+    assert wrong == []

@@ -107,3 +107,17 @@ def test_settings_file_readable_by_others_is_refused(settings_file):
         load_settings(str(settings_file), env={})
     os.chmod(settings_file, 0o600)
     assert load_settings(str(settings_file), env={}).key_prefix.startswith("{u_")
+
+
+def test_mcp_calls_tag_their_events_with_the_tool_call_id(settings_file):
+    """A ``tools/call`` whose ``_meta`` names the framework's tool-call id: the journal events of
+    that call carry it; a call without one carries none."""
+    async def body(session):
+        w = await session.call_tool("writeFile", {"path": "t.md", "content": "x"}, meta={"toolCallId": "toolu_42"})
+        assert not w.is_error
+        await session.call_tool("writeFile", {"path": "u.md", "content": "y"})
+        r = await session.call_tool("changes", {})
+        return r.structured_content["events"]
+
+    events = asyncio.run(_session(_params(settings_file), body))
+    assert {e["path"]: e.get("tag") for e in events} == {"t.md": "toolu_42", "u.md": None}

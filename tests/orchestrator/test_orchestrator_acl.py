@@ -138,7 +138,7 @@ def test_every_key_kind_is_in_exactly_one_write_class():
              k.session_locks(12), *(k.counter(c) for c in ("nextinode", "nextslice", "nextsession", "usedspace",
                                                            "totalinodes", "inlinebytes")),
              k.prefix + "slicebatches", *(k.history(n) for n in ("hnext", "hcur", "hepochs", "hckpts")),
-             k.preserved_index(3), k.preserved(3, "c5_0"), k.trashinfo, k.journal, k.journal_base]
+             k.preserved_index(3), k.preserved(3, "c5_0"), k.trashinfo, k.journal, k.journal_base, k.reads, k.reads_base]
     for key in built:
         name = key[len(k.prefix):]
         classes = [any(_matches(pat, name) for pat in DATA_KEY_PATTERNS), name in session_key_names(12),
@@ -356,7 +356,8 @@ def test_sessions_cannot_rewrite_or_trim_the_journal(acl_redis, admin, read_only
             with pytest.raises(PermissionDenied):
                 eng.create(ROOT, "refused")
         else:
-            eng.create(ROOT, "mine")
+            with eng.client.call_tag("call-9"):  # a per-call tag: the MULTI its rules grant
+                eng.create(ROOT, "mine")
         journal = r.lrange(k.journal, 0, -1)  # readable by every session user
         assert len(journal) == (1 if read_only else 3)  # create, [session registration, create]
         names = {"j": k.journal, "own": k.session(eng.sid), "base": k.journal_base, "setting": k.setting}
@@ -368,8 +369,73 @@ def test_sessions_cannot_rewrite_or_trim_the_journal(acl_redis, admin, read_only
             with pytest.raises(rex.NoPermissionError):
                 r.rpush(k.journal, "forged")
         assert r.lrange(k.journal, 0, -1) == journal and r.get(k.journal_base) is None  # nothing changed
-        assert [e.name for e in Journal(eng.client).read(0).events][-1] == ("before" if read_only else "mine")
+        last = Journal(eng.client).read(0).events[-1]
+        assert (last.name, last.tag) == (("before", None) if read_only else ("mine", "call-9"))
         assert trim(owner.client, max_events=1, max_age=0) == len(journal) - 1  # full rights trim
+    finally:
+        eng.close()
+        owner.close()
+
+
+@pytest.mark.parametrize("read_only", [False, True], ids=["read-write", "read-only"])
+def test_every_session_appends_to_the_read_audit_and_none_can_rewrite_it(acl_redis, admin, read_only):
+    """With a volume's read audit on, every session user's opens for reading are recorded (its
+    ACL selector grants RPUSH on ``reads``), a read-only one's included; none may remove, alter
+    or trim a record, move ``rbase`` or turn the audit off. Only full rights trim."""
+    import os
+
+    from artifacts_core.meta.format import set_journal_reads
+    from artifacts_core.meta.journal import Journal, trim
+
+    url = acl_redis[1]
+    p = new_prefix()
+    k = Keys(p)
+    owner = formatted(url, p)
+    f = owner.create(ROOT, "secret")[0]
+    set_journal_reads(owner.client, True)
+    _, user_url_ = user_url(admin, p, read_only=read_only)
+    eng = RedisMetaEngine(user_url_, p)
+    r = raw(user_url_)
+    try:
+        eng.load(require_aof=True)
+        eng.new_session({"read_only": read_only, "host": "reader"})
+        eng.open(f, os.O_RDONLY)
+        eng.open(f, os.O_RDONLY)
+        reads = r.lrange(k.reads, 0, -1)
+        assert len(reads) == 3  # its registration (the actor, kept after it ends), two opens
+        (ev, _) = [e for e in Journal(eng.client).read(0, reads=True).events if e.kind == "read"]
+        assert ev.ino == f and ev.path == "/secret" and ev.actor is not None and ev.actor["host"] == "reader"
+        names = {"j": k.reads, "own": k.session(eng.sid), "base": k.reads_base, "setting": k.setting}
+        for attack in (*JOURNAL_ATTACKS, ("FCALL", "af_journal_reads", 1, "{setting}", "0", "{{}}", "x")):
+            cmd = [a.format(**names) if isinstance(a, str) else a for a in attack]
+            with pytest.raises(rex.ResponseError, match=r"NOPERM|no permissions|can.t access"):
+                r.execute_command(*cmd)
+        assert r.lrange(k.reads, 0, -1) == reads and r.get(k.reads_base) is None  # nothing changed
+        assert trim(owner.client, max_events=1, max_age=0) >= 1 and r.llen(k.reads) == 1  # full rights trim
+    finally:
+        eng.close()
+        owner.close()
+
+
+def test_a_user_without_multi_runs_tagged_calls_untagged_once_each(acl_redis, admin):
+    """A session user minted before its rules granted MULTI: a per-call tag is dropped, the call
+    runs exactly once (not half inside a refused transaction, then again)."""
+    from artifacts_core.meta.journal import Journal
+
+    url = acl_redis[1]
+    p = new_prefix()
+    owner = formatted(url, p)
+    user, user_url_ = user_url(admin, p, read_only=False)
+    raw(url).execute_command("ACL", "SETUSER", user, "-multi")
+    eng = RedisMetaEngine(user_url_, p)
+    try:
+        eng.load(require_aof=True)
+        eng.new_session({})
+        with eng.client.call_tag("call-1"):
+            eng.create(ROOT, "one")
+            eng.mkdir(ROOT, "two")
+        evs = Journal(eng.client).read(0).events
+        assert [(e.op, e.name, e.tag) for e in evs] == [("create", "one", None), ("mkdir", "two", None)]
     finally:
         eng.close()
         owner.close()

@@ -25,7 +25,8 @@ def _mount(api, name, monkeypatch, tmp_path, mode="rw"):
     grant = api.sessions.create(name, mode=mode)
     s3_env(monkeypatch, grant.storage.credentials)
     return grant, open_volume(grant.meta.url, grant.storage.url, key_prefix=grant.meta.key_prefix,
-                              config=_config(tmp_path / f"c-{grant.session.id}"), mountpoint="/mnt/j")
+                              config=_config(tmp_path / f"c-{grant.session.id}"), mountpoint="/mnt/j",
+                              read_only=mode == "ro")
 
 
 def test_events_over_http_with_the_actor_and_authorization(stack, api, monkeypatch, tmp_path):
@@ -128,3 +129,49 @@ def test_cli_events(stack, api, monkeypatch, tmp_path, capsys):
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [e["op"] for e in lines] == ["create", "commit"]
     assert run(["events", "cli", "--since", "bogus"]) != 0
+
+
+def test_the_read_audit_over_http_stream_and_cli(stack, api, monkeypatch, tmp_path, capsys):
+    """A workspace that keeps the read audit: a read-only mount's opens for reading appear, with
+    the orchestrator's view of the actor, when asked for (``reads=1``, ``--reads``), in the page,
+    the stream (``event: read``) and the CLI; not otherwise."""
+    r = api.workspaces.create("audited")
+    if r.storage.credentials is not None:
+        s3_env(monkeypatch, r.storage.credentials)
+    format_volume(r.format.url, r.storage.url, r.workspace.volume_name, key_prefix=r.format.key_prefix,
+                  trash_days=0, journal_reads=True)
+    api.workspaces.format_completed("audited")
+    _, vol = _mount(api, "audited", monkeypatch, tmp_path)
+    try:
+        vol.write_bytes("/secret.txt", b"s3cret")
+    finally:
+        vol.close()
+    got: list = []
+
+    def follow():
+        for e in api.stream_events("audited", since="0", reads=True):
+            got.append(e)
+            if e["kind"] == "read":
+                return
+
+    t = threading.Thread(target=follow, daemon=True)
+    t.start()
+    grant, ro = _mount(api, "audited", monkeypatch, tmp_path, mode="ro")
+    try:
+        assert ro.read_bytes("/secret.txt") == b"s3cret"
+    finally:
+        ro.close()
+    t.join(15)
+    assert [e["op"] for e in got] == ["create", "commit", "open"]
+    assert [e["op"] for e in api.workspaces.events("audited")["events"]] == ["create", "commit"]
+    page = api.workspaces.events("audited", reads=True)
+    (ev,) = [e for e in page["events"] if e["kind"] == "read"]
+    assert ev["path"] == "/secret.txt" and ev["actor"]["mount_session"] == grant.session.id
+    assert ev["actor"]["mode"] == "ro" and page["reads_cursor"] == ev["id"] + 1
+    monkeypatch.setenv("TONBO_API_KEY", api._api_key)
+    monkeypatch.setenv("ARTIFACTS_ORCHESTRATOR_URL", api.base_url)
+    for d in ("CONFIG", "CACHE", "STATE"):
+        monkeypatch.setenv(f"XDG_{d}_HOME", str(tmp_path / d.lower()))
+    capsys.readouterr()
+    assert run(["--format", "json", "events", "audited", "--reads"]) == 0
+    assert [json.loads(x)["op"] for x in capsys.readouterr().out.splitlines()] == ["create", "commit", "open"]

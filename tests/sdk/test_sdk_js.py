@@ -7,7 +7,8 @@ runs ``node --test sdk/js/test/``: seed 003 end to end in Node (a workspace made
 mount ticket, the ticket file written 0600, ``artifacts mount --ticket-file`` in a separate
 process, ``fs.writeFile`` through the mount, revocation, EACCES within the bound, delete), the
 error codes, retries through a fault-injecting proxy in front of the real orchestrator, and the
-package's ESM and CommonJS entry points. Node's output is shown when it fails.
+package's ESM and CommonJS entry points, and the journal streamed live (``streamEvents``). Node's output
+is shown when it fails.
 
 The orchestrator's clock is injectable, as in the Python tests: the Node tests move it (an expired
 ticket) by writing an offset in seconds to the file named by ``ARTIFACTS_TEST_CLOCK_FILE``.

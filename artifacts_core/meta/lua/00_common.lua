@@ -489,6 +489,14 @@ end
 -- never the operation.
 local CHANGE_VERSION = '1'
 
+-- The tag a session's records carry: the call's (field `ctag`, set and cleared around one call
+-- in the same MULTI by a client with a per-call tag: meta/client.py) over the session's (`tag`).
+local function session_tag(p, sid)
+  if sid == '0' then return nil end
+  local t = redis.call('HMGET', k_session(p, sid), 'ctag', 'tag')
+  return t[1] or t[2] or nil
+end
+
 local function journal(p, r)
   redis.pcall('RPUSH', p .. 'journal', r)
 end
@@ -525,7 +533,7 @@ local function change(p, keys, clock, kind, op, ino, parent, name, nparent, nnam
   local len = noted_len
   noted_len = nil
   if len and len[1] ~= istr(ino) then len = nil end
-  local tag = sid ~= '0' and redis.call('HGET', k_session(p, sid), 'tag') or nil
+  local tag = session_tag(p, sid)
   if len or tag then
     local n = parent and (nparent and 11 or 9) or 7  -- fields so far
     r = r .. string.rep('\0', 11 - n)
@@ -541,13 +549,33 @@ local function change(p, keys, clock, kind, op, ino, parent, name, nparent, nnam
   journal(p, r)
 end
 
+-- read_audit(p, keys, ino, op): an open for reading, appended to the read audit `<prefix>reads`
+-- (a volume's opt-in, `journal_reads`; docs/journal.md "Reads"): a change record's fields [0]-[6]
+-- of kind 'o' (op 'open', or 'open-rw' for an open for reading and writing), then [12] the
+-- session's tag when it has one. Not announced (nothing cached changes) and not in `journal`:
+-- read-only sessions, the main readers, may append to `reads` (RPUSH alone) but not to the
+-- journal, so they cannot forge change records; `rbase` counts what retention dropped.
+local function read_audit(p, keys, ino, op)
+  local sid = actor(p, keys)
+  local r = change_record(p, keys, redis.call('TIME'), 'o', op, ino)
+  local tag = session_tag(p, sid)
+  if tag then r = r .. string.rep('\0', 6) .. tag end
+  redis.pcall('RPUSH', p .. 'reads', r)
+end
+
 -- A session's registration, journaled so that readers can name the actor of its records after
 -- the session has ended (its `sess<sid>` is gone then): kind 's', op 'session', ino '0', [7] the
 -- ACL user the orchestrator assigned the id to ('' for a full-rights client), [8] the session's
 -- info JSON (host, pid, mountpoint or agent API, version, read_only). Not announced on the
 -- change channel: nothing cached changes.
+-- With the read audit on, the registration goes to `reads` too: a read-only session cannot append
+-- to the journal, and its read records must still name their actor after it ended.
 local function journal_session(p, sid, user, info)
   local t = redis.call('TIME')
-  journal(p, CHANGE_VERSION .. '\0s\0session\0' .. istr(sid) .. '\0' .. t[1] .. '\0' .. t[2] .. '\0' .. '0'
-    .. '\0' .. (user or '') .. '\0' .. info)
+  local r = CHANGE_VERSION .. '\0s\0session\0' .. istr(sid) .. '\0' .. t[1] .. '\0' .. t[2] .. '\0' .. '0'
+    .. '\0' .. (user or '') .. '\0' .. info
+  journal(p, r)
+  if redis.call('HGET', k_named(p, 'limits'), 'journal_reads') == '1' then
+    redis.pcall('RPUSH', p .. 'reads', r)
+  end
 end

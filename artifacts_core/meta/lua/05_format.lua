@@ -1,7 +1,8 @@
 -- 05_format.lua: formatting a workspace's namespace.
 
 -- af_format: write the volume's setting, its limits, the root directory and the trash directory.
--- KEYS: setting. ARGV: setting JSON, uuid, capacity, inodes, inline_limit, inline_cap, trash_days.
+-- KEYS: setting. ARGV: setting JSON, uuid, capacity, inodes, inline_limit, inline_cap, trash_days,
+--   journal_reads ('1': af_open for reading appends to the read audit; absent: '0').
 -- Returns 1 when formatted now, 0 when this same volume (same uuid) was already formatted.
 -- Errors: EEXIST when another volume (other uuid) is formatted under this prefix.
 -- All checks before the first write.
@@ -16,7 +17,8 @@ redis.register_function('af_format', function(keys, args)
   local sec, ns = now()
   redis.call('SET', k_named(p, 'setting'), args[1])
   redis.call('HSET', k_named(p, 'limits'), 'capacity', args[3], 'inodes', args[4],
-    'inline_limit', args[5], 'inline_cap', args[6], 'trash_days', args[7])
+    'inline_limit', args[5], 'inline_cap', args[6], 'trash_days', args[7],
+    'journal_reads', args[8] == '1' and '1' or '0')
   -- Root: world-writable with the sticky bit (1777, as /tmp), since agents and users of many uids
   -- share a workspace, and none may rename or remove another's files there (a plain 0777, as
   -- JuiceFS makes it, let any local user of an allow_other mount rename root's files). The trash
@@ -33,5 +35,25 @@ redis.register_function('af_format', function(keys, args)
   redis.call('SETNX', k_named(p, 'nextslice'), 0)
   redis.call('SET', k_named(p, 'totalinodes'), 2)
   redis.call('SET', k_named(p, 'usedspace'), 2 * space_of(0))
+  return 1
+end)
+
+-- af_journal_reads: turn the read audit (docs/journal.md, "Reads") on or off on a formatted
+-- volume: the setting (JSON, rewritten by the caller with its `journal_reads` changed) and its
+-- mirror in `limits`, which af_open reads.
+-- KEYS: setting (full rights: session users may not write setting or limits). ARGV: '1' or '0',
+--   the new setting JSON, the uuid it must still have.
+-- Returns 1. Errors: ENOENT (not formatted), ESTALE (another volume's setting now), EINVAL.
+redis.register_function('af_journal_reads', function(keys, args)
+  local p = prefix_of(keys)
+  if args[1] ~= '1' and args[1] ~= '0' then return fail('EINVAL', 'journal_reads must be 1 or 0') end
+  local existing = redis.call('GET', k_named(p, 'setting'))
+  if not existing then return fail('ENOENT', 'no volume is formatted under this prefix') end
+  local ok, decoded = pcall(cjson.decode, existing)
+  if not ok or type(decoded) ~= 'table' or decoded.uuid ~= args[3] then
+    return fail('ESTALE', 'the volume setting changed: read it again')
+  end
+  redis.call('SET', k_named(p, 'setting'), args[2])
+  redis.call('HSET', k_named(p, 'limits'), 'journal_reads', args[1])
   return 1
 end)

@@ -279,7 +279,8 @@ register_allow_oom('af_session_end', function(keys, args)
   return { 1, freed }
 end)
 
--- af_open: the open-time attribute fetch, registering the open in the same call.
+-- af_open: the open-time attribute fetch, registering the open in the same call; with the
+-- volume's read audit on (limits `journal_reads`), an open for reading is recorded (read_audit).
 -- KEYS: the caller's sess<sid>, or setting (no session: nothing registered). ARGV: ino, access
 -- mask (4 read, 2 write, 0 none), uid, gids, sid (ignored).
 -- Returns the packed attr. Errors: ENOENT, EISDIR (write on a directory), EACCES, ESTALE (this
@@ -299,6 +300,9 @@ register_allow_oom('af_open', function(keys, args)
       return fail('ESTALE', 'session ' .. sid .. ' expired and was cleaned up')
     end
     redis.call('HINCRBY', k_sopens(p, sid), ino, 1)
+  end
+  if mask % 8 >= 4 and redis.call('HGET', k_named(p, 'limits'), 'journal_reads') == '1' then
+    read_audit(p, keys, ino, mask % 4 >= 2 and 'open-rw' or 'open')
   end
   return s
 end)

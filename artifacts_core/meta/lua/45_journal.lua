@@ -29,10 +29,14 @@ end
 -- Most records one read returns (the caller pages with the position it gets back).
 local JOURNAL_PAGE_MAX = 10000
 
+-- The lists af_journal_read and af_journal_trim know, and each one's count of trimmed records:
+-- the journal, and the read audit (`reads`, the opt-in records of af_open; 00_common.lua).
+local JOURNAL_LISTS = { journal = 'jbase', reads = 'rbase' }
+
 -- af_journal_read: records from a position, or from a time.
 -- KEYS: setting or the caller's sess<sid>. ARGV: position ('' = from the time), count (1 ..
 --   10000), time in microseconds ('' = from the position; with a time, the first record at or
---   after it).
+--   after it), list ('journal', the default, or 'reads': the read audit, with its own positions).
 -- Returns {base, end, first, record...}: base = the position of the oldest record kept, end =
 --   the position the next record will get, first = the position of the first record returned
 --   (a position below base was trimmed: the reply starts at base).
@@ -41,12 +45,14 @@ redis.register_function{
   function_name = 'af_journal_read',
   callback = function(keys, args)
     local p = prefix_of(keys)
-    local jkey = k_named(p, 'journal')
+    local list = (args[4] and args[4] ~= '') and args[4] or 'journal'
+    if not JOURNAL_LISTS[list] then return fail('EINVAL', 'list must be journal or reads') end
+    local jkey = k_named(p, list)
     local count = tonumber(args[2])
     if not count or count < 1 or count > JOURNAL_PAGE_MAX then
       return fail('EINVAL', 'count must be 1..' .. JOURNAL_PAGE_MAX)
     end
-    local base = tonumber(redis.call('GET', k_named(p, 'jbase')) or '0')
+    local base = tonumber(redis.call('GET', k_named(p, JOURNAL_LISTS[list])) or '0')
     local n = redis.call('LLEN', jkey)
     local start
     if args[3] and args[3] ~= '' then
@@ -67,40 +73,52 @@ redis.register_function{
   flags = { 'no-writes' },
 }
 
--- af_journal_trim: the retention: drop records from the head while there are more than
--- `max records` or the oldest is older than `max age`, at most `budget` per call.
--- KEYS: setting (full rights only: session users may not write `journal` but by RPUSH, nor
---   `jbase`). ARGV: max records (0 = no limit), max age in seconds (0 = no limit), budget,
---   now offset (seconds added to the server clock: tests inject time).
--- Returns {records dropped, records left, more (1 when the budget stopped it)}.
--- Errors: EINVAL (arguments).
-register_allow_oom('af_journal_trim', function(keys, args)
-  local p = prefix_of(keys)
-  local jkey = k_named(p, 'journal')
-  local maxn, maxage, budget = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
-  if not (maxn and maxage and budget) or maxn < 0 or maxage < 0 or budget < 1 then
-    return fail('EINVAL', 'max records, max age and budget must be numbers >= 0 (budget >= 1)')
-  end
+-- Retention of one list: drop records from its head past `maxn` or older than `maxage`, at
+-- most `budget`. Returns dropped, left, more (1 when the budget stopped it).
+local function trim_list(p, list, maxn, maxage, budget, offset)
+  local jkey = k_named(p, list)
   local n = redis.call('LLEN', jkey)
   local drop = 0
   if maxn > 0 and n > maxn then drop = n - maxn end
   if maxage > 0 and drop < n then
     local t = redis.call('TIME')
-    local cutoff = (tonumber(t[1]) + (tonumber(args[4]) or 0) - maxage) * 1000000 + tonumber(t[2])
+    local cutoff = (tonumber(t[1]) + offset - maxage) * 1000000 + tonumber(t[2])
     drop = math.max(drop, first_at(jkey, n, cutoff))
   end
   local more = 0
   if drop > budget then drop, more = budget, 1 end
   if drop > 0 then
     redis.call('LTRIM', jkey, drop, -1)
-    redis.call('INCRBY', k_named(p, 'jbase'), drop)
+    redis.call('INCRBY', k_named(p, JOURNAL_LISTS[list]), drop)
   end
-  return { drop, n - drop, more }
+  return drop, n - drop, more
+end
+
+-- af_journal_trim: the retention: drop records from the head of the journal, and of the read
+-- audit, while there are more than `max records` or the oldest is older than `max age` (each
+-- list on its own), at most `budget` per list per call.
+-- KEYS: setting (full rights only: session users may not write `journal` or `reads` but by
+--   RPUSH, nor `jbase`/`rbase`). ARGV: max records (0 = no limit), max age in seconds (0 = no
+--   limit), budget, now offset (seconds added to the server clock: tests inject time).
+-- Returns {records dropped, journal records left, more (1 when the budget stopped it)}.
+-- Errors: EINVAL (arguments).
+register_allow_oom('af_journal_trim', function(keys, args)
+  local p = prefix_of(keys)
+  local maxn, maxage, budget = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
+  if not (maxn and maxage and budget) or maxn < 0 or maxage < 0 or budget < 1 then
+    return fail('EINVAL', 'max records, max age and budget must be numbers >= 0 (budget >= 1)')
+  end
+  local offset = tonumber(args[4]) or 0
+  local drop, left, more = trim_list(p, 'journal', maxn, maxage, budget, offset)
+  local rdrop, _, rmore = trim_list(p, 'reads', maxn, maxage, budget, offset)
+  return { drop + rdrop, left, math.max(more, rmore) }
 end)
 
 -- af_session_tag: set (or, with '', clear) the caller's tag, which the change records of its
 -- session's later calls carry (the agent API's tool-call id).
--- KEYS: the caller's sess<sid>. ARGV: tag (at most 256 bytes, no NUL).
+-- KEYS: the caller's sess<sid>. ARGV: tag (at most 256 bytes, no NUL), which ('call': the
+--   per-call tag `ctag`, which a client sets and clears around one call in one MULTI, and which
+--   takes precedence; otherwise the session's `tag`).
 -- Returns 1, or 0 when the session is gone. Errors: EINVAL (no session, tag too long or with NUL).
 register_allow_oom('af_session_tag', function(keys, args)
   local p, sid = session_of(keys)
@@ -108,10 +126,11 @@ register_allow_oom('af_session_tag', function(keys, args)
   if sid == '0' then return fail('EINVAL', 'a tag needs a session') end
   if #tag > 256 or string.find(tag, '%z') then return fail('EINVAL', 'tag over 256 bytes or with NUL') end
   if not session_alive(p, sid) then return 0 end
+  local field = args[2] == 'call' and 'ctag' or 'tag'
   if tag == '' then
-    redis.call('HDEL', k_session(p, sid), 'tag')
+    redis.call('HDEL', k_session(p, sid), field)
   else
-    redis.call('HSET', k_session(p, sid), 'tag', tag)
+    redis.call('HSET', k_session(p, sid), field, tag)
   end
   return 1
 end)

@@ -202,6 +202,67 @@ export class Transport {
     }
   }
 
+  /**
+   * A server-sent events endpoint (`op`), parsed: yields `{ event, id, data }` per message until
+   * the server ends the stream or `options.signal` aborts. `lastEventId` resumes a stream (the
+   * `Last-Event-ID` header). An HTTP error rejects with its `ArtifactsError`; a lost connection
+   * with `ArtifactsConnectionError` (the caller reconnects with the last id it saw).
+   */
+  async *stream<K extends OperationId>(op: K, args: CallArgs<K>, options: RequestOptions & { lastEventId?: string } = {}):
+  AsyncGenerator<{ event: string; id: string | undefined; data: string }> {
+    const spec = operations[op];
+    const url = this.baseUrl + fillPath(spec.path, args.path as Record<string, string> | undefined)
+      + queryString(args.query as Record<string, unknown> | undefined);
+    if (!this.#apiKey) {
+      throw new ArtifactsError('unauthorized', 401, `no API key: set ${API_KEY_ENV} or pass { apiKey } to new Artifacts()`);
+    }
+    const headers: Record<string, string> = {
+      accept: 'text/event-stream',
+      'user-agent': `tonbo-artifacts-node/${VERSION} node/${process.version}`,
+      authorization: `Bearer ${this.#apiKey}`,
+    };
+    if (options.lastEventId !== undefined) headers['last-event-id'] = options.lastEventId;
+    let res: Response;
+    try {
+      res = await this.#fetch(url, { method: 'GET', headers, signal: options.signal });
+    } catch (err) {
+      if (options.signal?.aborted) return;
+      throw new ArtifactsConnectionError(`cannot reach the orchestrator at ${this.baseUrl}: ${describe(err)}`, err);
+    }
+    if (res.status !== 200 || res.body === null) throw errorFromResponse(res.status, await res.text());
+    const decoder = new TextDecoder();
+    let buffer = '';
+    let event = 'message';
+    let id: string | undefined;
+    let data: string[] = [];
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        buffer += decoder.decode(chunk, { stream: true });
+        let nl: number;
+        while ((nl = buffer.search(/\r?\n/)) >= 0) {
+          const line = buffer.slice(0, nl);
+          buffer = buffer.slice(nl + (buffer[nl] === '\r' ? 2 : 1));
+          if (line === '') {  // a blank line ends a message
+            if (data.length) yield { event, id, data: data.join('\n') };
+            event = 'message';
+            data = [];
+            continue;
+          }
+          if (line.startsWith(':')) continue;  // a comment: the server's keepalive
+          const colon = line.indexOf(':');
+          const field = colon < 0 ? line : line.slice(0, colon);
+          const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+          if (field === 'data') data.push(value);
+          else if (field === 'event') event = value;
+          else if (field === 'id') id = value;
+        }
+      }
+    } catch (err) {
+      if (options.signal?.aborted) return;
+      throw new ArtifactsConnectionError(`the event stream from ${this.baseUrl} broke: ${describe(err)}`, err);
+    }
+  }
+
   async #attempt(url: string, method: string, headers: Record<string, string>, body: string | undefined,
     timeout: number, signal: AbortSignal | undefined): Promise<{ status: number; text: string; retryAfter: string | null }> {
     if (signal?.aborted) throw signal.reason;

@@ -46,6 +46,7 @@ EXCLUDED = {
     "af_ck_restore": "announces kind 'w' (all): tests/core/history/test_checkpoints.py checks it",
     "af_journal_trim": "the journal's retention (full rights only): nothing a client caches",
     "af_session_tag": "session bookkeeping (the tag later change records carry)",
+    "af_journal_reads": "a volume setting (the read audit on or off): nothing a client caches",
 }
 
 

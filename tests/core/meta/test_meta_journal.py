@@ -7,6 +7,7 @@ That every mutating function journals its changes is the contract test's
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -165,3 +166,69 @@ def test_trim_needs_full_rights_and_counts(meta_factory, key_prefix):
         m.client.call("af_journal_trim", -1, 0, 10, 0, key=m.keys.setting)
     with pytest.raises(InvalidArgument):
         Journal(m.client).read(0, limit=0)
+
+
+# -- the read audit (a volume's journal_reads opt-in) -------------------------------------------
+
+
+def test_reads_are_not_recorded_by_default(meta_factory, key_prefix):
+    m = meta_factory(key_prefix)
+    m.new_session({"host": "h"})
+    f = m.create(ROOT_INO, "f")[0]
+    m.open(f, os.O_RDONLY)
+    assert m.client.command("LLEN", m.keys.reads) == 0
+    assert [e.op for e in Journal(m.client).read(0, reads=True).events] == ["create"]
+
+
+def test_opens_for_reading_are_recorded_with_actor_and_tag_when_opted_in(meta_factory, key_prefix):
+    m = meta_factory(key_prefix, journal_reads=True)
+    m.new_session({"host": "auditor", "mountpoint": "/mnt/a"})
+    f = m.create(ROOT_INO, "f")[0]
+    m.open(f, os.O_WRONLY)  # no read: no record
+    m.client.call("af_session_tag", "call-7")
+    m.open(f, os.O_RDONLY)
+    m.client.call("af_session_tag", "")
+    m.open(f, os.O_RDWR)
+    m.unlink(ROOT_INO, "f")
+    j = Journal(m.client)
+    assert [e.op for e in j.read(0).events] == ["create", "unlink"]  # not in the journal itself
+    page = j.read(0, reads=True)
+    assert [(e.kind, e.op, e.id, e.tag) for e in page.events] == [
+        ("entry", "create", 1, None), ("read", "open", 1, "call-7"), ("read", "open-rw", 2, None),
+        ("entry", "unlink", 2, None)]  # position 0 of each list: the session's registration
+    ev = page.events[1]
+    assert ev.ino == f and ev.actor is not None and ev.actor["host"] == "auditor"
+    assert (page.next, page.reads_next, page.more) == (3, 3, False)
+    # cursors: each list from its own position; since a position, reads from that event's time
+    assert [e.op for e in j.read(2, reads=True, reads_since=2).events] == ["open-rw", "unlink"]
+    assert [e.op for e in j.read(2, reads=True).events] == ["unlink"]
+    # a short page keeps the time order across pages
+    seen, cur, rcur = [], 0, 0
+    while True:
+        p = j.read(cur, reads=True, reads_since=rcur, limit=1)
+        seen += [e.op for e in p.events]
+        cur, rcur = p.next, p.reads_next
+        if not p.more:
+            break
+    assert seen == ["create", "open", "open-rw", "unlink"]
+    # the Python iterator merges them too
+    assert [e.op for e in Journal(m.client).events(0, reads=True)] == seen
+
+
+def test_the_read_audit_can_be_turned_on_later_and_retention_covers_it(meta_factory, key_prefix):
+    from artifacts_core.meta.format import load_setting, set_journal_reads
+
+    m = meta_factory(key_prefix)
+    m.new_session({})
+    f = m.create(ROOT_INO, "f")[0]
+    m.open(f, os.O_RDONLY)
+    assert set_journal_reads(m.client, True).journal_reads and load_setting(m.client).journal_reads
+    for _ in range(5):
+        m.open(f, os.O_RDONLY)
+    assert m.client.command("LLEN", m.keys.reads) == 5
+    assert trim(m.client, max_events=2, max_age=0) == 3  # the read audit's own bound
+    page = Journal(m.client).read(0, reads=True, reads_since=0)
+    assert [e.id for e in page.events if e.kind == "read"] == [3, 4] and page.reads_missed == 3
+    set_journal_reads(m.client, False)
+    m.open(f, os.O_RDONLY)
+    assert m.client.command("LLEN", m.keys.reads) == 2

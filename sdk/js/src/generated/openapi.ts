@@ -475,14 +475,14 @@ export interface Operations {
   /** The workspace's journal: events since a cursor */
   workspaceEvents: {
     path: { handle: string; name: string };
-    query: { since?: string; path?: string; actor?: string; limit?: number };
+    query: { since?: string; path?: string; actor?: string; reads?: string; reads_since?: number; limit?: number };
     body: undefined;
     response: Record<string, unknown>;
   };
   /** The workspace's journal as server-sent events, live */
   workspaceEventsStream: {
     path: { handle: string; name: string };
-    query: { since?: string; path?: string; actor?: string };
+    query: { since?: string; path?: string; actor?: string; reads?: string; reads_since?: number };
     body: undefined;
     response: undefined;
   };
