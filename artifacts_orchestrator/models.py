@@ -91,6 +91,12 @@ class MountSession(msgspec.Struct, frozen=True, kw_only=True):
     #: When revocation finished (ACL user, metadata session and S3 user gone); None while a
     #: revoked session's cleanup is still owed (the reaper retries it until done).
     cleaned_at: float | None = None
+    #: The API key that opened it ("" for a ticket session): renewal needs it unrevoked.
+    key_id: str = ""
+    #: The lifetime it was issued for; each renewal extends it by this much (0: not renewable).
+    ttl: float = 0.0
+    #: SHA-256 of its renewal token ("" when it has none): what the mount process renews with.
+    renew_hash: str = ""
 
 
 # -- requests ----------------------------------------------------------------------------------
