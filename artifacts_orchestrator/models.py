@@ -132,6 +132,12 @@ class RenewSessionRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
     ttl_seconds: int | None = None
 
 
+class RenewWithTokenRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /sessions/renew``: what a mount process holds (no API key, no ticket)."""
+
+    renewal_token: str
+
+
 class CreateKeyRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: str = ""
 
@@ -211,6 +217,15 @@ class SessionView(msgspec.Struct, frozen=True, kw_only=True):
     ticket_id: str = ""
 
 
+class Renewal(msgspec.Struct, frozen=True, kw_only=True):
+    """How the process that holds a session keeps it alive: ``POST /sessions/renew`` with
+    ``token`` (``tbr_…``, shown once) before ``expires_at``; each renewal adds ``ttl_seconds``
+    for as long as what issued it allows (its API key unrevoked, its grant live)."""
+
+    token: str
+    ttl_seconds: float
+
+
 class SessionGrant(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a mount needs, returned once when a session is issued."""
 
@@ -219,6 +234,15 @@ class SessionGrant(msgspec.Struct, frozen=True, kw_only=True):
     storage: StorageView
     volume_name: str
     cache_profile: str
+    renewal: Renewal | None = None
+
+
+class SessionRenewed(msgspec.Struct, frozen=True, kw_only=True):
+    """A renewal's answer: the session, and how long it now has (seconds, measured by the
+    orchestrator, so a host with a skewed clock schedules its next renewal right)."""
+
+    session: SessionView
+    expires_in: float
 
 
 class KeyView(msgspec.Struct, frozen=True, kw_only=True):
