@@ -96,7 +96,7 @@ def test_move_database_copies_verifies_and_switches(tmp_path, pg_url, capsys):
     db = tmp_path / "state" / "orchestrator.db"
     cfg = config(tmp_path / "orchestrator.json", db=str(db), admin_token="t")
     store = open_store(db)
-    acct, ws, old = _rows(store)
+    acct, ws, _old = _rows(store)
     store.close()
     (tmp_path / "state" / "ticket-keys").mkdir(mode=0o700)
     url_file = tmp_path / "pg.url"
