@@ -49,7 +49,13 @@ from artifacts_orchestrator.errors import (
 )
 from artifacts_orchestrator.platform_store import PlatformStore, SQLitePlatformStore
 from artifacts_orchestrator.redis_acl import SESSION_USER_PREFIX
-from artifacts_orchestrator.service import HOST_MAX, MOUNTPOINT_MAX, Service, new_renewal_token
+from artifacts_orchestrator.service import (
+    HOST_MAX,
+    MAX_SESSION_TTL,
+    MOUNTPOINT_MAX,
+    Service,
+    new_renewal_token,
+)
 from artifacts_orchestrator.tickets import (
     MAX_TICKET_TTL,
     MIN_TICKET_TTL,
@@ -59,6 +65,11 @@ from artifacts_orchestrator.tickets import (
 )
 
 log = logging.getLogger("artifacts.orchestrator.platform")
+
+#: A ticket's session lives a week between renewals (the longest session), never past its grant's
+#: expiry; the runtime renews it at half its life, so an orchestrator outage of 3.5 days costs no
+#: mount. Revocation ends it sooner.
+TICKET_SESSION_TTL = MAX_SESSION_TTL
 
 
 
@@ -70,6 +81,8 @@ class PlatformService:
         self.store: PlatformStore = store or SQLitePlatformStore(service.store)  # type: ignore[arg-type]
         self.public_url = public_url
         self.clock = service.clock
+        #: Lifetime of a ticket's session between renewals (tests of renewal use seconds).
+        self.session_ttl: float = TICKET_SESSION_TTL
         service.delete_hooks.append(self._workspace_deleted)
         service.reap_hooks.append(self.reap)
         service.renew_checks.append(self._renew_check)
@@ -284,7 +297,7 @@ class PlatformService:
         now = self.clock()
         sid = secrets.token_hex(8)
         user = f"{SESSION_USER_PREFIX}{sid}"
-        ttl = self.service.session_ttl
+        ttl = self.session_ttl
         expires = now + ttl
         if grant.expires_at is not None:
             expires = min(expires, grant.expires_at)
