@@ -12,10 +12,8 @@ import pytest
 from orchestrator_stack import (  # noqa: F401 - fixtures
     _config,
     _reset_clock,
-    api,
     create_and_format,
     s3_env,
-    stack,
 )
 
 from artifacts_core.errors import PermissionDenied
