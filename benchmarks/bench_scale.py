@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.bench_scale orchestrator [--requests 300] [--concurrency 8]
     .venv/bin/python -m benchmarks.bench_scale meta [--ops 5000] [--seconds 10]
     .venv/bin/python -m benchmarks.bench_scale memory [--files 100000]
+    .venv/bin/python -m benchmarks.bench_scale acl [--users 100,1000,10000]
 
 1. ``orchestrator``: requests/s of session create and mount-ticket exchange, on SQLite vs
    PostgreSQL, with 1 vs 2 ``python -m artifacts_orchestrator serve`` processes (requests
@@ -17,6 +18,9 @@
 3. ``memory``: Redis memory per file at ``--files`` files (directories of 1,000): ``used_memory``
    delta per empty file, then per file once each holds 1 KiB of inline data, and ``MEMORY USAGE``
    of each key kind behind it.
+4. ``acl``: what one session costs Redis as live sessions grow: ``ACL SETUSER`` with a session
+   user's rules plus ``ACL SAVE`` (which rewrites the whole ACL file), with 100 … 10,000 users
+   already there, and the memory each user takes.
 
 Every figure is one run on a shared 2-core machine: compare the columns of one run, not runs.
 """
@@ -225,7 +229,7 @@ def bench_memory(args) -> None:
     n, prefix = args.files, "{u_1_w_1}:"
     with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp, RedisServer.start(tmp) as server:
         m = RedisMetaEngine(server.url, prefix)
-        m.format(Setting(name="mem", uuid=new_uuid(), trash_days=0), require_aof=False)
+        m.format(Setting(name="mem", uuid=new_uuid(), trash_days=0, inline_cap=1 << 30), require_aof=False)
         r = redis.Redis(port=server.port)
         dirs = [m.mkdir(ROOT_INO, f"dir{i:04d}")[0] for i in range((n + 999) // 1000)]
         base = _usage(r, prefix)
@@ -250,6 +254,40 @@ def bench_memory(args) -> None:
             print(f"    {kind:<14}{e / n:8.0f}{i / n:8.0f}   ({inline.get(kind, (0, 0))[0]:,} keys)")
 
 
+def bench_acl(args) -> None:
+    from artifacts_orchestrator.local import start_redis
+    from artifacts_orchestrator.redis_acl import acl_rules
+
+    rules = acl_rules("{u_1_w_1}:", read_only=False, sids=range(1, 9))
+    print(f"\nACL SETUSER + ACL SAVE per session, by live ACL users (redis-server {_version()}, ACL file)")
+    print(f"{'users':>8}{'ms per session':>16}{'bytes per user':>16}{'ACL file MB':>13}")
+    with tempfile.TemporaryDirectory(prefix="bench-acl-") as tmp:
+        server, url = start_redis(Path(tmp) / "redis")
+        try:
+            r = redis.Redis.from_url(url, socket_timeout=300)
+            have = 0
+            for target in (int(x) for x in args.users.split(",")):
+                used0 = r.info("memory")["used_memory"]
+                pipe = r.pipeline(transaction=False)
+                for i in range(have, target):
+                    pipe.execute_command("ACL", "SETUSER", f"ms-fill{i}", "reset", "on", "#" + "0" * 64, *rules)
+                pipe.execute()
+                per_user = (r.info("memory")["used_memory"] - used0) / max(target - have, 1)
+                have = target
+                r.execute_command("ACL", "SAVE")
+                started = time.perf_counter()
+                for i in range(20):
+                    r.execute_command("ACL", "SETUSER", f"ms-probe{i}", "reset", "on", "#" + "1" * 64, *rules)
+                    r.execute_command("ACL", "SAVE")
+                took = (time.perf_counter() - started) / 20 * 1000
+                r.execute_command("ACL", "DELUSER", *[f"ms-probe{i}" for i in range(20)])
+                size = (Path(tmp) / "redis" / "users.acl").stat().st_size / 1e6
+                print(f"{target:>8,}{took:>16.2f}{per_user:>16,.0f}{size:>13.1f}", flush=True)
+            r.close()
+        finally:
+            server.stop()
+
+
 def _version() -> str:
     out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
     m = re.search(r"v=(\S+)", out)
@@ -267,8 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     mt.add_argument("--seconds", type=float, default=10.0)
     mem = sub.add_parser("memory")
     mem.add_argument("--files", type=int, default=100_000)
+    acl = sub.add_parser("acl")
+    acl.add_argument("--users", default="100,1000,10000")
     args = ap.parse_args(argv)
-    {"orchestrator": bench_orchestrator, "meta": bench_meta, "memory": bench_memory}[args.part](args)
+    {"orchestrator": bench_orchestrator, "meta": bench_meta, "memory": bench_memory,
+     "acl": bench_acl}[args.part](args)
     return 0
 
 
