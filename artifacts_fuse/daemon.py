@@ -31,11 +31,15 @@ import signal
 import subprocess
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from artifacts_core.config import VolumeConfig
 from artifacts_fuse.mountinfo import mount_entry, state_file
+
+if TYPE_CHECKING:
+    from artifacts_orchestrator.renewal import SessionRenewer
 
 log = logging.getLogger("artifacts.fuse")
 
@@ -235,7 +239,7 @@ def serve(request: ChildRequest, ready=None) -> int:
     return rc
 
 
-def _start_renewal(s: MountSettings):
+def _start_renewal(s: MountSettings) -> SessionRenewer | None:
     """The session renewer beside the mount's I/O (artifacts_orchestrator/renewal.py), if the
     session has a renewal token."""
     if not s.renewal_token:

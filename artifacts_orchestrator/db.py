@@ -71,7 +71,7 @@ class Row(tuple):
     def keys(self) -> tuple[str, ...]:
         return self._names
 
-    def __getitem__(self, key):  # type: ignore[override]
+    def __getitem__(self, key: Any) -> Any:
         if isinstance(key, str):
             return tuple.__getitem__(self, self._names.index(key))
         return tuple.__getitem__(self, key)
