@@ -88,20 +88,24 @@ def test_a_session_lives_on_in_steps_of_its_ttl_until_its_key_is_revoked(stack, 
 def test_a_ticket_session_renews_while_its_grant_lives_and_never_past_it(stack, api, short, monkeypatch, tmp_path):
     create_and_format(api, "task", monkeypatch)
     stack["platform"].session_ttl = 2
-    api.platform.create_access_grant("task", tenant_slug="acme", runtime_id="r1", ttl_seconds=60)
+    grant = api.platform.create_access_grant("task", tenant_slug="acme", runtime_id="r1", ttl_seconds=60)
     issued = api.platform.create_mount_ticket("acme", "r1", workspace="task", ttl_seconds=60)
     anon = Artifacts("", base_url=api.base_url)
     mount = anon.platform.exchange_mount_ticket(issued.mount_ticket).mount
     clock, svc = stack["clock"], stack["service"]
     s3_env(monkeypatch, mount.storage.credentials)
+    end = grant.expires_at
     with volume(mount, tmp_path / "c") as vol:
-        while clock.offset < 57:
-            clock.offset += 1.5
+        # Steps of at most 1.5 s on the moved clock, measured from the grant's end at each step (real
+        # time passes too, a lot on a loaded machine), until less than the session's 2 s is left.
+        while end - clock() > 1.8:
+            clock.offset += min(1.5, end - clock() - 1.7)
+            left = end - clock()
             renewed = anon.sessions.renew_with_token(mount.renewal.token)
             assert svc.reap()["sessions"] == 0
         _touch(vol, 1)
-        assert renewed.expires_in <= 60 - clock.offset + 0.5  # capped at the grant's expiry
-        clock.offset = 60.5  # the grant expired
+        assert renewed.expires_in <= left + 0.5 and renewed.expires_in < 2  # capped at the grant's expiry
+        clock.offset += end - clock() + 0.5  # the grant expired
         with pytest.raises(E.RenewalRefused, match="expired"):
             anon.sessions.renew_with_token(mount.renewal.token)
         done = svc.reap()
