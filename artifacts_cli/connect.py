@@ -10,11 +10,12 @@
         fs.append_file("notes/log.md", "one more line\\n")
 
 It issues a mount session exactly as ``artifacts mount`` does (``read_only=True`` asks for an
-``ro`` one, which Redis and S3 enforce), opens the volume with the session's Redis user and, for
-managed workspaces, the session's own S3 keys — set in this process's ``ARTIFACTS_S3_*`` only
-while the volume's S3 client is made (``config.scoped_env``), never written anywhere — and
-revokes the session when the block ends. BYO workspaces use the host's credentials (env, then the
-cache), as a mount does.
+``ro`` one, which Redis and S3 enforce) and renews it in a background thread while the block runs
+(artifacts_orchestrator/renewal.py: an agent or MCP process may run for months), opens the volume
+with the session's Redis user and, for managed workspaces, the session's own S3 keys — set in this
+process's ``ARTIFACTS_S3_*`` only while the volume's S3 client is made (``config.scoped_env``),
+never written anywhere — and revokes the session when the block ends. BYO workspaces use the
+host's credentials (env, then the cache), as a mount does.
 
 The demo uses it; so can any agent harness on a machine where ``artifacts login`` (or
 ``artifacts up``) was run: the login is found as the CLI finds it (``artifacts_orchestrator.login``).
@@ -51,6 +52,12 @@ def workspace_session(ref: str, *, read_only: bool = False, label: str = "(pytho
     env = as_env(resolve_byo_credentials()) if ws.backend == "byo" else {}
     grant = api.sessions.create(ws.identifier, mode="ro" if read_only else "rw", ttl_seconds=SESSION_TTL,
                                 host=socket.gethostname(), mountpoint=label)
+    renewer = None
+    if grant.renewal is not None:
+        from artifacts_orchestrator.renewal import RenewalSettings, SessionRenewer
+
+        renewer = SessionRenewer(RenewalSettings(url=api.base_url, token=grant.renewal.token,
+                                                 ttl=grant.renewal.ttl_seconds)).start()
     try:
         c = grant.storage.credentials
         if c is not None:
@@ -59,6 +66,8 @@ def workspace_session(ref: str, *, read_only: bool = False, label: str = "(pytho
                 env["ARTIFACTS_S3_SESSION_TOKEN"] = c.session_token
         yield grant, env
     finally:
+        if renewer is not None:
+            renewer.stop()
         with contextlib.suppress(Exception):  # the reaper ends it at its TTL otherwise
             api.sessions.revoke(ws.identifier, grant.session.id)
 

@@ -15,8 +15,10 @@
 A mount the bucket refuses (the host's BYO keys are wrong) exits 7, like every storage-credential
 failure, with what to check.
 
-Sessions are requested for ``SESSION_TTL``; nothing renews them yet (docs/cli.md), so a mount
-older than that loses access and must be mounted again.
+Sessions are requested for ``SESSION_TTL`` and the mount process renews its session at about half
+its remaining life with the session's renewal token (artifacts_orchestrator/renewal.py), for as
+long as the API key that opened it is not revoked: a mount lives for months. A refused renewal
+ends it at the session's expiry with EACCES, as a revocation does.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ from artifacts_cli.config import (
 )
 from artifacts_cli.refs import check_ref
 
-#: Seconds a mount session lives: the orchestrator's upper bound (7 days), since no process renews
-#: it yet; a shorter one would cut off long agent runs mid-task.
+#: Seconds a mount session lives between renewals: the orchestrator's upper bound (7 days). The
+#: mount renews at half of it, so an orchestrator outage of up to 3.5 days costs no mount.
 SESSION_TTL = 7 * 24 * 3600
 #: The knob file of ``--cache-profile custom`` (docs/profiles.md lists the knobs).
 CUSTOM_PROFILE = "profile.toml"
@@ -106,8 +108,9 @@ def _revoke(out, workspace: str, session_id: str) -> bool:
 
 # -- mount -------------------------------------------------------------------------------------
 
-def session_settings(grant, workspace_name: str, *, custom: str | None):
-    """``MountSettings`` for a session grant (managed S3 keys in ``env``; BYO from the host)."""
+def session_settings(grant, workspace_name: str, *, custom: str | None, orchestrator_url: str = ""):
+    """``MountSettings`` for a session grant (managed S3 keys in ``env``; BYO from the host; the
+    renewal token, with the orchestrator's URL, for the mount to renew its session)."""
     from artifacts_core.config import profile_config
     from artifacts_fuse import MountSettings
 
@@ -123,9 +126,12 @@ def session_settings(grant, workspace_name: str, *, custom: str | None):
     if profile == "custom":
         custom = custom or custom_profile_file("custom")
         config = profile_config("custom", custom_file=custom)
+    renewal = grant.renewal if orchestrator_url else None
     return MountSettings(meta_url=grant.meta.url, key_prefix=grant.meta.key_prefix, workspace=workspace_name,
                          storage_url=grant.storage.url, profile=profile if profile != "custom" else "interactive",
-                         config=config, env=env)
+                         config=config, env=env, renewal_url=orchestrator_url if renewal else "",
+                         renewal_token=renewal.token if renewal else "",
+                         renewal_ttl=renewal.ttl_seconds if renewal else 0.0)
 
 
 def mount_workspace(args, ref: str, mountpoint: str, *, foreground: bool, read_only: bool,
@@ -143,7 +149,7 @@ def mount_workspace(args, ref: str, mountpoint: str, *, foreground: bool, read_o
                                 host=socket.gethostname(), mountpoint=mp)
     sid = grant.session.id
     try:
-        settings = session_settings(grant, ws.name, custom=custom)
+        settings = session_settings(grant, ws.name, custom=custom, orchestrator_url=api.base_url)
         out.info(f"Mounting {mp} ...")
         out.detail(f"session {sid} ({grant.session.mode}, Redis user {grant.meta.user}) for {ws.identifier}")
         _save_record(mp, ws.identifier, sid, api.base_url)

@@ -130,6 +130,9 @@ def _write_orchestrator_config(d: Path, state: dict, port: int) -> Path:
            "managed": {"endpoint": state["s3"]["endpoint"], "bucket": BUCKET, "access_key": keys["access_key"],
                        "secret_key": keys["secret_key"], "region": "us-east-1"},
            "host": LOOPBACK, "port": port, "admin_token": old.get("admin_token") or secrets.token_urlsafe(32)}
+    for kept in ("database_url", "ticket_keys"):  # a stack moved to PostgreSQL stays there (move-database)
+        if old.get(kept):
+            cfg[kept] = old[kept]
     path = d / "orchestrator.json"
     write_private(path, json.dumps(cfg, indent=2))
     return path

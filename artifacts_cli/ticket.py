@@ -137,8 +137,11 @@ def mount_from_ticket(out, path: str, mountpoint: str, *, foreground: bool = Fal
             env["ARTIFACTS_S3_SESSION_TOKEN"] = s.storage.credentials.session_token
     # A "custom" profile's knob file lives on the machine that made the workspace, not here.
     profile = s.cache_profile if s.cache_profile != "custom" else "interactive"
+    renewal = s.renewal  # the runtime renews its session with it while the grant is live
     settings = MountSettings(meta_url=s.meta.url, key_prefix=s.meta.key_prefix, workspace=s.volume_name,
-                             storage_url=s.storage.url, profile=profile, env=env)
+                             storage_url=s.storage.url, profile=profile, env=env,
+                             renewal_url=url if renewal else "", renewal_token=renewal.token if renewal else "",
+                             renewal_ttl=renewal.ttl_seconds if renewal else 0.0)
     read_only = s.session.mode == "ro"
     out.info(f"Mounting artifacts://{got.workspace} at {mp} ({s.session.mode}; runtime {got.runtime_id} "
              f"of tenant {got.tenant}) ...")

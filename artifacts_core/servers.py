@@ -212,7 +212,10 @@ class RedisCluster:
         return "redis+cluster://" + ",".join(f"{LOOPBACK}:{p}" for p in self.ports)
 
     @classmethod
-    def start(cls, workdir: str | os.PathLike | None = None, *, masters: int = 3) -> RedisCluster:
+    def start(cls, workdir: str | os.PathLike | None = None, *, masters: int = 3,
+              appendonly: bool = False) -> RedisCluster:
+        """``appendonly``: AOF everysec on every node (the benchmarks compare it with a standalone
+        Redis run the same way)."""
         workdir = Path(workdir or tempfile.mkdtemp(prefix="artifacts-cluster-"))
         nodes: list[RedisServer] = []
         try:
@@ -220,7 +223,7 @@ class RedisCluster:
                 # The cluster bus takes port + 10000: pick ports whose twin is free too.
                 port = free_port(grpc_offset=True)
                 nodedir = workdir / f"node{i}"
-                nodes.append(RedisServer.start(nodedir, port=port, extra=[
+                nodes.append(RedisServer.start(nodedir, port=port, appendonly=appendonly, extra=[
                     "--cluster-enabled", "yes", "--cluster-config-file", str(nodedir / "nodes.conf"),
                     "--cluster-node-timeout", "5000"]))
             _redis_cli(nodes[0].port, "--cluster", "create",

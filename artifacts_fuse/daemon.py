@@ -31,11 +31,15 @@ import signal
 import subprocess
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from artifacts_core.config import VolumeConfig
 from artifacts_fuse.mountinfo import mount_entry, state_file
+
+if TYPE_CHECKING:
+    from artifacts_orchestrator.renewal import SessionRenewer
 
 log = logging.getLogger("artifacts.fuse")
 
@@ -62,6 +66,12 @@ class MountSettings(msgspec.Struct, kw_only=True):
     config: VolumeConfig | None = None
     require_aof: bool = True
     env: dict[str, str] = {}
+    #: The session's renewal (docs/orchestrator.md): the orchestrator's URL, the renewal token
+    #: (a secret: it travels only through the settings pipe) and the TTL it was issued with.
+    #: Empty: nothing renews the session (a volume opened with full rights has none).
+    renewal_url: str = ""
+    renewal_token: str = ""
+    renewal_ttl: float = 0.0
 
 
 class ChildRequest(msgspec.Struct, kw_only=True):
@@ -167,6 +177,7 @@ def serve(request: ChildRequest, ready=None) -> int:
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     cfg = vol.config
+    renewer = _start_renewal(s)
 
     def mounted() -> None:
         """Runs once libfuse has INIT: a stat waits for the INIT answer, then the mount is live."""
@@ -223,7 +234,19 @@ def serve(request: ChildRequest, ready=None) -> int:
             session.close()
         log.info("unmounted %s; committing and closing the workspace", request.mountpoint)
         rc = _close(vol, s.workspace) or rc
+        if renewer is not None:
+            renewer.stop()
     return rc
+
+
+def _start_renewal(s: MountSettings) -> SessionRenewer | None:
+    """The session renewer beside the mount's I/O (artifacts_orchestrator/renewal.py), if the
+    session has a renewal token."""
+    if not s.renewal_token:
+        return None
+    from artifacts_orchestrator.renewal import RenewalSettings, SessionRenewer
+
+    return SessionRenewer(RenewalSettings(url=s.renewal_url, token=s.renewal_token, ttl=s.renewal_ttl)).start()
 
 
 def _opt_escape(value: str) -> str:

@@ -4,12 +4,21 @@
 
     python -m artifacts_orchestrator serve --config orchestrator.json
     python -m artifacts_orchestrator create-account alice --db orchestrator.db   # prints the key once
+    python -m artifacts_orchestrator migrate --config orchestrator.json [--check]
+    python -m artifacts_orchestrator move-database --config orchestrator.json --to pg-url.txt
     python -m artifacts_orchestrator openapi --out sdk/js/openapi.json          # the HTTP API's description
 
 The config file is JSON (``OrchestratorConfig``). It holds secrets (the admin Redis URL, the S3
-admin keys, the admin token), so it must not be readable by group or others: ``serve`` refuses a
-looser mode. Nothing secret is ever taken from the command line, where ``ps`` would show it.
-``build_service`` and ``build_platform`` wire the same pieces in-process from a configuration.
+admin keys, the admin token, a PostgreSQL ``database_url`` with its password), so it must not be
+readable by group or others: every command refuses a looser mode. Nothing secret is ever taken
+from the command line, where ``ps`` would show it. ``build_service`` and ``build_platform`` wire
+the same pieces in-process from a configuration.
+
+The database is ``database_url`` (``postgresql://…``: several orchestrator processes may share
+it, docs/scale.md) or else the SQLite file ``db``. ``serve`` applies pending schema migrations at
+start; ``migrate`` applies them ahead of a deploy, ``migrate --check`` only reports (exit 1 while
+any is pending). ``move-database`` copies an SQLite orchestrator's rows into an empty PostgreSQL
+database, verifies them and switches the config file (move.py).
 """
 
 from __future__ import annotations
@@ -28,14 +37,16 @@ import msgspec
 from redis.exceptions import RedisError
 
 from artifacts_core.errors import ArtifactsError
-from artifacts_orchestrator import openapi
+from artifacts_orchestrator import migrations, openapi
 from artifacts_orchestrator.app import REAP_INTERVAL, SWEEP_INTERVAL, OrchestratorServer, served_routes
+from artifacts_orchestrator.db import DatabaseError, is_postgres_url, open_database, redacted
 from artifacts_orchestrator.errors import ApiError
+from artifacts_orchestrator.migrations import SchemaTooNew
 from artifacts_orchestrator.platform_service import PlatformService
 from artifacts_orchestrator.redis_acl import RedisAdmin
 from artifacts_orchestrator.service import FORMAT_TTL, SESSION_TTL, Service
 from artifacts_orchestrator.storage import SeaweedIAMStorage
-from artifacts_orchestrator.store import SQLiteStore
+from artifacts_orchestrator.store import SQLStore, open_store
 from artifacts_orchestrator.tickets import KeyRing
 
 #: The local stack's orchestrator port (also the client's default URL).
@@ -53,7 +64,10 @@ class ManagedS3Config(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class OrchestratorConfig(msgspec.Struct, frozen=True, kw_only=True):
-    db: str
+    #: The SQLite file (the embedded default), used when ``database_url`` is empty.
+    db: str = ""
+    #: ``postgresql://user:password@host:port/dbname``: the store several processes share.
+    database_url: str = ""
     redis_url: str  # admin credentials; clients get public_redis_url with their own user
     public_redis_url: str | None = None
     managed: ManagedS3Config | None = None
@@ -82,12 +96,24 @@ def quiet_third_party_loggers() -> None:
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger(name).level))
 
 
-def load_config(path: str | os.PathLike) -> OrchestratorConfig:
+def _private_text(path: str | os.PathLike) -> bytes:
     p = Path(path)
     mode = p.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise SystemExit(f"{p} is readable by others (mode {stat.S_IMODE(mode):o}); run: chmod 600 {p}")
-    return msgspec.json.decode(p.read_bytes(), type=OrchestratorConfig)
+    return p.read_bytes()
+
+
+def load_config(path: str | os.PathLike) -> OrchestratorConfig:
+    cfg = msgspec.json.decode(_private_text(path), type=OrchestratorConfig)
+    if not (cfg.db or cfg.database_url):
+        raise SystemExit(f"{path}: set database_url (postgresql://…) or db (an SQLite file)")
+    return cfg
+
+
+def store_url(cfg: OrchestratorConfig) -> str:
+    """Where the rows live: ``database_url`` when set, else the SQLite file ``db``."""
+    return cfg.database_url or cfg.db
 
 
 def build_service(cfg: OrchestratorConfig) -> Service:
@@ -102,7 +128,8 @@ def build_service(cfg: OrchestratorConfig) -> Service:
                                     secret_key=s.secret_key, region=s.region, root=s.root,
                                     public_endpoint=s.public_endpoint)
         storage.ensure_bucket()
-    return Service(SQLiteStore(cfg.db), redis, storage, format_ttl=cfg.format_ttl, session_ttl=cfg.session_ttl)
+    return Service(open_store(store_url(cfg)), redis, storage, format_ttl=cfg.format_ttl,
+                   session_ttl=cfg.session_ttl)
 
 
 def build_platform(cfg: OrchestratorConfig, service: Service) -> PlatformService:
@@ -111,8 +138,19 @@ def build_platform(cfg: OrchestratorConfig, service: Service) -> PlatformService
     return PlatformService(service, _keyring(cfg), public_url=cfg.public_url)
 
 
+def ticket_keys_dir(cfg: OrchestratorConfig) -> Path:
+    """The mount-ticket keys' directory: ``ticket_keys``, else ``ticket-keys/`` beside the SQLite
+    file. With PostgreSQL it must be configured (every process of the fleet reads the same one)."""
+    if cfg.ticket_keys:
+        return Path(cfg.ticket_keys)
+    if not cfg.db or is_postgres_url(cfg.db):
+        raise SystemExit("set ticket_keys in the config: the mount-ticket signing keys' directory, shared by "
+                         "every orchestrator process (docs/scale.md)")
+    return Path(cfg.db).parent / "ticket-keys"
+
+
 def _keyring(cfg: OrchestratorConfig) -> KeyRing:
-    return KeyRing(cfg.ticket_keys or Path(cfg.db).parent / "ticket-keys")
+    return KeyRing(ticket_keys_dir(cfg))
 
 
 def _rotate_ticket_key(args: argparse.Namespace) -> int:
@@ -130,7 +168,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         service = build_service(cfg)
         platform = build_platform(cfg, service)
-    except (ArtifactsError, ApiError, RedisError) as e:  # a message, not a traceback
+    except (ArtifactsError, ApiError, RedisError, DatabaseError, SchemaTooNew) as e:  # a message, not a traceback
         print(f"error: cannot start the orchestrator: {e}", file=sys.stderr)
         return 1
     server = OrchestratorServer(service, platform=platform, host=cfg.host, port=cfg.port, admin_token=cfg.admin_token,
@@ -146,8 +184,67 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_store(args: argparse.Namespace) -> SQLStore:
+    if getattr(args, "config", None):
+        return open_store(store_url(load_config(args.config)))
+    if is_postgres_url(args.db):
+        raise SystemExit("a PostgreSQL URL holds a password: give it in a config file (--config), "
+                         "not on the command line")
+    return open_store(args.db)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    """Apply the pending schema migrations (or, with ``--check``, list them: exit 1 if any)."""
+    url = store_url(load_config(args.config))
+    try:
+        db = open_database(url)
+    except DatabaseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
+        todo = migrations.pending(db)
+        if args.check:
+            for m in todo:
+                print(f"pending: {m.version} {m.name}")
+            print(f"schema version {migrations.version(db)} of {migrations.LATEST} at {db.where}")
+            return 1 if todo else 0
+        for m in migrations.migrate(db):
+            print(f"applied: {m.version} {m.name}")
+        print(f"schema version {migrations.LATEST} at {db.where}")
+        return 0
+    except SchemaTooNew as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        db.close()
+
+
+def _move_database(args: argparse.Namespace) -> int:
+    """SQLite -> PostgreSQL: copy, verify, switch the config (move.py)."""
+    from artifacts_orchestrator import move
+
+    cfg = load_config(args.config)
+    if cfg.database_url:
+        print(f"error: {args.config} already uses {redacted(cfg.database_url)}", file=sys.stderr)
+        return 1
+    url = (sys.stdin.readline() if args.to == "-" else _private_text(args.to).decode()).strip()
+    if not is_postgres_url(url):
+        print("error: the target must be a postgresql:// URL", file=sys.stderr)
+        return 2
+    try:
+        counts = move.move(Path(args.config), cfg.db, url, str(ticket_keys_dir(cfg).resolve()))
+    except (move.MoveError, DatabaseError, SchemaTooNew) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for table, n in counts.items():
+        print(f"{table}: {n} rows", file=sys.stderr)
+    print(f"moved to {redacted(url)}; {args.config} now uses it (the SQLite file is untouched; the previous "
+          f"config is {args.config}.sqlite)")
+    return 0
+
+
 def _create_account(args: argparse.Namespace) -> int:
-    store = SQLiteStore(args.db)
+    store = _open_store(args)
     service = Service(store, redis=None, storage=None)  # type: ignore[arg-type]  # accounts need no Redis
     try:
         new = service.create_account(args.handle, args.key_name)
@@ -180,8 +277,18 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--config", required=True, help="JSON config file (mode 0600)")
     acc = sub.add_parser("create-account", help="create an account and print its first API key once")
     acc.add_argument("handle")
-    acc.add_argument("--db", required=True, help="the orchestrator's SQLite database")
+    where = acc.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", help="the orchestrator's SQLite database")
+    where.add_argument("--config", help="the orchestrator's config file (its database)")
     acc.add_argument("--key-name", default="default")
+    mig = sub.add_parser("migrate", help="apply pending schema migrations (serve applies them at start)")
+    mig.add_argument("--config", required=True, help="JSON config file (mode 0600)")
+    mig.add_argument("--check", action="store_true", help="only report; exit 1 while a migration is pending")
+    mv = sub.add_parser("move-database", help="copy an SQLite orchestrator's rows to PostgreSQL, verify, "
+                                              "switch the config")
+    mv.add_argument("--config", required=True, help="JSON config file (mode 0600) of an SQLite orchestrator")
+    mv.add_argument("--to", required=True, metavar="FILE",
+                    help="a file (mode 0600) holding the postgresql:// URL, or - for stdin")
     rot = sub.add_parser("rotate-ticket-key", help="add a mount-ticket signing key (prints its kid)")
     rot.add_argument("--config", required=True, help="JSON config file (mode 0600)")
     rot.add_argument("--prune", action="store_true", help="first delete keys no unexpired ticket can need")
@@ -195,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         return _rotate_ticket_key(args)
     if args.command == "openapi":
         return _openapi(args)
+    if args.command == "migrate":
+        return _migrate(args)
+    if args.command == "move-database":
+        return _move_database(args)
     return _serve(args) if args.command == "serve" else _create_account(args)
 
 

@@ -51,6 +51,7 @@ from artifacts_orchestrator.errors import (
 from artifacts_orchestrator.handlers import (
     ACCOUNT_CONCURRENCY,
     ACCOUNT_SLOTS,
+    CALLER_KEY,
     EXECUTOR,
     SERVICE,
     authenticated,
@@ -315,7 +316,8 @@ async def delete_workspace(request: web.Request) -> web.Response:
 async def create_session(request: web.Request) -> web.Response:
     account = await authenticated(request)
     req = await decode_body(request)
-    return respond(await run(request, request.app[SERVICE].create_session, account, *_ref(request), req), 201)
+    return respond(await run(request, request.app[SERVICE].create_session, account, *_ref(request), req,
+                            request[CALLER_KEY].id), 201)
 
 
 @ROUTES.get(WS + "/sessions", "List mount sessions", returns=m.SessionList, tag="sessions",
@@ -342,6 +344,18 @@ async def renew_session(request: web.Request) -> web.Response:
                             request.match_info["sid"], req))
 
 
+@ROUTES.post("/sessions/renew", "Extend a session with its own renewal token (no API key)",
+             body=m.RenewWithTokenRequest, returns=m.SessionRenewed, auth="none", idempotent=True,
+             tag="sessions")
+async def renew_with_token(request: web.Request) -> web.Response:
+    """What a mount, agent-API or MCP process calls at about half its session's remaining life:
+    it holds no API key, only the session's renewal token. Refused (403 ``renewal_refused``)
+    once the session was revoked, the API key that opened it was revoked, or its grant was
+    revoked or expired; the session then ends at its current expiry."""
+    req = await decode_body(request)
+    return respond(await run(request, request.app[SERVICE].renew_with_token, req))
+
+
 # -- background work -----------------------------------------------------------------------------
 
 
@@ -358,11 +372,16 @@ def _background(app: web.Application, fn, *args) -> None:
 
 async def _periodic(app: web.Application, what: str, fn, interval: float) -> None:
     """A pass at start, then one every ``interval`` seconds: the reaper (deletes a crash left in
-    ``deleting``, users that expired while down, ...) and the stale-session sweep."""
+    ``deleting``, users that expired while down, ...), the stale-session sweep and the journal's
+    retention — each under
+    the job's lease (``Service.run_job``), so across a fleet of processes sharing the database one
+    of them runs each pass."""
+    service = app[SERVICE]
     while True:
         try:
-            done = await asyncio.get_running_loop().run_in_executor(app[EXECUTOR], fn)
-            if any(done.values()):
+            done = await asyncio.get_running_loop().run_in_executor(app[EXECUTOR], service.run_job, what, fn,
+                                                                    interval)
+            if done and any(done.values()):
                 log.info("%s: %s", what, done)
         except Exception:
             log.exception("%s pass failed", what)

@@ -158,6 +158,12 @@ class _Sessions:
         return self._c._send(_Call("POST", _ws_path(ref, f"/sessions/{quote(session_id, safe='')}/renew"),
                                    {"ttl_seconds": ttl_seconds}, m.SessionView))
 
+    def renew_with_token(self, renewal_token: str) -> m.SessionRenewed:
+        """Extend a session with its own renewal token (``SessionGrant.renewal.token``): needs no
+        API key, so a client made with ``Artifacts("")`` may call it."""
+        return self._c._send(_Call("POST", "/sessions/renew", {"renewal_token": renewal_token}, m.SessionRenewed),
+                             token="")
+
 
 class _Keys:
     def __init__(self, client) -> None:

@@ -143,6 +143,14 @@ class TicketUsed(ApiError):
     code, status = "ticket_used", 409
 
 
+class RenewalRefused(ApiError):
+    """A session renewal refused: the session was revoked, the API key that opened it was revoked,
+    its grant was revoked or has expired, or its workspace is no longer active. The session ends
+    at its current expiry (the mount then gets EACCES, as after a revocation)."""
+
+    code, status = "renewal_refused", 403
+
+
 class OrchestratorUnavailable(ApiError):
     """Client side only: the orchestrator could not be reached (no HTTP answer at all)."""
 
@@ -154,7 +162,7 @@ ERRORS: dict[str, type[ApiError]] = {cls.code: cls for cls in (
     MethodNotAllowed, WorkspaceExists, AccountExists, WorkspaceNotActive, WorkspaceNotCompletable,
     SettingKeyMissing, InvalidRequest, MetadataAclProvisioningFailed, StorageProvisioningFailed,
     InternalError, OrchestratorUnavailable, TenantNotFound, TenantExists, GrantNotFound, GrantRevoked,
-    TicketInvalid, TicketExpired, TicketUsed)}
+    TicketInvalid, TicketExpired, TicketUsed, RenewalRefused)}
 
 
 def error_from_body(status: int, body: Any) -> ApiError:

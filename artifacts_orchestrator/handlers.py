@@ -32,6 +32,8 @@ ACCOUNT_CONCURRENCY = 4
 ACCOUNT_SLOTS = web.AppKey("account_slots", dict)
 #: Where a request keeps the account slot it holds (released by app.py's error middleware).
 _HELD = web.RequestKey("account_slot", asyncio.Semaphore)
+#: The API key an authenticated request came with (a session records which key opened it).
+CALLER_KEY = web.RequestKey("caller_key", m.ApiKey)
 
 
 def respond(obj: Any, status: int = 200) -> web.Response:
@@ -48,7 +50,8 @@ async def authenticated(request: web.Request) -> m.Account:
     """The account whose API key the request carries (401 ``unauthorized`` otherwise). From here
     on the request holds one of its account's ``ACCOUNT_CONCURRENCY`` slots (waiting for one when
     all are taken) until ``release_account_slot``."""
-    account, _ = await run(request, request.app[SERVICE].authenticate, request.headers.get("Authorization"))
+    account, key = await run(request, request.app[SERVICE].authenticate, request.headers.get("Authorization"))
+    request[CALLER_KEY] = key
     slots = request.app[ACCOUNT_SLOTS]
     slot = slots.get(account.id)
     if slot is None:

@@ -91,6 +91,12 @@ class MountSession(msgspec.Struct, frozen=True, kw_only=True):
     #: When revocation finished (ACL user, metadata session and S3 user gone); None while a
     #: revoked session's cleanup is still owed (the reaper retries it until done).
     cleaned_at: float | None = None
+    #: The API key that opened it ("" for a ticket session): renewal needs it unrevoked.
+    key_id: str = ""
+    #: The lifetime it was issued for; each renewal extends it by this much (0: not renewable).
+    ttl: float = 0.0
+    #: SHA-256 of its renewal token ("" when it has none): what the mount process renews with.
+    renew_hash: str = ""
 
 
 # -- requests ----------------------------------------------------------------------------------
@@ -124,6 +130,12 @@ class CreateSessionRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
 
 class RenewSessionRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     ttl_seconds: int | None = None
+
+
+class RenewWithTokenRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /sessions/renew``: what a mount process holds (no API key, no ticket)."""
+
+    renewal_token: str
 
 
 class CreateKeyRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -205,6 +217,15 @@ class SessionView(msgspec.Struct, frozen=True, kw_only=True):
     ticket_id: str = ""
 
 
+class Renewal(msgspec.Struct, frozen=True, kw_only=True):
+    """How the process that holds a session keeps it alive: ``POST /sessions/renew`` with
+    ``token`` (``tbr_…``, shown once) before ``expires_at``; each renewal adds ``ttl_seconds``
+    for as long as what issued it allows (its API key unrevoked, its grant live)."""
+
+    token: str
+    ttl_seconds: float
+
+
 class SessionGrant(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a mount needs, returned once when a session is issued."""
 
@@ -213,6 +234,15 @@ class SessionGrant(msgspec.Struct, frozen=True, kw_only=True):
     storage: StorageView
     volume_name: str
     cache_profile: str
+    renewal: Renewal | None = None
+
+
+class SessionRenewed(msgspec.Struct, frozen=True, kw_only=True):
+    """A renewal's answer: the session, and how long it now has (seconds, measured by the
+    orchestrator, so a host with a skewed clock schedules its next renewal right)."""
+
+    session: SessionView
+    expires_in: float
 
 
 class KeyView(msgspec.Struct, frozen=True, kw_only=True):

@@ -20,7 +20,9 @@ Invariants:
   start), then kills the live sessions; an exchange that raced with it re-checks its grant and its
   own session row after provisioning and tears itself down (``still_valid``);
 - the runtime never needs the account's API key: the exchange route is authenticated by the
-  ticket's signature alone.
+  ticket's signature alone, and the session it gets renews itself with its own renewal token
+  (service.py) for as long as its grant is live, never past the grant's expiry
+  (``_renew_check``): a mount of a runtime lives as long as its grant, not one session lifetime.
 """
 
 from __future__ import annotations
@@ -40,13 +42,20 @@ from artifacts_orchestrator.errors import (
     GrantRevoked,
     InvalidRequest,
     MetadataAclProvisioningFailed,
+    RenewalRefused,
     StorageProvisioningFailed,
     TenantNotFound,
     WorkspaceNotActive,
 )
 from artifacts_orchestrator.platform_store import PlatformStore, SQLitePlatformStore
 from artifacts_orchestrator.redis_acl import SESSION_USER_PREFIX
-from artifacts_orchestrator.service import HOST_MAX, MAX_SESSION_TTL, MOUNTPOINT_MAX, Service
+from artifacts_orchestrator.service import (
+    HOST_MAX,
+    MAX_SESSION_TTL,
+    MOUNTPOINT_MAX,
+    Service,
+    new_renewal_token,
+)
 from artifacts_orchestrator.tickets import (
     MAX_TICKET_TTL,
     MIN_TICKET_TTL,
@@ -57,9 +66,11 @@ from artifacts_orchestrator.tickets import (
 
 log = logging.getLogger("artifacts.orchestrator.platform")
 
-#: A ticket's session has no API key to renew it with, so it lives as long as the longest session
-#: the orchestrator issues (a week), and never past its grant's expiry; revocation ends it sooner.
+#: A ticket's session lives a week between renewals (the longest session), never past its grant's
+#: expiry; the runtime renews it at half its life, so an orchestrator outage of 3.5 days costs no
+#: mount. Revocation ends it sooner.
 TICKET_SESSION_TTL = MAX_SESSION_TTL
+
 
 
 class PlatformService:
@@ -70,8 +81,11 @@ class PlatformService:
         self.store: PlatformStore = store or SQLitePlatformStore(service.store)  # type: ignore[arg-type]
         self.public_url = public_url
         self.clock = service.clock
+        #: Lifetime of a ticket's session between renewals (tests of renewal use seconds).
+        self.session_ttl: float = TICKET_SESSION_TTL
         service.delete_hooks.append(self._workspace_deleted)
         service.reap_hooks.append(self.reap)
+        service.renew_checks.append(self._renew_check)
 
     # -- views ------------------------------------------------------------------------------------
 
@@ -205,6 +219,17 @@ class PlatformService:
         self.store.revoke_grants(ws.account_id, self.clock(), "workspace deleted", workspace_id=ws.id)
         self.store.void_tickets(ws.account_id, self.clock(), workspace_id=ws.id)
 
+    def _renew_check(self, row: m.MountSession, now: float) -> float | None:
+        """A ticket's session renews while its grant is live, and never past the grant's expiry."""
+        if not row.grant_id:
+            return None
+        grant = self.store.get_grant(row.grant_id)
+        if grant is None or grant.revoked_at is not None:
+            raise RenewalRefused(f"the access grant of session {row.id} was revoked")
+        if grant.expires_at is not None and grant.expires_at <= now:
+            raise RenewalRefused(f"the access grant of session {row.id} has expired")
+        return grant.expires_at
+
     def reap(self, now: float) -> dict[str, int]:
         """Grants past their TTL, and live sessions of revoked grants (a revocation cut short)."""
         expired = self.store.expired_grants(now)
@@ -272,14 +297,16 @@ class PlatformService:
         now = self.clock()
         sid = secrets.token_hex(8)
         user = f"{SESSION_USER_PREFIX}{sid}"
-        expires = now + TICKET_SESSION_TTL
+        ttl = self.session_ttl
+        expires = now + ttl
         if grant.expires_at is not None:
             expires = min(expires, grant.expires_at)
+        token, token_hash = new_renewal_token()
         row = m.MountSession(id=sid, workspace_id=ws.id, account_id=ws.account_id, mode=mode,
                              redis_user=user, s3_user=user if ws.backend == "managed" else "", created_at=now,
                              expires_at=expires, host=req.host[:HOST_MAX], mountpoint=req.mountpoint[:MOUNTPOINT_MAX],
                              tenant_id=claims.tenant_id, runtime_id=claims.runtime_id, grant_id=claims.grant_id,
-                             ticket_id=claims.jti)
+                             ticket_id=claims.jti, ttl=ttl, renew_hash=token_hash)
         self.store.consume_ticket(claims.jti, now, row)
 
         def still_valid() -> None:
@@ -289,7 +316,7 @@ class PlatformService:
                 raise GrantRevoked("access for this ticket was revoked while the mount was being set up")
 
         try:
-            mount = self.service.provision_session(ws, row, still_valid)
+            mount = self.service.provision_session(ws, row, still_valid, renewal_token=token)
         except (MetadataAclProvisioningFailed, StorageProvisioningFailed):
             self.store.release_ticket(claims.jti)  # nothing was handed out: the runtime may retry
             raise

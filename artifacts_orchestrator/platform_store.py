@@ -1,19 +1,22 @@
 """Where tenants, access grants and mount-ticket records live: three tables beside the core ones.
 
-``PlatformStore`` is the interface; ``SQLitePlatformStore`` keeps its tables in the orchestrator's
-SQLite file and uses that store's connection-per-thread and ``BEGIN IMMEDIATE`` write transactions
-(``SQLiteStore._write``), so the row-lock discipline is the same: every read-check-write below runs
-under SQLite's single write lock.
+``PlatformStore`` is the interface; ``SQLPlatformStore`` keeps its tables in the orchestrator's
+database (SQLite or PostgreSQL; migration 2 of migrations.py makes them) through the core store's
+transactions (``SQLStore._write``), so the row-lock discipline is the same: every read-check-write
+below reads its rows ``FOR UPDATE`` inside one transaction (a row lock on PostgreSQL, SQLite's
+single write lock there).
 
 The two operations whose atomicity matters:
 
 - ``grant_for_ticket``: find the runtime's live grant on the workspace, else the tenant's live
-  tenant-wide grant, else create a runtime-scoped one — in one transaction, so two concurrent
-  one-shot calls for the same runtime make one grant, not two;
-- ``consume_ticket``: check that the ticket's record exists, is neither used nor voided, that its
-  grant is live, then mark it used and insert the mount-session row — in one transaction, so a
-  ticket is exchanged at most once however many requests race (DESIGN.md §10), and a revocation
-  that committed first is always seen.
+  tenant-wide grant, else create a runtime-scoped one — in one transaction holding the tenant's
+  row lock, so two concurrent one-shot calls for the same runtime make one grant, not two, even
+  on two orchestrator processes;
+- ``consume_ticket``: lock the ticket's record and its grant, check that the record exists, is
+  neither used nor voided, that its grant is live, then mark it used and insert the mount-session
+  row — in one transaction, so a ticket is exchanged at most once however many requests race on
+  however many processes (DESIGN.md §10), and a revocation that committed first is always seen
+  (``revoke_grants`` locks the same grant rows).
 
 A tenant's slug is unique per account (another account may have its own ``acme``).
 """
@@ -28,49 +31,7 @@ import msgspec
 from artifacts_orchestrator import platform_models as pm
 from artifacts_orchestrator.errors import GrantRevoked, TenantExists, TicketInvalid, TicketUsed
 from artifacts_orchestrator.models import MountSession
-from artifacts_orchestrator.store import SQLiteStore, _row
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tenants (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    account_id INTEGER NOT NULL REFERENCES accounts(id),
-    slug TEXT NOT NULL,
-    external_id TEXT NOT NULL DEFAULT '',
-    metadata TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL,
-    UNIQUE(account_id, slug)
-);
-CREATE TABLE IF NOT EXISTS access_grants (
-    id TEXT PRIMARY KEY,
-    account_id INTEGER NOT NULL REFERENCES accounts(id),
-    workspace_id INTEGER NOT NULL REFERENCES workspaces(id),
-    tenant_id INTEGER NOT NULL REFERENCES tenants(id),
-    runtime_id TEXT NOT NULL DEFAULT '',
-    mode TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    expires_at REAL,
-    revoked_at REAL,
-    revoke_reason TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS grants_live ON access_grants(tenant_id, runtime_id) WHERE revoked_at IS NULL;
-CREATE INDEX IF NOT EXISTS grants_workspace ON access_grants(workspace_id);
-CREATE TABLE IF NOT EXISTS mount_tickets (
-    jti TEXT PRIMARY KEY,
-    account_id INTEGER NOT NULL,
-    grant_id TEXT NOT NULL REFERENCES access_grants(id),
-    workspace_id INTEGER NOT NULL,
-    tenant_id INTEGER NOT NULL,
-    runtime_id TEXT NOT NULL,
-    mode TEXT NOT NULL,
-    issued_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    used_at REAL,
-    session_id TEXT NOT NULL DEFAULT '',
-    revoked_at REAL
-);
-CREATE INDEX IF NOT EXISTS tickets_grant ON mount_tickets(grant_id);
-CREATE INDEX IF NOT EXISTS sessions_grant ON mount_sessions(grant_id) WHERE revoked_at IS NULL;
-"""
+from artifacts_orchestrator.store import SQLStore, _insert
 
 _LIVE = "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)"
 
@@ -113,10 +74,9 @@ def _where(where: dict[str, Any], allowed: Iterable[str]) -> tuple[str, list[Any
 _GRANT_FILTERS = ("id", "tenant_id", "runtime_id", "workspace_id")
 
 
-class SQLitePlatformStore:
-    def __init__(self, store: SQLiteStore) -> None:
-        self.base = store
-        store._conn().executescript(_SCHEMA)
+class SQLPlatformStore:
+    def __init__(self, store: SQLStore) -> None:
+        self.base = store  # its migrations made this module's tables
 
     def _one(self, cls: type, sql: str, *args: Any) -> Any:
         return self.base._one(cls, sql, *args)
@@ -124,16 +84,18 @@ class SQLitePlatformStore:
     # -- tenants ----------------------------------------------------------------------------------
 
     def create_tenant(self, tenant: dict[str, Any], *, exist_ok: bool) -> tuple[pm.Tenant, bool]:
-        with self.base._write() as conn:
-            row = conn.execute("SELECT * FROM tenants WHERE account_id = ? AND slug = ?",
-                               (tenant["account_id"], tenant["slug"])).fetchone()
-            if row is not None:
+        with self.base._write() as tx:
+            tx.execute("SELECT id FROM accounts WHERE id = ? FOR UPDATE", (tenant["account_id"],))
+            found = tx.one(pm.Tenant, "SELECT * FROM tenants WHERE account_id = ? AND slug = ?",
+                           tenant["account_id"], tenant["slug"])
+            if found is not None:
                 if not exist_ok:
                     raise TenantExists(f"tenant {tenant['slug']!r} already exists")
-                return _row(pm.Tenant, row), False
-            cur = conn.execute("INSERT INTO tenants(account_id, slug, external_id, metadata, created_at) "
-                               "VALUES (:account_id, :slug, :external_id, :metadata, :created_at)", tenant)
-            return pm.Tenant(id=int(cur.lastrowid or 0), **tenant), True
+                return found, False
+            tid = tx.scalar("INSERT INTO tenants(account_id, slug, external_id, metadata, created_at) "
+                            "VALUES (?, ?, ?, ?, ?) RETURNING id", tenant["account_id"], tenant["slug"],
+                            tenant["external_id"], tenant["metadata"], tenant["created_at"])
+            return pm.Tenant(id=int(tid), **tenant), True
 
     def get_tenant(self, account_id: int, slug: str) -> pm.Tenant | None:
         return self._one(pm.Tenant, "SELECT * FROM tenants WHERE account_id = ? AND slug = ?", account_id, slug)
@@ -147,10 +109,8 @@ class SQLitePlatformStore:
     # -- grants -----------------------------------------------------------------------------------
 
     def add_grant(self, grant: pm.AccessGrant) -> None:
-        fields = msgspec.structs.asdict(grant)
-        with self.base._write() as conn:
-            conn.execute(f"INSERT INTO access_grants({', '.join(fields)}) VALUES ({','.join('?' * len(fields))})",
-                         tuple(fields.values()))
+        with self.base._write() as tx:
+            tx.execute(*_insert("access_grants", msgspec.structs.asdict(grant)))
 
     def get_grant(self, grant_id: str) -> pm.AccessGrant | None:
         return self._one(pm.AccessGrant, "SELECT * FROM access_grants WHERE id = ?", grant_id)
@@ -158,16 +118,15 @@ class SQLitePlatformStore:
     def grant_for_ticket(self, new: pm.AccessGrant, now: float) -> tuple[pm.AccessGrant, bool]:
         """The runtime's live grant on the workspace, else the tenant's live tenant-wide one,
         else ``new`` inserted (True)."""
-        with self.base._write() as conn:
+        with self.base._write() as tx:
+            tx.execute("SELECT id FROM tenants WHERE id = ? FOR UPDATE", (new.tenant_id,))
             for runtime in (new.runtime_id, ""):
-                row = conn.execute(f"SELECT * FROM access_grants WHERE workspace_id = ? AND tenant_id = ? "
-                                   f"AND runtime_id = ? AND {_LIVE} ORDER BY created_at DESC LIMIT 1",
-                                   (new.workspace_id, new.tenant_id, runtime, now)).fetchone()
-                if row is not None:
-                    return _row(pm.AccessGrant, row), False
-            fields = msgspec.structs.asdict(new)
-            conn.execute(f"INSERT INTO access_grants({', '.join(fields)}) VALUES ({','.join('?' * len(fields))})",
-                         tuple(fields.values()))
+                found = tx.one(pm.AccessGrant, f"SELECT * FROM access_grants WHERE workspace_id = ? "
+                               f"AND tenant_id = ? AND runtime_id = ? AND {_LIVE} ORDER BY created_at DESC LIMIT 1",
+                               new.workspace_id, new.tenant_id, runtime, now)
+                if found is not None:
+                    return found, False
+            tx.execute(*_insert("access_grants", msgspec.structs.asdict(new)))
             return new, True
 
     def list_grants(self, account_id: int, *, include_revoked: bool = False, now: float = 0.0,
@@ -179,17 +138,17 @@ class SQLitePlatformStore:
                                *(() if include_revoked else (now,)))
 
     def revoke_grants(self, account_id: int, now: float, reason: str, **where: Any) -> list[pm.AccessGrant]:
-        """Mark the matching unrevoked grants revoked; returns them as they are now."""
+        """Mark the matching unrevoked grants revoked (under their row locks); returns them as
+        they are now."""
         sql, args = _where(where, _GRANT_FILTERS)
-        with self.base._write() as conn:
-            ids = [r[0] for r in conn.execute(f"SELECT id FROM access_grants WHERE account_id = ?{sql} "
-                                              "AND revoked_at IS NULL", (account_id, *args))]
+        with self.base._write() as tx:
+            ids = [r[0] for r in tx.execute(f"SELECT id FROM access_grants WHERE account_id = ?{sql} "
+                                            "AND revoked_at IS NULL ORDER BY id FOR UPDATE", (account_id, *args))]
             if ids:
                 marks = ",".join("?" * len(ids))
-                conn.execute(f"UPDATE access_grants SET revoked_at = ?, revoke_reason = ? WHERE id IN ({marks})",
-                             (now, reason, *ids))
-            return [_row(pm.AccessGrant, conn.execute("SELECT * FROM access_grants WHERE id = ?", (i,)).fetchone())
-                    for i in ids]
+                tx.execute(f"UPDATE access_grants SET revoked_at = ?, revoke_reason = ? WHERE id IN ({marks})",
+                           (now, reason, *ids))
+            return [tx.one(pm.AccessGrant, "SELECT * FROM access_grants WHERE id = ?", i) for i in ids]
 
     def expired_grants(self, now: float) -> list[pm.AccessGrant]:
         return self.base._many(pm.AccessGrant, "SELECT * FROM access_grants WHERE revoked_at IS NULL "
@@ -198,46 +157,41 @@ class SQLitePlatformStore:
     # -- tickets ----------------------------------------------------------------------------------
 
     def add_ticket(self, record: pm.TicketRecord) -> None:
-        fields = msgspec.structs.asdict(record)
-        with self.base._write() as conn:
-            conn.execute(f"INSERT INTO mount_tickets({', '.join(fields)}) VALUES ({','.join('?' * len(fields))})",
-                         tuple(fields.values()))
+        with self.base._write() as tx:
+            tx.execute(*_insert("mount_tickets", msgspec.structs.asdict(record)))
 
     def void_tickets(self, account_id: int, now: float, **where: Any) -> int:
         """Unexchanged tickets matching ``grant_id`` / ``tenant_id`` / ``runtime_id`` can no longer
         be exchanged. Returns how many."""
         sql, args = _where(where, ("grant_id", "tenant_id", "runtime_id", "workspace_id"))
-        with self.base._write() as conn:
-            cur = conn.execute(f"UPDATE mount_tickets SET revoked_at = ? WHERE account_id = ?{sql} "
-                               "AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?",
-                               (now, account_id, *args, now))
+        with self.base._write() as tx:
+            cur = tx.execute(f"UPDATE mount_tickets SET revoked_at = ? WHERE account_id = ?{sql} "
+                             "AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?",
+                             (now, account_id, *args, now))
             return cur.rowcount
 
     def consume_ticket(self, jti: str, now: float, session: MountSession) -> pm.AccessGrant:
         """Mark the ticket used and insert its session row, atomically; the ticket's grant."""
-        with self.base._write() as conn:
-            rec = _row(pm.TicketRecord, conn.execute("SELECT * FROM mount_tickets WHERE jti = ?", (jti,)).fetchone())
+        with self.base._write() as tx:
+            rec = tx.one(pm.TicketRecord, "SELECT * FROM mount_tickets WHERE jti = ? FOR UPDATE", jti)
             if rec is None:
                 raise TicketInvalid("this orchestrator never issued that ticket")
             if rec.used_at is not None:
                 raise TicketUsed("this mount ticket was already used; a ticket mounts once — ask the platform "
                                  "for a new one")
-            grant = _row(pm.AccessGrant, conn.execute("SELECT * FROM access_grants WHERE id = ?",
-                                                      (rec.grant_id,)).fetchone())
+            grant = tx.one(pm.AccessGrant, "SELECT * FROM access_grants WHERE id = ? FOR UPDATE", rec.grant_id)
             if rec.revoked_at is not None or grant is None or grant.revoked_at is not None:
                 raise GrantRevoked("access for this ticket was revoked")
             if grant.expires_at is not None and grant.expires_at <= now:
                 raise GrantRevoked("the access grant of this ticket has expired")
-            conn.execute("UPDATE mount_tickets SET used_at = ?, session_id = ? WHERE jti = ?", (now, session.id, jti))
-            fields = msgspec.structs.asdict(session)
-            conn.execute(f"INSERT INTO mount_sessions({', '.join(fields)}) VALUES ({','.join('?' * len(fields))})",
-                         tuple(fields.values()))
+            tx.execute("UPDATE mount_tickets SET used_at = ?, session_id = ? WHERE jti = ?", (now, session.id, jti))
+            tx.execute(*_insert("mount_sessions", msgspec.structs.asdict(session)))
             return grant
 
     def release_ticket(self, jti: str) -> None:
         """A ticket whose session could not be provisioned (Redis or S3 down) may be retried."""
-        with self.base._write() as conn:
-            conn.execute("UPDATE mount_tickets SET used_at = NULL, session_id = '' WHERE jti = ?", (jti,))
+        with self.base._write() as tx:
+            tx.execute("UPDATE mount_tickets SET used_at = NULL, session_id = '' WHERE jti = ?", (jti,))
 
     # -- sessions ---------------------------------------------------------------------------------
 
@@ -251,3 +205,7 @@ class SQLitePlatformStore:
         sql, args = _where(where, ("grant_id", "tenant_id", "runtime_id", "workspace_id"))
         return self.base._many(MountSession, f"SELECT * FROM mount_sessions WHERE account_id = ?{sql} "
                                              "AND revoked_at IS NULL", account_id, *args)
+
+
+#: The name it had when SQLite was the only database.
+SQLitePlatformStore = SQLPlatformStore

@@ -22,7 +22,22 @@ always a safe set of orphans to reap. A revocation marks the row first, then rem
 the metadata session and the S3 user, and only then marks the row cleaned: a revocation cut short
 by an outage is never left half-done, the reaper finishes every revoked row not yet cleaned.
 
-Secrets (API keys, ACL passwords, S3 secrets) appear only in return values bound for the caller.
+Renewal (long-lived mounts): a session is issued with a lifetime (``ttl``) and a renewal token
+(``tbr_…``, returned once, stored as its SHA-256). The process holding the session (a mount, an
+MCP server: they hold no API key) calls ``renew_with_token`` at about half its remaining life;
+each call moves ``expires_at`` to now + ttl for as long as what issued the session allows: the
+API key that opened it is not revoked, or — for a ticket's session — its grant is live (capped at
+the grant's expiry; ``renew_checks`` hooks, registered by the platform layer). The same ACL user
+and S3 user stay: nothing is swapped under running I/O. A refused renewal changes nothing; the
+session ends at its expiry, revoked by the reaper like any expired session (EACCES on the mount).
+
+Fleet: several processes may share one database (docs/scale.md). Periodic jobs (the reaper, the
+stale-session sweep) run under a database lease (``run_job``), once per interval across every
+process; a background delete runs under a per-workspace lease, so two processes never sweep one
+workspace at once. Nothing another process needs lives in this object's memory.
+
+Secrets (API keys, ACL passwords, S3 secrets, renewal tokens) appear only in return values bound
+for the caller.
 """
 
 from __future__ import annotations
@@ -31,7 +46,9 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import os
 import secrets
+import socket
 import string
 import threading
 import time
@@ -52,6 +69,7 @@ from artifacts_orchestrator.errors import (
     Forbidden,
     InvalidRequest,
     KeyNotFound,
+    RenewalRefused,
     SessionNotFound,
     SettingKeyMissing,
     Unauthorized,
@@ -72,8 +90,13 @@ FORMAT_TTL = 15 * 60
 SESSION_TTL = 24 * 3600
 #: Bounds on a requested session TTL: a minute (less cannot even finish a mount), a week.
 MIN_SESSION_TTL, MAX_SESSION_TTL = 60, 7 * 24 * 3600
-#: API keys: tbo_ + 32 characters from 62 (about 190 bits).
+#: API keys: tbo_ + 32 characters from 62 (about 190 bits); session renewal tokens the same with tbr_.
 KEY_ALPHABET = string.ascii_letters + string.digits
+RENEWAL_PREFIX = "tbr_"
+#: How long a periodic job's lease holds if its holder dies mid-pass (then another process takes
+#: the job): far longer than a pass takes (milliseconds to seconds), short enough that a crashed
+#: process does not stop the reaper for long.
+JOB_LEASE = 600.0
 #: Labels are kept bounded: a key name (for listings), a host name (HOST_NAME_MAX), a mountpoint
 #: (PATH_MAX).
 KEY_NAME_MAX, HOST_MAX, MOUNTPOINT_MAX = 100, 255, 4096
@@ -95,26 +118,39 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def new_api_key() -> str:
-    return "tbo_" + "".join(secrets.choice(KEY_ALPHABET) for _ in range(32))
+def new_api_key(prefix: str = "tbo_") -> str:
+    return prefix + "".join(secrets.choice(KEY_ALPHABET) for _ in range(32))
+
+
+def new_renewal_token() -> tuple[str, str]:
+    """A session renewal token and the hash the row keeps."""
+    token = new_api_key(RENEWAL_PREFIX)
+    return token, hash_key(token)
 
 
 class Service:
     def __init__(self, store: Store, redis: RedisAdmin, storage: ManagedStorage | None = None, *,
                  clock: Callable[[], float] = time.time, format_ttl: float = FORMAT_TTL,
-                 session_ttl: float = SESSION_TTL) -> None:
+                 session_ttl: float = SESSION_TTL, min_session_ttl: float = MIN_SESSION_TTL) -> None:
         self.store = store
         self.redis = redis
         self.storage = storage
         self.clock = clock
         self.format_ttl = format_ttl
         self.session_ttl = session_ttl
+        #: Shortest lifetime a session may be asked for (tests of renewal use seconds).
+        self.min_session_ttl = min_session_ttl
+        #: This process among the fleet's (job leases name it; never a secret).
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._deleting: set[int] = set()
         self._lock = threading.Lock()
         #: Extensions (the platform layer, platform_service.py): called with a workspace whose
         #: delete was accepted, and with ``now`` on every reaper pass (returning counts).
         self.delete_hooks: list[Callable[[m.Workspace], None]] = []
         self.reap_hooks: list[Callable[[float], dict[str, int]]] = []
+        #: Renewal checks: ``check(row, now)`` raises RenewalRefused, or returns the latest expiry
+        #: it allows (None: no cap). The platform layer's checks a ticket session's grant.
+        self.renew_checks: list[Callable[[m.MountSession, float], float | None]] = []
 
     # -- accounts and keys ----------------------------------------------------------------------
 
@@ -307,6 +343,11 @@ class Service:
             if workspace_id in self._deleting:
                 return
             self._deleting.add(workspace_id)
+        job = f"delete:{workspace_id}"
+        if not self.store.claim_job(job, self.holder, self.clock(), 0.0, JOB_LEASE):
+            with self._lock:  # another process is deleting it now
+                self._deleting.discard(workspace_id)
+            return
         try:
             ws = self.store.get_workspace(workspace_id)
             if ws is None or ws.status != "deleting":
@@ -323,6 +364,7 @@ class Service:
             self.store.transition(ws.id, {"deleting"}, "deleted", now, deleted_at=now)
             log.info("workspace %s/%s deleted (%d keys swept, %d objects)", ws.handle, ws.name, swept, objects)
         finally:
+            self.store.release_job(job, self.holder, self.clock())
             with self._lock:
                 self._deleting.discard(workspace_id)
 
@@ -335,25 +377,33 @@ class Service:
 
     # -- mount sessions -------------------------------------------------------------------------
 
+    def _ttl(self, requested: float | None) -> float:
+        ttl = self.session_ttl if requested is None else requested
+        if not self.min_session_ttl <= ttl <= MAX_SESSION_TTL:
+            raise InvalidRequest(f"ttl_seconds must be between {self.min_session_ttl:g} and {MAX_SESSION_TTL}")
+        return ttl
+
     def create_session(self, account: m.Account, handle: str, name: str,
-                       req: m.CreateSessionRequest) -> m.SessionGrant:
+                       req: m.CreateSessionRequest, key_id: str = "") -> m.SessionGrant:
+        """A session opened with API key ``key_id`` (renewable while that key is not revoked)."""
         ws = self.resolve(account, handle, name)
         if ws.status != "active":
             raise WorkspaceNotActive(f"{handle}/{name} is {ws.status}; only active workspaces can be mounted")
-        ttl = self.session_ttl if req.ttl_seconds is None else req.ttl_seconds
-        if not MIN_SESSION_TTL <= ttl <= MAX_SESSION_TTL:
-            raise InvalidRequest(f"ttl_seconds must be between {MIN_SESSION_TTL} and {MAX_SESSION_TTL}")
+        ttl = self._ttl(req.ttl_seconds)
         now = self.clock()
         sid = secrets.token_hex(8)
         user = f"{SESSION_USER_PREFIX}{sid}"
+        token, token_hash = new_renewal_token()
         row = m.MountSession(id=sid, workspace_id=ws.id, account_id=account.id, mode=req.mode, redis_user=user,
                              s3_user=user if ws.backend == "managed" else "", created_at=now,
-                             expires_at=now + ttl, host=req.host[:HOST_MAX], mountpoint=req.mountpoint[:MOUNTPOINT_MAX])
+                             expires_at=now + ttl, host=req.host[:HOST_MAX], mountpoint=req.mountpoint[:MOUNTPOINT_MAX],
+                             key_id=key_id, ttl=ttl, renew_hash=token_hash)
         self.store.add_session(row)
-        return self.provision_session(ws, row)
+        return self.provision_session(ws, row, renewal_token=token)
 
     def provision_session(self, ws: m.Workspace, row: m.MountSession,
-                          still_valid: Callable[[], None] | None = None) -> m.SessionGrant:
+                          still_valid: Callable[[], None] | None = None,
+                          renewal_token: str | None = None) -> m.SessionGrant:
         """Mint the ACL user (and managed S3 user) of a session whose row is stored, then check
         that the workspace is still active and ``still_valid()`` does not raise (a grant revoked
         meanwhile); on any failure undo both and mark the row revoked."""
@@ -380,9 +430,10 @@ class Service:
         log.info("session %s (%s) issued on %s/%s", row.id, row.mode, ws.handle, ws.name)
         meta = m.MetaAccess(url=self.redis.client_url(user, password), user=user, key_prefix=ws.key_prefix,
                             expires_at=row.expires_at)
+        renewal = None if renewal_token is None else m.Renewal(token=renewal_token, ttl_seconds=row.ttl)
         return m.SessionGrant(session=self._session_view(ws, row), meta=meta,
                               storage=msgspec.structs.replace(self.view(ws).storage, credentials=creds),
-                              volume_name=ws.volume_name, cache_profile=ws.cache_profile)
+                              volume_name=ws.volume_name, cache_profile=ws.cache_profile, renewal=renewal)
 
     def list_sessions(self, account: m.Account, handle: str, name: str, include_revoked: bool = False) -> m.SessionList:
         ws = self.resolve(account, handle, name)
@@ -402,14 +453,46 @@ class Service:
 
     def renew_session(self, account: m.Account, handle: str, name: str, sid: str,
                       req: m.RenewSessionRequest) -> m.SessionView:
+        """Renewal by the account's API key (the caller's key is live by definition)."""
         ws, row = self._own_session(account, handle, name, sid)
         if row.revoked_at is not None:
             raise SessionNotFound(f"session {sid!r} was revoked ({row.revoke_reason})")
-        ttl = self.session_ttl if req.ttl_seconds is None else req.ttl_seconds
-        if not MIN_SESSION_TTL <= ttl <= MAX_SESSION_TTL:
-            raise InvalidRequest(f"ttl_seconds must be between {MIN_SESSION_TTL} and {MAX_SESSION_TTL}")
-        renewed = self.store.renew_session(sid, self.clock() + ttl) or row
-        return self._session_view(ws, renewed)
+        return self._session_view(ws, self._extend(ws, row, self._ttl(req.ttl_seconds), check_key=False))
+
+    def renew_with_token(self, req: m.RenewWithTokenRequest) -> m.SessionRenewed:
+        """Renewal by the session's own renewal token (what a mount process holds)."""
+        token = req.renewal_token.strip()
+        row = self.store.session_by_renew_hash(hash_key(token)) if token.startswith(RENEWAL_PREFIX) else None
+        if row is None or not hmac.compare_digest(row.renew_hash, hash_key(token)):
+            raise Unauthorized("invalid renewal token")
+        if row.revoked_at is not None:
+            raise RenewalRefused(f"session {row.id} was revoked ({row.revoke_reason})")
+        ws = self.store.get_workspace(row.workspace_id)
+        if ws is None or ws.status != "active":
+            raise RenewalRefused(f"the workspace of session {row.id} is no longer active")
+        renewed = self._extend(ws, row, row.ttl or self.session_ttl, check_key=True)
+        return m.SessionRenewed(session=self._session_view(ws, renewed),
+                                expires_in=max(0.0, renewed.expires_at - self.clock()))
+
+    def _extend(self, ws: m.Workspace, row: m.MountSession, ttl: float, *, check_key: bool) -> m.MountSession:
+        """``expires_at`` = now + ttl, capped by what issued the session; never shortened."""
+        now = self.clock()
+        if check_key and row.key_id:
+            key = self.store.get_api_key(row.key_id)
+            if key is None or key.revoked_at is not None:
+                raise RenewalRefused(f"the API key that opened session {row.id} was revoked; the session ends at "
+                                     "its expiry")
+        until = now + ttl
+        for check in self.renew_checks:
+            cap = check(row, now)
+            if cap is not None:
+                until = min(until, cap)
+        if until <= now:
+            raise RenewalRefused(f"session {row.id} cannot be extended past {until:.0f}")
+        renewed = self.store.renew_session(row.id, max(until, row.expires_at))
+        if renewed is None or renewed.revoked_at is not None:
+            raise RenewalRefused(f"session {row.id} was revoked")
+        return renewed
 
     def _revoke_session_row(self, row: m.MountSession, reason: str) -> m.MountSession:
         """Revoke: the row first (from then on it is revoked for every caller, and owed a cleanup
@@ -470,6 +553,18 @@ class Service:
             except ApiError as e:  # one workspace's failure must not stop the others
                 log.warning("journal retention of workspace %s failed: %s", ws.id, e)
         return {"journal_events_dropped": dropped}
+
+    # -- periodic jobs, once per interval across the fleet ----------------------------------------
+
+    def run_job(self, name: str, fn: Callable[[], dict[str, int]], every: float) -> dict[str, int] | None:
+        """``fn()`` if this process wins job ``name``'s lease for this interval (every process
+        sharing the database tries; one runs it), else None."""
+        if not self.store.claim_job(name, self.holder, self.clock(), every, JOB_LEASE):
+            return None
+        try:
+            return fn()
+        finally:
+            self.store.release_job(name, self.holder, self.clock())
 
     # -- the reaper -----------------------------------------------------------------------------
 

@@ -2,7 +2,10 @@
 
 - ``redis_server``: redis-server without persistence;
 - ``s3_server``: the SeaweedFS S3 gateway (``weed server -s3``) with an admin access key;
-- ``redis_cluster``: a 3-master Redis Cluster, started only by tests that ask for it.
+- ``redis_cluster``: a 3-master Redis Cluster, started only by tests that ask for it;
+- ``postgres_server``: a PostgreSQL server (Debian's package, run as its unprivileged ``postgres``
+  account, SCRAM passwords on loopback TCP), started only by tests that ask for it; each test
+  that needs a database gets a fresh one from ``pg_url`` (its own login role and password).
 
 Every test is isolated by its own workspace key prefix (``key_prefix``) and its own bucket
 prefix (``s3_prefix``); the servers are stopped by their own process ids at the end.
@@ -44,6 +47,25 @@ def redis_cluster(servers_dir):
     cluster = RedisCluster.start(servers_dir / "cluster")
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    from artifacts_orchestrator.local import PostgresServer
+
+    server = PostgresServer.start(durable=False)  # a throw-away cluster: fsync off
+    yield server
+    server.stop()
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def pg_url(postgres_server) -> str:
+    """A fresh, empty PostgreSQL database owned by its own login role: its URL (with password)."""
+    n = next(_databases)
+    return postgres_server.create_database(f"t{n}", owner=f"orch{n}", password=uuid.uuid4().hex)
 
 
 @pytest.fixture(scope="session")

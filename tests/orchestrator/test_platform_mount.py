@@ -231,3 +231,34 @@ def test_an_ro_ticket_mounts_read_only_and_cannot_write(stack, api, monkeypatch,
             attempt()
         assert e.value.errno in (errno.EROFS, errno.EACCES)
     assert (tmp_path / "r" / "readme.txt").read_text() == "read me"
+
+
+@pytest.mark.slow
+def test_a_ticket_mount_renews_its_session_and_outlives_it(stack, api, monkeypatch, rt, tmp_path):
+    """With 2-second ticket sessions and the reaper running all along, a real mount keeps working
+    for three lifetimes (its process renews the session with the renewal token it got through
+    its settings pipe, never argv or the environment); revoking the grant still ends it."""
+    create_and_format(api, "months", monkeypatch)
+    stack["platform"].session_ttl = 2
+    try:
+        rt.inject(api.platform.create_mount_ticket("acme", "long", workspace="months", ttl_seconds=60))
+        mp = tmp_path / "m"
+        res = rt.mount(mp)
+        assert res.returncode == 0, res.stderr
+        first = api.sessions.list("months").sessions[0]
+        started, n = time.monotonic(), 0
+        while time.monotonic() - started < 6.0:
+            stack["service"].reap()
+            (mp / f"f{n % 3}").write_text(str(n))
+            assert (mp / f"f{n % 3}").read_text() == str(n)
+            n += 1
+            time.sleep(0.2)
+        now = api.sessions.list("months").sessions
+        assert [s.id for s in now] == [first.id] and now[0].expires_at > first.expires_at + 3
+        for pid in rt.mount_pids():
+            for what in ("cmdline", "environ"):
+                assert b"tbr_" not in Path(f"/proc/{pid}/{what}").read_bytes()
+        api.platform.revoke_access_grants(tenant_slug="acme", runtime_id="long")
+        assert first_eacces(mp, REVOCATION_BOUND) < REVOCATION_BOUND
+    finally:
+        stack["platform"].session_ttl = 7 * 24 * 3600
