@@ -74,8 +74,8 @@ class Route:
     description: str = ""
     #: JSON Schemas given as such (the agent file API's, generated from its tool descriptions)
     #: where there is no msgspec type; the error schema's name in ``components.schemas``.
-    body_schema: dict | None = None
-    returns_schema: dict | None = None
+    body_schema: dict | None = field(default=None, compare=False)  # dicts: not part of the hash
+    returns_schema: dict | None = field(default=None, compare=False)
     errors: str = "Error"
     #: Largest body accepted (413 past it); the app's reading limit is the largest of these.
     max_body: int = MAX_BODY

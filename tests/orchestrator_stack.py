@@ -10,11 +10,13 @@ import time
 import pytest
 
 from artifacts_core.volume import format_volume
+from artifacts_orchestrator.agents import AgentService
 from artifacts_orchestrator.app import OrchestratorServer
 from artifacts_orchestrator.client import Artifacts, wait_for_status
 from artifacts_orchestrator.local import start_redis, start_s3
 from artifacts_orchestrator.platform_service import PlatformService
 from artifacts_orchestrator.redis_acl import RedisAdmin
+from artifacts_orchestrator.sealing import SecretBox
 from artifacts_orchestrator.service import Service
 from artifacts_orchestrator.storage import SeaweedIAMStorage
 from artifacts_orchestrator.store import SQLiteStore
@@ -43,9 +45,11 @@ def start_stack(base, clock) -> dict:
                                 secret_key=s3.secret_key, region=s3.region)
     service = Service(SQLiteStore(base / "db" / "orchestrator.db"), redis_admin, storage, clock=clock)
     platform = PlatformService(service, KeyRing(base / "db" / "ticket-keys", clock=clock))
-    server = OrchestratorServer(service, platform=platform, admin_token=ADMIN_TOKEN, reap_interval=None).start()
-    return {"server": server, "service": service, "platform": platform, "clock": clock, "s3": s3, "redis": rserver,
-            "admin_url": admin_url, "db": base / "db" / "orchestrator.db"}
+    agents = AgentService(service, SecretBox(base / "db" / "agent-secrets.key"))
+    server = OrchestratorServer(service, platform=platform, agents=agents, admin_token=ADMIN_TOKEN,
+                                reap_interval=None).start()
+    return {"server": server, "service": service, "platform": platform, "agents": agents, "clock": clock, "s3": s3,
+            "redis": rserver, "admin_url": admin_url, "db": base / "db" / "orchestrator.db"}
 
 
 def stop_stack(state: dict) -> None:

@@ -238,7 +238,7 @@ def test_idle_volumes_are_closed_and_their_sessions_revoked(stack, key):
     op(stack, key, agent["id"], "writeFile", path="a", content="1")
     files: AgentFiles = stack["server"].app[FILES]
     assert agent["id"] in files.open_agents()
-    status, sessions = http(stack, "GET", f"/workspaces/~/agent-{agent['id']}/sessions", key=key)
+    _status, sessions = http(stack, "GET", f"/workspaces/~/agent-{agent['id']}/sessions", key=key)
     assert [s["mountpoint"] for s in sessions["sessions"]] == [f"agent:{agent['id']}"]
     assert files.close_idle(now=time.monotonic() + files.idle_seconds + 1) >= 1
     assert agent["id"] not in files.open_agents()
@@ -374,7 +374,7 @@ def test_deleting_the_workspace_detaches_it_from_its_agent(stack, api, key):
 
 def test_bodies_are_bounded_per_route(stack, key):
     agent = new_agent(stack, key)
-    status, err = http(stack, "POST", "/agents", raw=b'{"name": "' + b"x" * (70 << 10) + b'"}', key=key)
+    status, _err = http(stack, "POST", "/agents", raw=b'{"name": "' + b"x" * (70 << 10) + b'"}', key=key)
     assert status == 413
     enable_managed(stack, key, agent["id"])
     content = base64.b64encode(b"\0" * (1 << 20)).decode()  # 1 MiB of binary is fine on a file route
