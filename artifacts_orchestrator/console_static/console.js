@@ -92,14 +92,17 @@ function show(...nodes) {
 
 function signOut(message) {
   sessionStorage.removeItem(KEY);
-  location.hash = "#/signin";
-  if (message) flash(message);
+  pending = message ? { message, ok: false } : null;
+  if (location.hash === "#/signin") render(); else location.hash = "#/signin";
 }
 
 // -- routing ----------------------------------------------------------------------------------------
 
+let pending = null;  // a message for the next page (set just before changing location.hash)
+
 async function render() {
-  flash("");
+  flash(pending ? pending.message : "", pending && pending.ok);
+  pending = null;
   const [path, query] = (location.hash.slice(1) || "/agents").split("?");
   const params = new URLSearchParams(query || "");
   const parts = path.split("/").filter(Boolean);
@@ -179,7 +182,7 @@ async function renderAgent(id, tab, params) {
     h("a", { role: "tab", id: `tab-${key}`, href: `#/agents/${id}/${key}`, "aria-selected": String(tab === key),
              "aria-controls": "tabpanel" }, label)));
   const panel = h("section", { role: "tabpanel", id: "tabpanel", "aria-labelledby": `tab-${tab}` });
-  const rename = h("button", { type: "button", class: "link" }, "Rename");
+  const rename = h("button", { type: "button", class: "link" }, "Rename agent");
   rename.addEventListener("click", () => renameForm(agent, rename));
   show(h("p", {}, h("a", { href: "#/agents" }, "← Agents")),
        h("h1", {}, agent.name), h("p", { class: "muted" }, "Agent ", h("code", {}, agent.id), " · ", rename),
@@ -259,7 +262,7 @@ function customS3Form(agent, ws) {
   const field = (id, label, help, attrs) => [h("label", { for: id }, label, help ? h("span", { class: "muted" }, ` (${help})`) : ""),
                                              h("input", { id, name: id, ...attrs })];
   const saved = ws && ws.storage === "custom" ? ws : null;
-  const form = h("form", { id: "custom-s3", "aria-label": "Custom S3" },
+  const form = h("form", { id: "custom-s3", "aria-label": "Custom S3 bucket settings" },
     field("endpoint", "Endpoint", "optional: blank for AWS S3; e.g. https://s3.eu-central-1.wasabisys.com",
           { type: "url", value: saved && !saved.endpoint.endsWith(".amazonaws.com") ? saved.endpoint : "" }),
     field("region", "Region", "required, e.g. us-east-1 or eu-west-2", { type: "text", required: true, value: saved ? saved.region : "" }),
@@ -367,8 +370,8 @@ function dangerPanel(agent) {
       h("label", { class: "radio" }, also, h("span", {}, "Also delete its workspaces and every file in them. Unchecked, they are kept as workspaces of your account."))]);
     if (!ok) return;
     await api("DELETE", `/agents/${agent.id}?delete_workspaces=${also.checked}`);
+    pending = { message: `Agent ${agent.name} deleted${also.checked ? ", with its workspaces" : ""}.`, ok: true };
     location.hash = "#/agents";
-    flash(`Agent ${agent.name} deleted.`, true);
   }));
   return h("div", { class: "panel" }, h("h2", {}, "Delete"), h("div", { class: "row" }, del));
 }
@@ -453,7 +456,7 @@ function fileRow(agent, dir, e) {
 
 function renameEntry(agent, dir, e, anchor) {
   const input = h("input", { type: "text", id: "rename-entry", value: e.name, required: true });
-  const save = h("button", { type: "submit", class: "primary" }, "Rename");
+  const save = h("button", { type: "submit", class: "primary" }, "Save new name");
   const form = h("form", { class: "row" }, h("label", { for: "rename-entry" }, `New name for ${e.name}`), input, save);
   form.addEventListener("submit", busy(save, async () => {
     await fileOp(agent.id, "moveFile", { src: join(dir, e.name), dest: join(dir, input.value) });

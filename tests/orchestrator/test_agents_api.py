@@ -15,10 +15,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-import botocore.session
 import pytest
-from botocore.config import Config
-from orchestrator_stack import BUCKET, admin_s3, objects_under, wait_deleted
+from orchestrator_stack import BUCKET, CUSTOM_BUCKET, admin_s3, objects_under, s3_identity, wait_deleted
 
 from artifacts_orchestrator.agent_files import AgentFiles
 from artifacts_orchestrator.agent_routes import FILES
@@ -26,7 +24,6 @@ from artifacts_orchestrator.agent_routes import FILES
 pytestmark = [pytest.mark.redis, pytest.mark.s3]
 
 FOUR = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"]
-CUSTOM_BUCKET = "customer-bucket"
 
 
 def http(stack, method: str, path: str, body: Any = None, key: str = "", raw: bytes | None = None) -> tuple[int, Any]:
@@ -60,20 +57,6 @@ def enable_managed(stack, key: str, agent_id: str) -> dict:
 
 def op(stack, key: str, agent_id: str, tool: str, **args) -> tuple[int, Any]:
     return http(stack, "POST", f"/agents/{agent_id}/files/{tool}", args, key)
-
-
-def s3_identity(stack, user: str, actions: list[str], bucket: str = CUSTOM_BUCKET) -> tuple[str, str]:
-    """A SeaweedFS IAM user allowed exactly ``actions`` on ``bucket`` (made as the admin)."""
-    s3 = stack["s3"]
-    iam = botocore.session.get_session().create_client(
-        "iam", endpoint_url=s3.endpoint, region_name=s3.region, aws_access_key_id=s3.access_key,
-        aws_secret_access_key=s3.secret_key, config=Config(retries={"max_attempts": 1}))
-    iam.create_user(UserName=user)
-    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": [
-        f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}]}
-    iam.put_user_policy(UserName=user, PolicyName="customer", PolicyDocument=json.dumps(policy))
-    k = iam.create_access_key(UserName=user)["AccessKey"]
-    return k["AccessKeyId"], k["SecretAccessKey"]
 
 
 @pytest.fixture(scope="module")
