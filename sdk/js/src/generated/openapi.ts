@@ -1062,7 +1062,7 @@ export interface Operations {
       truncated?: boolean;
     };
   };
-  /** grep: Search file contents for a regular expression (or a literal with fixed=true) under path (a directory or one file); glob filters file names */
+  /** grep: Search file contents for a regular expression (RE2 syntax: no backreferences or lookaround) or a literal (fixed=true) under path (a directory or one file); glob filters file names */
   agentFileGrep: {
     path: { agent_id: string };
     query: Record<string, never>;
