@@ -282,9 +282,11 @@ def _up(args) -> int:
     if not started:
         out.info("The local stack is already running.")
     out.table(("SERVICE", "PID", "ADDRESS"), rows,
-              data={"started": started, "handle": handle, "orchestrator_url": url, "state_dir": str(d),
+              data={"started": started, "handle": handle, "orchestrator_url": url, "console_url": f"{url}/console/",
+                    "state_dir": str(d),
                     "services": {n: {"pid": p, "address": a} for n, p, a in rows}})
     out.info(f"Local stack up; account {handle}; data in {d}.")
+    out.info(f"Console: {url}/console/ (sign in with the API key in {config_path(CREDENTIALS)})")
     if os.environ.get(KEY_ENV):
         out.warn(f"{KEY_ENV} is set in this shell and wins over the saved key; unset it to use the local account")
     return 0
