@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 import uuid
@@ -55,7 +56,7 @@ from artifacts_orchestrator.errors import (
     WorkspaceOff,
 )
 from artifacts_orchestrator.s3check import CheckResult, aws_endpoint, check_custom_s3
-from artifacts_orchestrator.sealing import SecretBox
+from artifacts_orchestrator.sealing import SealedSecretError, SecretBox
 from artifacts_orchestrator.service import KEY_ALPHABET, OWN_HANDLE, Service, hash_key
 
 log = logging.getLogger("artifacts.orchestrator.agents")
@@ -242,7 +243,10 @@ class AgentService:
         if row is None or row.storage == "managed":
             return ws, None
         assert row.sealed is not None
-        keys = msgspec.json.decode(self.box.open(row.sealed, _context(agent.id, ws.id)))
+        try:
+            keys = msgspec.json.decode(self.box.open(row.sealed, _context(agent.id, ws.id)))
+        except SealedSecretError as e:  # another key file: the person must enter the keys again
+            raise StorageProvisioningFailed(str(e)) from None
         return ws, (keys["access_key_id"], keys["secret_access_key"])
 
     def usage(self, account: m.Account, agent_id: str) -> am.AgentUsage:
@@ -353,6 +357,11 @@ def _custom_fields(req: am.CustomS3Request) -> dict[str, str]:
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
         raise InvalidRequest("endpoint must be http(s)://host[:port] without credentials, or blank for AWS S3")
+    try:  # link-local addresses are cloud metadata services, never an S3 endpoint
+        if ipaddress.ip_address(parts.hostname).is_link_local:
+            raise InvalidRequest("endpoint must not be a link-local address")
+    except ValueError:
+        pass  # a host name
     try:  # the core's own URL rules (bucket name, endpoint), with dummy keys: nothing is sent
         from artifacts_core.objects.url import store_from_url
 

@@ -6,8 +6,10 @@ Moving parts:
   traceback and answered 500 ``internal`` without details;
 - routes are declared once, beside their handlers (``ROUTES``, routing.py): method, path, body
   and result types, auth, idempotency; ``make_app`` registers this table, the platform's
-  (``platform_routes.py``, when given a ``PlatformService``) and openapi.py's, which serves the
-  OpenAPI description generated from all of them at ``GET /openapi.json``;
+  (``platform_routes.py``, when given a ``PlatformService``), the agents' and the console's
+  (``agent_routes.py``, ``console.py``, when given an ``AgentService``; docs/agents.md) and
+  openapi.py's, which serves the OpenAPI description generated from all of them at
+  ``GET /openapi.json``;
 - handlers are a few lines: authenticate, decode the body into the declared msgspec request type
   (a bad body is 422 ``invalid_request``), call one ``Service`` method on the worker pool (SQLite,
   redis-py and botocore block), encode the result -- with the helpers of ``handlers.py``;
@@ -413,7 +415,7 @@ def make_app(service: Service, *, platform: PlatformService | None = None, agent
     if agents is not None:
         files = AgentFiles(agents)
         agent_routes.setup(app, agents, files)
-        register(app, console.ROUTES)
+        console.setup(app)
 
     async def start_background(app: web.Application):
         loop = asyncio.get_running_loop()

@@ -6,6 +6,12 @@ there. The page talks to the same HTTP API as the SDKs, with the API key the per
 kept in the tab's ``sessionStorage`` (gone when the tab closes; never in a cookie, so no request
 is made with it unless the page's own script sends it: no cross-site request forgery).
 
+Local login: ``artifacts console`` (a signed-in CLI) asks ``POST /console/sign-in-links`` for a
+one-time link; opening it, the page trades the code (``POST /console/sign-in``, no key) for a fresh
+API key named ``console`` that "Sign out" revokes. Codes live in this process's memory only
+(their SHA-256, not the code), for ``LINK_TTL`` seconds, and work once; with several orchestrator
+processes behind one address, sign in with a key instead.
+
 Every answer carries a strict Content-Security-Policy (scripts and styles from this origin only,
 no inline script, no framing, connections to this origin only), ``nosniff`` and
 ``Referrer-Policy: no-referrer``; the files are read once at import (they are package data).
@@ -13,12 +19,19 @@ no inline script, no framing, connections to this origin only), ``nosniff`` and
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+import threading
+import time
 from importlib import resources
 
+import msgspec
 from aiohttp import web
 
-from artifacts_orchestrator.errors import RouteNotFound
-from artifacts_orchestrator.routing import Routes
+from artifacts_orchestrator import models as m
+from artifacts_orchestrator.errors import RouteNotFound, Unauthorized
+from artifacts_orchestrator.handlers import SERVICE, authenticated, decode_body, respond, run
+from artifacts_orchestrator.routing import Routes, register
 
 ROUTES = Routes("console")
 _FILES = {"index.html": "text/html", "console.js": "text/javascript", "console.css": "text/css"}
@@ -54,3 +67,71 @@ async def page(request: web.Request) -> web.Response:
 @ROUTES.get("/console/{asset}", "The console's script and stylesheet", auth="none", operation_id="consoleAsset")
 async def asset(request: web.Request) -> web.Response:
     return _file(request.match_info["asset"])
+
+
+# -- local login: one-time sign-in links ----------------------------------------------------------
+
+#: A link is for opening right away: two minutes, once.
+LINK_TTL = 120.0
+
+
+class SignInLink(msgspec.Struct, frozen=True, kw_only=True):
+    url: str
+    expires_at: float
+
+
+class SignInRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    code: str
+
+
+class _Codes:
+    """Code hash -> (account id, expiry); single use, in memory (see the module note)."""
+
+    def __init__(self) -> None:
+        self._codes: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def issue(self, account_id: int) -> tuple[str, float]:
+        code = secrets.token_urlsafe(24)
+        expires = time.time() + LINK_TTL
+        with self._lock:
+            now = time.time()
+            self._codes = {k: v for k, v in self._codes.items() if v[1] > now}
+            self._codes[hashlib.sha256(code.encode()).hexdigest()] = (account_id, expires)
+        return code, expires
+
+    def take(self, code: str) -> int:
+        with self._lock:
+            found = self._codes.pop(hashlib.sha256(code.encode()).hexdigest(), None)
+        if found is None or found[1] <= time.time():
+            raise Unauthorized("this sign-in link was used or has expired: run `artifacts console` again")
+        return found[0]
+
+
+CODES = web.AppKey("console_codes", _Codes)
+
+
+@ROUTES.post("/console/sign-in-links", "A one-time link that signs the console in as this account",
+             returns=SignInLink, status=201, operation_id="createConsoleSignInLink")
+async def create_link(request: web.Request) -> web.Response:
+    """What ``artifacts console`` prints: open it within two minutes, once."""
+    account = await authenticated(request)
+    code, expires = request.app[CODES].issue(account.id)
+    return respond(SignInLink(url=f"{request.url.origin()}/console/?code={code}", expires_at=expires), 201)
+
+
+@ROUTES.post("/console/sign-in", "Trade a sign-in link's code for a new API key named console",
+             body=SignInRequest, returns=m.NewKey, status=201, auth="none", operation_id="consoleSignIn")
+async def sign_in(request: web.Request) -> web.Response:
+    req = await decode_body(request)
+    account_id = request.app[CODES].take(req.code)
+    svc = request.app[SERVICE]
+    account = await run(request, svc.store.get_account, account_id)
+    if account is None:
+        raise Unauthorized("this sign-in link's account no longer exists")
+    return respond(await run(request, svc.create_key, account, "console"), 201)
+
+
+def setup(app: web.Application) -> None:
+    app[CODES] = _Codes()
+    register(app, ROUTES)

@@ -91,6 +91,12 @@ function show(...nodes) {
 }
 
 function signOut(message) {
+  const linked = sessionStorage.getItem(KEY + ".linkedKeyId");  // a key made by a sign-in link: revoke it
+  if (linked && sessionStorage.getItem(KEY)) {
+    fetch(`/keys/${encodeURIComponent(linked)}`, { method: "DELETE",
+      headers: { "Authorization": `Bearer ${sessionStorage.getItem(KEY)}` } }).catch(() => {});
+  }
+  sessionStorage.removeItem(KEY + ".linkedKeyId");
   sessionStorage.removeItem(KEY);
   pending = message ? { message, ok: false } : null;
   if (location.hash === "#/signin") render(); else location.hash = "#/signin";
@@ -126,9 +132,9 @@ function renderSignIn() {
   const form = h("form", { class: "panel", "aria-labelledby": "signin-title" },
     h("label", { for: "apikey" }, "API key"), input,
     h("p", { id: "apikey-help", class: "muted" },
-      "A key like tbo_…: from your account (artifacts keys), or, on the machine that runs ",
-      h("code", {}, "artifacts up"), ", the local account's key in ",
-      h("code", {}, "~/.config/tonbo/artifacts/credentials.json"), ". It stays in this tab only."),
+      "A key like tbo_…; it stays in this tab only. On a machine where the CLI is logged in (",
+      h("code", {}, "artifacts up"), " does it), ", h("code", {}, "artifacts console"),
+      " prints a one-time link that signs you in without one."),
     h("div", { class: "row" }, button));
   form.addEventListener("submit", busy(button, async () => {
     sessionStorage.setItem(KEY, input.value.trim());
@@ -552,8 +558,23 @@ async function renderTokens(agent, panel) {
 
 // -- start ------------------------------------------------------------------------------------------
 
+async function signInWithLink(code) {
+  // `artifacts console` printed /console/?code=...: trade it for a key of our own, then drop it from the address
+  history.replaceState(null, "", "/console/#/agents");
+  const resp = await fetch("/console/sign-in", { method: "POST", headers: { "Content-Type": "application/json" },
+                                                 body: JSON.stringify({ code }) });
+  const body = await resp.json().catch(() => ({}));
+  if (!resp.ok) { pending = { message: body.message || "That sign-in link did not work.", ok: false }; return; }
+  sessionStorage.setItem(KEY, body.key);
+  sessionStorage.setItem(KEY + ".linkedKeyId", body.id);
+  const me = await api("GET", "/whoami");
+  sessionStorage.setItem(KEY + ".handle", me.account.handle);
+}
+
 window.addEventListener("hashchange", render);
-document.addEventListener("DOMContentLoaded", () => {
+document.addEventListener("DOMContentLoaded", async () => {
   document.getElementById("signout").addEventListener("click", () => signOut("Signed out."));
+  const code = new URLSearchParams(location.search).get("code");
+  if (code) await signInWithLink(code);
   render();
 });

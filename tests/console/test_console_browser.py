@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -227,3 +228,24 @@ def test_console_pages_are_accessible_and_locked_down(page, stack, account):
     assert page.evaluate("document.activeElement.className") == "skip"
     page.keyboard.press("Enter")
     assert page.evaluate("document.activeElement.id") == "main"
+
+
+def test_local_login_link_signs_in_once_and_sign_out_revokes_its_key(page, stack, account):
+    """``artifacts console`` (Artifacts.console_link): a one-time link; the page trades it for a key
+    of its own, drops it from the address bar, and revokes that key on sign-out."""
+    from artifacts_orchestrator.client import Artifacts
+
+    link = Artifacts(account, base_url=stack["server"].url).console_link()
+    page.goto(link["url"])
+    page.get_by_role("heading", name="Agents").wait_for()
+    assert "code=" not in page.url
+    key = page.evaluate("sessionStorage.getItem('artifacts.apiKey')")
+    assert key.startswith("tbo_") and key != account
+    assert call(stack["server"].url, "GET", "/whoami", key=key)["key"]["name"] == "console"
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_label("API key").wait_for()
+    with pytest.raises(urllib.error.HTTPError) as e:
+        call(stack["server"].url, "GET", "/whoami", key=key)
+    assert e.value.code == 401
+    page.goto(link["url"])  # used once already
+    assert "used or has expired" in page.get_by_role("alert").inner_text()

@@ -292,6 +292,7 @@ def test_unreachable_missing_bucket_and_bad_keys_each_have_their_message(stack, 
 
 def test_custom_storage_keys_are_sealed_masked_and_never_logged(stack, key, custom_bucket, caplog):
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="artifacts")  # whatever an earlier test (the CLI's) set
     agent = new_agent(stack, key)
     op(stack, key, agent["id"], "exists", path="x")  # (off: refused; nothing opened)
     enable_managed(stack, key, agent["id"])

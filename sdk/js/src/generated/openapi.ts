@@ -335,6 +335,15 @@ export interface SessionView {
   ticket_id: string;
 }
 
+export interface SignInLink {
+  url: string;
+  expires_at: number;
+}
+
+export interface SignInRequest {
+  code: string;
+}
+
 export interface StorageCheck {
   ok: boolean;
   problem: string | null;
@@ -530,6 +539,8 @@ export const operations = {
   consoleRoot: { method: 'GET', path: '/', success: [200], auth: 'none', idempotent: true },
   consolePage: { method: 'GET', path: '/console/', success: [200], auth: 'none', idempotent: true },
   consoleAsset: { method: 'GET', path: '/console/{asset}', success: [200], auth: 'none', idempotent: true },
+  createConsoleSignInLink: { method: 'POST', path: '/console/sign-in-links', success: [201], auth: 'api_key', idempotent: false },
+  consoleSignIn: { method: 'POST', path: '/console/sign-in', success: [201], auth: 'none', idempotent: false },
 } as const;
 
 export type OperationId = keyof typeof operations;
@@ -1124,5 +1135,19 @@ export interface Operations {
     query: Record<string, never>;
     body: undefined;
     response: undefined;
+  };
+  /** A one-time link that signs the console in as this account */
+  createConsoleSignInLink: {
+    path: Record<string, never>;
+    query: Record<string, never>;
+    body: undefined;
+    response: SignInLink;
+  };
+  /** Trade a sign-in link's code for a new API key named console */
+  consoleSignIn: {
+    path: Record<string, never>;
+    query: Record<string, never>;
+    body: SignInRequest;
+    response: NewKey;
   };
 }
