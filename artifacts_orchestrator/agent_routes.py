@@ -21,6 +21,7 @@ service method on the worker pool, encode). File-API handlers differ in three wa
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +29,7 @@ from aiohttp import web
 from artifacts_agentfs import tools
 from artifacts_agentfs.tools import MAX_ARGUMENTS_BYTES
 from artifacts_orchestrator import agent_models as am
+from artifacts_orchestrator import models as m
 from artifacts_orchestrator.agent_files import AgentFiles
 from artifacts_orchestrator.agents import AgentService
 from artifacts_orchestrator.casing import camel
@@ -153,7 +155,7 @@ async def revoke_token(request: web.Request) -> web.Response:
 # -- the file API (an agent token, or the API key) ----------------------------------------------------
 
 
-async def _caller(request: web.Request):
+async def _caller(request: web.Request) -> tuple[m.Account, am.Agent]:
     return await run(request, request.app[AGENTS].authorize, request.headers.get("Authorization"),
                      _agent_id(request))
 
@@ -169,7 +171,7 @@ def _arguments(raw: bytes, tool: tools.Tool) -> Any:
     aliases = {camel(p.name): p.name for p in tool.params if camel(p.name) != p.name}
     out: dict[str, Any] = {}
     for key, item in value.items():
-        name = aliases.get(key, key)
+        name = aliases.get(str(key), str(key))  # JSON object keys are strings
         if name in out:
             return {"__both__": name}  # refused below with the rule's message
         out[name] = item
@@ -182,7 +184,7 @@ def _answer(result: dict) -> web.Response:
     return respond(result["error"], STATUS.get(result["error"]["code"], 500))
 
 
-def _file_handler(tool: tools.Tool):
+def _file_handler(tool: tools.Tool) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         account, agent = await _caller(request)
         args = _arguments(await read_body(request), tool)

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from artifacts_orchestrator import agent_models as am
-from artifacts_orchestrator.store import SQLiteStore, _row
+from artifacts_orchestrator.store import SQLiteStore
 
 
 def _agent(row: Any) -> am.Agent | None:
@@ -143,7 +143,7 @@ class SQLiteAgentStore:
             return None
         fields = dict(row)
         stored = fields.pop("token_hash")
-        return _row(am.AgentToken, fields), stored
+        return msgspec.convert(fields, am.AgentToken), stored
 
     def list_tokens(self, agent_id: str) -> list[am.AgentToken]:
         return self.base._many(am.AgentToken, f"SELECT {_TOKEN_COLS} FROM agent_tokens WHERE agent_id = ? "

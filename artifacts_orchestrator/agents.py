@@ -276,10 +276,10 @@ class AgentService:
         if row.agent_id != agent_id:
             raise Forbidden("this agent token is for another agent")
         agent = self.store.agent_by_id(agent_id)
-        account = self.service.store.get_account(row.account_id)
-        if agent is None or account is None:
+        owner = self.service.store.get_account(row.account_id)
+        if agent is None or owner is None:
             raise Unauthorized("agent token has been revoked")
-        return account, agent
+        return owner, agent
 
     # -- tokens ---------------------------------------------------------------------------------------
 

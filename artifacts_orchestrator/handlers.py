@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -43,7 +44,7 @@ def respond(obj: Any, status: int = 200) -> web.Response:
     return web.Response(body=msgspec.json.encode(obj), status=status, content_type="application/json")
 
 
-def background(app: web.Application, fn, *args) -> None:
+def background(app: web.Application, fn: Callable[..., object], *args: Any) -> None:
     """Run ``fn(*args)`` on the app's worker pool after the answer (a delete's steps 2-5); the
     app waits for these at shutdown."""
     async def go() -> None:
