@@ -6,7 +6,9 @@ One stack and one browser for the module; the flow runs as a person would: sign 
 key, create an agent, open it, toggle its workspace on, upload a file in the Files tab and see it
 through the agent file API, open, rename and download it, make a folder, switch to custom S3 with
 a key that lacks DeleteObject and read the named missing permission, delete the agent. Each page
-is saved to docs/console/*.png (the README and docs/console.md show them).
+is screenshot; with ``ARTIFACTS_CONSOLE_SHOTS=1`` the shots replace docs/console/*.png (the README
+and docs/console.md show them), otherwise they go to a temporary directory, so an ordinary run
+leaves the tree clean (agent ids and times differ on every run).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from orchestrator_stack import ADMIN_TOKEN, CUSTOM_BUCKET, s3_identity
 pytestmark = [pytest.mark.redis, pytest.mark.s3, pytest.mark.slow]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+DOCS_SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+SHOTS_ENV = "ARTIFACTS_CONSOLE_SHOTS"
 #: Flags for a root user in a container without a display; nothing reaches the network.
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
@@ -53,6 +56,12 @@ def browser():
 
 
 @pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    """Where the page screenshots go: docs/console when asked (module note), else a temp dir."""
+    return DOCS_SHOTS if os.environ.get(SHOTS_ENV) == "1" else tmp_path_factory.mktemp("console-shots")
+
+
+@pytest.fixture(scope="module")
 def account(stack):
     new = call(stack["server"].url, "POST", "/admin/accounts", {"handle": "console-user"}, ADMIN_TOKEN)
     return new["key"]["key"]
@@ -71,9 +80,10 @@ def page(browser, stack):
     assert not [e for e in errors if "status of 4" not in e], errors  # 4xx answers the page handles are fine
 
 
-def shot(pg, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+def shot(pg, into: Path, name: str) -> None:
+    into.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(into / f"{name}.png"), full_page=True)
+    assert (into / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def sign_in(pg, url: str, key: str) -> None:
@@ -83,13 +93,13 @@ def sign_in(pg, url: str, key: str) -> None:
     pg.get_by_role("heading", name="Agents").wait_for()
 
 
-def test_seed_004_in_the_browser(page, stack, account, tmp_path):
+def test_seed_004_in_the_browser(page, stack, account, shots, tmp_path):
     url = stack["server"].url
     pg = page
     pg.goto(url + "/")
     assert pg.url.endswith("/console/#/signin") or pg.url.endswith("/console/")
     pg.get_by_label("API key").wait_for()
-    shot(pg, "sign-in")
+    shot(pg, shots, "sign-in")
     pg.get_by_label("API key").fill("tbo_" + "x" * 32)
     pg.get_by_role("button", name="Sign in").click()
     assert "not accepted" in pg.get_by_role("alert").inner_text()
@@ -108,7 +118,7 @@ def test_seed_004_in_the_browser(page, stack, account, tmp_path):
     assert pg.get_by_role("switch", name="Workspace").get_attribute("aria-checked") == "true"
     agent_id = pg.url.split("/agents/")[1].split("/")[0]
     assert f"agents/{agent_id}/" in pg.locator("#workspace-state").inner_text()
-    shot(pg, "workspace-managed")
+    shot(pg, shots, "workspace-managed")
 
     # Files tab: upload a file, see it listed, open it
     pg.get_by_role("tab", name="Files").click()
@@ -127,7 +137,7 @@ def test_seed_004_in_the_browser(page, stack, account, tmp_path):
     pg.get_by_role("button", name="New folder").click()
     pg.get_by_role("link", name="drafts/").wait_for()
     pg.get_by_role("link", name="outputs/").wait_for()
-    shot(pg, "files")
+    shot(pg, shots, "files")
 
     pg.get_by_role("link", name="notes.md").click()
     content = pg.get_by_label("Contents of notes.md")
@@ -135,7 +145,7 @@ def test_seed_004_in_the_browser(page, stack, account, tmp_path):
     content.fill("# Notes\nedited in the console\n")
     pg.get_by_role("button", name="Save").click()
     pg.get_by_text("Saved notes.md.").wait_for()
-    shot(pg, "file-open")
+    shot(pg, shots, "file-open")
     assert call(url, "POST", f"/agents/{agent_id}/files/readFile", {"path": "notes.md"}, token)["content"] \
         == "# Notes\nedited in the console\n"
     with pg.expect_download() as dl:
@@ -175,7 +185,7 @@ def test_seed_004_in_the_browser(page, stack, account, tmp_path):
     assert missing.inner_text().strip() == "s3:DeleteObject"
     assert "Check failed" in pg.locator("#check-result").inner_text()
     pg.locator("#policy").evaluate("el => el.closest('details').open = true")
-    shot(pg, "custom-s3-missing-permission")
+    shot(pg, shots, "custom-s3-missing-permission")
     # nothing changed: still managed, the file still there
     view = call(url, "GET", f"/agents/{agent_id}", key=account)
     assert view["workspace"]["storage"] == "managed"
@@ -184,7 +194,7 @@ def test_seed_004_in_the_browser(page, stack, account, tmp_path):
     # the agents list, then delete the agent (and its workspace)
     pg.get_by_role("link", name="← Agents").click()
     pg.get_by_role("link", name="Support bot").wait_for()
-    shot(pg, "agents")
+    shot(pg, shots, "agents")
     pg.get_by_role("link", name="Support bot").click()
     pg.get_by_role("button", name="Delete agent").click()
     dialog = pg.get_by_role("dialog")
