@@ -198,7 +198,9 @@ def _serve(args: argparse.Namespace) -> int:
     server = OrchestratorServer(service, platform=platform, agents=agents, host=cfg.host, port=cfg.port,
                                 admin_token=cfg.admin_token, reap_interval=cfg.reap_interval,
                                 sweep_interval=cfg.sweep_interval).start()
-    print(f"orchestrator listening on {server.url} (console: {server.url}/console/)", flush=True)
+    # The first line is what scripts and tests parse for the address; the console's comes after it.
+    print(f"orchestrator listening on {server.url}", flush=True)
+    print(f"console: {server.url}/console/", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
