@@ -164,7 +164,7 @@ export interface CustomS3Request {
 
 /** Every failure's body. `existing` accompanies `workspace_exists` (the live workspace); `check` accompanies `storage_check_failed` (what the custom S3 check found). */
 export interface ErrorBody {
-  code: "account_exists" | "agent_busy" | "agent_not_found" | "agent_token_not_found" | "forbidden" | "grant_not_found" | "grant_revoked" | "internal" | "invalid_request" | "key_not_found" | "metadata_acl_provisioning_failed" | "method_not_allowed" | "not_found" | "session_not_found" | "setting_key_missing" | "storage_check_failed" | "storage_provisioning_failed" | "tenant_exists" | "tenant_not_found" | "ticket_expired" | "ticket_invalid" | "ticket_used" | "unauthorized" | "workspace_exists" | "workspace_not_active" | "workspace_not_completable" | "workspace_not_found" | "workspace_off";
+  code: "account_exists" | "agent_busy" | "agent_not_found" | "agent_token_not_found" | "forbidden" | "grant_not_found" | "grant_revoked" | "internal" | "invalid_request" | "key_not_found" | "metadata_acl_provisioning_failed" | "method_not_allowed" | "not_found" | "renewal_refused" | "session_not_found" | "setting_key_missing" | "storage_check_failed" | "storage_provisioning_failed" | "tenant_exists" | "tenant_not_found" | "ticket_expired" | "ticket_invalid" | "ticket_used" | "unauthorized" | "workspace_exists" | "workspace_not_active" | "workspace_not_completable" | "workspace_not_found" | "workspace_off";
   message: string;
   existing?: WorkspaceView;
   check?: StorageCheck;
@@ -283,6 +283,21 @@ export interface RenewSessionRequest {
   ttl_seconds?: number | null;
 }
 
+/** ``POST /sessions/renew``: what a mount process holds (no API key, no ticket). */
+export interface RenewWithTokenRequest {
+  renewal_token: string;
+}
+
+/**
+ * How the process that holds a session keeps it alive: ``POST /sessions/renew`` with
+ * ``token`` (``tbr_…``, shown once) before ``expires_at``; each renewal adds ``ttl_seconds``
+ * for as long as what issued it allows (its API key unrevoked, its grant live).
+ */
+export interface Renewal {
+  token: string;
+  ttl_seconds: number;
+}
+
 /** One of: ``grant_id``; ``tenant_slug`` (the whole tenant); ``tenant_slug`` + ``runtime_id``. */
 export interface RevokeGrantsRequest {
   /** @default null */
@@ -306,10 +321,21 @@ export interface SessionGrant {
   storage: StorageView;
   volume_name: string;
   cache_profile: string;
+  /** @default null */
+  renewal: Renewal | null;
 }
 
 export interface SessionList {
   sessions: SessionView[];
+}
+
+/**
+ * A renewal's answer: the session, and how long it now has (seconds, measured by the
+ * orchestrator, so a host with a skewed clock schedules its next renewal right).
+ */
+export interface SessionRenewed {
+  session: SessionView;
+  expires_in: number;
 }
 
 export interface SessionView {
@@ -461,6 +487,7 @@ export const ERROR_STATUSES: Readonly<Record<ErrorCode, number>> = {
   metadata_acl_provisioning_failed: 500,
   method_not_allowed: 405,
   not_found: 404,
+  renewal_refused: 403,
   session_not_found: 404,
   setting_key_missing: 422,
   storage_check_failed: 422,
@@ -499,6 +526,7 @@ export const operations = {
   listSessions: { method: 'GET', path: '/workspaces/{handle}/{name}/sessions', success: [200], auth: 'api_key', idempotent: true },
   revokeSession: { method: 'DELETE', path: '/workspaces/{handle}/{name}/sessions/{sid}', success: [200], auth: 'api_key', idempotent: true },
   renewSession: { method: 'POST', path: '/workspaces/{handle}/{name}/sessions/{sid}/renew', success: [200], auth: 'api_key', idempotent: true },
+  renewWithToken: { method: 'POST', path: '/sessions/renew', success: [200], auth: 'none', idempotent: true },
   createTenant: { method: 'POST', path: '/tenants', success: [201], auth: 'api_key', idempotent: false },
   listTenants: { method: 'GET', path: '/tenants', success: [200], auth: 'api_key', idempotent: true },
   getTenant: { method: 'GET', path: '/tenants/{slug}', success: [200], auth: 'api_key', idempotent: true },
@@ -679,6 +707,13 @@ export interface Operations {
     query: Record<string, never>;
     body: RenewSessionRequest;
     response: SessionView;
+  };
+  /** Extend a session with its own renewal token (no API key) */
+  renewWithToken: {
+    path: Record<string, never>;
+    query: Record<string, never>;
+    body: RenewWithTokenRequest;
+    response: SessionRenewed;
   };
   /** Create a tenant */
   createTenant: {
