@@ -259,7 +259,8 @@ def _move_database(args: argparse.Namespace) -> int:
         print("error: the target must be a postgresql:// URL", file=sys.stderr)
         return 2
     try:
-        counts = move.move(Path(args.config), cfg.db, url, str(ticket_keys_dir(cfg).resolve()))
+        counts = move.move(Path(args.config), cfg.db, url, {"ticket_keys": str(ticket_keys_dir(cfg).resolve()),
+                                                            "secrets_key": str(secrets_key_path(cfg).resolve())})
     except (move.MoveError, DatabaseError, SchemaTooNew) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

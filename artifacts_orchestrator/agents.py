@@ -44,7 +44,7 @@ from artifacts_core.errors import ArtifactsError
 from artifacts_core.volume import format_volume
 from artifacts_orchestrator import agent_models as am
 from artifacts_orchestrator import models as m
-from artifacts_orchestrator.agent_store import SQLiteAgentStore
+from artifacts_orchestrator.agent_store import SQLAgentStore
 from artifacts_orchestrator.errors import (
     AgentNotFound,
     AgentTokenNotFound,
@@ -72,11 +72,11 @@ def new_agent_token() -> str:
 
 
 class AgentService:
-    def __init__(self, service: Service, box: SecretBox, store: SQLiteAgentStore | None = None, *,
+    def __init__(self, service: Service, box: SecretBox, store: SQLAgentStore | None = None, *,
                  check: Callable[..., CheckResult] = check_custom_s3) -> None:
         self.service = service
         self.box = box
-        self.store = store or SQLiteAgentStore(service.store)  # type: ignore[arg-type]
+        self.store = store or SQLAgentStore(service.store)  # type: ignore[arg-type]
         self.clock = service.clock
         self.check = check
         #: Called with an agent id when what its file API serves changes (toggle, switch, delete).

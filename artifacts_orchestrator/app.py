@@ -415,7 +415,7 @@ def make_app(service: Service, *, platform: PlatformService | None = None, agent
     if agents is not None:
         files = AgentFiles(agents)
         agent_routes.setup(app, agents, files)
-        console.setup(app)
+        console.setup(app, agents.store)
 
     async def start_background(app: web.Application):
         loop = asyncio.get_running_loop()

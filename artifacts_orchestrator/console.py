@@ -8,9 +8,10 @@ is made with it unless the page's own script sends it: no cross-site request for
 
 Local login: ``artifacts console`` (a signed-in CLI) asks ``POST /console/sign-in-links`` for a
 one-time link; opening it, the page trades the code (``POST /console/sign-in``, no key) for a fresh
-API key named ``console`` that "Sign out" revokes. Codes live in this process's memory only
-(their SHA-256, not the code), for ``LINK_TTL`` seconds, and work once; with several orchestrator
-processes behind one address, sign in with a key instead.
+API key named ``console`` that "Sign out" revokes. Codes live in the orchestrator's database
+(their SHA-256, not the code; agent_store.py), for ``LINK_TTL`` seconds, and work once: the
+statement that takes one deletes it, so with several orchestrator processes behind one address a
+link made through one is taken through any other, once.
 
 Every answer carries a strict Content-Security-Policy (scripts and styles from this origin only,
 no inline script, no framing, connections to this origin only), ``nosniff`` and
@@ -21,14 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import threading
-import time
+from collections.abc import Callable
 from importlib import resources
 
 import msgspec
 from aiohttp import web
 
 from artifacts_orchestrator import models as m
+from artifacts_orchestrator.agent_store import SQLAgentStore
 from artifacts_orchestrator.errors import RouteNotFound, Unauthorized
 from artifacts_orchestrator.handlers import SERVICE, authenticated, decode_body, respond, run
 from artifacts_orchestrator.routing import Routes, register
@@ -84,31 +85,31 @@ class SignInRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     code: str
 
 
-class _Codes:
-    """Code hash -> (account id, expiry); single use, in memory (see the module note)."""
+class SignInCodes:
+    """One-time codes kept as their SHA-256 in the database (see the module note)."""
 
-    def __init__(self) -> None:
-        self._codes: dict[str, tuple[int, float]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, store: SQLAgentStore, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.clock = clock
 
     def issue(self, account_id: int) -> tuple[str, float]:
         code = secrets.token_urlsafe(24)
-        expires = time.time() + LINK_TTL
-        with self._lock:
-            now = time.time()
-            self._codes = {k: v for k, v in self._codes.items() if v[1] > now}
-            self._codes[hashlib.sha256(code.encode()).hexdigest()] = (account_id, expires)
-        return code, expires
+        now = self.clock()
+        self.store.add_console_code(_digest(code), account_id, now + LINK_TTL, now)
+        return code, now + LINK_TTL
 
     def take(self, code: str) -> int:
-        with self._lock:
-            found = self._codes.pop(hashlib.sha256(code.encode()).hexdigest(), None)
-        if found is None or found[1] <= time.time():
+        account_id = self.store.take_console_code(_digest(code), self.clock())
+        if account_id is None:
             raise Unauthorized("this sign-in link was used or has expired: run `artifacts console` again")
-        return found[0]
+        return account_id
 
 
-CODES = web.AppKey("console_codes", _Codes)
+def _digest(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+CODES = web.AppKey("console_codes", SignInCodes)
 
 
 @ROUTES.post("/console/sign-in-links", "A one-time link that signs the console in as this account",
@@ -116,7 +117,7 @@ CODES = web.AppKey("console_codes", _Codes)
 async def create_link(request: web.Request) -> web.Response:
     """What ``artifacts console`` prints: open it within two minutes, once."""
     account = await authenticated(request)
-    code, expires = request.app[CODES].issue(account.id)
+    code, expires = await run(request, request.app[CODES].issue, account.id)
     return respond(SignInLink(url=f"{request.url.origin()}/console/?code={code}", expires_at=expires), 201)
 
 
@@ -124,7 +125,7 @@ async def create_link(request: web.Request) -> web.Response:
              body=SignInRequest, returns=m.NewKey, status=201, auth="none", operation_id="consoleSignIn")
 async def sign_in(request: web.Request) -> web.Response:
     req = await decode_body(request)
-    account_id = request.app[CODES].take(req.code)
+    account_id = await run(request, request.app[CODES].take, req.code)
     svc = request.app[SERVICE]
     account = await run(request, svc.store.get_account, account_id)
     if account is None:
@@ -132,6 +133,6 @@ async def sign_in(request: web.Request) -> web.Response:
     return respond(await run(request, svc.create_key, account, "console"), 201)
 
 
-def setup(app: web.Application) -> None:
-    app[CODES] = _Codes()
+def setup(app: web.Application, store: SQLAgentStore) -> None:
+    app[CODES] = SignInCodes(store, app[SERVICE].clock)
     register(app, ROUTES)
