@@ -4,9 +4,11 @@ Unlike the CLI's BYO mode (docs/cli.md: the keys stay on the hosts that mount), 
 S3 keys are held by the orchestrator, because it runs the agent's file operations itself
 (docs/agents.md). They are kept only as sealed blobs in the database:
 
-- ``SecretBox(path)``: one 256-bit key in a file of the orchestrator (mode 0600, created with
-  ``O_EXCL`` in a directory it makes 0700; a key file readable by group or others is refused, as
-  the config file is); AES-256-GCM with a fresh 96-bit nonce per seal, so the same secret sealed
+- ``SecretBox(path)``: one 256-bit key in a file of the orchestrator (mode 0600, in a directory
+  it makes 0700; a key file readable by group or others is refused, as the config file is). A
+  new key is written to a private temporary file first and published with ``link()``, which
+  fails if the name exists: several orchestrator processes starting together on a shared key
+  file all end up with the one key that won, and none reads a half-written file; AES-256-GCM with a fresh 96-bit nonce per seal, so the same secret sealed
   twice gives two different blobs;
 - the blob is bound to what it belongs to (``context``, e.g. the agent id and workspace id) as
   GCM's associated data: a blob copied onto another row does not open there;
@@ -19,7 +21,9 @@ errors: a blob that fails to open raises ``SealedSecretError`` naming the contex
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -45,21 +49,30 @@ class SecretBox:
 
     def _load_or_create(self) -> bytes:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:
-            mode = self.path.stat().st_mode
-            if mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise PermissionError(f"{self.path} is readable by others (mode {stat.S_IMODE(mode):o}); "
-                                      f"run: chmod 600 {self.path}") from None
-            key = self.path.read_bytes()
-            if len(key) != KEY_BYTES:
-                raise ValueError(f"{self.path} is not a {KEY_BYTES}-byte key file") from None
-            return key
-        key = AESGCM.generate_key(bit_length=KEY_BYTES * 8)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
+        if not self.path.exists():
+            self._publish_new_key()
+        mode = self.path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise PermissionError(f"{self.path} is readable by others (mode {stat.S_IMODE(mode):o}); "
+                                  f"run: chmod 600 {self.path}")
+        key = self.path.read_bytes()
+        if len(key) != KEY_BYTES:
+            raise ValueError(f"{self.path} is not a {KEY_BYTES}-byte key file")
         return key
+
+    def _publish_new_key(self) -> None:
+        """A fresh key at ``path`` unless another process published one first (module note)."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(AESGCM.generate_key(bit_length=KEY_BYTES * 8))
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):  # another process won: its key is the one
+                os.link(tmp, self.path)
+        finally:
+            tmp.unlink()
 
     def seal(self, secret: bytes, context: str) -> bytes:
         nonce = os.urandom(NONCE_BYTES)

@@ -71,3 +71,16 @@ def test_a_console_code_is_taken_once_across_processes(stores):
     assert pb.take_console_code("h3", 250.0) is None
     assert pa.take_console_code("h4", 400.0) == acct.id
 
+
+def test_processes_starting_together_share_one_sealing_key(tmp_path):
+    """Several orchestrators starting at once on a fresh shared key file: one creates it, every
+    other reads that key, never a half-written file (a key each would seal rows the others cannot
+    open)."""
+    from artifacts_orchestrator.sealing import SecretBox
+
+    for round_ in range(40):
+        path = tmp_path / f"r{round_}" / "agent-secrets.key"
+        boxes = race(4, lambda i, path=path: SecretBox(path))
+        assert not [b for b in boxes if isinstance(b, Exception)], boxes
+        blob = boxes[0].seal(b"secret", "ctx")
+        assert all(b.open(blob, "ctx") == b"secret" for b in boxes)
