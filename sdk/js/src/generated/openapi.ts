@@ -563,6 +563,9 @@ export const operations = {
   agentFileEditFile: { method: 'POST', path: '/agents/{agent_id}/files/editFile', success: [200], auth: 'agent', idempotent: false },
   agentFileGlob: { method: 'POST', path: '/agents/{agent_id}/files/glob', success: [200], auth: 'agent', idempotent: true },
   agentFileGrep: { method: 'POST', path: '/agents/{agent_id}/files/grep', success: [200], auth: 'agent', idempotent: true },
+  agentFileCheckpoint: { method: 'POST', path: '/agents/{agent_id}/files/checkpoint', success: [200], auth: 'agent', idempotent: false },
+  agentFileRestore: { method: 'POST', path: '/agents/{agent_id}/files/restore', success: [200], auth: 'agent', idempotent: false },
+  agentFileDiff: { method: 'POST', path: '/agents/{agent_id}/files/diff', success: [200], auth: 'agent', idempotent: true },
   agentFileCall: { method: 'POST', path: '/agents/{agent_id}/files/call', success: [200], auth: 'agent', idempotent: false },
   consoleRoot: { method: 'GET', path: '/', success: [200], auth: 'none', idempotent: true },
   consolePage: { method: 'GET', path: '/console/', success: [200], auth: 'none', idempotent: true },
@@ -1135,12 +1138,63 @@ export interface Operations {
       }[];
     };
   };
+  /** checkpoint: Save the whole workspace as a named checkpoint, instantly whatever its size (nothing is copied) */
+  agentFileCheckpoint: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  /** Letters, digits, _ . - (default: a timestamp). */
+  name?: string;
+  /** Retention such as 12h or 7d (default: until deleted). */
+  keep?: string;
+};
+    response: {
+      name?: string;
+      createdAt?: number;
+      epoch?: number;
+    };
+  };
+  /** restore: Roll the whole workspace back to a checkpoint, atomically */
+  agentFileRestore: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  /** The checkpoint to restore. */
+  name: string;
+};
+    response: {
+      restored?: string;
+      safety_checkpoint?: string;
+    };
+  };
+  /** diff: What changed since a checkpoint (or between two): paths added, removed, modified, renamed; text=true adds unified diffs of modified text files */
+  agentFileDiff: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  /** The older checkpoint. */
+  name: string;
+  /** A later checkpoint (default: now). */
+  to?: string;
+  text?: boolean;
+};
+    response: {
+      changes?: {
+        kind?: string;
+        path?: string;
+        old_path?: string;
+        type?: string;
+        diff?: string;
+      }[];
+      truncated?: boolean;
+    };
+  };
   /** Run one file operation by name: {ok, result} or {ok: false, error} */
   agentFileCall: {
     path: { agent_id: string };
     query: Record<string, never>;
     body: {
-  tool: "readFile" | "writeFile" | "appendFile" | "deleteFile" | "copyFile" | "moveFile" | "mkdir" | "rmdir" | "readdir" | "exists" | "stat" | "editFile" | "glob" | "grep";
+  tool: "readFile" | "writeFile" | "appendFile" | "deleteFile" | "copyFile" | "moveFile" | "mkdir" | "rmdir" | "readdir" | "exists" | "stat" | "editFile" | "glob" | "grep" | "checkpoint" | "restore" | "diff";
   /** The tool's arguments (its schema: the per-operation route). */
   arguments?: Record<string, unknown>;
 };
