@@ -566,6 +566,7 @@ export const operations = {
   agentFileCheckpoint: { method: 'POST', path: '/agents/{agent_id}/files/checkpoint', success: [200], auth: 'agent', idempotent: false },
   agentFileRestore: { method: 'POST', path: '/agents/{agent_id}/files/restore', success: [200], auth: 'agent', idempotent: false },
   agentFileDiff: { method: 'POST', path: '/agents/{agent_id}/files/diff', success: [200], auth: 'agent', idempotent: true },
+  agentFileChanges: { method: 'POST', path: '/agents/{agent_id}/files/changes', success: [200], auth: 'agent', idempotent: false },
   agentFileCall: { method: 'POST', path: '/agents/{agent_id}/files/call', success: [200], auth: 'agent', idempotent: false },
   consoleRoot: { method: 'GET', path: '/', success: [200], auth: 'none', idempotent: true },
   consolePage: { method: 'GET', path: '/console/', success: [200], auth: 'none', idempotent: true },
@@ -1189,12 +1190,45 @@ export interface Operations {
       truncated?: boolean;
     };
   };
+  /** changes: What changed in the workspace, and who changed it: events (created, written, renamed, deleted, ...) from a cursor, oldest first, with the path, size and acting agent or mount */
+  agentFileChanges: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  /** The cursor a previous call returned (omit: from the oldest event kept). */
+  cursor?: string;
+  /** Path relative to the workspace root, e.g. 'notes/todo.md'. */
+  path?: string;
+  /** Seconds to wait for a change when none is there yet (0..60, default 0). */
+  wait?: number;
+  /** Most events returned (1..200, default 200). */
+  limit?: number;
+};
+    response: {
+      events?: ({
+        id?: number;
+        time?: number;
+        op?: string;
+        kind?: string;
+        path?: string | null;
+        name_path?: string;
+        new_path?: string;
+        size?: number;
+        size_change?: number;
+        tag?: string;
+        actor?: Record<string, unknown>;
+      })[];
+      cursor?: string;
+      truncated?: boolean;
+      missed?: number;
+    };
+  };
   /** Run one file operation by name: {ok, result} or {ok: false, error} */
   agentFileCall: {
     path: { agent_id: string };
     query: Record<string, never>;
     body: {
-  tool: "readFile" | "writeFile" | "appendFile" | "deleteFile" | "copyFile" | "moveFile" | "mkdir" | "rmdir" | "readdir" | "exists" | "stat" | "editFile" | "glob" | "grep" | "checkpoint" | "restore" | "diff";
+  tool: "readFile" | "writeFile" | "appendFile" | "deleteFile" | "copyFile" | "moveFile" | "mkdir" | "rmdir" | "readdir" | "exists" | "stat" | "editFile" | "glob" | "grep" | "checkpoint" | "restore" | "diff" | "changes";
   /** The tool's arguments (its schema: the per-operation route). */
   arguments?: Record<string, unknown>;
 };
