@@ -282,9 +282,11 @@ def _up(args) -> int:
     if not started:
         out.info("The local stack is already running.")
     out.table(("SERVICE", "PID", "ADDRESS"), rows,
-              data={"started": started, "handle": handle, "orchestrator_url": url, "state_dir": str(d),
+              data={"started": started, "handle": handle, "orchestrator_url": url, "console_url": f"{url}/console/",
+                    "state_dir": str(d),
                     "services": {n: {"pid": p, "address": a} for n, p, a in rows}})
     out.info(f"Local stack up; account {handle}; data in {d}.")
+    out.info(f"Console: {url}/console/ (`artifacts console` prints a one-time sign-in link)")
     if os.environ.get(KEY_ENV):
         out.warn(f"{KEY_ENV} is set in this shell and wins over the saved key; unset it to use the local account")
     return 0
@@ -333,6 +335,15 @@ def cmd_down(args) -> int:
     return 0
 
 
+def cmd_console(args) -> int:
+    """Print a one-time link signing the web console in as the current login (local login)."""
+    from artifacts_cli.auth import client
+
+    link = client().console_link()
+    args.out.result(f"Open within two minutes (works once):\n{link['url']}", data=link)
+    return 0
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("up", help="start the local stack (Redis, SeaweedFS, orchestrator) and log in to it")
     p.add_argument("--port", type=int, help=f"orchestrator port (default {DEFAULT_PORT}, or the one used "
@@ -342,3 +353,5 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_up)
     p = sub.add_parser("down", help="stop the local stack (its data stays)")
     p.set_defaults(func=cmd_down)
+    p = sub.add_parser("console", help="print a one-time link that signs the web console in as you")
+    p.set_defaults(func=cmd_console)

@@ -63,8 +63,15 @@ JOURNAL_TRIM_INTERVAL = 60.0
 MEMORY_CHECK = 5.0
 
 
-def _volume_store(storage_url: str, name: str) -> ObjectStore:
-    return PrefixedObjectStore(store_from_url(storage_url), f"{name}/")
+#: S3 keys given by the caller instead of the host's environment: (access key id, secret key).
+Credentials = tuple[str, str]
+
+
+def _volume_store(storage_url: str, name: str, credentials: Credentials | None = None) -> ObjectStore:
+    """The volume's objects under ``<name>/``. ``credentials`` (a process serving several
+    workspaces, like the orchestrator's agent file API) win over the host's ARTIFACTS_S3_* ones."""
+    keys = {} if credentials is None else {"access_key": credentials[0], "secret_key": credentials[1]}
+    return PrefixedObjectStore(store_from_url(storage_url, **keys), f"{name}/")
 
 
 async def _check_bucket(store: ObjectStore) -> None:
@@ -80,12 +87,14 @@ def format_volume(meta_url: str, storage_url: str, name: str, *, key_prefix: str
                   block_size: int = 4 << 20, compression: str = "lz4", inline_limit: int = 16 << 10,
                   inline_cap: int = 64 << 20, trash_days: int = 1, capacity: int = 0, inodes: int = 0,
                   journal_max_events: int = 100_000, journal_max_days: float = 30.0,
-                  journal_reads: bool = False, require_aof: bool = True) -> Setting:
+                  journal_reads: bool = False, require_aof: bool = True,
+                  credentials: Credentials | None = None) -> Setting:
     """Format a volume, or finish formatting the same one (re-running is safe). Refuses a prefix
-    holding another volume, in Redis or in the bucket."""
+    holding another volume, in Redis or in the bucket. ``credentials``: S3 keys to use instead of
+    the host's."""
     meta = RedisMetaEngine(meta_url, key_prefix)
     loop = LoopThread("artifacts-format")
-    store = _volume_store(storage_url, name)
+    store = _volume_store(storage_url, name, credentials)
     try:
         meta.client.ensure_library()
         try:
@@ -347,9 +356,10 @@ def load_executor():
 def open_volume(meta_url: str, storage_url: str | None = None, *, key_prefix: str,
                 profile: str = "interactive", config: VolumeConfig | None = None,
                 custom_profile: str | None = None, read_only: bool = False,
-                require_aof: bool = True, mountpoint: str = "", frontend: str = "") -> Volume:
+                require_aof: bool = True, mountpoint: str = "", frontend: str = "",
+                credentials: Credentials | None = None) -> Volume:
     """Open a formatted volume. ``storage_url`` may be omitted: the secret-free one stored at
-    format is used, with credentials from the host."""
+    format is used, with credentials from the host (or ``credentials``, S3 keys given here)."""
     config = config or profile_config(profile, custom_file=custom_profile)
     meta = RedisMetaEngine(meta_url, key_prefix)
     try:
@@ -357,7 +367,7 @@ def open_volume(meta_url: str, storage_url: str | None = None, *, key_prefix: st
         url = storage_url or setting.storage
         if not url:
             raise ConfigError("no storage URL given and none stored with the volume")
-        store = _volume_store(url, setting.name)
+        store = _volume_store(url, setting.name, credentials)
         source = VolumeSource(meta_url=meta_url, key_prefix=key_prefix, storage_url=url, config=config,
                               require_aof=require_aof)
         return Volume(meta, store, config, read_only=read_only, mountpoint=mountpoint, source=source,

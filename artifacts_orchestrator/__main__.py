@@ -38,12 +38,14 @@ from redis.exceptions import RedisError
 
 from artifacts_core.errors import ArtifactsError
 from artifacts_orchestrator import migrations, openapi
+from artifacts_orchestrator.agents import AgentService
 from artifacts_orchestrator.app import REAP_INTERVAL, SWEEP_INTERVAL, OrchestratorServer, served_routes
 from artifacts_orchestrator.db import DatabaseError, is_postgres_url, open_database, redacted
 from artifacts_orchestrator.errors import ApiError
 from artifacts_orchestrator.migrations import SchemaTooNew
 from artifacts_orchestrator.platform_service import PlatformService
 from artifacts_orchestrator.redis_acl import RedisAdmin
+from artifacts_orchestrator.sealing import SecretBox
 from artifacts_orchestrator.service import FORMAT_TTL, SESSION_TTL, Service
 from artifacts_orchestrator.storage import SeaweedIAMStorage
 from artifacts_orchestrator.store import SQLStore, open_store
@@ -87,6 +89,9 @@ class OrchestratorConfig(msgspec.Struct, frozen=True, kw_only=True):
     #: The URL written into mount tickets for runtimes to exchange them at (default: the address
     #: the platform's request came to).
     public_url: str | None = None
+    #: The key file sealing agents' custom S3 keys (0600, made on first start; default beside
+    #: ``db``). Losing it means entering those keys again (sealing.py).
+    secrets_key: str | None = None
 
 
 def quiet_third_party_loggers() -> None:
@@ -149,6 +154,23 @@ def ticket_keys_dir(cfg: OrchestratorConfig) -> Path:
     return Path(cfg.db).parent / "ticket-keys"
 
 
+def build_agents(cfg: OrchestratorConfig, service: Service) -> AgentService:
+    """Agents and their file API over ``service``, custom S3 keys sealed with the configured key file."""
+    return AgentService(service, SecretBox(secrets_key_path(cfg)))
+
+
+def secrets_key_path(cfg: OrchestratorConfig) -> Path:
+    """The key file sealing custom S3 keys: ``secrets_key``, else ``agent-secrets.key`` beside the
+    SQLite file. With PostgreSQL it must be configured (every process of the fleet opens what any
+    of them sealed)."""
+    if cfg.secrets_key:
+        return Path(cfg.secrets_key)
+    if not cfg.db or is_postgres_url(cfg.db):
+        raise SystemExit("set secrets_key in the config: the key file sealing agents' S3 keys, shared by "
+                         "every orchestrator process (docs/agents.md)")
+    return Path(cfg.db).parent / "agent-secrets.key"
+
+
 def _keyring(cfg: OrchestratorConfig) -> KeyRing:
     return KeyRing(ticket_keys_dir(cfg))
 
@@ -168,12 +190,17 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         service = build_service(cfg)
         platform = build_platform(cfg, service)
-    except (ArtifactsError, ApiError, RedisError, DatabaseError, SchemaTooNew) as e:  # a message, not a traceback
+        agents = build_agents(cfg, service)
+    except (ArtifactsError, ApiError, RedisError, DatabaseError, SchemaTooNew, OSError,
+            ValueError) as e:  # a message, not a traceback
         print(f"error: cannot start the orchestrator: {e}", file=sys.stderr)
         return 1
-    server = OrchestratorServer(service, platform=platform, host=cfg.host, port=cfg.port, admin_token=cfg.admin_token,
-                                reap_interval=cfg.reap_interval, sweep_interval=cfg.sweep_interval).start()
+    server = OrchestratorServer(service, platform=platform, agents=agents, host=cfg.host, port=cfg.port,
+                                admin_token=cfg.admin_token, reap_interval=cfg.reap_interval,
+                                sweep_interval=cfg.sweep_interval).start()
+    # The first line is what scripts and tests parse for the address; the console's comes after it.
     print(f"orchestrator listening on {server.url}", flush=True)
+    print(f"console: {server.url}/console/", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -232,7 +259,8 @@ def _move_database(args: argparse.Namespace) -> int:
         print("error: the target must be a postgresql:// URL", file=sys.stderr)
         return 2
     try:
-        counts = move.move(Path(args.config), cfg.db, url, str(ticket_keys_dir(cfg).resolve()))
+        counts = move.move(Path(args.config), cfg.db, url, {"ticket_keys": str(ticket_keys_dir(cfg).resolve()),
+                                                            "secrets_key": str(secrets_key_path(cfg).resolve())})
     except (move.MoveError, DatabaseError, SchemaTooNew) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

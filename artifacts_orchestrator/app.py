@@ -6,8 +6,10 @@ Moving parts:
   traceback and answered 500 ``internal`` without details;
 - routes are declared once, beside their handlers (``ROUTES``, routing.py): method, path, body
   and result types, auth, idempotency; ``make_app`` registers this table, the platform's
-  (``platform_routes.py``, when given a ``PlatformService``) and openapi.py's, which serves the
-  OpenAPI description generated from all of them at ``GET /openapi.json``;
+  (``platform_routes.py``, when given a ``PlatformService``), the agents' and the console's
+  (``agent_routes.py``, ``console.py``, when given an ``AgentService``; docs/agents.md) and
+  openapi.py's, which serves the OpenAPI description generated from all of them at
+  ``GET /openapi.json``;
 - handlers are a few lines: authenticate, decode the body into the declared msgspec request type
   (a bad body is 422 ``invalid_request``), call one ``Service`` method on the worker pool (SQLite,
   redis-py and botocore block), encode the result -- with the helpers of ``handlers.py``;
@@ -38,8 +40,10 @@ from aiohttp import web
 
 from artifacts_core.errors import ArtifactsError
 from artifacts_core.meta.journal import Waker
+from artifacts_orchestrator import agent_routes, console, openapi, platform_routes
 from artifacts_orchestrator import models as m
-from artifacts_orchestrator import openapi, platform_routes
+from artifacts_orchestrator.agent_files import AgentFiles
+from artifacts_orchestrator.agents import AgentService
 from artifacts_orchestrator.errors import (
     ApiError,
     InternalError,
@@ -54,7 +58,9 @@ from artifacts_orchestrator.handlers import (
     CALLER_KEY,
     EXECUTOR,
     SERVICE,
+    TASKS,
     authenticated,
+    background,
     decode_body,
     query_flag,
     query_value,
@@ -83,7 +89,6 @@ JOURNAL_INTERVAL = 60.0
 MAX_BODY = 64 << 10
 
 ADMIN_TOKEN = web.AppKey("admin_token", str)
-TASKS = web.AppKey("tasks", set)
 
 
 @web.middleware
@@ -307,7 +312,7 @@ async def delete_workspace(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
     view, started = await run(request, svc.delete_workspace, account, *_ref(request))
     if started:
-        _background(request.app, svc.run_delete, view.id)
+        background(request.app, svc.run_delete, view.id)
     return respond(view, 202)
 
 
@@ -359,17 +364,6 @@ async def renew_with_token(request: web.Request) -> web.Response:
 # -- background work -----------------------------------------------------------------------------
 
 
-def _background(app: web.Application, fn, *args) -> None:
-    async def run() -> None:
-        try:
-            await asyncio.get_running_loop().run_in_executor(app[EXECUTOR], fn, *args)
-        except Exception:  # the reaper retries unfinished deletes
-            log.exception("background %s failed", getattr(fn, "__name__", fn))
-    task = asyncio.get_running_loop().create_task(run())
-    app[TASKS].add(task)
-    task.add_done_callback(app[TASKS].discard)
-
-
 async def _periodic(app: web.Application, what: str, fn, interval: float) -> None:
     """A pass at start, then one every ``interval`` seconds: the reaper (deletes a crash left in
     ``deleting``, users that expired while down, ...), the stale-session sweep and the journal's
@@ -392,19 +386,23 @@ async def _periodic(app: web.Application, what: str, fn, interval: float) -> Non
 CORE_TABLES = (openapi.ROUTES, ROUTES)
 
 
-def served_routes(*, platform: bool = True) -> list[Route]:
+def served_routes(*, platform: bool = True, agents: bool = True) -> list[Route]:
     """The routes ``make_app`` serves, in its order: what ``GET /openapi.json`` describes, without
     building an app (``python -m artifacts_orchestrator openapi``)."""
-    tables = CORE_TABLES + ((platform_routes.ROUTES,) if platform else ())
+    tables = CORE_TABLES + ((platform_routes.ROUTES,) if platform else ()) + (
+        (agent_routes.ROUTES, agent_routes.FILE_ROUTES, console.ROUTES) if agents else ())
     return [r for t in tables for r in t]
 
 
-def make_app(service: Service, *, platform: PlatformService | None = None, admin_token: str = "",
-             reap_interval: float | None = REAP_INTERVAL, sweep_interval: float | None = SWEEP_INTERVAL,
-             journal_interval: float | None = JOURNAL_INTERVAL, workers: int = WORKERS) -> web.Application:
+def make_app(service: Service, *, platform: PlatformService | None = None, agents: AgentService | None = None,
+             admin_token: str = "", reap_interval: float | None = REAP_INTERVAL,
+             sweep_interval: float | None = SWEEP_INTERVAL, journal_interval: float | None = JOURNAL_INTERVAL,
+             workers: int = WORKERS) -> web.Application:
     """The orchestrator's routes over ``service``; the platform's (tenants, grants, mount tickets)
-    too when ``platform`` is given (``python -m artifacts_orchestrator serve`` always gives one)."""
-    app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BODY)
+    too when ``platform`` is given, and the agents' (agents, their file API, the web console) when
+    ``agents`` is (``python -m artifacts_orchestrator serve`` always gives both)."""
+    largest = max(r.max_body for r in served_routes(platform=platform is not None, agents=agents is not None))
+    app = web.Application(middlewares=[errors_middleware], client_max_size=max(MAX_BODY, largest))
     app[SERVICE] = service
     app[EXECUTOR] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="orchestrator")
     app[ADMIN_TOKEN] = admin_token
@@ -413,6 +411,11 @@ def make_app(service: Service, *, platform: PlatformService | None = None, admin
     register(app, *CORE_TABLES)
     if platform is not None:
         platform_routes.setup(app, platform)
+    files = None
+    if agents is not None:
+        files = AgentFiles(agents)
+        agent_routes.setup(app, agents, files)
+        console.setup(app, agents.store)
 
     async def start_background(app: web.Application):
         loop = asyncio.get_running_loop()
@@ -427,6 +430,8 @@ def make_app(service: Service, *, platform: PlatformService | None = None, admin
                 await task
         if app[TASKS]:
             await asyncio.gather(*app[TASKS], return_exceptions=True)
+        if files is not None:
+            await asyncio.get_running_loop().run_in_executor(app[EXECUTOR], files.close)
         app[EXECUTOR].shutdown(wait=True)
 
     app.cleanup_ctx.append(start_background)
@@ -437,10 +442,12 @@ class OrchestratorServer:
     """The app on its own event-loop thread: ``start()``, ``url``, ``stop()``. ``platform``: the
     platform layer over ``service`` whose routes it serves too (none without it)."""
 
-    def __init__(self, service: Service, *, platform: PlatformService | None = None, host: str = "127.0.0.1",
-                 port: int = 0, **app_options: Any) -> None:
+    def __init__(self, service: Service, *, platform: PlatformService | None = None,
+                 agents: AgentService | None = None, host: str = "127.0.0.1", port: int = 0,
+                 **app_options: Any) -> None:
         self.service = service
         self.platform = platform
+        self.agents = agents
         self.host = host
         self.port = port
         self._options = app_options
@@ -459,7 +466,7 @@ class OrchestratorServer:
         return self
 
     async def _start(self) -> None:
-        self.app = make_app(self.service, platform=self.platform, **self._options)
+        self.app = make_app(self.service, platform=self.platform, agents=self.agents, **self._options)
         self._runner = web.AppRunner(self.app, access_log=log)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)

@@ -287,6 +287,10 @@ class _Base:
         return self._send(_Call("POST", "/admin/accounts", {"handle": handle, "key_name": key_name},
                                 m.NewAccount), token=admin_token)
 
+    def console_link(self) -> dict:
+        """A one-time link signing the web console in as this account (``artifacts console``)."""
+        return self._send(_Call("POST", "/console/sign-in-links", {}, None))
+
     def _send(self, call: _Call, *, token: str | None = None) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 

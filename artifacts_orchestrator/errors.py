@@ -151,6 +151,37 @@ class RenewalRefused(ApiError):
     code, status = "renewal_refused", 403
 
 
+# -- agents and their file API (docs/agents.md) -----------------------------------------------------
+
+
+class AgentNotFound(ApiError):
+    code, status = "agent_not_found", 404
+
+
+class AgentTokenNotFound(ApiError):
+    code, status = "agent_token_not_found", 404
+
+
+class WorkspaceOff(ApiError):
+    """The agent's workspace is toggled off (its data is kept): the file API has nothing to serve."""
+
+    code, status = "workspace_off", 409
+
+
+class StorageCheckFailed(ApiError):
+    """A custom S3 location failed the check made before it is saved; ``problem`` says which
+    (``unreachable``, ``region``, ``bucket``, ``credentials``, ``permissions``) and
+    ``missing_permissions`` lists the S3 actions the key lacks."""
+
+    code, status = "storage_check_failed", 422
+
+
+class AgentBusy(ApiError):
+    """Too many file operations of one agent are waiting: retry after a moment."""
+
+    code, status = "agent_busy", 429
+
+
 class OrchestratorUnavailable(ApiError):
     """Client side only: the orchestrator could not be reached (no HTTP answer at all)."""
 
@@ -162,7 +193,8 @@ ERRORS: dict[str, type[ApiError]] = {cls.code: cls for cls in (
     MethodNotAllowed, WorkspaceExists, AccountExists, WorkspaceNotActive, WorkspaceNotCompletable,
     SettingKeyMissing, InvalidRequest, MetadataAclProvisioningFailed, StorageProvisioningFailed,
     InternalError, OrchestratorUnavailable, TenantNotFound, TenantExists, GrantNotFound, GrantRevoked,
-    TicketInvalid, TicketExpired, TicketUsed, RenewalRefused)}
+    TicketInvalid, TicketExpired, TicketUsed, RenewalRefused, AgentNotFound, AgentTokenNotFound, WorkspaceOff,
+    StorageCheckFailed, AgentBusy)}
 
 
 def error_from_body(status: int, body: Any) -> ApiError:

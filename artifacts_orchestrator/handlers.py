@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -34,10 +36,25 @@ ACCOUNT_SLOTS = web.AppKey("account_slots", dict)
 _HELD = web.RequestKey("account_slot", asyncio.Semaphore)
 #: The API key an authenticated request came with (a session records which key opened it).
 CALLER_KEY = web.RequestKey("caller_key", m.ApiKey)
+TASKS = web.AppKey("tasks", set)
+log = logging.getLogger("artifacts.orchestrator.http")
 
 
 def respond(obj: Any, status: int = 200) -> web.Response:
     return web.Response(body=msgspec.json.encode(obj), status=status, content_type="application/json")
+
+
+def background(app: web.Application, fn: Callable[..., object], *args: Any) -> None:
+    """Run ``fn(*args)`` on the app's worker pool after the answer (a delete's steps 2-5); the
+    app waits for these at shutdown."""
+    async def go() -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(app[EXECUTOR], fn, *args)
+        except Exception:  # the reaper retries unfinished deletes
+            log.exception("background %s failed", getattr(fn, "__name__", fn))
+    task = asyncio.get_running_loop().create_task(go())
+    app[TASKS].add(task)
+    task.add_done_callback(app[TASKS].discard)
 
 
 async def run(request: web.Request, fn, *args, **kwargs):
@@ -67,10 +84,22 @@ def release_account_slot(request: web.Request) -> None:
         slot.release()
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The raw body, refused (413) past the route's ``max_body`` (the app reads up to the largest
+    of all routes', so a small route must not take a large body)."""
+    limit = route_of(request).max_body
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    raw = await request.read()
+    if len(raw) > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(raw))
+    return raw
+
+
 async def decode_body(request: web.Request, type_: Any = None) -> Any:
     """The request body as the type its route declares (or ``type_``); an empty body is ``{}``."""
     type_ = route_of(request).body if type_ is None else type_
-    raw = await request.read()
+    raw = await read_body(request)
     try:
         return casing.decode(raw or b"{}", type_)
     except msgspec.ValidationError as e:

@@ -172,10 +172,57 @@ ALTER TABLE mount_sessions ADD COLUMN renew_hash TEXT NOT NULL DEFAULT '';
 CREATE INDEX sessions_renew ON mount_sessions(renew_hash) WHERE renew_hash != ''
 """
 
+#: Agents (docs/agents.md): their rows, every workspace each ever had (a detached one is found
+#: again), their tokens (SHA-256 only), and the console's one-time sign-in codes (SHA-256, two
+#: minutes, taken once by whichever process the browser reaches).
+AGENTS = """
+CREATE TABLE IF NOT EXISTS agents (
+    id TEXT PRIMARY KEY,
+    account_id INTEGER NOT NULL REFERENCES accounts(id),
+    name TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    workspace_enabled INTEGER NOT NULL DEFAULT 0,
+    workspace_id INTEGER,
+    deleted_at REAL
+);
+CREATE INDEX IF NOT EXISTS agents_account ON agents(account_id) WHERE deleted_at IS NULL;
+CREATE TABLE IF NOT EXISTS agent_workspaces (
+    workspace_id INTEGER PRIMARY KEY REFERENCES workspaces(id),
+    agent_id TEXT NOT NULL REFERENCES agents(id),
+    account_id INTEGER NOT NULL,
+    storage TEXT NOT NULL,
+    endpoint TEXT NOT NULL DEFAULT '',
+    region TEXT NOT NULL DEFAULT '',
+    bucket TEXT NOT NULL DEFAULT '',
+    access_key_hint TEXT NOT NULL DEFAULT '',
+    secret_hint TEXT NOT NULL DEFAULT '',
+    sealed BLOB,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS agent_workspaces_agent ON agent_workspaces(agent_id);
+CREATE TABLE IF NOT EXISTS agent_tokens (
+    id TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL REFERENCES agents(id),
+    account_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    hint TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE TABLE IF NOT EXISTS console_codes (
+    code_hash TEXT PRIMARY KEY,
+    account_id INTEGER NOT NULL REFERENCES accounts(id),
+    expires_at REAL NOT NULL
+)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, api keys, workspaces, mount sessions", CORE, _cleaned_at),
     Migration(2, "tenants, access grants, mount tickets", PLATFORM),
     Migration(3, "job leases; session renewal", FLEET),
+    Migration(4, "agents, their workspaces and tokens; console sign-in codes", AGENTS),
 )
 LATEST = MIGRATIONS[-1].version
 

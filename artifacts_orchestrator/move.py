@@ -13,8 +13,9 @@ move-database --config orchestrator.json --to FILE`` (FILE holds the ``postgresq
    past the highest id SQLite ever handed out (``sqlite_sequence``: ids of deleted rows are never
    reused, so a re-created workspace never gets an old key prefix).
 4. Verify: row counts and the set of primary keys of every table match.
-5. Switch: the config file is rewritten (atomically, 0600) with ``database_url`` set and the mount
-   ticket keys' directory pinned where it was (it defaulted to beside the SQLite file). The SQLite
+5. Switch: the config file is rewritten (atomically, 0600) with ``database_url`` set, and the mount
+   ticket keys' directory and the agents' sealing key file pinned where they were (they defaulted
+   to beside the SQLite file). The SQLite
    file is left untouched: switching back is restoring the previous config (kept as
    ``<config>.sqlite``).
 """
@@ -32,7 +33,8 @@ from artifacts_orchestrator.db import Database, PostgresDatabase, SQLiteDatabase
 #: Every table, parents before children, with its primary key (for the verification).
 TABLES: tuple[tuple[str, str], ...] = (
     ("accounts", "id"), ("api_keys", "id"), ("workspaces", "id"), ("tenants", "id"), ("access_grants", "id"),
-    ("mount_sessions", "id"), ("mount_tickets", "jti"), ("job_leases", "name"))
+    ("mount_sessions", "id"), ("mount_tickets", "jti"), ("job_leases", "name"), ("agents", "id"),
+    ("agent_workspaces", "workspace_id"), ("agent_tokens", "id"), ("console_codes", "code_hash"))
 #: Tables whose ids come from a sequence (SQLite AUTOINCREMENT, PostgreSQL identity).
 IDENTITY = ("accounts", "workspaces", "tenants")
 #: Rows per INSERT batch.
@@ -89,16 +91,18 @@ def _verify(src: Any, dst: Any) -> None:
             raise MoveError(f"table {table}: {len(a)} rows in SQLite, {len(b)} copied; nothing was switched")
 
 
-def switch_config(config_path: Path, database_url: str, ticket_keys: str) -> Path:
-    """Point the config at PostgreSQL; the old one is kept as ``<config>.sqlite``. Returns it."""
+def switch_config(config_path: Path, database_url: str, pinned: dict[str, str]) -> Path:
+    """Point the config at PostgreSQL, setting each of ``pinned`` (``ticket_keys``,
+    ``secrets_key``: paths that defaulted to beside the SQLite file) the config leaves unset; the
+    old one is kept as ``<config>.sqlite``. Returns it."""
     text = config_path.read_text()
     backup = config_path.with_name(config_path.name + ".sqlite")
     _write_private(backup, text)
     cfg = json.loads(text)
     cfg["database_url"] = database_url
-    cfg.setdefault("ticket_keys", ticket_keys)
-    if not cfg.get("ticket_keys"):
-        cfg["ticket_keys"] = ticket_keys
+    for name, path in pinned.items():
+        if not cfg.get(name):
+            cfg[name] = path
     _write_private(config_path, json.dumps(cfg, indent=2))
     return backup
 
@@ -111,7 +115,7 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def move(config_path: Path, sqlite_path: str, database_url: str, ticket_keys: str) -> dict[str, int]:
+def move(config_path: Path, sqlite_path: str, database_url: str, pinned: dict[str, str]) -> dict[str, int]:
     source = SQLiteDatabase(sqlite_path)
     try:
         target = PostgresDatabase(database_url)
@@ -123,5 +127,5 @@ def move(config_path: Path, sqlite_path: str, database_url: str, ticket_keys: st
     finally:
         source.close()
         target.close()
-    switch_config(config_path, database_url, ticket_keys)
+    switch_config(config_path, database_url, pinned)
     return counts

@@ -55,8 +55,24 @@ PATH_PARAMS = {
     "key_id": "an API key id",
     "slug": "a tenant slug",
     "grant_id": "an access grant id",
+    "agent_id": "an agent id (ag_ + 16 hex characters)",
+    "token_id": "an agent token id",
+    "asset": "a file of the console (console.js, console.css)",
 }
-SECURITY: dict[str, list[dict[str, list[str]]]] = {"api_key": [{"apiKey": []}], "admin": [{"adminToken": []}], "none": []}
+SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "api_key": [{"apiKey": []}], "admin": [{"adminToken": []}], "none": [],
+    "agent": [{"agentToken": []}, {"apiKey": []}]}
+#: The agent file API's error object (artifacts_agentfs/errors.py), with the codes it sends.
+AGENT_ERROR = {
+    "title": "AgentError", "type": "object",
+    "description": "A failed file operation: the agent API's structured error (docs/agentfs.md). Failures "
+                   "before the operation (authentication, a workspace toggled off) carry the orchestrator's "
+                   "codes (`Error`) and no `path`/`hint`.",
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                   "path": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                   "hint": {"type": "string"}},
+    "required": ["code", "message"],
+}
 
 
 def _server_codes() -> dict[str, int]:
@@ -90,6 +106,10 @@ def _closure(names: set[str], schemas: dict[str, Any]) -> set[str]:
 def document(routes: list[Route]) -> dict[str, Any]:
     """The OpenAPI description of ``routes`` (as a JSON-ready dict)."""
     types = [t for r in routes for t in (r.body, r.returns) if t is not None]
+    if any(r.auth == "agent" for r in routes):  # the console shows it; no route returns it alone
+        from artifacts_orchestrator.agent_models import StorageCheck
+
+        types.append(StorageCheck)
     schema_list, schemas = msgspec.json.schema_components(types, ref_template=REF)
     of = dict(zip(map(id, types), schema_list, strict=True))
     schemas = dict(schemas)
@@ -104,9 +124,11 @@ def document(routes: list[Route]) -> dict[str, Any]:
     codes = _server_codes()
     schemas["Error"] = {
         "title": "Error", "type": "object",
-        "description": "Every failure's body. `existing` accompanies `workspace_exists` (the live workspace).",
+        "description": "Every failure's body. `existing` accompanies `workspace_exists` (the live workspace); "
+                       "`check` accompanies `storage_check_failed` (what the custom S3 check found).",
         "properties": {"code": {"enum": sorted(codes)}, "message": {"type": "string"},
-                       "existing": {"$ref": REF.format(name="WorkspaceView")}},
+                       "existing": {"$ref": REF.format(name="WorkspaceView")},
+                       **({"check": {"$ref": REF.format(name="StorageCheck")}} if "StorageCheck" in schemas else {})},
         "required": ["code", "message"],
         "x-error-statuses": dict(sorted(codes.items())),
     }
@@ -123,17 +145,23 @@ def document(routes: list[Route]) -> dict[str, Any]:
                     **({"description": q.description} if q.description else {})} for q in r.query]
         if params:
             op["parameters"] = params
-        if r.body is not None:
+        if r.body_schema is not None:
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": r.body_schema}}}
+        elif r.body is not None:
             body_schema = of[id(r.body)]
             target = schemas.get(body_schema.get("$ref", "").rsplit("/", 1)[-1], body_schema)
             op["requestBody"] = {"required": bool(target.get("required")),
                                  "content": {"application/json": {"schema": body_schema}}}
         ok: dict[str, Any] = {"description": r.summary}
-        if r.returns is not None:
+        if r.returns_schema is not None:
+            ok["content"] = {"application/json": {"schema": r.returns_schema}}
+        elif r.returns is not None:
             ok["content"] = {"application/json": {"schema": of[id(r.returns)]}}
         op["responses"] = {str(s): ok for s in (r.status, *r.also)}
-        op["responses"]["default"] = {"description": "an error (see `Error`)",
-                                      "content": {"application/json": {"schema": {"$ref": REF.format(name="Error")}}}}
+        op["responses"]["default"] = {"description": f"an error (see `{r.errors}`)",
+                                      "content": {"application/json": {"schema": {"$ref": REF.format(name=r.errors)}}}}
+        if r.errors == "AgentError":
+            schemas["AgentError"] = AGENT_ERROR
         op["x-idempotent"] = r.idempotent
         paths.setdefault(r.path, {})[r.method.lower()] = op
 
@@ -150,6 +178,9 @@ def document(routes: list[Route]) -> dict[str, Any]:
                            "description": "An account's API key (TONBO_API_KEY)."},
                 "adminToken": {"type": "http", "scheme": "bearer",
                                "description": "The orchestrator's admin token (bootstrap only)."},
+                **({"agentToken": {"type": "http", "scheme": "bearer", "bearerFormat": "tba_ + 32 characters",
+                                   "description": "An agent token: one agent's file API only (docs/agents.md)."}}
+                   if any(r.auth == "agent" for r in routes) else {}),
             },
         },
     }

@@ -440,8 +440,7 @@ class RedisAdmin:
                 m.group(0) if m else "(other)")
             kinds[kind] = kinds.get(kind, 0) + 1
             total += 1
-        values = node.mget([prefix + c for c in COUNTERS])
-        counters = {c: int(v) if v is not None else 0 for c, v in zip(COUNTERS, values, strict=True)}
+        counters = self.counters(prefix)
         sessions = []
         for sid in cast(list[bytes], node.zrange(prefix + "sessions", 0, -1)):  # replies are bytes
             info = node.hget(f"{prefix}sess{int(sid)}", "info")
@@ -455,6 +454,11 @@ class RedisAdmin:
                                                                                  "read_only")}})
         return {"keys": total, "kinds": dict(sorted(kinds.items())), "counters": counters,
                 "meta_sessions": sessions}
+
+    def counters(self, prefix: str) -> dict[str, int]:
+        """The volume's counters (used space, inodes, ...): one MGET, no scan."""
+        values = self._owner(prefix).mget([prefix + c for c in COUNTERS])
+        return {c: int(v) if v is not None else 0 for c, v in zip(COUNTERS, values, strict=True)}
 
     def count_keys(self, prefix: str) -> int:
         node = self._owner(prefix)

@@ -37,7 +37,9 @@ from aiohttp import web
 from artifacts_orchestrator.casing import camel
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Auth = Literal["api_key", "admin", "none"]
+Auth = Literal["api_key", "admin", "none", "agent"]
+#: Largest request body of a route unless it says otherwise (requests are small JSON documents).
+MAX_BODY = 64 << 10
 
 #: Methods whose repetition is safe by HTTP's definition; a POST says so explicitly.
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
@@ -70,6 +72,13 @@ class Route:
     query: tuple[Query, ...] = ()
     idempotent: bool = False
     description: str = ""
+    #: JSON Schemas given as such (the agent file API's, generated from its tool descriptions)
+    #: where there is no msgspec type; the error schema's name in ``components.schemas``.
+    body_schema: dict | None = field(default=None, compare=False)  # dicts: not part of the hash
+    returns_schema: dict | None = field(default=None, compare=False)
+    errors: str = "Error"
+    #: Largest body accepted (413 past it); the app's reading limit is the largest of these.
+    max_body: int = MAX_BODY
 
     @property
     def path_params(self) -> list[str]:
@@ -86,7 +95,7 @@ class Routes:
     def route(self, method: str, path: str, summary: str, *, body: Any = None, returns: Any = None,
               status: int = 200, also: tuple[int, ...] = (), auth: Auth = "api_key",
               query: tuple[Query, ...] = (), idempotent: bool | None = None, operation_id: str = "",
-              tag: str = "") -> Callable[[Handler], Handler]:
+              tag: str = "", **extra: Any) -> Callable[[Handler], Handler]:
         method = method.upper()
 
         def declare(handler: Handler) -> Handler:
@@ -96,7 +105,7 @@ class Routes:
                 operation_id=operation_id or camel(handler.__name__), body=body, returns=returns,
                 status=status, also=also, auth=auth, query=query,
                 idempotent=method in _IDEMPOTENT_METHODS if idempotent is None else idempotent,
-                description=doc))
+                description=doc, **extra))
             return handler
         return declare
 
@@ -108,6 +117,12 @@ class Routes:
 
     def delete(self, path: str, summary: str, **kw: Any) -> Callable[[Handler], Handler]:
         return self.route("DELETE", path, summary, **kw)
+
+    def put(self, path: str, summary: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self.route("PUT", path, summary, **kw)
+
+    def patch(self, path: str, summary: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self.route("PATCH", path, summary, **kw)
 
     def __iter__(self) -> Iterator[Route]:
         return iter(self.routes)

@@ -208,12 +208,15 @@ class Service:
             raise WorkspaceNotFound(f"no workspace {handle}/{name}")
         return ws
 
-    def create_workspace(self, account: m.Account, req: m.CreateWorkspaceRequest) -> tuple[m.CreateWorkspaceResponse, bool]:
-        """Reserve (Phase 1). Returns the response and whether a new row was made (201 vs 200)."""
+    def create_workspace(self, account: m.Account, req: m.CreateWorkspaceRequest, *,
+                         managed_prefix: str | None = None) -> tuple[m.CreateWorkspaceResponse, bool]:
+        """Reserve (Phase 1). Returns the response and whether a new row was made (201 vs 200).
+        ``managed_prefix``: the managed bucket's prefix to use instead of ``ws<id>`` (an agent's
+        workspace lives at ``agents/<agent id>``, agents.py); never taken from a request."""
         self._check_create(req)
         now = self.clock()
         ws, created = self.store.reserve_workspace(account.id, account.handle, req.name, now,
-                                                   lambda wid: self._fill(account, req, wid))
+                                                   lambda wid: self._fill(account, req, wid, managed_prefix))
         if not created:
             if not (req.resume and ws.status == "pending_format" and ws.backend == req.backend):
                 raise WorkspaceExists(f"{account.handle}/{req.name} exists (status={ws.status})",
@@ -251,13 +254,15 @@ class Service:
         except (ArtifactsError, ValueError) as e:
             raise InvalidRequest(f"invalid BYO storage location: {getattr(e, 'strerror', None) or e}") from None
 
-    def _fill(self, account: m.Account, req: m.CreateWorkspaceRequest, wid: int) -> dict:
+    def _fill(self, account: m.Account, req: m.CreateWorkspaceRequest, wid: int,
+              managed_prefix: str | None = None) -> dict:
         common = dict(backend=req.backend, key_prefix=workspace_prefix(account.id, wid),
                       volume_name=f"{account.handle}-{req.name}-{wid}", cache_profile=req.cache_profile)
         if req.backend == "managed":
             assert self.storage is not None
             return dict(common, bucket=self.storage.bucket, endpoint=self.storage.endpoint,
-                        region=self.storage.region, storage_prefix=self.storage.prefix_for(wid))
+                        region=self.storage.region,
+                        storage_prefix=managed_prefix or self.storage.prefix_for(wid))
         s = req.storage
         assert s is not None
         return dict(common, bucket=s.bucket, endpoint=s.endpoint, region=s.region,

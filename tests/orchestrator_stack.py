@@ -10,11 +10,13 @@ import time
 import pytest
 
 from artifacts_core.volume import format_volume
+from artifacts_orchestrator.agents import AgentService
 from artifacts_orchestrator.app import OrchestratorServer
 from artifacts_orchestrator.client import Artifacts, wait_for_status
 from artifacts_orchestrator.local import start_redis, start_s3
 from artifacts_orchestrator.platform_service import PlatformService
 from artifacts_orchestrator.redis_acl import RedisAdmin
+from artifacts_orchestrator.sealing import SecretBox
 from artifacts_orchestrator.service import Service
 from artifacts_orchestrator.storage import SeaweedIAMStorage
 from artifacts_orchestrator.store import SQLiteStore
@@ -43,9 +45,11 @@ def start_stack(base, clock) -> dict:
                                 secret_key=s3.secret_key, region=s3.region)
     service = Service(SQLiteStore(base / "db" / "orchestrator.db"), redis_admin, storage, clock=clock)
     platform = PlatformService(service, KeyRing(base / "db" / "ticket-keys", clock=clock))
-    server = OrchestratorServer(service, platform=platform, admin_token=ADMIN_TOKEN, reap_interval=None).start()
-    return {"server": server, "service": service, "platform": platform, "clock": clock, "s3": s3, "redis": rserver,
-            "admin_url": admin_url, "db": base / "db" / "orchestrator.db"}
+    agents = AgentService(service, SecretBox(base / "db" / "agent-secrets.key"))
+    server = OrchestratorServer(service, platform=platform, agents=agents, admin_token=ADMIN_TOKEN,
+                                reap_interval=None).start()
+    return {"server": server, "service": service, "platform": platform, "agents": agents, "clock": clock, "s3": s3,
+            "redis": rserver, "admin_url": admin_url, "db": base / "db" / "orchestrator.db"}
 
 
 def stop_stack(state: dict) -> None:
@@ -118,3 +122,27 @@ def _config(cache_dir):
     from artifacts_core.config import profile_config
 
     return profile_config("interactive", cache_dir=str(cache_dir), entry_ttl=0.0, attr_ttl=0.0)
+
+
+#: A bucket standing for a customer's own (seed 004's custom S3) on the stack's SeaweedFS.
+CUSTOM_BUCKET = "customer-bucket"
+
+
+def s3_identity(stack, user: str, actions: list[str], bucket: str = CUSTOM_BUCKET) -> tuple[str, str]:
+    """A SeaweedFS IAM user allowed exactly ``actions`` on ``bucket`` (made as the admin): the
+    key a customer would paste into the custom S3 form. Returns (access key id, secret)."""
+    import json
+
+    import botocore.session
+    from botocore.config import Config
+
+    s3 = stack["s3"]
+    iam = botocore.session.get_session().create_client(
+        "iam", endpoint_url=s3.endpoint, region_name=s3.region, aws_access_key_id=s3.access_key,
+        aws_secret_access_key=s3.secret_key, config=Config(retries={"max_attempts": 1}))
+    iam.create_user(UserName=user)
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": [
+        f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}]}
+    iam.put_user_policy(UserName=user, PolicyName="customer", PolicyDocument=json.dumps(policy))
+    k = iam.create_access_key(UserName=user)["AccessKey"]
+    return k["AccessKeyId"], k["SecretAccessKey"]

@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -19,10 +21,12 @@ from testbed import TEST_BUCKET
 
 from artifacts_core.errors import PermissionDenied
 from artifacts_core.volume import format_volume, open_volume
+from artifacts_orchestrator import agent_models as am
 from artifacts_orchestrator import errors as E
 from artifacts_orchestrator import migrations
 from artifacts_orchestrator import platform_models as pm
 from artifacts_orchestrator.__main__ import main
+from artifacts_orchestrator.agent_store import SQLAgentStore
 from artifacts_orchestrator.client import Artifacts
 from artifacts_orchestrator.db import open_database
 from artifacts_orchestrator.models import ApiKey, MountSession
@@ -88,6 +92,13 @@ def _rows(store):
                                    s3_user="", created_at=4.0, expires_at=9e9, key_id="k1", ttl=600.0,
                                    renew_hash=hash_key("tbr_x")))
     store.claim_job("reaper", "old-host", 5.0, 30, 600)
+    agents = SQLAgentStore(store)
+    agents.add_agent(am.Agent(id="ag_1", account_id=acct.id, name="bot", created_at=5.0, updated_at=5.0))
+    agents.add_workspace(am.AgentWorkspace(workspace_id=ws.id, agent_id="ag_1", account_id=acct.id,
+                                           storage="custom", bucket="b", sealed=b"\x00sealed\xff", created_at=5.0))
+    agents.update_agent("ag_1", 5.0, workspace_enabled=True, workspace_id=ws.id)
+    agents.add_token(am.AgentToken(id="t1", agent_id="ag_1", account_id=acct.id, name="rt", hint="tba_ab…",
+                                   created_at=5.0), hash_key("tba_" + "t" * 32))
     return acct, ws, old
 
 
@@ -111,6 +122,7 @@ def test_move_database_copies_verifies_and_switches(tmp_path, pg_url, capsys):
     switched = json.loads(cfg.read_text())
     assert switched["database_url"] == pg_url and switched["db"] == str(db)
     assert switched["ticket_keys"] == str((tmp_path / "state" / "ticket-keys").resolve())
+    assert switched["secrets_key"] == str((tmp_path / "state" / "agent-secrets.key").resolve())
     assert cfg.stat().st_mode & 0o777 == 0o600 and json.loads(Path(f"{cfg}.sqlite").read_text()).get("database_url") is None
     pg = open_store(pg_url)
     try:
@@ -118,6 +130,10 @@ def test_move_database_copies_verifies_and_switches(tmp_path, pg_url, capsys):
         assert pg.key_by_hash(hash_key("tbo_" + "k" * 32))[0].id == "k1"
         assert pg.session_by_renew_hash(hash_key("tbr_x")).id == "s1"
         assert SQLPlatformStore(pg).get_grant("gr_1").tenant_id == SQLPlatformStore(pg).get_tenant(acct.id, "acme").id
+        moved = SQLAgentStore(pg)
+        assert moved.get_agent(acct.id, "ag_1").workspace_enabled is True
+        assert moved.agent_workspace(ws.id).sealed == b"\x00sealed\xff"
+        assert moved.token_by_hash(hash_key("tba_" + "t" * 32))[0].id == "t1"
         fresh, _ = pg.reserve_workspace(acct.id, "team", "next", 6.0,
                                         lambda wid: {"key_prefix": f"{{u_{acct.id}_w_{wid}}}:", "backend": "byo"})
         assert fresh.id == ws.id + 1  # the identity continues after SQLite's ids
@@ -150,6 +166,17 @@ def orchestrator(cfg: Path, log: Path):
         proc.wait(timeout=60)
 
 
+def _sign_in(url: str, code: str) -> tuple[int, str]:
+    """POST /console/sign-in with a link's code: (status, error code or "")."""
+    req = urllib.request.Request(url + "/console/sign-in", data=json.dumps({"code": code}).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, ""
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())["code"]
+
+
 def _volume(url: str, prefix: str, tmp_path: Path, n: int):
     from artifacts_core.config import profile_config
 
@@ -166,6 +193,7 @@ def test_two_orchestrators_over_one_postgres_and_one_redis_cluster(tmp_path, pg_
     monkeypatch.setenv("ARTIFACTS_S3_ACCESS_KEY_ID", s3_server.access_key)
     monkeypatch.setenv("ARTIFACTS_S3_SECRET_ACCESS_KEY", s3_server.secret_key)
     common = {"database_url": pg_url, "redis_url": redis_cluster.url, "ticket_keys": str(tmp_path / "keys"),
+              "secrets_key": str(tmp_path / "secrets" / "agent-secrets.key"),
               "admin_token": ADMIN_TOKEN, "port": 0, "require_aof": False, "require_aclfile": False,
               "reap_interval": 0.3, "sweep_interval": 0.3}
     cfg_a = private(tmp_path / "a.json", json.dumps(common))
@@ -174,6 +202,10 @@ def test_two_orchestrators_over_one_postgres_and_one_redis_cluster(tmp_path, pg_
         assert url_a != url_b
         new = Artifacts("", base_url=url_a).create_account("fleet", admin_token=ADMIN_TOKEN)
         a, b = (Artifacts(new.key.key, base_url=u) for u in (url_a, url_b))
+        # The console's one-time sign-in link: made through one process, taken through the other, once.
+        code = a.console_link()["url"].split("code=", 1)[1]
+        assert _sign_in(url_b, code)[0] == 201
+        assert _sign_in(url_a, code) == (401, "unauthorized")
         prefix = f"fleet-{uuid.uuid4().hex[:8]}"
         r = b.workspaces.create("w", backend="byo", bucket=TEST_BUCKET, endpoint=s3_server.endpoint,
                                 region=s3_server.region, prefix=prefix)

@@ -57,6 +57,9 @@ function ts(schema, indent = '') {
   if (schema.$ref) return refName(schema.$ref);
   if (schema.anyOf) return schema.anyOf.map((s) => ts(s, indent)).join(' | ');
   if (schema.enum) return schema.enum.map((v) => JSON.stringify(v)).join(' | ');
+  if (Array.isArray(schema.type)) {  // ["integer", "null"]: the agent tools' output schemas
+    return schema.type.map((t) => ts({ ...schema, type: t }, indent)).join(' | ');
+  }
   switch (schema.type) {
     case 'string': return 'string';
     case 'integer':
@@ -121,7 +124,8 @@ function generate(spec) {
   out += `/** Every operation: what the transport needs to call it. */\nexport const operations = {\n`;
   for (const { path, method, op } of ops) {
     const security = op.security.length === 0 ? 'none' : Object.keys(op.security[0])[0];
-    const auth = { none: 'none', apiKey: 'api_key', adminToken: 'admin' }[security];
+    // agentToken first: the agent file API takes an agent token (tba_...) or the account's API key
+    const auth = { none: 'none', apiKey: 'api_key', adminToken: 'admin', agentToken: 'agent' }[security];
     if (!auth) throw new Error(`unknown security ${security} on ${op.operationId}`);
     const success = Object.keys(op.responses).filter((s) => s !== 'default').map(Number);
     out += `  ${op.operationId}: { method: '${method}', path: '${path}', success: [${success.join(', ')}], `

@@ -165,7 +165,7 @@ export class Transport {
       accept: 'application/json',
       'user-agent': `tonbo-artifacts-node/${VERSION} node/${process.version}`,
     };
-    if (spec.auth === 'api_key') {
+    if (spec.auth === 'api_key' || spec.auth === 'agent') {  // agent: an agent token or the API key
       if (!this.#apiKey) {
         throw new ArtifactsError('unauthorized', 401,
           `no API key: set ${API_KEY_ENV} or pass { apiKey } to new Artifacts()`);

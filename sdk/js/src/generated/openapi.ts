@@ -9,10 +9,82 @@ export interface AccountView {
   created_at: number;
 }
 
+/** A failed file operation: the agent API's structured error (docs/agentfs.md). Failures before the operation (authentication, a workspace toggled off) carry the orchestrator's codes (`Error`) and no `path`/`hint`. */
+export interface AgentError {
+  code: string;
+  message: string;
+  path?: string | null;
+  hint?: string;
+}
+
+export interface AgentList {
+  agents: AgentView[];
+}
+
+export interface AgentTokenList {
+  tokens: AgentTokenView[];
+}
+
+export interface AgentTokenView {
+  id: string;
+  agent_id: string;
+  name: string;
+  hint: string;
+  created_at: number;
+  /** @default null */
+  revoked_at: number | null;
+}
+
+export interface AgentUsage {
+  agent_id: string;
+  workspace: string | null;
+  used_bytes: number;
+  inodes: number;
+  /** @default null */
+  recent_activity: Record<string, unknown>[] | null;
+}
+
+export interface AgentView {
+  id: string;
+  name: string;
+  created_at: number;
+  updated_at: number;
+  workspace_enabled: boolean;
+  workspace: AgentWorkspaceView | null;
+  detached_workspaces: AgentWorkspaceView[];
+  /** @default null */
+  deleted_at: number | null;
+}
+
+export interface AgentWorkspaceView {
+  workspace: string;
+  name: string;
+  status: string;
+  storage: "custom" | "managed";
+  bucket: string;
+  endpoint: string;
+  region: string;
+  prefix: string;
+  attached: boolean;
+  /** @default "" */
+  access_key_id: string;
+  /** @default "" */
+  secret_access_key: string;
+}
+
 export interface CreateAccountRequest {
   handle: string;
   /** @default "default" */
   key_name?: string;
+}
+
+export interface CreateAgentRequest {
+  name: string;
+}
+
+export interface CreateAgentTokenRequest {
+  /** @default "" */
+  name?: string;
 }
 
 export interface CreateGrantRequest {
@@ -80,11 +152,22 @@ export interface CreateWorkspaceResponse {
   resumed: boolean;
 }
 
-/** Every failure's body. `existing` accompanies `workspace_exists` (the live workspace). */
+/** Seed 004's five fields. ``endpoint`` blank means AWS S3 in ``region``. */
+export interface CustomS3Request {
+  region: string;
+  bucket: string;
+  access_key_id: string;
+  secret_access_key: string;
+  /** @default "" */
+  endpoint?: string;
+}
+
+/** Every failure's body. `existing` accompanies `workspace_exists` (the live workspace); `check` accompanies `storage_check_failed` (what the custom S3 check found). */
 export interface ErrorBody {
-  code: "account_exists" | "forbidden" | "grant_not_found" | "grant_revoked" | "internal" | "invalid_request" | "key_not_found" | "metadata_acl_provisioning_failed" | "method_not_allowed" | "not_found" | "renewal_refused" | "session_not_found" | "setting_key_missing" | "storage_provisioning_failed" | "tenant_exists" | "tenant_not_found" | "ticket_expired" | "ticket_invalid" | "ticket_used" | "unauthorized" | "workspace_exists" | "workspace_not_active" | "workspace_not_completable" | "workspace_not_found";
+  code: "account_exists" | "agent_busy" | "agent_not_found" | "agent_token_not_found" | "forbidden" | "grant_not_found" | "grant_revoked" | "internal" | "invalid_request" | "key_not_found" | "metadata_acl_provisioning_failed" | "method_not_allowed" | "not_found" | "renewal_refused" | "session_not_found" | "setting_key_missing" | "storage_check_failed" | "storage_provisioning_failed" | "tenant_exists" | "tenant_not_found" | "ticket_expired" | "ticket_invalid" | "ticket_used" | "unauthorized" | "workspace_exists" | "workspace_not_active" | "workspace_not_completable" | "workspace_not_found" | "workspace_off";
   message: string;
   existing?: WorkspaceView;
+  check?: StorageCheck;
 }
 
 export interface ExchangeRequest {
@@ -163,6 +246,15 @@ export interface MountTicket {
 export interface NewAccount {
   account: AccountView;
   key: NewKey;
+}
+
+/** A freshly minted agent token: ``token`` is shown here once and never again. */
+export interface NewAgentToken {
+  id: string;
+  agent_id: string;
+  name: string;
+  token: string;
+  created_at: number;
 }
 
 /** A freshly minted API key: ``key`` is shown here once and never again. */
@@ -269,6 +361,24 @@ export interface SessionView {
   ticket_id: string;
 }
 
+export interface SignInLink {
+  url: string;
+  expires_at: number;
+}
+
+export interface SignInRequest {
+  code: string;
+}
+
+export interface StorageCheck {
+  ok: boolean;
+  problem: string | null;
+  message: string;
+  missing_permissions: string[];
+  unchecked_permissions: string[];
+  leftover_key: string | null;
+}
+
 export interface StorageCredentials {
   access_key_id: string;
   secret_access_key: string;
@@ -319,6 +429,10 @@ export interface TicketIssued {
   tenant: TenantView;
 }
 
+export interface UpdateAgentRequest {
+  name: string;
+}
+
 export interface WhoAmI {
   account: AccountView;
   /** @default null */
@@ -327,6 +441,15 @@ export interface WhoAmI {
 
 export interface WorkspaceList {
   workspaces: WorkspaceView[];
+}
+
+/** Toggle on (``storage`` managed, or custom with ``custom``) or off (data kept). */
+export interface WorkspaceRequest {
+  enabled: boolean;
+  /** @default "managed" */
+  storage?: "custom" | "managed";
+  /** @default null */
+  custom?: CustomS3Request | null;
 }
 
 export interface WorkspaceView {
@@ -352,6 +475,9 @@ export type ErrorCode = ErrorBody['code'];
 /** The HTTP status each error code comes with. */
 export const ERROR_STATUSES: Readonly<Record<ErrorCode, number>> = {
   account_exists: 409,
+  agent_busy: 429,
+  agent_not_found: 404,
+  agent_token_not_found: 404,
   forbidden: 403,
   grant_not_found: 404,
   grant_revoked: 403,
@@ -364,6 +490,7 @@ export const ERROR_STATUSES: Readonly<Record<ErrorCode, number>> = {
   renewal_refused: 403,
   session_not_found: 404,
   setting_key_missing: 422,
+  storage_check_failed: 422,
   storage_provisioning_failed: 500,
   tenant_exists: 409,
   tenant_not_found: 404,
@@ -375,6 +502,7 @@ export const ERROR_STATUSES: Readonly<Record<ErrorCode, number>> = {
   workspace_not_active: 409,
   workspace_not_completable: 409,
   workspace_not_found: 404,
+  workspace_off: 409,
 };
 
 /** Every operation: what the transport needs to call it. */
@@ -410,6 +538,41 @@ export const operations = {
   createMountTicket: { method: 'POST', path: '/mount-tickets', success: [201], auth: 'api_key', idempotent: false },
   exchangeMountTicket: { method: 'POST', path: '/mount-tickets/exchange', success: [201], auth: 'none', idempotent: false },
   listTicketKeys: { method: 'GET', path: '/mount-tickets/keys', success: [200], auth: 'none', idempotent: true },
+  createAgent: { method: 'POST', path: '/agents', success: [201], auth: 'api_key', idempotent: false },
+  listAgents: { method: 'GET', path: '/agents', success: [200], auth: 'api_key', idempotent: true },
+  getAgent: { method: 'GET', path: '/agents/{agent_id}', success: [200], auth: 'api_key', idempotent: true },
+  renameAgent: { method: 'PATCH', path: '/agents/{agent_id}', success: [200], auth: 'api_key', idempotent: true },
+  deleteAgent: { method: 'DELETE', path: '/agents/{agent_id}', success: [200], auth: 'api_key', idempotent: true },
+  setWorkspace: { method: 'PUT', path: '/agents/{agent_id}/workspace', success: [200], auth: 'api_key', idempotent: true },
+  checkStorage: { method: 'POST', path: '/agents/{agent_id}/storage-check', success: [200], auth: 'api_key', idempotent: true },
+  usage: { method: 'GET', path: '/agents/{agent_id}/usage', success: [200], auth: 'api_key', idempotent: true },
+  createToken: { method: 'POST', path: '/agents/{agent_id}/tokens', success: [201], auth: 'api_key', idempotent: false },
+  listTokens: { method: 'GET', path: '/agents/{agent_id}/tokens', success: [200], auth: 'api_key', idempotent: true },
+  revokeToken: { method: 'DELETE', path: '/agents/{agent_id}/tokens/{token_id}', success: [200], auth: 'api_key', idempotent: true },
+  agentFileReadFile: { method: 'POST', path: '/agents/{agent_id}/files/readFile', success: [200], auth: 'agent', idempotent: true },
+  agentFileWriteFile: { method: 'POST', path: '/agents/{agent_id}/files/writeFile', success: [200], auth: 'agent', idempotent: true },
+  agentFileAppendFile: { method: 'POST', path: '/agents/{agent_id}/files/appendFile', success: [200], auth: 'agent', idempotent: false },
+  agentFileDeleteFile: { method: 'POST', path: '/agents/{agent_id}/files/deleteFile', success: [200], auth: 'agent', idempotent: false },
+  agentFileCopyFile: { method: 'POST', path: '/agents/{agent_id}/files/copyFile', success: [200], auth: 'agent', idempotent: false },
+  agentFileMoveFile: { method: 'POST', path: '/agents/{agent_id}/files/moveFile', success: [200], auth: 'agent', idempotent: false },
+  agentFileMkdir: { method: 'POST', path: '/agents/{agent_id}/files/mkdir', success: [200], auth: 'agent', idempotent: true },
+  agentFileRmdir: { method: 'POST', path: '/agents/{agent_id}/files/rmdir', success: [200], auth: 'agent', idempotent: false },
+  agentFileReaddir: { method: 'POST', path: '/agents/{agent_id}/files/readdir', success: [200], auth: 'agent', idempotent: true },
+  agentFileExists: { method: 'POST', path: '/agents/{agent_id}/files/exists', success: [200], auth: 'agent', idempotent: true },
+  agentFileStat: { method: 'POST', path: '/agents/{agent_id}/files/stat', success: [200], auth: 'agent', idempotent: true },
+  agentFileEditFile: { method: 'POST', path: '/agents/{agent_id}/files/editFile', success: [200], auth: 'agent', idempotent: false },
+  agentFileGlob: { method: 'POST', path: '/agents/{agent_id}/files/glob', success: [200], auth: 'agent', idempotent: true },
+  agentFileGrep: { method: 'POST', path: '/agents/{agent_id}/files/grep', success: [200], auth: 'agent', idempotent: true },
+  agentFileCheckpoint: { method: 'POST', path: '/agents/{agent_id}/files/checkpoint', success: [200], auth: 'agent', idempotent: false },
+  agentFileRestore: { method: 'POST', path: '/agents/{agent_id}/files/restore', success: [200], auth: 'agent', idempotent: false },
+  agentFileDiff: { method: 'POST', path: '/agents/{agent_id}/files/diff', success: [200], auth: 'agent', idempotent: true },
+  agentFileChanges: { method: 'POST', path: '/agents/{agent_id}/files/changes', success: [200], auth: 'agent', idempotent: false },
+  agentFileCall: { method: 'POST', path: '/agents/{agent_id}/files/call', success: [200], auth: 'agent', idempotent: false },
+  consoleRoot: { method: 'GET', path: '/', success: [200], auth: 'none', idempotent: true },
+  consolePage: { method: 'GET', path: '/console/', success: [200], auth: 'none', idempotent: true },
+  consoleAsset: { method: 'GET', path: '/console/{asset}', success: [200], auth: 'none', idempotent: true },
+  createConsoleSignInLink: { method: 'POST', path: '/console/sign-in-links', success: [201], auth: 'api_key', idempotent: false },
+  consoleSignIn: { method: 'POST', path: '/console/sign-in', success: [201], auth: 'none', idempotent: false },
 } as const;
 
 export type OperationId = keyof typeof operations;
@@ -632,5 +795,482 @@ export interface Operations {
     query: Record<string, never>;
     body: undefined;
     response: PublicKeyList;
+  };
+  /** Create an agent */
+  createAgent: {
+    path: Record<string, never>;
+    query: Record<string, never>;
+    body: CreateAgentRequest;
+    response: AgentView;
+  };
+  /** List agents */
+  listAgents: {
+    path: Record<string, never>;
+    query: Record<string, never>;
+    body: undefined;
+    response: AgentList;
+  };
+  /** An agent, its workspace and the workspaces it had before */
+  getAgent: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: undefined;
+    response: AgentView;
+  };
+  /** Rename an agent */
+  renameAgent: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: UpdateAgentRequest;
+    response: AgentView;
+  };
+  /** Delete an agent (its tokens die; its workspaces are kept unless delete_workspaces) */
+  deleteAgent: {
+    path: { agent_id: string };
+    query: { delete_workspaces?: boolean };
+    body: undefined;
+    response: AgentView;
+  };
+  /** Toggle the agent's workspace on (managed or custom S3) or off (data kept) */
+  setWorkspace: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: WorkspaceRequest;
+    response: AgentView;
+  };
+  /** Check a custom S3 location and key without saving anything */
+  checkStorage: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: CustomS3Request;
+    response: StorageCheck;
+  };
+  /** The agent's workspace usage (bytes, inodes) */
+  usage: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: undefined;
+    response: AgentUsage;
+  };
+  /** Mint an agent token for the file API (shown once) */
+  createToken: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: CreateAgentTokenRequest;
+    response: NewAgentToken;
+  };
+  /** List the agent's tokens (never the tokens themselves) */
+  listTokens: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: undefined;
+    response: AgentTokenList;
+  };
+  /** Revoke an agent token */
+  revokeToken: {
+    path: { agent_id: string; token_id: string };
+    query: Record<string, never>;
+    body: undefined;
+    response: AgentTokenView;
+  };
+  /** readFile: Read a file */
+  agentFileReadFile: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  /** Path relative to the workspace root, e.g. 'notes/todo.md'. */
+  path: string;
+  offset?: number;
+  length?: number;
+  start_line?: number;
+  end_line?: number;
+  /** utf-8 (default) for text, base64 for binary content. */
+  encoding?: "utf-8" | "base64";
+};
+    response: {
+      path?: string;
+      content?: string;
+      encoding?: string;
+      size?: number;
+      offset?: number;
+      length?: number;
+      start_line?: number;
+      end_line?: number;
+      total_lines?: number | null;
+      truncated?: boolean;
+      version?: string;
+    };
+  };
+  /** writeFile: Create or overwrite a file with the given content; missing parent directories are created */
+  agentFileWriteFile: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  /** Path relative to the workspace root, e.g. 'notes/todo.md'. */
+  path: string;
+  /** The new content. */
+  content: string;
+  /** utf-8 (default) for text, base64 for binary content. */
+  encoding?: "utf-8" | "base64";
+  /** Version token from readFile/stat: fail with ECONFLICT if the file changed since. writeFile also takes 'absent': fail if the file exists. */
+  if_version?: string;
+};
+    response: {
+      path?: string;
+      size?: number;
+      created?: boolean;
+      version?: string;
+    };
+  };
+  /** appendFile: Append content to the end of a file (created if missing) */
+  agentFileAppendFile: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  /** Path relative to the workspace root, e.g. 'notes/todo.md'. */
+  path: string;
+  content: string;
+  /** utf-8 (default) for text, base64 for binary content. */
+  encoding?: "utf-8" | "base64";
+  /** Version token from readFile/stat: fail with ECONFLICT if the file changed since. writeFile also takes 'absent': fail if the file exists. */
+  if_version?: string;
+};
+    response: {
+      path?: string;
+      offset?: number;
+      size?: number;
+      version?: string;
+    };
+  };
+  /** deleteFile: Delete a file (a symlink itself, never its target) */
+  agentFileDeleteFile: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  /** Path relative to the workspace root, e.g. 'notes/todo.md'. */
+  path: string;
+  /** Version token from readFile/stat: fail with ECONFLICT if the file changed since. writeFile also takes 'absent': fail if the file exists. */
+  if_version?: string;
+};
+    response: {
+      path?: string;
+      deleted?: boolean;
+      trash?: boolean;
+    };
+  };
+  /** copyFile: Copy a file */
+  agentFileCopyFile: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  /** Path relative to the workspace root, e.g. 'notes/todo.md'. */
+  src: string;
+  /** Path relative to the workspace root, e.g. 'notes/todo.md'. */
+  dest: string;
+  overwrite?: boolean;
+};
+    response: {
+      src?: string;
+      dest?: string;
+      size?: number;
+      version?: string;
+    };
+  };
+  /** moveFile: Move or rename a file or directory atomically */
+  agentFileMoveFile: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  /** Path relative to the workspace root, e.g. 'notes/todo.md'. */
+  src: string;
+  /** Path relative to the workspace root, e.g. 'notes/todo.md'. */
+  dest: string;
+  overwrite?: boolean;
+  /** Version token from readFile/stat: fail with ECONFLICT if the file changed since. writeFile also takes 'absent': fail if the file exists. */
+  if_version?: string;
+};
+    response: {
+      src?: string;
+      dest?: string;
+    };
+  };
+  /** mkdir: Create a directory and any missing parents */
+  agentFileMkdir: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  /** Path relative to the workspace root, e.g. 'notes/todo.md'. */
+  path: string;
+};
+    response: {
+      path?: string;
+      created?: boolean;
+    };
+  };
+  /** rmdir: Delete a directory and everything in it, recursively */
+  agentFileRmdir: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  /** Path relative to the workspace root, e.g. 'notes/todo.md'. */
+  path: string;
+};
+    response: {
+      path?: string;
+      removed?: number;
+    };
+  };
+  /** readdir: List a directory: entries with name, type (file, directory, symlink), size and modifiedAt, sorted by name, at most 1000 per call; pass next_cursor back as cursor for the next page */
+  agentFileReaddir: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  /** Directory; '' or '/' is the workspace root. */
+  path?: string;
+  cursor?: string;
+  limit?: number;
+};
+    response: {
+      path?: string;
+      entries?: {
+        name?: string;
+        type?: string;
+        size?: number;
+        modifiedAt?: string;
+      }[];
+      next_cursor?: string | null;
+      truncated?: boolean;
+    };
+  };
+  /** exists: Check whether a path exists */
+  agentFileExists: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  /** Path relative to the workspace root, e.g. 'notes/todo.md'. */
+  path: string;
+};
+    response: {
+      path?: string;
+      exists?: boolean;
+    };
+  };
+  /** stat: File metadata: type (file or directory), size in bytes, createdAt, modifiedAt (ISO 8601 UTC) and a version token */
+  agentFileStat: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  /** Path relative to the workspace root, e.g. 'notes/todo.md'. */
+  path: string;
+};
+    response: {
+      path?: string;
+      type?: string;
+      size?: number;
+      createdAt?: string;
+      modifiedAt?: string;
+      version?: string;
+    };
+  };
+  /** editFile: Replace old_text with new_text in a file */
+  agentFileEditFile: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  /** Path relative to the workspace root, e.g. 'notes/todo.md'. */
+  path: string;
+  old_text: string;
+  new_text: string;
+  replace_all?: boolean;
+  dry_run?: boolean;
+  /** Version token from readFile/stat: fail with ECONFLICT if the file changed since. writeFile also takes 'absent': fail if the file exists. */
+  if_version?: string;
+};
+    response: {
+      path?: string;
+      replacements?: number;
+      diff?: string;
+      diff_truncated?: boolean;
+      applied?: boolean;
+      version?: string;
+    };
+  };
+  /** glob: Find paths by name pattern: * ? [abc] within a name, ** across directories (e.g */
+  agentFileGlob: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  pattern: string;
+  /** Path relative to the workspace root, e.g. 'notes/todo.md'. */
+  path?: string;
+  limit?: number;
+};
+    response: {
+      pattern?: string;
+      path?: string;
+      matches?: string[];
+      truncated?: boolean;
+    };
+  };
+  /** grep: Search file contents for a regular expression (RE2 syntax: no backreferences or lookaround) or a literal (fixed=true) under path (a directory or one file); glob filters file names */
+  agentFileGrep: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  pattern: string;
+  /** Path relative to the workspace root, e.g. 'notes/todo.md'. */
+  path?: string;
+  glob?: string;
+  fixed?: boolean;
+  ignore_case?: boolean;
+  limit?: number;
+};
+    response: {
+      pattern?: string;
+      path?: string;
+      files_scanned?: number;
+      files_skipped?: number;
+      truncated?: boolean;
+      matches?: {
+        path?: string;
+        line?: number;
+        text?: string;
+        cut?: boolean;
+      }[];
+    };
+  };
+  /** checkpoint: Save the whole workspace as a named checkpoint, instantly whatever its size (nothing is copied) */
+  agentFileCheckpoint: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  /** Letters, digits, _ . - (default: a timestamp). */
+  name?: string;
+  /** Retention such as 12h or 7d (default: until deleted). */
+  keep?: string;
+};
+    response: {
+      name?: string;
+      createdAt?: number;
+      epoch?: number;
+    };
+  };
+  /** restore: Roll the whole workspace back to a checkpoint, atomically */
+  agentFileRestore: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  /** The checkpoint to restore. */
+  name: string;
+};
+    response: {
+      restored?: string;
+      safety_checkpoint?: string;
+    };
+  };
+  /** diff: What changed since a checkpoint (or between two): paths added, removed, modified, renamed; text=true adds unified diffs of modified text files */
+  agentFileDiff: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  /** The older checkpoint. */
+  name: string;
+  /** A later checkpoint (default: now). */
+  to?: string;
+  text?: boolean;
+};
+    response: {
+      changes?: {
+        kind?: string;
+        path?: string;
+        old_path?: string;
+        type?: string;
+        diff?: string;
+      }[];
+      truncated?: boolean;
+    };
+  };
+  /** changes: What changed in the workspace, and who changed it: events (created, written, renamed, deleted, ...) from a cursor, oldest first, with the path, size and acting agent or mount */
+  agentFileChanges: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  /** The cursor a previous call returned (omit: from the oldest event kept). */
+  cursor?: string;
+  /** Path relative to the workspace root, e.g. 'notes/todo.md'. */
+  path?: string;
+  /** Seconds to wait for a change when none is there yet (0..60, default 0). */
+  wait?: number;
+  /** Most events returned (1..200, default 200). */
+  limit?: number;
+};
+    response: {
+      events?: ({
+        id?: number;
+        time?: number;
+        op?: string;
+        kind?: string;
+        path?: string | null;
+        name_path?: string;
+        new_path?: string;
+        size?: number;
+        size_change?: number;
+        tag?: string;
+        actor?: Record<string, unknown>;
+      })[];
+      cursor?: string;
+      truncated?: boolean;
+      missed?: number;
+    };
+  };
+  /** Run one file operation by name: {ok, result} or {ok: false, error} */
+  agentFileCall: {
+    path: { agent_id: string };
+    query: Record<string, never>;
+    body: {
+  tool: "readFile" | "writeFile" | "appendFile" | "deleteFile" | "copyFile" | "moveFile" | "mkdir" | "rmdir" | "readdir" | "exists" | "stat" | "editFile" | "glob" | "grep" | "checkpoint" | "restore" | "diff" | "changes";
+  /** The tool's arguments (its schema: the per-operation route). */
+  arguments?: Record<string, unknown>;
+};
+    response: {
+      ok: boolean;
+      result?: Record<string, unknown>;
+      error?: AgentError;
+    };
+  };
+  /** Redirect to the web console */
+  consoleRoot: {
+    path: Record<string, never>;
+    query: Record<string, never>;
+    body: undefined;
+    response: undefined;
+  };
+  /** The web console (HTML) */
+  consolePage: {
+    path: Record<string, never>;
+    query: Record<string, never>;
+    body: undefined;
+    response: undefined;
+  };
+  /** The console's script and stylesheet */
+  consoleAsset: {
+    path: { asset: string };
+    query: Record<string, never>;
+    body: undefined;
+    response: undefined;
+  };
+  /** A one-time link that signs the console in as this account */
+  createConsoleSignInLink: {
+    path: Record<string, never>;
+    query: Record<string, never>;
+    body: undefined;
+    response: SignInLink;
+  };
+  /** Trade a sign-in link's code for a new API key named console */
+  consoleSignIn: {
+    path: Record<string, never>;
+    query: Record<string, never>;
+    body: SignInRequest;
+    response: NewKey;
   };
 }
