@@ -17,7 +17,7 @@ from testbed import TEST_BUCKET
 from artifacts_core.chunk import ChunkStore, DiskCache, block_key
 from artifacts_core.chunk.keys import BlockKey, segment_cache_key
 from artifacts_core.chunk.segmented import parse_table, table_size
-from artifacts_core.errors import IntegrityError
+from artifacts_core.errors import IntegrityError, MissingObject
 from artifacts_core.objects.memory import MemoryObjectStore
 from artifacts_core.types import SliceId
 
@@ -175,6 +175,22 @@ def test_a_damaged_segment_fails_only_the_reads_that_touch_it(lt, store, chunks_
     with pytest.raises(IntegrityError):
         chunks.read(SliceId(4), BLOCK, 0, BLOCK, whole=whole)
     assert chunks.stats()["integrity_errors"] >= 2
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_a_missing_block_is_missing_object_whichever_shape_asked(lt, store, chunks_on, whole):
+    """A deleted v2 block is ``MissingObject`` (EIO, naming the key) for a whole-block GET and for
+    the table/segment GETs of a small read alike: the VFS refreshes its view and counts it only
+    for that error (docs/vfs.md), so the segment path must not report it as another failure."""
+    data = payload(2 * BLOCK, seed=12)
+    write_slice(chunks_on(store), 13, data, piece=MiB)
+    key = block_key(SliceId(13), 1, BLOCK)
+    lt.run(store.delete(key))
+    chunks = cold(store, chunks_on)
+    with pytest.raises(MissingObject) as info:
+        chunks.read(SliceId(13), 2 * BLOCK, BLOCK + 3 * MiB, 4096, whole=whole)
+    assert info.value.errno == errno.EIO and info.value.path.endswith(key)
+    assert chunks.read(SliceId(13), 2 * BLOCK, 3 * MiB, 4096, whole=whole) == data[3 * MiB:3 * MiB + 4096]
 
 
 @pytest.mark.parametrize("whole", [True, False])

@@ -286,12 +286,15 @@ def test_abort_deletes_uploaded_blocks_and_releases_the_budget(lt, store, make_c
         w.write(w.length, b"x")
 
 
-def test_a_block_is_never_overwritten_by_another_slice(lt, store, make_chunks):
+@pytest.mark.parametrize("block_format", [1, 2])
+def test_a_block_is_never_overwritten_by_another_slice(lt, store, make_chunks, block_format):
     """A slice id handed out twice (a Redis rollback) must not let the second writer replace the
     first one's blocks: its upload fails loudly, is counted, and the first slice reads back. The
-    same bytes again (a retried PUT whose answer was lost) are not a collision."""
+    same bytes again (a retried PUT whose answer was lost) are not a collision. Both block
+    formats: a v2 segmented block is as create-only as a v1 frame."""
     reused = []
-    chunks = make_chunks(store, on_reused_id=lambda: reused.append(1))
+    chunks = make_chunks(store, on_reused_id=lambda: reused.append(1), block_format=block_format,
+                         segment_size=4 << 10)
     first, second = payload(2 * BS + 10), bytes(reversed(payload(2 * BS + 10)))
     write_slice(chunks, 71, first)
     with pytest.raises(StorageError) as err:
