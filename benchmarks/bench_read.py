@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=512, help="MiB per file (default 512)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--segments", default="64,256,1024", help="format v2 segment sizes to compare, KiB")
-    ap.add_argument("--default-segment", type=int, default=256, help="segment size of the sequential read, KiB")
+    ap.add_argument("--default-segment", type=int, default=64,
+                    help="segment size of the sequential read, KiB (default: the shipped DEFAULT_SEGMENT_SIZE)")
     ap.add_argument("--dense", type=int, default=2000, help="random reads over the file (bench_fs's count)")
     ap.add_argument("--sparse", type=int, default=100, help="random reads, fewer than one per block")
     ap.add_argument("--ceiling-concurrency", type=int, default=8)
