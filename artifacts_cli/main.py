@@ -1,7 +1,8 @@
 """``artifacts``: the command line (SPEC.md §2, NEW docs), its parser and its one error path.
 
 Each concern registers its commands in its own module (``auth``, ``workspace``, ``mount``,
-``storage``, ``stack``, ``inspect``, ``events``, ``stats``, ``connect`` for ``mcp serve``, ``exec``); a command is
+``storage``, ``stack``, ``inspect``, ``events``, ``stats``, ``connect`` for ``mcp serve``, ``exec``,
+``cache`` for ``warmup`` and ``cache show|evict|clear``); a command is
 ``func(args) -> int`` with ``args.out`` (``output.Output``) already set. A new command module is one
 more name in ``COMMAND_MODULES`` (or ``OPTIONAL_MODULES`` when it may be absent): its
 ``add_parser(sub)`` registers it, and everything below — global flags, "did you mean", errors in
@@ -46,7 +47,7 @@ from artifacts_cli.errors import (  # noqa: F401 - the exit codes are re-exporte
 from artifacts_cli.output import Output, setup_logging
 
 COMMAND_MODULES = ("auth", "workspace", "mount", "storage", "stack", "inspect", "events", "stats", "connect",
-                   "exec", "history")
+                   "exec", "history", "cache")
 #: Registered when the module exists (``artifacts platform …``).
 OPTIONAL_MODULES = ("platform",)
 #: How close a typo must be to a known word to be suggested (difflib's ratio; 0.6 is its default,

@@ -47,6 +47,7 @@ class VolumeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # -- readahead (bytes) --
     readahead_min: int = 4 * MiB  # first window once reads look sequential: one block (as JuiceFS)
     readahead_max: int = 16 * MiB  # 4 blocks: fills the pipe for one reader without wasting GETs on random reads
+    prefetch_whole_file: int = 4 * MiB  # while opens read files whole, an open fetches a file up to this size at once
     # -- writes --
     buffer_size: int = 300 * MiB  # write + readahead buffer budget; writers block past it (back-pressure)
     upload_concurrency: int = 20  # parallel PUTs; 20 x 4 MiB in flight saturates a 1 GbE link at typical S3 latency

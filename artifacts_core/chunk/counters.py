@@ -11,7 +11,9 @@ import threading
 
 COUNTERS = (
     "uploads", "upload_bytes", "upload_errors",
-    "downloads", "download_bytes", "download_errors",
+    # GETs: whole blocks, v2 tables (alone or with the first segments), ranged segment runs
+    "downloads", "table_downloads", "segment_downloads", "download_bytes", "download_errors",
+    "layout_guesses", "layout_guesses_wrong",  # segment GETs sent beside a table GET
     "memory_hits", "memory_misses", "disk_hits", "disk_misses", "disk_corrupt",
     "integrity_errors", "prefetches", "prefetch_skipped", "blocks_removed",
     "block_collisions",  # a PUT found its key holding another slice's bytes (a slice id reused)

@@ -1,7 +1,7 @@
 """The local disk cache of blocks, kept in their encoded (checksummed) form.
 
-Owns one directory per volume (default ``$XDG_CACHE_HOME/tonbo/artifacts/<volume uuid>/``, see
-:func:`default_cache_dir`), laid out like the bucket: ``<dir>/chunks/<a>/<b>/<id>_<idx>_<len>``.
+Owns one directory per volume (default ``$XDG_CACHE_HOME/tonbo/artifacts/<volume name>-<uuid>/``,
+see :func:`default_cache_dir` and ``cache_dirs``), laid out like the bucket: ``<dir>/chunks/<a>/<b>/<id>_<idx>_<len>``.
 Files hold exactly the bytes of the block object, so the reader verifies a cache hit with the same
 :func:`~artifacts_core.chunk.codec.decode_block` as an S3 GET: a damaged file is detected, dropped
 (:meth:`DiskCache.drop`) and re-fetched, never served.
@@ -34,7 +34,8 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from artifacts_core.chunk.keys import CHUNKS_PREFIX, parse_block_key
+from artifacts_core.chunk import cache_dirs
+from artifacts_core.chunk.keys import CHUNKS_PREFIX, parse_cache_key, segment_cache_key
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,10 @@ _FILE_OVERHEAD = 4096
 _MAX_FAILURES = 3
 
 
-def default_cache_dir(volume_uuid: str) -> Path:
-    """``$XDG_CACHE_HOME/tonbo/artifacts/<volume uuid>`` (``~/.cache`` when the variable is unset)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tonbo" / "artifacts" / volume_uuid
+def default_cache_dir(volume_uuid: str, volume_name: str = "") -> Path:
+    """``$XDG_CACHE_HOME/tonbo/artifacts/<volume name>-<volume uuid>`` (``~/.cache`` when the
+    variable is unset; see ``cache_dirs`` for the naming)."""
+    return cache_dirs.volume_cache_dir(cache_dirs.cache_base(), volume_name, volume_uuid)
 
 
 class DiskCache:
@@ -92,7 +93,7 @@ class DiskCache:
                         os.unlink(path)
                     continue
                 key = os.path.relpath(path, self.directory).replace(os.sep, "/")
-                if parse_block_key(key) is None:
+                if parse_cache_key(key) is None:
                     continue
                 with contextlib.suppress(OSError):
                     st = os.stat(path)
@@ -123,23 +124,63 @@ class DiskCache:
 
     # -- operations -----------------------------------------------------------------------------
 
+    def has(self, key: str) -> bool:
+        """Whether ``key`` is cached: in the index, or a file another process (``artifacts
+        warmup``, another mount of the workspace) put there since this index was built. Cheap
+        enough for an event loop: a dict lookup, and on a miss one ``stat`` of a local path."""
+        if not self.enabled:
+            return False
+        with self._lock:
+            if key in self._index:
+                return key not in self._writing
+        return self._adopt(key)
+
+    def _adopt(self, key: str) -> bool:
+        try:
+            size = os.stat(self._path(key)).st_size + _FILE_OVERHEAD
+        except OSError:
+            return False
+        with self._lock:
+            if key not in self._index:
+                self._index[key] = size
+                self._used += size
+        return True
+
     def get(self, key: str) -> bytes | None:
         """The encoded block stored under ``key``, or ``None``; the caller verifies it."""
+        got = self.get_ranges(key, [(0, None)])
+        return None if got is None else got[0]
+
+    def get_ranges(self, key: str, ranges: list[tuple[int, int | None]]) -> list[bytes] | None:
+        """Byte ranges ``(offset, length or None for the rest)`` of the file under ``key`` (a
+        range past its end comes back short), or ``None`` when it is not cached. A small read of
+        a cached v2 block reads its table and one segment, not 4 MiB."""
         if not self.enabled:
             return None
         with self._lock:
-            if key not in self._index or key in self._writing:
+            known = key in self._index
+            if key in self._writing:
                 return None
-            self._index.move_to_end(key)
+            if known:
+                self._index.move_to_end(key)
+        if not known and not self._adopt(key):
+            return None
         path = self._path(key)
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                out = []
+                for offset, length in ranges:
+                    if length is None:
+                        length = os.fstat(fd).st_size - offset
+                    out.append(os.pread(fd, max(length, 0), offset))
+            finally:
+                os.close(fd)
             os.utime(path)  # persist recency for the LRU order rebuilt after a restart
         except OSError:
             self._forget(key)
             return None
-        return data
+        return out
 
     def put(self, key: str, encoded: bytes | bytearray | memoryview) -> bool:
         """Store an encoded block; ``False`` when skipped (disabled, no room, write failed)."""
@@ -238,3 +279,21 @@ class DiskCache:
             os.unlink(self._path(key))
 
     remove = drop
+
+    def drop_block(self, key: str, segments: int) -> tuple[int, int]:
+        """Remove a block and those of its ``segments`` cached singly (whether this process
+        indexed them or another one put them there): ``(files, bytes)`` removed."""
+        files = size = 0
+        for name in [key, *(segment_cache_key(key, k) for k in range(segments))]:
+            self._forget(name)
+            path = self._path(name)
+            with contextlib.suppress(OSError):
+                length = os.stat(path).st_size
+                os.unlink(path)
+                files, size = files + 1, size + length
+        return files, size
+
+    def entries(self) -> list[tuple[str, int]]:
+        """``(name, charged bytes)`` of every cached file, least recently used first."""
+        with self._lock:
+            return list(self._index.items())

@@ -8,6 +8,8 @@ most 1,000 slice ids, which ``gc`` walks page by page.
 
 Invariant: ``parse_block_key(block_key(s, i, n)) == BlockKey(s, i, n)`` and every string that is
 not exactly such a key parses to ``None`` (gc must never mistake a foreign object for a block).
+The disk cache also names single segments of v2 blocks (``<key>.s<k>``, :func:`segment_cache_key`);
+those names never reach the bucket, and ``parse_block_key`` refuses them.
 """
 
 from __future__ import annotations
@@ -55,6 +57,24 @@ def parse_block_key(key: str) -> BlockKey | None:
     if top != sid // 1_000_000 or mid != sid // 1_000 or length > CHUNK_SIZE:
         return None
     return BlockKey(SliceId(sid), index, length)
+
+
+def segment_cache_key(key: str, segment: int) -> str:
+    """The disk-cache name of one cached segment of block ``key`` (format v2): ``<key>.s<k>``.
+    Never an object key: only the disk cache holds single segments."""
+    return f"{key}.s{segment}"
+
+
+def parse_cache_key(name: str) -> tuple[BlockKey, int | None] | None:
+    """``(block, None)`` for a block key, ``(block, k)`` for a segment's cache name, else ``None``."""
+    base, dot, seg = name.partition(".s")
+    if not dot:
+        block = parse_block_key(name)
+        return None if block is None else (block, None)
+    block = parse_block_key(base)
+    if block is None or not seg.isdigit() or (len(seg) > 1 and seg[0] == "0"):
+        return None
+    return block, int(seg)
 
 
 def block_count(slice_len: int, block_size: int) -> int:

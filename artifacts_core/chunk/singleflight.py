@@ -35,6 +35,18 @@ class SingleFlight(Generic[T]):
             task.add_done_callback(functools.partial(self._done, key))
         return task
 
+    def adopt(self, key: Hashable, task: asyncio.Task[T]) -> None:
+        """Register a running task under one more key (a ranged GET serving several segments)."""
+        self._tasks[key] = task
+        task.add_done_callback(functools.partial(self._done, key))
+
+    def get(self, key: Hashable) -> asyncio.Task[T] | None:
+        return self._tasks.get(key)
+
+    def cancel_all(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+
     async def do(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> T:
         return await asyncio.shield(self.start(key, fn))
 

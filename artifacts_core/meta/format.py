@@ -32,6 +32,10 @@ class Setting(msgspec.Struct, frozen=True, kw_only=True):
     uuid: str
     block_size: int = 4 << 20
     compression: str = "lz4"
+    # Block format written (docs/chunks.md): absent in settings from before format v2, hence 1 here;
+    # format_volume writes 2. Readers read both; a v1 volume keeps writing v1.
+    block_format: int = 1
+    segment_size: int = 64 << 10  # format v2: the unit of ranged reads and their checksums (docs/chunks.md)
     trash_days: int = 1
     capacity: int = 0  # bytes, 0 = unlimited
     inodes: int = 0  # 0 = unlimited

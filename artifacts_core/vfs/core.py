@@ -75,6 +75,10 @@ class VFS(FileOps):
                 self.resolver.forget(change.new_parent, change.new_name.decode("utf-8", "surrogateescape"))
         self.inodes.invalidate(change.ino)  # its attributes (links, times) or data changed
 
+    def close(self) -> None:
+        """Stop the whole-file fetches started at open (the volume closes; idempotent)."""
+        self.whole_files.close()
+
     # -- lookups and attributes ----------------------------------------------------------------
 
     def lookup(self, parent: Ino, name: str, caller: Caller = ROOT_CALLER) -> tuple[Ino, Attr]:

@@ -77,7 +77,7 @@ class VFSRawIO(io.RawIOBase):
         if not self._readable:
             raise io.UnsupportedOperation("not readable")
         view = memoryview(buffer).cast("B")
-        data = self._vfs.read(self._fh, self._pos, len(view))
+        data = self._vfs.read_buffer(self._fh, self._pos, len(view))  # copied once, into the caller's buffer
         n = len(data)
         view[:n] = data
         self._pos += n

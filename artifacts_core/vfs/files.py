@@ -49,7 +49,7 @@ from artifacts_core.metrics import Metrics
 from artifacts_core.paths import check_name
 from artifacts_core.types import CHUNK_SIZE, ROOT_CALLER, ROOT_INO, TRASH_INO, Attr, Caller, Ino
 from artifacts_core.vfs import internal
-from artifacts_core.vfs.reader import CompactionHint, Readahead, Reader
+from artifacts_core.vfs.reader import CompactionHint, Readahead, Reader, WholeFiles
 from artifacts_core.vfs.state import InodeState, InodeTable
 from artifacts_core.vfs.writer import FileWriter, WriterState
 
@@ -101,6 +101,7 @@ class FileOps:
         self.inodes = InodeTable()
         self.reader = Reader(meta, chunks, read_only=read_only, hint=self._compaction_hint, metrics=metrics)
         self._fhs = itertools.count(1)
+        self.whole_files = WholeFiles(config.prefetch_whole_file)
         self._handles: dict[int, Handle] = {}
         self._closes: list[Ino] = []  # opens to deregister, batched (DESIGN.md §10)
         self._closes_lock = threading.Lock()
@@ -251,13 +252,16 @@ class FileOps:
             except BaseException:
                 self.release(fh)
                 raise
+        elif flags & _ACCMODE != os.O_WRONLY and self.whole_files.wanted(attr.length):
+            self.whole_files.start(lambda: self.reader.prefetch(st, 0, attr.length))
         return fh
 
     def _new_handle(self, ino: Ino, flags: int, caller: Caller, ih=None) -> int:
         fh = next(self._fhs)
         cfg = self.config
         self._handles[fh] = Handle(fh, ino, flags, caller,
-                                   Readahead(cfg.readahead_min, cfg.readahead_max), ih)
+                                   Readahead(cfg.readahead_min, cfg.readahead_max,
+                                             block_size=self.chunks.block_size), ih)
         return fh
 
     def release(self, fh: int) -> None:
@@ -271,6 +275,8 @@ class FileOps:
                 h.internal.close()
                 return
             st = self.inodes.state(h.ino)
+            if h.readahead is not None:
+                self.whole_files.record(h.readahead.read_whole(st.length))
             try:
                 if h.writable:
                     st.flush()
@@ -290,6 +296,12 @@ class FileOps:
     # -- data ----------------------------------------------------------------------------------
 
     def read(self, fh: int, offset: int, size: int) -> bytes:
+        data = self.read_buffer(fh, offset, size)
+        return data if isinstance(data, bytes) else bytes(data)
+
+    def read_buffer(self, fh: int, offset: int, size: int) -> bytes | memoryview:
+        """:meth:`read` without the final copy: a read inside one cached block comes back as a
+        read-only view of the cache's buffer (frontends copy it into their reply once)."""
         h = self._handle(fh)
         if h.internal is not None:  # not logged: reading .accesslog would log its own reads forever
             return h.internal.read(offset, size)
@@ -313,11 +325,13 @@ class FileOps:
             if offset >= length or size == 0:
                 return b""
             size = min(size, length - offset)
+            whole, dense = True, False
             if h.readahead is not None:
                 advice = h.readahead.advise(offset, size, length)
                 if advice is not None:
                     self.reader.prefetch(st, *advice)
-            data = self.reader.read(st, offset, size)
+                whole, dense = h.readahead.sequential, h.readahead.dense
+            data = self.reader.read(st, offset, size, whole=whole, dense=dense)
             self.metrics.inc("read_bytes", len(data))
             return data
 

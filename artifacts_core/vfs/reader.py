@@ -13,8 +13,15 @@ through the chunk store, prefetch for the readahead window -- beside ``writer.py
 - A *snapshot* read (``snapshot``, the agent API's readFile) takes each chunk's attr and records
   in one call, so a file of one chunk is read at one instant; it caches nothing.
 - *Readahead* is per handle: while reads stay sequential the window doubles from
-  ``readahead_min`` up to ``readahead_max``; a jump resets it. The window's blocks are prefetched
-  through the chunk store (bounded, deduplicated, within the buffer budget).
+  ``readahead_min`` up to ``readahead_max`` and missing blocks are fetched whole; the window's
+  blocks are prefetched through the chunk store (bounded, deduplicated, within the buffer budget).
+  A jump resets the window to nothing, and the handle's reads then fetch only the segments they
+  touch (format v2: a 4 KiB random read moves one segment, not a 4 MiB block); a handle whose
+  random reads keep returning to blocks it read is *dense*, and a miss brings the whole block.
+- *Whole files*: agents read files whole. :class:`WholeFiles` learns, from handles as they close,
+  whether this client's opens read their files whole; while they do, an open for reading of a
+  file up to ``prefetch_whole_file`` bytes starts fetching all of it at once (one GET per block,
+  off the opener's thread), so the first read finds it in memory or on its way.
 - A view with many slices is reported to the compaction ``hint`` (the volume's maintenance).
 
 Invariant: no byte reaches a caller from a view that does not cover it -- gaps and holes read as
@@ -23,10 +30,12 @@ zeros, a missing inline slice or block is an error (then one refresh), never sta
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import logging
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from artifacts_core.chunk.store import ChunkStore
 from artifacts_core.errors import ArtifactsError, MissingObject
@@ -39,6 +48,15 @@ from artifacts_core.types import CHUNK_SIZE, Attr, Ino, SliceId
 from artifacts_core.vfs.state import ChunkView, InodeState
 
 log = logging.getLogger("artifacts.vfs")
+
+#: A handle's random reads count as dense once at least this many were made and this share of
+#: them landed in blocks the handle had read before (a 4 KiB reader of a 512 MiB file reaches it
+#: after ~100 reads; one reading less than once per block never does). Dense readers fetch the
+#: rest of a block on its first miss, sparse ones on its second (``chunk.fetch.PROMOTE_AFTER``).
+DENSE_MIN_READS = 16
+DENSE_REVISITS = 0.25
+#: Blocks a handle remembers having read at random (a few hundred KiB of ints at most).
+_TOUCHED_MAX = 16384
 
 #: Reads this close to the previous end still count as sequential (kernel readahead and
 #: concurrent FUSE reads arrive slightly out of order).
@@ -54,12 +72,41 @@ class Readahead:
     last_end: int = 0
     window: int = 0
     prefetched_to: int = 0
+    block_size: int = 4 << 20
+    reads: int = 0
+    whole_so_far: bool = True  # every read so far continued from offset 0 without a jump
+    sequential: bool = True  # the last read continued the stream: fetch whole blocks, else segments
+    random_reads: int = 0
+    revisits: int = 0  # random reads landing in a block this handle read before
+    touched: set[int] = field(default_factory=set)  # blocks (file offset // block size) read at random
+
+    @property
+    def dense(self) -> bool:
+        """Random reads that keep coming back to blocks already read: the rest of each block a
+        read misses is worth fetching at once (``DENSE_REVISITS``)."""
+        return self.random_reads >= DENSE_MIN_READS and self.revisits >= DENSE_REVISITS * self.random_reads
+
+    def read_whole(self, file_length: int) -> bool | None:
+        """At close: did this handle read its file from start to end? ``None`` if it read nothing."""
+        if self.reads == 0:
+            return None
+        return self.whole_so_far and self.last_end >= file_length
 
     def advise(self, offset: int, size: int, file_length: int) -> tuple[int, int] | None:
         """Record a read; return the (offset, length) range to prefetch now, or None."""
         sequential = abs(offset - self.last_end) <= SEQUENTIAL_SLACK and (offset > 0 or self.last_end == 0)
         end = offset + size
         self.last_end = end
+        self.reads += 1
+        self.whole_so_far = self.whole_so_far and sequential
+        self.sequential = sequential
+        if not sequential:
+            self.random_reads += 1
+            block = offset // self.block_size
+            if block in self.touched:
+                self.revisits += 1
+            elif len(self.touched) < _TOUCHED_MAX:
+                self.touched.add(block)
         if not sequential or self.max_window <= 0:
             self.window = 0
             self.prefetched_to = end
@@ -88,14 +135,18 @@ class Reader:
         self._hint = hint
         self._metrics = metrics
 
-    def read(self, st: InodeState, offset: int, size: int) -> bytes:
-        """``size`` bytes from ``offset`` (within ``st.length``) through the cached views."""
+    def read(self, st: InodeState, offset: int, size: int, *, whole: bool = True,
+             dense: bool = False) -> bytes | memoryview:
+        """``size`` bytes from ``offset`` (within ``st.length``) through the cached views: a read
+        inside one block comes back as a view of the cache's buffer. ``whole``: fetch missing
+        blocks whole (sequential readers) or only the segments the read touches (random ones);
+        ``dense``: random reads that revisit blocks, whose misses bring the rest of the block."""
         parts = []
         end = offset + size
         while offset < end:
             index, pos = divmod(offset, CHUNK_SIZE)
             n = min(end - offset, CHUNK_SIZE - pos)
-            parts.append(self._read_chunk(st, index, pos, n, st.length))
+            parts.append(self._read_chunk(st, index, pos, n, st.length, whole, dense))
             offset += n
         return parts[0] if len(parts) == 1 else b"".join(parts)  # one copy at most per read
 
@@ -112,10 +163,11 @@ class Reader:
                 self._hint(st.ino, index, urgency)
         return view
 
-    def _read_chunk(self, st: InodeState, index: int, pos: int, size: int, file_length: int) -> bytes:
+    def _read_chunk(self, st: InodeState, index: int, pos: int, size: int, file_length: int,
+                    whole: bool = True, dense: bool = False) -> bytes | memoryview:
         view = self._view(st, index, file_length)
         try:
-            return self.read_view(view, pos, size)
+            return self.read_view(view, pos, size, whole=whole, dense=dense)
         except MissingObject as e:
             # Compacted away on another host while we held an old view? Re-read it (one round
             # trip) and read again only if it changed.
@@ -124,7 +176,7 @@ class Reader:
                 self._lost(st.ino, index, e)
                 raise
         try:
-            return self.read_view(fresh, pos, size)
+            return self.read_view(fresh, pos, size, whole=whole, dense=dense)
         except MissingObject as e:
             self._lost(st.ino, index, e)
             raise
@@ -134,9 +186,10 @@ class Reader:
         self._metrics.inc("blocks_missing")
         log.error("inode %d chunk %d: %s: %s; the read fails with EIO", ino, index, e.strerror, e.path)
 
-    def read_view(self, view: ChunkView, pos: int, size: int) -> bytes:
+    def read_view(self, view: ChunkView, pos: int, size: int, *, whole: bool = True,
+                  dense: bool = False) -> bytes | memoryview:
         """Bytes ``[pos, pos + size)`` of the chunk ``view`` describes."""
-        parts: list[bytes] = []
+        parts: list[bytes | memoryview] = []
         at = pos  # everything before `at` is in parts
         end = pos + size
         for seg in view.segments:
@@ -155,7 +208,7 @@ class Reader:
                     raise MissingObject("inline slice is missing from Redis", path=f"inline slice {seg.id}")
                 parts.append(data[inner:inner + (b - a)])
             else:
-                parts.append(self.chunks.read(seg.id, seg.size, inner, b - a))
+                parts.append(self.chunks.read(seg.id, seg.size, inner, b - a, whole=whole, dense=dense))
             at = b
         if at < end:
             parts.append(bytes(end - at))
@@ -230,3 +283,60 @@ class Reader:
 def _same(a: ChunkView, b: ChunkView) -> bool:
     """Whether two views of a chunk name the same data (a refresh changed nothing)."""
     return a.segments == b.segments and a.inline.keys() == b.inline.keys()
+
+
+#: Weight of the newest closed handle in the whole-read ratio: about the last ten handles count.
+_EWMA = 0.2
+#: Predict "read whole" while at least half of recent handles did.
+_WHOLE_THRESHOLD = 0.5
+
+
+class WholeFiles:
+    """Learns whether this client's opens read files whole, and fetches small files at open.
+
+    The ratio starts at 1 (agents read whole files) and follows the handles that read anything;
+    handles that read nothing (an open for fstat or a lock, or reads the kernel served from its
+    page cache) say nothing about the pattern. Fetches run on one worker thread, so an open never
+    waits for them.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.ratio = 1.0
+        self.started = 0
+        self._lock = threading.Lock()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._closed = False
+
+    def record(self, whole: bool | None) -> None:
+        if whole is None:
+            return
+        with self._lock:
+            self.ratio += _EWMA * ((1.0 if whole else 0.0) - self.ratio)
+
+    def wanted(self, length: int) -> bool:
+        return 0 < length <= self.limit and self.ratio >= _WHOLE_THRESHOLD
+
+    def start(self, fetch: Callable[[], None]) -> None:
+        """Run ``fetch`` (load the view, start the block fetches) on the worker thread."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="artifacts-wholefile")
+            self.started += 1
+            self._pool.submit(self._run, fetch)
+
+    @staticmethod
+    def _run(fetch: Callable[[], None]) -> None:
+        try:
+            fetch()
+        except Exception as e:  # best effort: the read fetches what it needs itself
+            log.debug("whole-file fetch at open failed: %s", e)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -78,6 +78,8 @@ class Instrumented:
     def __init__(self, inner) -> None:
         self.inner = inner
         self.gets: collections.Counter[str] = collections.Counter()
+        self.ranges: list[tuple[str, int, int | None]] = []  # every GET: key, offset, length
+        self.bytes_got = 0
         self.puts: list[str] = []
         self.get_gate: Gate | None = None
         self.put_gate: Gate | None = None
@@ -89,9 +91,12 @@ class Instrumented:
 
     async def get(self, key, offset=0, length=None):
         self.gets[key] += 1
+        self.ranges.append((key, offset, length))
         if self.get_gate is not None:
             await self.get_gate.wait()
-        return await self.inner.get(key, offset, length)
+        data = await self.inner.get(key, offset, length)
+        self.bytes_got += len(data)
+        return data
 
     async def put(self, key, data, **options):
         if self.put_gate is not None:
@@ -281,12 +286,15 @@ def test_abort_deletes_uploaded_blocks_and_releases_the_budget(lt, store, make_c
         w.write(w.length, b"x")
 
 
-def test_a_block_is_never_overwritten_by_another_slice(lt, store, make_chunks):
+@pytest.mark.parametrize("block_format", [1, 2])
+def test_a_block_is_never_overwritten_by_another_slice(lt, store, make_chunks, block_format):
     """A slice id handed out twice (a Redis rollback) must not let the second writer replace the
     first one's blocks: its upload fails loudly, is counted, and the first slice reads back. The
-    same bytes again (a retried PUT whose answer was lost) are not a collision."""
+    same bytes again (a retried PUT whose answer was lost) are not a collision. Both block
+    formats: a v2 segmented block is as create-only as a v1 frame."""
     reused = []
-    chunks = make_chunks(store, on_reused_id=lambda: reused.append(1))
+    chunks = make_chunks(store, on_reused_id=lambda: reused.append(1), block_format=block_format,
+                         segment_size=4 << 10)
     first, second = payload(2 * BS + 10), bytes(reversed(payload(2 * BS + 10)))
     write_slice(chunks, 71, first)
     with pytest.raises(StorageError) as err:
@@ -349,19 +357,20 @@ def test_concurrent_readers_of_one_block_share_one_download(lt, store, make_chun
     readers = 8
     arrived = threading.Event()
 
-    class Probe(ChunkStore):
-        entered = 0
-
-        async def _block(self, block):
-            Probe.entered += 1
-            if Probe.entered == readers:
-                arrived.set()
-            return await super()._block(block)
-
+    entered = []
     data = payload(2 * BS)
     writer_chunks = make_chunks(store)
     write_slice(writer_chunks, 21, data)
-    chunks = Probe(store, lt, block_size=BS)
+    chunks = ChunkStore(store, lt, block_size=BS)
+    fetch = chunks.fetcher.read
+
+    async def probe(*args, **kwargs):
+        entered.append(1)
+        if len(entered) == readers:
+            arrived.set()
+        return await fetch(*args, **kwargs)
+
+    chunks.fetcher.read = probe
     store.get_gate = Gate(lt)
     results: list[bytes] = []
     threads = [threading.Thread(target=lambda: results.append(chunks.read(SliceId(21), len(data), 10, 100)))

@@ -60,7 +60,7 @@ def test_a_damaged_cache_file_is_dropped_and_refetched(lt, store, tmp_path):
     assert chunks.stats()["disk_corrupt"] == 1
     assert chunks.stats()["disk_hits"] == 1
     assert store.gets[key] == 2  # re-fetched from the store ...
-    assert path.read_bytes() == encode_block(data[BS:], "lz4")  # ... and re-cached intact
+    assert path.read_bytes() == lt.run(store.inner.get(key))  # ... and re-cached intact
 
 
 def test_size_limit_evicts_least_recently_used(tmp_path):
@@ -140,3 +140,32 @@ def test_default_cache_dir_follows_xdg(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_dir("u") == tmp_path / "home" / ".cache" / "tonbo" / "artifacts" / "u"
+
+
+def test_files_another_process_cached_are_found_and_counted(tmp_path):
+    """`artifacts warmup` (another process) fills the directory a running mount's index was built
+    from: the mount finds those files on its next lookup instead of going to the store."""
+    mount = DiskCache(tmp_path)
+    warmup = DiskCache(tmp_path)
+    key = block_key(SliceId(7), 0, 3)
+    assert warmup.put(key, encode_block(b"abc"))
+    assert key not in mount  # not in its index ...
+    assert mount.has(key) and mount.get(key) == encode_block(b"abc")  # ... but found on disk
+    assert len(mount) == 1 and mount.used > 0
+
+
+def test_cache_directories_are_named_after_their_volume_and_marked(tmp_path):
+    from artifacts_core.chunk import cache_dirs
+
+    uuid = "0f0e0d0c-0b0a-4908-8706-050403020100"
+    old = tmp_path / uuid  # the layout before names: moved into place when the volume opens
+    (old / "chunks" / "0" / "0").mkdir(parents=True)
+    (old / "chunks" / "0" / "0" / "1_0_3").write_bytes(encode_block(b"abc"))
+    path = cache_dirs.prepare(tmp_path, "alice-demo-7", uuid, "s3://bkt/p")
+    assert path == tmp_path / f"alice-demo-7-{uuid}" and not old.exists()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+    [listed] = cache_dirs.list_dirs(tmp_path)
+    assert (listed.volume, listed.uuid, listed.storage, listed.blocks) == ("alice-demo-7", uuid, "s3://bkt/p", 1)
+    assert cache_dirs.volume_cache_dir(tmp_path, "we/ird name", uuid).name == f"we_ird_name-{uuid}"
+    (tmp_path / "logs").mkdir()  # not a cache directory: not listed, never removed by clear
+    assert [d.path for d in cache_dirs.list_dirs(tmp_path)] == [path]

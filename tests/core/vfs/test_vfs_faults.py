@@ -13,10 +13,13 @@ import pytest
 from s3faults import FaultProxy
 from testbed import TEST_BUCKET
 
+from artifacts_core.chunk.keys import BlockKey, parse_block_key
+from artifacts_core.chunk.segmented import parse_table, table_size
 from artifacts_core.config import profile_config
 from artifacts_core.meta.engine import RedisMetaEngine
 from artifacts_core.objects import PrefixedObjectStore, RetryPolicy, S3ObjectStore
 from artifacts_core.servers import free_port
+from artifacts_core.types import SliceId
 from artifacts_core.volume import Volume, open_volume
 
 FAST = RetryPolicy(max_attempts=4, base_delay=0.001, max_delay=0.01, total_timeout=20.0,
@@ -170,6 +173,87 @@ def test_a_missing_block_is_eio_at_once_logged_once_with_its_key_and_counted(
         assert _stats_value(other, "artifacts_blocks_missing_total") == 2
     finally:
         other.close()
+
+
+def test_a_random_read_of_a_missing_block_is_eio_logged_once_and_counted(
+        seeded, s3_server, s3_prefix, redis_url, key_prefix, tmp_path, caplog):
+    """A random read fetches only segments (format v2: table and ranged GETs); a block missing
+    there is the same MissingObject as for a whole-block read: one refresh, EIO, one ERROR line
+    with the key, ``artifacts_blocks_missing_total``."""
+    raw = S3ObjectStore(TEST_BUCKET, endpoint=s3_server.endpoint, region=s3_server.region,
+                        access_key=s3_server.access_key, secret_key=s3_server.secret_key)
+    other = open_through(s3_server.endpoint, s3_server, s3_prefix, redis_url, key_prefix, tmp_path / "c")
+    try:
+        key = f"{_block_keys(other, raw, s3_prefix)[0]}"
+        other._loop.run(raw.delete(f"{s3_prefix}testvol/{key}"))
+        other._loop.run(raw.close())
+        with other.open("big.bin", "rb", buffering=0) as f:
+            f.seek(1 << 20)
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="artifacts"):
+                with pytest.raises(OSError) as err:
+                    f.read(4096)
+            assert err.value.errno == errno.EIO
+            f.seek(5 << 20)  # the other block is still there, and read as segments
+            assert f.read(4096) == seeded[5 << 20:(5 << 20) + 4096]
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and key in errors[0].getMessage(), [r.getMessage() for r in caplog.records]
+        assert _stats_value(other, "artifacts_blocks_missing_total") == 1
+        assert other.chunks.stats()["downloads"] == 0  # no whole-block GET: segments only
+    finally:
+        other.close()
+
+
+def test_a_corrupted_segment_fails_only_the_random_reads_that_touch_it(
+        seeded, s3_server, s3_prefix, redis_url, key_prefix, tmp_path, caplog):
+    raw = S3ObjectStore(TEST_BUCKET, endpoint=s3_server.endpoint, region=s3_server.region,
+                        access_key=s3_server.access_key, secret_key=s3_server.secret_key)
+    other = open_through(s3_server.endpoint, s3_server, s3_prefix, redis_url, key_prefix, tmp_path / "c")
+    seg = other.setting.segment_size
+    bad = 20
+    try:
+        key = _block_keys(other, raw, s3_prefix)[0]
+
+        async def corrupt() -> None:
+            full = f"{s3_prefix}testvol/{key}"
+            data = bytearray(await raw.get(full))
+            block = parse_block_key(key)
+            assert block is not None
+            table = parse_table(bytes(data[:table_size(block.length, seg)]), block)
+            data[(table.offsets[bad] + table.offsets[bad + 1]) // 2] ^= 0x40
+            await raw.put(full, bytes(data))
+            await raw.close()
+
+        other._loop.run(corrupt())
+        with other.open("big.bin", "rb", buffering=0) as f:
+            with caplog.at_level(logging.ERROR, logger="artifacts"):
+                for _ in range(2):  # nothing damaged is cached: the second round fails the same way
+                    for off in (40 * seg + 100, (bad - 1) * seg, (bad + 1) * seg, 3 * seg):
+                        f.seek(off)
+                        assert f.read(4096) == seeded[off:off + 4096]
+                    for off in (bad * seg + 10, bad * seg - 100):
+                        f.seek(off)
+                        with pytest.raises(OSError) as err:
+                            f.read(4096)
+                        assert err.value.errno == errno.EIO
+        assert other.chunks.stats()["integrity_errors"] >= 1
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors and all(key in e for e in errors), errors
+        with other.open("big.bin", "rb") as f:
+            f.seek(4 << 20)
+            assert f.read() == seeded[4 << 20:]  # the other block is intact
+    finally:
+        other.close()
+
+
+def _block_keys(vol, raw, s3_prefix) -> list[str]:
+    """The workspace's block keys (without the volume prefix), the first 4 MiB block first."""
+    async def listing() -> list[str]:
+        page = await raw.list(f"{s3_prefix}testvol/chunks/")
+        return [o.key[len(f"{s3_prefix}testvol/"):] for o in page.objects]
+
+    keys = vol._loop.run(listing())
+    return sorted(keys, key=lambda k: (parse_block_key(k) or BlockKey(SliceId(0), 0, 0)).index)
 
 
 def _bad_storage(kind: str, s3_server, s3_prefix, monkeypatch) -> str:
