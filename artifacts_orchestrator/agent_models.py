@@ -176,5 +176,6 @@ class AgentUsage(msgspec.Struct, frozen=True, kw_only=True):
     workspace: str | None
     used_bytes: int
     inodes: int
-    #: Recent changes: null until the workspace journal exists (docs/console.md).
+    #: The workspace journal's latest changes, newest first (``RECENT_ACTIVITY`` at most; paths
+    #: resolved now; docs/console.md); null without a workspace.
     recent_activity: list[dict] | None = None

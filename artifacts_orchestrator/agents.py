@@ -59,6 +59,10 @@ from artifacts_orchestrator.s3check import CheckResult, aws_endpoint, check_cust
 from artifacts_orchestrator.sealing import SealedSecretError, SecretBox
 from artifacts_orchestrator.service import KEY_ALPHABET, OWN_HANDLE, Service, hash_key
 
+#: Journal records the usage view reads for its recent activity: a glance, not a history
+#: (``artifacts events`` and ``GET .../events`` page through the rest).
+RECENT_ACTIVITY = 20
+
 log = logging.getLogger("artifacts.orchestrator.agents")
 
 #: Region strings: AWS's (``us-east-1``) and what S3-compatible services use (``auto``).
@@ -256,7 +260,18 @@ class AgentService:
             return am.AgentUsage(agent_id=agent.id, workspace=None, used_bytes=0, inodes=0)
         counters = self.service.redis.counters(ws.key_prefix)
         return am.AgentUsage(agent_id=agent.id, workspace=m.identifier(ws.handle, ws.name),
-                             used_bytes=counters["usedspace"], inodes=counters["totalinodes"])
+                             used_bytes=counters["usedspace"], inodes=counters["totalinodes"],
+                             recent_activity=self._recent_activity(account, ws))
+
+    def _recent_activity(self, account: m.Account, ws: m.Workspace) -> list[dict]:
+        """The journal's last ``RECENT_ACTIVITY`` events, newest first, for the console's panel."""
+        journal, client = self.service.journal(account, ws.handle, ws.name)
+        try:
+            end = journal.end()
+            page = journal.read(max(0, end - RECENT_ACTIVITY), limit=RECENT_ACTIVITY)
+        finally:
+            client.close()
+        return [msgspec.to_builtins(e) for e in reversed(page.events)]
 
     def authorize(self, header: str | None, agent_id: str) -> tuple[m.Account, am.Agent]:
         """The caller of an agent's file API: an agent token of that agent, or its account's API key."""

@@ -261,7 +261,8 @@ async function renderWorkspace(agent, panel) {
   panel.append(h("div", { class: "panel" }, h("h2", {}, "Workspace"), toggle, state),
                h("div", { class: "panel" }, provider, managedRow, customForm));
   sync(); syncManaged();
-  panel.append(await usagePanel(agent), activityPanel(), detachedPanel(agent), dangerPanel(agent));
+  const usage = agent.workspace ? await api("GET", `/agents/${agent.id}/usage`) : null;
+  panel.append(usagePanel(agent, usage), activityPanel(usage), detachedPanel(agent), dangerPanel(agent));
 }
 
 function customS3Form(agent, ws) {
@@ -327,10 +328,9 @@ async function saveCustom(agent, form) {
   flash("The agent now uses your bucket. Its previous workspace, if any, is kept until you delete it.", true);
 }
 
-async function usagePanel(agent) {
+function usagePanel(agent, u) {
   const box = h("div", { class: "panel", "aria-labelledby": "usage-title" }, h("h2", { id: "usage-title" }, "Usage"));
-  if (!agent.workspace) { box.append(h("p", { class: "muted" }, "No workspace yet.")); return box; }
-  const u = await api("GET", `/agents/${agent.id}/usage`);
+  if (!u) { box.append(h("p", { class: "muted" }, "No workspace yet.")); return box; }
   box.append(h("div", { class: "stats" },
     h("div", {}, h("strong", { id: "usage-bytes" }, bytes(u.used_bytes)), h("span", { class: "muted" }, "stored")),
     h("div", {}, h("strong", { id: "usage-inodes" }, String(u.inodes)), h("span", { class: "muted" }, "files and folders"))),
@@ -339,11 +339,21 @@ async function usagePanel(agent) {
   return box;
 }
 
-function activityPanel() {
-  // The place for the workspace's journal of changes (docs/console.md): it does not exist yet.
-  return h("div", { class: "panel", id: "activity", "aria-labelledby": "activity-title" },
-    h("h2", { id: "activity-title" }, "Recent activity"),
-    h("p", { class: "muted" }, "Recent changes will be listed here once workspaces keep a journal of changes."));
+function activityPanel(u) {
+  // The workspace journal's latest changes, newest first (docs/console.md): when, what, where, who.
+  const box = h("div", { class: "panel", id: "activity", "aria-labelledby": "activity-title" },
+    h("h2", { id: "activity-title" }, "Recent activity"));
+  const events = (u && u.recent_activity) || [];
+  if (!events.length) { box.append(h("p", { class: "muted" }, "No changes yet.")); return box; }
+  const who = (a) => !a ? "" : a.frontend === "mount" ? `mount on ${a.host || "?"}` : (a.frontend || a.user || "");
+  box.append(h("table", {},
+    h("thead", {}, h("tr", {}, ...["When", "Change", "Path", "By"].map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", {}, ...events.map((e) => h("tr", {},
+      h("td", {}, new Date(e.time * 1000).toLocaleString()),
+      h("td", {}, e.op),
+      h("td", {}, h("code", {}, e.path || e.where || e.name || "")),
+      h("td", {}, who(e.actor)))))));
+  return box;
 }
 
 function detachedPanel(agent) {

@@ -169,6 +169,10 @@ def test_seed_004_in_the_browser(page, stack, account, shots, tmp_path):
     # usage on the Workspace tab
     pg.get_by_role("tab", name="Workspace").click()
     assert pg.locator("#usage-bytes").inner_text() != "0 B"
+    # recent activity from the workspace journal: the rename just made, by the path it has now
+    activity = pg.locator("#activity")
+    activity.get_by_role("cell", name="/notes-renamed.md").first.wait_for()
+    assert activity.get_by_role("cell", name="rename").count() >= 1
 
     # switch to custom S3 with a key that lacks DeleteObject: the missing permission is named
     stack["s3"].create_bucket(CUSTOM_BUCKET)

@@ -125,7 +125,11 @@ def test_toggle_on_gives_a_managed_prefix_and_the_file_operations(stack, key):
     # the objects are at the agent's own prefix of the managed bucket
     assert objects_under(stack, f"agents/{agent['id']}")
     status, usage = http(stack, "GET", f"/agents/{agent['id']}/usage", key=key)
-    assert usage["used_bytes"] > 0 and usage["inodes"] >= 4 and usage["recent_activity"] is None
+    assert usage["used_bytes"] > 0 and usage["inodes"] >= 4
+    # recent activity: the workspace journal's latest changes, newest first, paths resolved
+    recent = usage["recent_activity"]
+    assert 0 < len(recent) <= 20 and recent[0]["time"] >= recent[-1]["time"]
+    assert {"rmdir", "/outputs/gen.py"} <= {x for e in recent for x in (e["op"], e.get("path"))}
     # it is an ordinary workspace of the account: listed, mountable
     status, listing = http(stack, "GET", "/workspaces", key=key)
     assert f"agent-{agent['id']}" in [w["name"] for w in listing["workspaces"]]
