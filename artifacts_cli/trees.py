@@ -359,17 +359,21 @@ class Totals:
                 "skipped": self.skipped, "bytes": self.bytes, "seconds": round(self.seconds, 3)}
 
     def summary(self, verb: str = "Copied") -> str:
-        parts = [f"{self.files} file{'s' * (self.files != 1)} ({human_bytes(self.bytes)})"]
+        parts = [f"{counted(self.files, 'file')} ({human_bytes(self.bytes)})"]
         if self.dirs:
-            parts.append(f"{self.dirs} director{'ies' if self.dirs != 1 else 'y'}")
+            parts.append(counted(self.dirs, "directory", "directories"))
         if self.links:
-            parts.append(f"{self.links} symlink{'s' * (self.links != 1)}")
+            parts.append(counted(self.links, "symlink"))
         text = f"{verb} {', '.join(parts)}"
         if self.deleted:
             text += f"; deleted {self.deleted}"
         if self.skipped:
-            text += f"; skipped {self.skipped} special file{'s' * (self.skipped != 1)}"
+            text += f"; skipped {counted(self.skipped, 'special file')}"
         return text + f" in {self.seconds:.1f} s"
+
+
+def counted(n: int, word: str, plural: str = "") -> str:
+    return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
 def human_bytes(n: float) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 from test_cli_local import cli_env, run
@@ -33,7 +34,10 @@ def stack(tmp_path_factory):
     creds = json.loads((base / "config" / "tonbo" / "artifacts" / "credentials.json").read_text())
     for name in ("one", "two"):
         run(env, "workspace", "create", name)
-    yield {"env": env, "base": base, "api": Artifacts(creds["api_key"], base_url=creds["orchestrator_url"])}
+    state = base / "state" / "tonbo" / "artifacts" / "stack"
+    yield {"env": env, "base": base, "api": Artifacts(creds["api_key"], base_url=creds["orchestrator_url"]),
+           "s3": json.loads((state / "s3-admin.json").read_text()),
+           "endpoint": json.loads((state / "stack.json").read_text())["s3"]["endpoint"]}
     run(env, "down", code=None)
 
 
@@ -141,6 +145,94 @@ def test_fs_mistakes_have_their_exit_codes_and_lose_nothing(stack, tmp_path):
     assert run(env, "fs", "ls", "one:keep").stdout.strip() == tmp_path.name + "/"
     run(env, "fs", "rm", "-r", "one:keep")
     run(env, "fs", "ls", "one:keep", code=4)
+
+
+def tree_of(root) -> dict[str, object]:
+    """Every entry under a local ``root``: bytes of files, ``->target`` of links, ``dir``."""
+    found: dict[str, object] = {}
+    for dirpath, dirs, files in os.walk(root):
+        for d in dirs:
+            p = os.path.join(dirpath, d)
+            found[os.path.relpath(p, root)] = "->" + os.readlink(p) if os.path.islink(p) else "dir"
+        for f in files:
+            p = os.path.join(dirpath, f)
+            found[os.path.relpath(p, root)] = ("->" + os.readlink(p) if os.path.islink(p)
+                                               else Path(p).read_bytes())
+    return found
+
+
+def test_sync_copies_only_what_differs_and_deletes_on_request(stack, tmp_path):
+    src = tmp_path / "src"
+    files = make_tree(src)
+    first = js(stack, "sync", str(src), "one:mirror")
+    assert first["files"] == len(files) and first["unchanged"] == 0 and not first["dry_run"]
+    again = js(stack, "sync", str(src), "one:mirror")
+    assert again["files"] == 0 and again["steps"] == [] and again["unchanged"] == len(files) + 1  # + the link
+
+    (src / "a.txt").write_bytes(b"changed, longer\n")
+    (src / "added.txt").write_bytes(b"new\n")
+    (src / "sub" / "deeper" / "c.md").unlink()
+    (src / "empty").unlink()
+    (src / "empty").mkdir()  # a file became a directory
+    dry = js(stack, "sync", "--dry-run", "--delete", str(src), "one:mirror")
+    assert dry["dry_run"] and {(s["action"], s["path"]) for s in dry["steps"]} == {
+        ("copy", "one:mirror/a.txt"), ("copy", "one:mirror/added.txt"), ("mkdir", "one:mirror/empty"),
+        ("delete", "one:mirror/sub/deeper/c.md")}
+    text = run(stack["env"], "sync", "--dry-run", "--delete", str(src), "one:mirror").stdout
+    assert "would delete one:mirror/sub/deeper/c.md" in text and text.rstrip().endswith("unchanged")
+    assert run(stack["env"], "fs", "cat", "one:mirror/a.txt").stdout == "hello\n"  # the dry run changed nothing
+
+    kept = js(stack, "sync", str(src), "one:mirror")  # without --delete: c.md stays
+    assert kept["files"] == 2 and kept["deleted"] == 0
+    run(stack["env"], "fs", "stat", "one:mirror/sub/deeper/c.md")
+    gone = js(stack, "sync", "--delete", str(src), "one:mirror")
+    assert gone["deleted"] == 1 and gone["files"] == 0
+    run(stack["env"], "fs", "stat", "one:mirror/sub/deeper/c.md", code=4)
+
+    # workspace -> workspace -> local: the same tree arrives
+    js(stack, "sync", "one:mirror", "two:mirror")
+    out = tmp_path / "out"
+    js(stack, "sync", "artifacts://root/two/mirror", str(out))
+    assert tree_of(out) == tree_of(src)
+    assert js(stack, "sync", "two:mirror", str(out))["files"] == 0
+
+
+def test_import_an_s3_prefix_and_a_local_tree(stack, tmp_path):
+    import botocore.session
+    from botocore.config import Config
+
+    s3 = stack["s3"]
+    client = botocore.session.get_session().create_client(
+        "s3", endpoint_url=stack["endpoint"], region_name="us-east-1", aws_access_key_id=s3["access_key"],
+        aws_secret_access_key=s3["secret_key"], config=Config(s3={"addressing_style": "path"}))
+    client.create_bucket(Bucket="legacy")
+    big = os.urandom(BIG)
+    for key, body in (("pre/a.txt", b"A"), ("pre/d/big.bin", big), ("pre/folder/", b""), ("elsewhere/x", b"x")):
+        client.put_object(Bucket="legacy", Key=key, Body=body)
+    env = {**stack["env"], "ARTIFACTS_S3_ACCESS_KEY_ID": s3["access_key"],
+           "ARTIFACTS_S3_SECRET_ACCESS_KEY": s3["secret_key"]}
+    p = run(env, "--format", "json", "import", "s3://legacy/pre", "two:imported", "--endpoint", stack["endpoint"])
+    assert json.loads(p.stdout)["files"] == 2
+    assert run(env, "fs", "ls", "-R", "two:imported").stdout.split() == ["a.txt", "d/", "d/big.bin", "folder/"]
+    got = tmp_path / "got"
+    run(env, "fs", "get", "two:imported/d/big.bin", str(got))
+    assert got.read_bytes() == big
+    again = json.loads(run(env, "--format", "json", "import", "s3://legacy/pre", "two:imported",
+                           "--endpoint", stack["endpoint"]).stdout)
+    assert again["files"] == 0 and again["unchanged"] == 2  # resumable: nothing copied twice
+    assert client.list_objects_v2(Bucket="legacy")["KeyCount"] == 4  # the source is only read
+
+    wrong = {**env, "ARTIFACTS_S3_SECRET_ACCESS_KEY": "not-the-secret"}
+    p = run(wrong, "import", "s3://legacy/pre", "two:x", "--endpoint", stack["endpoint"], code=7)
+    assert "refused" in p.stderr and "not-the-secret" not in p.stderr
+    run(env, "import", "s3://no-such-bucket/pre", "two:x", "--endpoint", stack["endpoint"], code=4)
+
+    src = tmp_path / "tree"
+    files = make_tree(src)
+    p = run(stack["env"], "--format", "json", "import", str(src), "two")  # the workspace root
+    assert json.loads(p.stdout)["files"] == len(files)
+    assert run(stack["env"], "fs", "cat", "two:sub/deeper/c.md").stdout == "# c\n"
+    run(stack["env"], "import", "one:mirror", "two", code=2)
 
 
 def test_file_commands_leave_no_session_behind(stack):
