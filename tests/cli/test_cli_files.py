@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import stat
 from pathlib import Path
 
@@ -241,3 +243,55 @@ def test_file_commands_leave_no_session_behind(stack):
     for name in ("one", "two"):
         ws = api.workspaces.get(name)
         assert api.sessions.list(ws.identifier).sessions == [], name
+
+
+def _wait_gone(pid: int) -> None:
+    fd = os.pidfd_open(pid)
+    try:
+        select.select([fd], [], [], 15)
+    finally:
+        os.close(fd)
+
+
+def test_status_reports_mounts_sessions_and_a_workspace_probe(stack):
+    env, api = stack["env"], stack["api"]
+    mp = stack["base"] / "mnt" / "status"
+    mp.mkdir(parents=True)
+    run(env, "mount", "one", str(mp))
+    try:
+        (mp / "written.txt").write_bytes(b"x" * 1000)
+        report = js(stack, "status")
+        assert report["healthy"] and report["orchestrator"]["reachable"] and report["orchestrator"]["handle"] == "root"
+        assert {n: p["running"] for n, p in report["local_stack"].items()} == {
+            "redis": True, "s3": True, "orchestrator": True}
+        (m,) = [m for m in report["mounts"] if m["mountpoint"] == str(mp)]
+        assert m["state"] == "live" and m["mode"] == "rw" and m["session_state"] == "live"
+        assert m["workspace"] == "artifacts://root/one" and m["session_expires_at"].endswith("Z")
+        for key in ("uploads_in_flight", "buffered_bytes", "memory_cache_bytes", "disk_cache_bytes", "upload_errors"):
+            assert isinstance(m[key], int), key
+        text = run(env, "status", str(mp)).stdout
+        assert "live (rw)" in text and "pending:" in text and "cache:" in text
+        ws = js(stack, "status", "one")
+        assert ws["workspace"]["status"] == "active" and ws["probe"]["ok"] and ws["probe"]["open_ms"] > 0
+        assert m["session"] in {s["id"] for s in ws["workspace"]["sessions"]}
+        assert [x["mountpoint"] for x in ws["mounts"]] == [str(mp)]
+        assert "from here: opened (Redis + S3)" in run(env, "status", "one").stdout
+
+        api.sessions.revoke("artifacts://root/one", m["session"])  # what a delete or an admin does
+        p = run(env, "status", str(mp), code=8)
+        assert "revoked or expired" in p.stdout and f"artifacts unmount {mp}" in p.stdout
+    finally:
+        run(env, "unmount", str(mp), code=None)
+
+    run(env, "mount", "one", str(mp))
+    mounts = stack["base"] / "state" / "tonbo" / "artifacts" / "mounts"
+    (sup,) = [json.loads(p.read_text())["supervisor"] for p in mounts.glob("*.json")
+              if json.loads(p.read_text())["mountpoint"] == str(mp)]
+    os.kill(sup, signal.SIGKILL)  # the FUSE process dies with its supervisor: a stale mount
+    _wait_gone(sup)
+    report = json.loads(run(env, "--format", "json", "status", code=8).stdout)
+    (m,) = [m for m in report["mounts"] if m["mountpoint"] == str(mp)]
+    assert m["state"] == "stale" and not m["healthy"] and not report["healthy"]
+    run(env, "unmount", str(mp))
+    run(env, "status", "/nowhere/mounted", code=8)
+    run(env, "status", "no-such-ws", code=4)

@@ -119,10 +119,15 @@ def test_login_refuses_manual_code_and_non_keys(env):
     assert "not an API key" in p.stderr and "not-a-key" not in p.stderr
 
 
-def test_delete_needs_yes_and_status_migrate_are_stubs(env):
+def test_delete_needs_yes_status_without_a_login_and_migrate_is_a_stub(env):
     e = {**env, "TONBO_API_KEY": "tbo_" + "a" * 32}
     assert "--yes" in run(e, "workspace", "delete", "x", code=2).stderr
-    assert "not yet implemented" in run(env, "status").stdout
+    assert "Orchestrator: no login: not logged in" in run(env, "status").stdout
+    report = json.loads(run(env, "--format", "json", "status").stdout)
+    assert report["mounts"] == [] and report["local_stack"] == {} and report["healthy"]
+    unreachable = {**e, "ARTIFACTS_ORCHESTRATOR_URL": "http://127.0.0.1:9"}  # discard port: nothing listens
+    p = run(unreachable, "status", code=6)
+    assert p.stdout.startswith("Orchestrator: unreachable")
     assert json.loads(run(env, "--format", "json", "migrate").stdout) == {"implemented": False}
     p = run(env, "unmount", str(env["HOME"]), code=8)
     assert "is not mounted" in p.stderr
