@@ -16,7 +16,8 @@ Copies are *planned*, then *run*: ``plan_copy`` / ``plan_sync`` walk the source 
 destination) and return a list of ``Op``; ``run_plan`` carries them out with a progress bar in
 bytes on a terminal. A dry run prints the plan. What a copy keeps: file bytes, the permission
 bits of files and directories, file modification times (``sync`` compares size and mtime), and
-symlinks as symlinks (their targets verbatim). Owners, hard links, xattrs and special files
+symlinks as symlinks (their targets verbatim). A workspace root's own entries (``.stats``,
+``.config``, ``.accesslog``, ``.trash``) are never copied, compared or deleted. Owners, hard links, xattrs and special files
 (devices, FIFOs, sockets) are not copied; a special file is reported as skipped.
 """
 
@@ -186,6 +187,19 @@ def reported(where: str) -> Iterator[None]:
         raise file_error(e, where) from None
 
 
+def entries(loc: Location) -> list[str]:
+    """The names in directory ``loc``, sorted; at a workspace's root without the workspace's own
+    entries (``.stats``, ``.config``, ``.accesslog``, ``.trash``): they are not its files, and
+    ``.accesslog`` streams for as long as it is open."""
+    from artifacts_core.vfs.internal import RESERVED_NAMES
+
+    with reported(loc.display):
+        names = sorted(loc.tree.listdir(loc.path))
+    if loc.remote and loc.path.strip("/") == "":
+        names = [n for n in names if n not in RESERVED_NAMES]
+    return names
+
+
 def lstat_or_none(loc: Location) -> os.stat_result | None:
     try:
         return loc.tree.stat(loc.path, follow_symlinks=False)
@@ -258,9 +272,7 @@ def _walk_source(src: Location, dst: Location, plan: Plan, st: os.stat_result, *
     if k == "dir":
         if kind(have) != "dir":
             plan.ops.append(Op("mkdir", dst, src, mode=stat.S_IMODE(st.st_mode), replace=have is not None))
-        with reported(src.display):
-            names = sorted(src.tree.listdir(src.path))
-        for name in names:
+        for name in entries(src):
             child = src.child(name)
             with reported(child.display):
                 cst = child.tree.stat(child.path, follow_symlinks=False)
@@ -329,9 +341,7 @@ def _extra(src: Location, dst: Location) -> list[Op]:
     if kind(lstat_or_none(dst)) != "dir":
         return []
     ops: list[Op] = []
-    with reported(dst.display):
-        names = sorted(dst.tree.listdir(dst.path))
-    for name in names:
+    for name in entries(dst):
         s, d = src.child(name), dst.child(name)
         sst, dst_st = lstat_or_none(s), lstat_or_none(d)
         if sst is None:

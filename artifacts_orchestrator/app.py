@@ -189,6 +189,13 @@ async def inspect_workspace(request: web.Request) -> web.Response:
     return respond(await run(request, request.app[SERVICE].inspect_workspace, account, *_ref(request)))
 
 
+@ROUTES.get(WS + "/references", "Every S3 slice the workspace's metadata refers to (gc, fsck)",
+            returns=dict[str, Any])
+async def workspace_references(request: web.Request) -> web.Response:
+    account = await authenticated(request)
+    return respond(await run(request, request.app[SERVICE].workspace_references, account, *_ref(request)))
+
+
 @ROUTES.post(WS + "/format-completed", "Activate a formatted workspace (phase 3 of create)",
              returns=m.WorkspaceView, idempotent=True)
 async def format_completed(request: web.Request) -> web.Response:

@@ -103,6 +103,11 @@ class _Workspaces:
         """A summary of the workspace's metadata keyspace (key kinds, counters, sessions)."""
         return self._c._send(_Call("GET", _ws_path(ref, "/inspect"), None, dict))
 
+    def references(self, ref: str) -> dict:
+        """Every S3 slice the workspace's metadata refers to, its pending deletes and the live
+        sessions' reserved slice ids (what ``artifacts gc`` and ``fsck`` compare objects with)."""
+        return self._c._send(_Call("GET", _ws_path(ref, "/references"), None, dict))
+
     def delete(self, ref: str) -> m.WorkspaceView:
         """Starts the delete flow (202); poll ``get`` until ``status == "deleted"``."""
         return self._c._send(_Call("DELETE", _ws_path(ref), None, m.WorkspaceView))

@@ -424,6 +424,13 @@ class RedisAdmin:
         return {"keys": total, "kinds": dict(sorted(kinds.items())), "counters": counters,
                 "meta_sessions": sessions}
 
+    def references(self, prefix: str) -> dict:
+        """What the workspace's metadata refers to in S3, for gc and fsck (``references.py``):
+        it takes SCAN, which sessions may not run."""
+        from artifacts_orchestrator.references import references
+
+        return references(self._owner(prefix), prefix)
+
     def count_keys(self, prefix: str) -> int:
         node = self._owner(prefix)
         return sum(1 for _ in node.scan_iter(match=Keys(prefix).pattern, count=SWEEP_BATCH))

@@ -249,6 +249,11 @@ class Service:
         ws = self.resolve(account, handle, name)
         return {"workspace": msgspec.to_builtins(self.view(ws)), **self.redis.summarize(ws.key_prefix)}
 
+    def workspace_references(self, account: m.Account, handle: str, name: str) -> dict:
+        """Every S3 slice the workspace's metadata refers to (``artifacts gc`` / ``fsck``)."""
+        ws = self.resolve(account, handle, name)
+        return {"workspace": self.view(ws).identifier, **self.redis.references(ws.key_prefix)}
+
     def delete_workspace(self, account: m.Account, handle: str, name: str) -> tuple[m.WorkspaceView, bool]:
         """Step 1 (row lock, ``deleting``). Returns the view and whether the rest must run."""
         ws = self.resolve(account, handle, name)

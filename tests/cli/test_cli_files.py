@@ -197,6 +197,13 @@ def test_sync_copies_only_what_differs_and_deletes_on_request(stack, tmp_path):
     js(stack, "sync", "artifacts://root/two/mirror", str(out))
     assert tree_of(out) == tree_of(src)
     assert js(stack, "sync", "two:mirror", str(out))["files"] == 0
+    # a workspace root: its own entries (.stats, .config, .accesslog, .trash) are not files to copy
+    whole = tmp_path / "whole"
+    js(stack, "sync", "two:/", str(whole))
+    run(stack["env"], "fs", "get", "two:/", str(tmp_path / "got"))
+    for name in (".stats", ".config", ".accesslog", ".trash"):
+        assert not (whole / name).exists() and not (tmp_path / "got" / name).exists(), name
+    assert (whole / "mirror" / "a.txt").read_bytes() == b"changed, longer\n"
 
 
 def test_import_an_s3_prefix_and_a_local_tree(stack, tmp_path):
@@ -295,3 +302,60 @@ def test_status_reports_mounts_sessions_and_a_workspace_probe(stack):
     run(env, "unmount", str(mp))
     run(env, "status", "/nowhere/mounted", code=8)
     run(env, "status", "no-such-ws", code=4)
+
+
+def _admin_s3(stack):
+    import botocore.session
+    from botocore.config import Config
+
+    s3 = stack["s3"]
+    return botocore.session.get_session().create_client(
+        "s3", endpoint_url=stack["endpoint"], region_name="us-east-1", aws_access_key_id=s3["access_key"],
+        aws_secret_access_key=s3["secret_key"], config=Config(s3={"addressing_style": "path"}))
+
+
+def test_gc_and_fsck_find_leaks_and_missing_blocks_and_repair_what_is_safe(stack, tmp_path):
+    env = stack["env"]
+    run(env, "workspace", "create", "checked")
+    (tmp_path / "big.bin").write_bytes(os.urandom(BIG))
+    (tmp_path / "small.txt").write_bytes(b"small and inline\n")
+    run(env, "fs", "put", str(tmp_path / "big.bin"), str(tmp_path / "small.txt"), "checked:data/")
+    clean = js(stack, "fsck", "checked")
+    assert clean["clean"] and clean["objects"]["missing_blocks"] == 0 and clean["objects"]["blocks"] >= 2
+    assert clean["namespace"]["files"] == 2 and clean["namespace"]["dangling"] == []
+    assert run(env, "fsck", "checked").stdout.rstrip().endswith("Clean.")
+
+    w = js(stack, "workspace", "show", "checked")
+    s = w["storage"]
+    base = "/".join(p for p in (s["prefix"].strip("/"), w["volume_name"]) if p) + "/"
+    s3 = _admin_s3(stack)
+    # a leaked object: a block of a slice no chunk list names and no live session reserved
+    leaked = base + "chunks/1000/1000000/1000000000_0_10"
+    s3.put_object(Bucket=s["bucket"], Key=leaked, Body=b"0123456789")
+    gc = js(stack, "gc", "checked", "--dry-run")  # the default min age (1 h) protects it
+    assert gc["leaked"] == 0 and gc["young"] == 1 and gc["deleted"] == 0
+    gc = js(stack, "gc", "checked", "--dry-run", "--min-age", "0")
+    assert gc["leaked_keys"] == ["chunks/1000/1000000/1000000000_0_10"] and gc["deleted"] == 0
+    assert s3.head_object(Bucket=s["bucket"], Key=leaked)
+    found = js(stack, "fsck", "checked")
+    assert found["clean"] and found["objects"]["unreferenced"] == 1  # waste, not damage
+    gc = js(stack, "gc", "checked", "--min-age", "0")
+    assert gc["deleted"] == 1 and gc["referenced"] == clean["objects"]["blocks"]
+    assert "1000000000_0_10" not in str(s3.list_objects_v2(Bucket=s["bucket"], Prefix=base).get("Contents"))
+    assert run(env, "fs", "cat", "checked:data/small.txt").stdout == "small and inline\n"  # nothing else went
+
+    s3.put_object(Bucket=s["bucket"], Key=leaked, Body=b"0123456789")
+    repaired = js(stack, "fsck", "checked", "--repair", "--min-age", "0")
+    assert repaired["repaired"]["deleted_objects"] == 1 and repaired["clean"]
+
+    # a lost block: fsck names the file and exits 1; --repair cannot bring data back
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s["bucket"], Prefix=base + "chunks/")["Contents"]]
+    s3.delete_object(Bucket=s["bucket"], Key=keys[0])
+    p = run(env, "--format", "json", "fsck", "checked", code=1)
+    damaged = json.loads(p.stdout)
+    assert not damaged["clean"] and damaged["objects"]["missing_blocks"] == 1
+    assert damaged["objects"]["missing"][0]["files"] == ["/data/big.bin"]
+    text = run(env, "fsck", "checked", "--repair", code=1).stdout
+    assert "in /data/big.bin" in text and "restore those files from a copy" in text
+    run(env, "gc", "checked", "--min-age", "-1", code=2)
+    run(env, "fsck", "nope", code=4)

@@ -364,6 +364,7 @@ export const operations = {
   getWorkspace: { method: 'GET', path: '/workspaces/{handle}/{name}', success: [200], auth: 'api_key', idempotent: true },
   deleteWorkspace: { method: 'DELETE', path: '/workspaces/{handle}/{name}', success: [202], auth: 'api_key', idempotent: true },
   inspectWorkspace: { method: 'GET', path: '/workspaces/{handle}/{name}/inspect', success: [200], auth: 'api_key', idempotent: true },
+  workspaceReferences: { method: 'GET', path: '/workspaces/{handle}/{name}/references', success: [200], auth: 'api_key', idempotent: true },
   formatCompleted: { method: 'POST', path: '/workspaces/{handle}/{name}/format-completed', success: [200], auth: 'api_key', idempotent: true },
   createSession: { method: 'POST', path: '/workspaces/{handle}/{name}/sessions', success: [201], auth: 'api_key', idempotent: false },
   listSessions: { method: 'GET', path: '/workspaces/{handle}/{name}/sessions', success: [200], auth: 'api_key', idempotent: true },
@@ -465,6 +466,13 @@ export interface Operations {
   };
   /** A summary of the workspace's metadata keyspace */
   inspectWorkspace: {
+    path: { handle: string; name: string };
+    query: Record<string, never>;
+    body: undefined;
+    response: Record<string, unknown>;
+  };
+  /** Every S3 slice the workspace's metadata refers to (gc, fsck) */
+  workspaceReferences: {
     path: { handle: string; name: string };
     query: Record<string, never>;
     body: undefined;
