@@ -359,3 +359,37 @@ def test_gc_and_fsck_find_leaks_and_missing_blocks_and_repair_what_is_safe(stack
     assert "in /data/big.bin" in text and "restore those files from a copy" in text
     run(env, "gc", "checked", "--min-age", "-1", code=2)
     run(env, "fsck", "nope", code=4)
+
+
+def test_quota_show_set_and_enforced_at_once(stack, tmp_path):
+    env = stack["env"]
+    run(env, "workspace", "create", "limited")
+    q = js(stack, "quota", "show", "limited")
+    assert q["capacity"] == 0 and q["inodes"] == 0 and q["used_inodes"] >= 1
+    assert "no limit" in run(env, "quota", "show", "limited").stdout
+    q = js(stack, "quota", "set", "limited", "--capacity", "6MiB")
+    assert q["capacity"] == 6 << 20 and q["inodes"] == 0
+    assert "(" in run(env, "quota", "show", "limited").stdout  # "x of y (n%)"
+    (tmp_path / "big.bin").write_bytes(os.urandom(BIG))  # 5 MiB fits in 6 MiB
+    run(env, "fs", "put", str(tmp_path / "big.bin"), "limited:/")
+    p = run(env, "--format", "json", "fs", "put", str(tmp_path / "big.bin"), "limited:/again.bin", code=1)
+    assert json.loads(p.stdout)["error"]["code"] == "ENOSPC"
+    run(env, "fs", "rm", "-f", "limited:/again.bin")
+    used = js(stack, "quota", "show", "limited")["used_inodes"]  # a removed file waits in the trash
+    q = js(stack, "quota", "set", "limited", "--inodes", str(used + 2))
+    assert q["capacity"] == 6 << 20 and q["inodes"] == used + 2  # the capacity is kept
+    for i in range(2):  # the inode limit: two more fit, the third is refused
+        run(env, "fs", "mkdir", f"limited:/d{i}")
+    assert json.loads(run(env, "--format", "json", "fs", "mkdir", "limited:/d9", code=1).stdout)["error"]["code"] \
+        == "ENOSPC"
+    p = run(env, "quota", "set", "limited", "--capacity", "1M")  # below usage: accepted, with a warning
+    assert "already uses more" in p.stderr
+    q = js(stack, "quota", "set", "limited", "--capacity", "unlimited", "--inodes", "0")
+    assert q["capacity"] == 0 and q["inodes"] == 0
+    run(env, "fs", "put", str(tmp_path / "big.bin"), "limited:/again.bin")  # room again
+    q = js(stack, "quota", "set", "limited", "--inodes", "1000")  # the other limit is kept
+    assert q["inodes"] == 1000 and q["capacity"] == 0
+    run(env, "quota", "set", "limited", code=2)
+    run(env, "quota", "set", "limited", "--capacity", "12X", code=2)
+    run(env, "quota", "set", "limited", "--inodes", "-1", code=2)
+    run(env, "quota", "show", "nope", code=4)
