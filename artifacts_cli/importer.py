@@ -23,7 +23,7 @@ from typing import Any
 from artifacts_cli.config import CliError, resolve_byo_credentials
 from artifacts_cli.errors import EXIT_STORAGE, EXIT_USAGE
 from artifacts_cli.sync import show_plan
-from artifacts_cli.trees import Location, Workspaces, plan_sync, split_location
+from artifacts_cli.trees import Location, Workspaces, plan_sync, split_location, workspace_location
 
 #: The mode an object gets as a file, and a prefix as a directory: what `cp` makes with umask 022.
 OBJECT_MODE, PREFIX_MODE = 0o644, 0o755
@@ -131,12 +131,10 @@ def s3_location(url: str, *, endpoint: str | None, region: str | None) -> Locati
 
 
 def cmd_import(args) -> int:
-    ref, path = split_location(args.workspace)
-    if ref is None:
-        if ":" in args.workspace or "/" in args.workspace.strip("/"):
-            raise CliError(f"{args.workspace!r} is not a workspace", "write WORKSPACE or WORKSPACE:PATH",
-                           exit_code=EXIT_USAGE)
-        ref, path = args.workspace, "/"
+    if split_location(args.workspace)[0] is None and (args.workspace.startswith(("/", ".", "~"))
+                                                      or ":" in args.workspace):
+        raise CliError(f"{args.workspace!r} is not a workspace", "write WORKSPACE or WORKSPACE:PATH",
+                       exit_code=EXIT_USAGE)
     with Workspaces(read_only=args.dry_run) as ws:
         if args.source.startswith("s3://"):
             src = s3_location(args.source, endpoint=args.endpoint, region=args.region)
@@ -145,7 +143,7 @@ def cmd_import(args) -> int:
                            exit_code=EXIT_USAGE)
         else:
             src = ws.locate(args.source)
-        dst = ws.locate(f"{ref}:{path}")
+        dst = ws.locate(workspace_location(args.workspace))
         try:
             plan = plan_sync(src, dst, delete=False)
             show_plan(args.out, plan, dry_run=args.dry_run, verb="Imported")

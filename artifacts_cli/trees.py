@@ -124,6 +124,18 @@ def split_location(text: str) -> tuple[str | None, str]:
     return None, text
 
 
+def workspace_location(text: str) -> str:
+    """A location for a command that takes a workspace and an optional path in it: ``demo``,
+    ``alice/demo`` and ``artifacts://alice/demo`` mean its root; ``demo:sub`` and
+    ``artifacts://alice/demo/sub`` a directory in it."""
+    ref, path = split_location(text)
+    if ref is None:
+        ref, path = text, "/"
+    if ref.startswith("artifacts://"):
+        return ref + "/" + path.lstrip("/")
+    return f"{ref}:{path}"
+
+
 class Workspaces:
     """Open each workspace a command names once (``open_workspace``); closed (sessions revoked)
     when the ``with`` block ends."""

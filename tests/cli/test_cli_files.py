@@ -393,3 +393,57 @@ def test_quota_show_set_and_enforced_at_once(stack, tmp_path):
     run(env, "quota", "set", "limited", "--capacity", "12X", code=2)
     run(env, "quota", "set", "limited", "--inodes", "-1", code=2)
     run(env, "quota", "show", "nope", code=4)
+
+
+def test_dump_and_load_a_tree_into_a_fresh_workspace_verified(stack, tmp_path):
+    env = stack["env"]
+    run(env, "workspace", "create", "orig")
+    src = tmp_path / "src"
+    files = make_tree(src)
+    run(env, "fs", "put", str(src), "orig:/")
+    mp = stack["base"] / "mnt" / "dump"
+    mp.mkdir(parents=True)
+    run(env, "mount", "orig", str(mp))
+    try:
+        os.link(mp / "src" / "a.txt", mp / "src" / "hard.txt")  # a hard link, which only a mount makes
+        os.chmod(mp / "src" / "sub", 0o750)
+    finally:
+        run(env, "unmount", str(mp))
+
+    full = tmp_path / "full.json"
+    d = js(stack, "dump", "orig", str(full), "--data")
+    assert d["files"] == len(files) and d["hard_links"] == 1 and d["symlinks"] == 1 and d["with_data"]
+    run(env, "dump", "orig", str(full), code=5)  # never overwritten silently
+    dump = json.loads(full.read_text())
+    assert dump["format"] == "artifacts-dump" and dump["version"] == 1
+    by_path = {e["path"]: e for e in dump["entries"]}
+    assert by_path["/src/hard.txt"]["link_of"] == "/src/a.txt" and by_path["/src/link"]["target"] == "sub/deeper/c.md"
+    assert not any(p.startswith(("/.stats", "/.trash", "/.config", "/.accesslog")) for p in by_path)
+
+    run(env, "workspace", "create", "restored")
+    loaded = js(stack, "load", str(full), "restored")
+    assert loaded["verified"] == len(files) and loaded["mismatched"] == []
+    got = tmp_path / "got"
+    run(env, "fs", "get", "restored:/src", str(got))
+    for rel, data in files.items():
+        assert (got / rel).read_bytes() == data, rel
+    st = js(stack, "fs", "stat", "restored:/src/hard.txt")
+    assert st["links"] == 2 and st["inode"] == js(stack, "fs", "stat", "restored:/src/a.txt")["inode"]
+    assert js(stack, "fs", "stat", "restored:/src/sub")["mode"] == "0o750"
+    assert js(stack, "fs", "stat", "restored:/src/a.txt")["mtime"] == "2020-09-13T12:26:40Z"
+    run(env, "load", str(full), "restored", code=5)  # not empty: nothing mixed in
+
+    # metadata and checksums only: the data comes from the source workspace
+    meta = tmp_path / "meta.json"
+    js(stack, "dump", "artifacts://root/orig/src", str(meta))
+    assert not any("data" in e for e in json.loads(meta.read_text())["entries"])
+    run(env, "workspace", "create", "migrated")
+    run(env, "load", str(meta), "migrated", code=2)  # no data and no --from
+    assert js(stack, "load", str(meta), "migrated:/moved", "--from", "orig:/src")["verified"] == len(files)
+    # a source that differs from the dump is caught by the verification
+    (src / "a.txt").write_bytes(b"not what was dumped\n")
+    run(env, "workspace", "create", "tampered")
+    p = run(env, "--format", "json", "load", str(meta), "tampered", "--from", str(src), code=1)
+    assert json.loads(p.stdout)["mismatched"] == ["/a.txt"]
+    (tmp_path / "bad.json").write_text("{}")
+    run(env, "load", str(tmp_path / "bad.json"), "tampered", code=2)
