@@ -49,27 +49,36 @@ STATS_KEYS = {"chunks_inflight_uploads": "uploads_in_flight", "chunks_buffer_use
               "chunks_integrity_errors": "integrity_errors"}
 
 
-def _read_stats(mountpoint: str) -> tuple[dict[str, Any] | None, str]:
-    """The mount's counters that matter here, or None and why not."""
+def read_internal(mountpoint: str, name: str = ".stats") -> tuple[str | None, str]:
+    """The text of a mount's internal file (``.stats``, ``.config``), or None and why not; read
+    in a thread bounded by ``STATS_TIMEOUT``."""
     result: dict[str, Any] = {}
 
     def read() -> None:
         try:
-            with open(os.path.join(mountpoint, ".stats"), encoding="utf-8") as f:
+            with open(os.path.join(mountpoint, name), encoding="utf-8") as f:
                 result["text"] = f.read()
         except OSError as e:
             result["error"] = e
 
-    t = threading.Thread(target=read, daemon=True, name="status-stats")
+    t = threading.Thread(target=read, daemon=True, name="status-read")
     t.start()
     t.join(STATS_TIMEOUT)
     if t.is_alive():
-        return None, f"its .stats did not answer within {STATS_TIMEOUT:.0f} s (the FUSE process hangs)"
+        return None, f"its {name} did not answer within {STATS_TIMEOUT:.0f} s (the FUSE process hangs)"
     if "error" in result:
         e = result["error"]
-        return None, f"its .stats is unreadable: {e.strerror or e}"
+        return None, f"its {name} is unreadable: {e.strerror or e}"
+    return result["text"], ""
+
+
+def _read_stats(mountpoint: str) -> tuple[dict[str, Any] | None, str]:
+    """The mount's counters that matter here, or None and why not."""
+    text, why = read_internal(mountpoint)
+    if text is None:
+        return None, why
     found = {STATS_KEYS[name.removeprefix("artifacts_")]: int(value)
-             for name, labels, value in parse_prometheus(result["text"])
+             for name, labels, value in parse_prometheus(text)
              if name.removeprefix("artifacts_") in STATS_KEYS and not labels}
     return found, ""
 
@@ -182,12 +191,11 @@ def _text_mount(out, m: dict[str, Any]) -> None:
         out.result(f"  problem:  {m['problem']}; {m.get('hint', '')}")
 
 
-def cmd_status(args) -> int:
+def build_report(target: str | None, *, everything: bool = False) -> tuple[dict[str, Any], int]:
+    """The report ``status`` prints (also ``artifacts debug``'s ``status.json``) and its exit code."""
     from artifacts_cli.stack import pieces
     from artifacts_fuse.mountinfo import is_mounted, mounts_of_type
 
-    out = args.out
-    target = args.target
     orch, api = _orchestrator()
     records = {r["mountpoint"]: r for r in _records() if "mountpoint" in r}
     report: dict[str, Any] = {"orchestrator": orch}
@@ -214,7 +222,7 @@ def cmd_status(args) -> int:
     else:
         report["local_stack"] = pieces()
         mountpoints = list(records)
-        if args.all:
+        if everything:
             mountpoints += [m["mountpoint"] for m in mounts_of_type() if m["mountpoint"] not in records]
     sessions = _sessions_of(api, {r["workspace"] for mp, r in records.items() if mp in mountpoints}) if api else {}
     mounts = [_mount_report(mp, records.get(mp), sessions) for mp in mountpoints]
@@ -226,6 +234,14 @@ def cmd_status(args) -> int:
     if code == EXIT_OK and any(not m["healthy"] for m in mounts):
         code = EXIT_MOUNT
     report["healthy"] = code == EXIT_OK
+    return report, code
+
+
+def cmd_status(args) -> int:
+    out = args.out
+    report, code = build_report(args.target, everything=args.all)
+    orch, mounts = report["orchestrator"], report["mounts"]
+    workspace = report.get("workspace", {}).get("identifier")
     if out.json:
         out.result(data=report)
         return code

@@ -447,3 +447,45 @@ def test_dump_and_load_a_tree_into_a_fresh_workspace_verified(stack, tmp_path):
     assert json.loads(p.stdout)["mismatched"] == ["/a.txt"]
     (tmp_path / "bad.json").write_text("{}")
     run(env, "load", str(tmp_path / "bad.json"), "tampered", code=2)
+
+
+def test_debug_archive_holds_status_mounts_config_and_logs_and_no_secret(stack, tmp_path):
+    import tarfile
+
+    env, base = stack["env"], stack["base"]
+    mp = base / "mnt" / "debug"
+    mp.mkdir(parents=True)
+    run(env, "mount", "one", str(mp))
+    try:
+        out = tmp_path / "dbg.tar.gz"
+        p = run(env, "--format", "json", "debug", "-o", str(out))
+        assert json.loads(p.stdout)["file"] == str(out)
+        assert stat.S_IMODE(out.stat().st_mode) == 0o600
+        with tarfile.open(out) as tar:
+            members = {m.name.removeprefix("artifacts-debug/"): tar.extractfile(m).read() for m in tar.getmembers()}
+        assert {"version.json", "status.json", "config/credentials.json", "config/stack.json"} <= set(members)
+        assert any(n.startswith("logs/") for n in members)
+        (i,) = [n.split("/")[1] for n, data in members.items()
+                if n.endswith("mountpoint.txt") and data.decode() == str(mp)]
+        assert b"artifacts_ops_total" in members[f"mounts/{i}/stats.txt"]
+        assert json.loads(members[f"mounts/{i}/config.json"])["volume"]["block_size"] == 4 << 20
+        creds = json.loads(members["config/credentials.json"])
+        assert "***" in creds["api_key"]
+        state = base / "state" / "tonbo" / "artifacts" / "stack"
+        secrets = [json.loads((base / "config" / "tonbo" / "artifacts" / "credentials.json").read_text())["api_key"],
+                   stack["s3"]["secret_key"], (state / "redis" / "admin.pw").read_text().strip(),
+                   json.loads((state / "orchestrator.json").read_text())["admin_token"]]
+        for name, data in members.items():
+            for secret in secrets:
+                assert secret.encode() not in data, name
+        run(env, "debug", "-o", str(out), code=5)  # never replaced silently
+
+        # the last guard: a secret that reached a log stops the archive, nothing written
+        planted = base / "cache" / "tonbo" / "artifacts" / "logs" / "planted.log"
+        planted.write_text(f"oops {secrets[0]}\n")
+        p = run(env, "debug", "-o", str(tmp_path / "never.tar.gz"), code=1)
+        assert "logs/planted.log" in p.stderr and secrets[0] not in p.stderr
+        assert not (tmp_path / "never.tar.gz").exists()
+        planted.unlink()
+    finally:
+        run(env, "unmount", str(mp))
