@@ -33,18 +33,8 @@ from typing import Any
 
 from artifacts_cli.config import CliError
 from artifacts_cli.errors import EXIT_CONFLICT, EXIT_ERROR, EXIT_OK, EXIT_USAGE
-from artifacts_cli.output import iso_time
-from artifacts_cli.trees import (
-    COPY_CHUNK,
-    Location,
-    Workspaces,
-    counted,
-    entries,
-    human_bytes,
-    kind,
-    reported,
-    workspace_location,
-)
+from artifacts_cli.output import counted, human_bytes, iso_time
+from artifacts_cli.trees import COPY_CHUNK, Location, Workspaces, entries, kind, reported, workspace_location
 
 FORMAT, VERSION = "artifacts-dump", 1
 

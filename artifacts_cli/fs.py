@@ -32,16 +32,8 @@ from typing import Any
 from artifacts_cli.config import CliError
 from artifacts_cli.errors import EXIT_NOT_FOUND, EXIT_USAGE
 from artifacts_cli.output import iso_time
-from artifacts_cli.trees import (
-    Location,
-    Plan,
-    Workspaces,
-    kind,
-    plan_copy,
-    reported,
-    run_plan,
-    split_location,
-)
+from artifacts_cli.plans import Plan, plan_copy, run_plan
+from artifacts_cli.trees import Location, Workspaces, kind, reported, split_location
 
 
 def _remote(text: str) -> str:

@@ -35,8 +35,9 @@ from typing import Any
 from artifacts_cli import auth
 from artifacts_cli.config import CliError
 from artifacts_cli.errors import EXIT_ERROR, EXIT_OK, EXIT_USAGE
+from artifacts_cli.output import human_bytes
 from artifacts_cli.refs import check_ref
-from artifacts_cli.trees import Workspaces, human_bytes
+from artifacts_cli.trees import Workspaces
 
 #: What --min-age defaults to: the core's gc margin (objects younger than this may belong to a
 #: commit still on its way), shown in the help in seconds.

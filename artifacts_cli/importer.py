@@ -22,8 +22,9 @@ from typing import Any
 
 from artifacts_cli.config import CliError, resolve_byo_credentials
 from artifacts_cli.errors import EXIT_STORAGE, EXIT_USAGE
+from artifacts_cli.plans import plan_sync
 from artifacts_cli.sync import show_plan
-from artifacts_cli.trees import Location, Workspaces, plan_sync, split_location, workspace_location
+from artifacts_cli.trees import Location, Workspaces, split_location, workspace_location
 
 #: The mode an object gets as a file, and a prefix as a directory: what `cp` makes with umask 022.
 OBJECT_MODE, PREFIX_MODE = 0o644, 0o755

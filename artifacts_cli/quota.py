@@ -20,8 +20,8 @@ import re
 from artifacts_cli import auth
 from artifacts_cli.config import CliError
 from artifacts_cli.errors import EXIT_USAGE
+from artifacts_cli.output import human_bytes
 from artifacts_cli.refs import check_ref
-from artifacts_cli.trees import human_bytes
 
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?)(?:I?B)?\s*$", re.I)
 _UNITS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5}

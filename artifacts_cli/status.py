@@ -34,9 +34,8 @@ from typing import Any
 from artifacts_cli import auth
 from artifacts_cli.config import CliError, state_path
 from artifacts_cli.errors import EXIT_MOUNT, EXIT_OK, EXIT_UNAVAILABLE, describe
-from artifacts_cli.output import iso_time
+from artifacts_cli.output import human_bytes, iso_time
 from artifacts_cli.stats import parse_prometheus
-from artifacts_cli.trees import human_bytes
 
 #: Seconds a mount's ``.stats`` may take to read: a healthy mount answers in milliseconds; a hung
 #: FUSE process must not hang ``status`` with it.

@@ -17,7 +17,9 @@ The output: a line per step with ``-v`` or ``--dry-run``, then the totals (``Syn
 
 from __future__ import annotations
 
-from artifacts_cli.trees import Plan, Totals, Workspaces, counted, human_bytes, plan_sync, run_plan
+from artifacts_cli.output import counted, human_bytes
+from artifacts_cli.plans import Plan, Totals, plan_sync, run_plan
+from artifacts_cli.trees import Workspaces
 
 
 def show_plan(out, plan: Plan, *, dry_run: bool, verb: str) -> Totals:
