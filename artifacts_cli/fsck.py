@@ -160,7 +160,7 @@ def cmd_fsck(args) -> int:
     missing: dict[int, dict[str, Any]] = {}
     for sid, key in check.missing:
         entry = missing.setdefault(sid, {"slice": sid, "blocks": [], "files": [
-            paths.get(ino, f"inode {ino} (not linked: open, or in the trash)") for ino in slices[sid]["inodes"]]})
+            paths.get(ino, f"inode {ino} (not linked: open, in the trash, or only in a checkpoint)") for ino in slices[sid]["inodes"]]})
         entry["blocks"].append(key)
     damaged = bool(missing) or bool(dangling)
     data = {"workspace": ident, "clean": not damaged,

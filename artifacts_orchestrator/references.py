@@ -6,7 +6,10 @@ orchestrator does, with its admin connection to the slot's owner, and answers
 ``GET /workspaces/<handle>/<name>/references``:
 
 - ``slices``: every S3 slice a chunk list names (``id``, its ``size`` in bytes, the ``inodes``
-  whose chunk lists name it) — holes (id 0) and inline slices (bytes in Redis) are not objects;
+  whose chunk lists name it, the ``checkpoints`` whose preserved chunk lists name it) — the live
+  lists ``c<ino>_<index>`` and those a checkpoint preserved, ``hk<epoch>:c<ino>_<index>`` (the
+  two shapes ``artifacts_core/gc.py`` reads); holes (id 0) and inline slices (bytes in Redis) are
+  not objects;
 - ``pending_delete``: slices queued in ``delslices`` for the reclaim job (still referenced: gc
   leaves them to it; their blocks may already be partly gone, so fsck does not count them);
 - ``live_batches``: the slice-id ranges reserved by sessions that are alive (uploads in flight);
@@ -30,6 +33,7 @@ from artifacts_core.meta.keys import Keys
 #: Keys asked of one SCAN step, as the delete sweep's batch.
 SCAN_COUNT = 1000
 _CHUNK_KEY = re.compile(rb"c([0-9]+)_[0-9]+")
+_PRESERVED_CHUNK_KEY = re.compile(rb"hk([0-9]+):c([0-9]+)_[0-9]+")
 
 
 def references(node: redis.Redis, prefix: str) -> dict[str, Any]:
@@ -38,29 +42,36 @@ def references(node: redis.Redis, prefix: str) -> dict[str, Any]:
     raw_prefix = prefix.encode()
     slices: dict[int, dict[str, Any]] = {}
     lists = 0
-    pattern = keys.pattern[:-1] + "c*"
-    batch: list[bytes] = []
+    batch: list[tuple[bytes, int, int | None]] = []  # (key, inode, checkpoint epoch or None)
 
-    def read(found: list[bytes]) -> None:
+    def read(found: list[tuple[bytes, int, int | None]]) -> None:
         pipe = node.pipeline(transaction=False)
-        for k in found:
+        for k, _, _ in found:
             pipe.lrange(k, 0, -1)
-        for k, records in zip(found, pipe.execute(), strict=True):
-            ino = int(_CHUNK_KEY.fullmatch(k[len(raw_prefix):]).group(1))  # type: ignore[union-attr]
+        for (_, ino, epoch), records in zip(found, pipe.execute(), strict=True):
             for r in unpack_slices(b"".join(records)):
                 if r.id and r.kind == SLICE_S3:
-                    entry = slices.setdefault(int(r.id), {"id": int(r.id), "size": r.size, "inodes": []})
+                    entry = slices.setdefault(int(r.id), {"id": int(r.id), "size": r.size, "inodes": [],
+                                                          "checkpoints": []})
                     if ino not in entry["inodes"]:
                         entry["inodes"].append(ino)
+                    if epoch is not None and epoch not in entry["checkpoints"]:
+                        entry["checkpoints"].append(epoch)
 
-    for key in node.scan_iter(match=pattern, count=SCAN_COUNT):
-        if not _CHUNK_KEY.fullmatch(key[len(raw_prefix):]):  # ci<ino> (chunk indexes), commits
-            continue
-        lists += 1
-        batch.append(key)
-        if len(batch) >= SCAN_COUNT:
-            read(batch)
-            batch = []
+    for glob in ("c*", "hk*"):
+        for key in node.scan_iter(match=keys.pattern[:-1] + glob, count=SCAN_COUNT):
+            suffix = key[len(raw_prefix):]
+            live, kept = _CHUNK_KEY.fullmatch(suffix), _PRESERVED_CHUNK_KEY.fullmatch(suffix)
+            if live:
+                batch.append((key, int(live.group(1)), None))
+            elif kept:
+                batch.append((key, int(kept.group(2)), int(kept.group(1))))
+            else:  # ci<ino> (chunk indexes), commits, other preserved keys
+                continue
+            lists += 1
+            if len(batch) >= SCAN_COUNT:
+                read(batch)
+                batch = []
     if batch:
         read(batch)
     members = cast(list[bytes], node.zrange(keys.prefix + "delslices", 0, -1))  # replies are bytes

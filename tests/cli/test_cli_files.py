@@ -489,3 +489,23 @@ def test_debug_archive_holds_status_mounts_config_and_logs_and_no_secret(stack, 
         planted.unlink()
     finally:
         run(env, "unmount", str(mp))
+
+
+def test_gc_and_fsck_keep_what_a_checkpoint_pins(stack, tmp_path):
+    env = stack["env"]
+    run(env, "workspace", "create", "pinned")
+    old = os.urandom(BIG)
+    (tmp_path / "f.bin").write_bytes(old)
+    run(env, "fs", "put", str(tmp_path / "f.bin"), "pinned:/")
+    run(env, "checkpoint", "create", "pinned", "before")
+    (tmp_path / "f.bin").write_bytes(os.urandom(BIG))
+    run(env, "fs", "cp", str(tmp_path / "f.bin"), "pinned:/f.bin")  # the old blocks: only the checkpoint has them
+    refs = stack["api"].workspaces.references("pinned")
+    assert any(s["checkpoints"] for s in refs["slices"]), refs
+    gc = js(stack, "gc", "pinned", "--min-age", "0")
+    assert gc["deleted"] == 0 and gc["leaked"] == 0, gc
+    assert js(stack, "fsck", "pinned")["clean"]
+    run(env, "checkpoint", "restore", "pinned", "before")
+    got = tmp_path / "got.bin"
+    run(env, "fs", "get", "pinned:/f.bin", str(got))
+    assert got.read_bytes() == old
