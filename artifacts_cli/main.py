@@ -47,7 +47,8 @@ from artifacts_cli.errors import (  # noqa: F401 - the exit codes are re-exporte
 from artifacts_cli.output import Output, setup_logging
 
 COMMAND_MODULES = ("auth", "workspace", "mount", "storage", "stack", "inspect", "events", "stats", "connect",
-                   "exec", "history", "cache")
+                   "exec", "history", "cache", "fs", "sync", "importer", "status", "fsck", "quota", "dump",
+                   "completion", "debug")
 #: Registered when the module exists (``artifacts platform …``).
 OPTIONAL_MODULES = ("platform",)
 #: How close a typo must be to a known word to be suggested (difflib's ratio; 0.6 is its default,

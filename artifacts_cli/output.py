@@ -152,3 +152,17 @@ def setup_logging(out: Output) -> None:
     logging.getLogger("artifacts").setLevel(level if not out.trace else logging.DEBUG)
     for name in ("botocore", "aiobotocore", "urllib3", "redis", "asyncio"):
         logging.getLogger(name).setLevel(max(logging.INFO, level))
+
+
+def counted(n: int, word: str, plural: str = "") -> str:
+    """``1 file``, ``2 files``, ``3 directories`` (``plural`` when adding an s is wrong)."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
+def human_bytes(n: float) -> str:
+    """A byte count as people read it: ``512 B``, ``2.9 MiB`` (powers of 1024)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover - the loop returns

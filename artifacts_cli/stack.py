@@ -93,6 +93,15 @@ def _alive(entry: dict | None, name: str) -> bool:
     return state != "Z" and PROGRAMS[name].encode() in cmdline
 
 
+def pieces() -> dict[str, dict]:
+    """The local stack as ``artifacts status`` shows it: each piece's recorded pid, port or
+    endpoint, and whether it runs (``{}`` when ``up`` never ran here)."""
+    state = _load()
+    return {name: {"running": _alive(state.get(name), name), "pid": (state.get(name) or {}).get("pid"),
+                   **{k: v for k, v in (state.get(name) or {}).items() if k in ("port", "endpoint", "url")}}
+            for name in PROGRAMS if name in state}
+
+
 def _local_handle() -> str:
     try:
         user = getpass.getuser()

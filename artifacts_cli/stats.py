@@ -7,8 +7,8 @@ one row per series: histograms become count, mean and sum per operation (their b
 to ``cat`` and scrapers), every other sample is shown as is. ``--format json`` gives
 ``{"metrics": [{"name", "labels", "value"}…]}``.
 
-``status`` and ``migrate`` print "not yet implemented" as the product's docs say (SPEC.md §2.2);
-``migrate``'s note names the tools to use meanwhile.
+``migrate`` prints "not yet implemented" as the product's docs say (SPEC.md §2.2) and names the
+tools to use meanwhile (``artifacts import`` among them). ``status`` is ``status.py``.
 """
 
 from __future__ import annotations
@@ -76,15 +76,10 @@ def cmd_stats(args) -> int:
     return 0
 
 
-def cmd_status(args) -> int:
-    args.out.result("status: not yet implemented (per-mount health is planned; see `artifacts stats "
-                    "<mountpoint>` for a mount's live counters)", data={"implemented": False})
-    return 0
-
-
 def cmd_migrate(args) -> int:
-    args.out.result("migrate: not yet implemented; copy data into a mounted workspace with rclone, "
-                    "`aws s3 cp` or cp -a", data={"implemented": False})
+    args.out.result("migrate: not yet implemented; copy data into a workspace with `artifacts import` "
+                    "(a local tree or an S3 prefix), or into a mount with rclone or cp -a",
+                    data={"implemented": False})
     return 0
 
 
@@ -92,7 +87,5 @@ def add_parser(sub) -> None:
     p = sub.add_parser("stats", help="a mount's live counters (from its .stats file)")
     p.add_argument("mountpoint", help="a mounted workspace (its .stats file is read)")
     p.set_defaults(func=cmd_stats)
-    p = sub.add_parser("status", help="per-mount health (not yet implemented)")
-    p.set_defaults(func=cmd_status)
     p = sub.add_parser("migrate", help="bulk import (not yet implemented)")
     p.set_defaults(func=cmd_migrate)

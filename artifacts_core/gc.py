@@ -13,17 +13,28 @@ them without ever deleting data that is about to be committed:
 3. an unreferenced object whose slice id lies in the reserved batch of a LIVE session is in
    flight (that session may commit it any moment) and is skipped; so is one younger than
    ``min_age`` (a safety margin for clocks and slow commits, one hour by default as JuiceFS).
+
+Step 2 reads every chunk list with ``SCAN``, which a session's Redis user may not run (it would
+show every workspace's key names). A client with a session passes ``references``: a callable
+asked *after* the listing, which gets the same answer elsewhere (``artifacts gc`` asks the
+orchestrator, ``GET …/references``). ``Volume.gc`` runs ``collect`` on the volume's loop.
+
+``check_objects`` is fsck's half: given every S3 slice the metadata refers to (id -> length), it
+lists the objects once and names the blocks that are missing (data that cannot be read) and the
+objects no slice refers to (what gc would remove).
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from artifacts_core.chunk.keys import CHUNKS_PREFIX, parse_block_key
+from artifacts_core.chunk.keys import CHUNKS_PREFIX, parse_block_key, slice_blocks
 from artifacts_core.meta.attrs import SLICE_S3, unpack_slices
 from artifacts_core.objects.base import list_all
+from artifacts_core.types import SliceId
 
 #: Objects younger than this are never called leaked: their commit may still be on its way.
 DEFAULT_MIN_AGE = 3600.0
@@ -43,6 +54,11 @@ class GcReport:
     leaked: list[str] = field(default_factory=list)
     leaked_bytes: int = 0
     deleted: int = 0
+
+
+#: What the metadata refers to: (every S3 slice id still referenced, the live sessions' reserved
+#: slice-id batches as (first, last)).
+References = tuple[set[int], list[tuple[int, int]]]
 
 
 def referenced_slices(meta) -> set[int]:
@@ -89,8 +105,10 @@ def live_batches(meta, now: float | None = None) -> list[tuple[int, int]]:
     return out
 
 
-async def collect(meta, store, *, delete: bool = False, min_age: float = DEFAULT_MIN_AGE) -> GcReport:
-    """Run on the volume's event loop (``vol._loop.run(collect(...))``); see the module note."""
+async def collect(meta, store, *, delete: bool = False, min_age: float = DEFAULT_MIN_AGE,
+                  references: Callable[[], References] | None = None) -> GcReport:
+    """Run on the volume's event loop (``Volume.gc``); see the module note. ``references`` is
+    asked after the listing (default: ``SCAN`` the metadata with ``meta``'s own client)."""
     report = GcReport()
     listed = []
     async for info in list_all(store, CHUNKS_PREFIX):  # 1. objects first
@@ -100,8 +118,10 @@ async def collect(meta, store, *, delete: bool = False, min_age: float = DEFAULT
         listed.append((block.slice_id, info))
         report.objects += 1
         report.bytes += info.size
-    referenced = referenced_slices(meta)  # 2. then the metadata
-    batches = live_batches(meta)
+    if references is None:  # 2. then the metadata
+        referenced, batches = referenced_slices(meta), live_batches(meta)
+    else:
+        referenced, batches = references()
     now = time.time()
     for sid, info in listed:
         if sid in referenced:
@@ -116,4 +136,37 @@ async def collect(meta, store, *, delete: bool = False, min_age: float = DEFAULT
             if delete:
                 await store.delete(info.key)
                 report.deleted += 1
+    return report
+
+
+@dataclass
+class ObjectCheck:
+    """fsck's view of the object store against the metadata's slices."""
+
+    slices: int = 0
+    blocks: int = 0
+    #: (slice id, block key) of each block the metadata needs and the store lacks.
+    missing: list[tuple[int, str]] = field(default_factory=list)
+    #: Block objects of no referenced slice (what gc removes once old enough).
+    unreferenced: int = 0
+    unreferenced_bytes: int = 0
+
+
+async def check_objects(store, slices: dict[int, int], block_size: int) -> ObjectCheck:
+    """Every block of every slice in ``slices`` (id -> length) present in ``store``? One listing."""
+    present: set[str] = set()
+    report = ObjectCheck(slices=len(slices))
+    async for info in list_all(store, CHUNKS_PREFIX):
+        block = parse_block_key(info.key)
+        if block is None:
+            continue
+        present.add(info.key)
+        if block.slice_id not in slices:
+            report.unreferenced += 1
+            report.unreferenced_bytes += info.size
+    for sid, length in sorted(slices.items()):
+        for block in slice_blocks(SliceId(sid), length, block_size):
+            report.blocks += 1
+            if block.key not in present:
+                report.missing.append((sid, block.key))
     return report

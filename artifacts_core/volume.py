@@ -24,12 +24,13 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import msgspec
 
 from artifacts_core import __version__
+from artifacts_core import gc as _gc
 from artifacts_core.aio import LoopThread
 from artifacts_core.chunk import cache_dirs
 from artifacts_core.chunk.disk_cache import DiskCache
@@ -325,6 +326,17 @@ class Volume(PathAPI):
             "read_only": self.read_only,
             "session": self.meta.sid,
         }).decode()
+
+    def gc(self, *, delete: bool = False, min_age: float = _gc.DEFAULT_MIN_AGE,
+           references: Callable[[], _gc.References] | None = None) -> _gc.GcReport:
+        """Find (and with ``delete``, remove) block objects no metadata refers to (``gc.py``).
+        ``references``: where the referenced slices come from when this client may not SCAN."""
+        return self._loop.run(_gc.collect(self.meta, self._store, delete=delete, min_age=min_age,
+                                         references=references))
+
+    def check_objects(self, slices: dict[int, int]) -> _gc.ObjectCheck:
+        """fsck: are all blocks of ``slices`` (id -> length) in the object store? (``gc.py``)"""
+        return self._loop.run(_gc.check_objects(self._store, slices, self.setting.block_size))
 
     def exec(self, argv, **options):
         """Run ``argv`` in a sandbox with this workspace at ``/workspace``; returns the

@@ -34,6 +34,20 @@ def mount_entry(mountpoint: str) -> dict[str, str] | None:
     return found
 
 
+def mounts_of_type(fstype: str = "fuse.artifacts") -> list[dict[str, str]]:
+    """Every ``/proc/self/mountinfo`` entry of ``fstype`` (Artifacts mounts by default), each as
+    ``mount_entry`` gives it, with its ``mountpoint``."""
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[sep + 1] == fstype:
+                found.append({"mountpoint": _unescape(fields[4]), "fstype": fstype,
+                              "source": _unescape(fields[sep + 2]), "options": fields[5], "id": fields[0]})
+    return found
+
+
 def is_mounted(mountpoint: str) -> bool:
     return mount_entry(os.path.abspath(mountpoint)) is not None
 

@@ -298,6 +298,27 @@ async def workspace_events_stream(request: web.Request) -> web.StreamResponse:
         client.close()
 
 
+@ROUTES.get(WS + "/references", "Every S3 slice the workspace's metadata refers to (gc, fsck)",
+            returns=dict[str, Any])
+async def workspace_references(request: web.Request) -> web.Response:
+    account = await authenticated(request)
+    return respond(await run(request, request.app[SERVICE].workspace_references, account, *_ref(request)))
+
+
+@ROUTES.get(WS + "/quota", "The workspace's capacity and inode limits and its usage", returns=m.Quota)
+async def get_quota(request: web.Request) -> web.Response:
+    account = await authenticated(request)
+    return respond(await run(request, request.app[SERVICE].get_quota, account, *_ref(request)))
+
+
+@ROUTES.put(WS + "/quota", "Change the workspace's capacity and inode limits (0: unlimited)",
+            body=m.SetQuotaRequest, returns=m.Quota)
+async def set_quota(request: web.Request) -> web.Response:
+    account = await authenticated(request)
+    req = await decode_body(request)
+    return respond(await run(request, request.app[SERVICE].set_quota, account, *_ref(request), req))
+
+
 @ROUTES.post(WS + "/format-completed", "Activate a formatted workspace (phase 3 of create)",
              returns=m.WorkspaceView, idempotent=True)
 async def format_completed(request: web.Request) -> web.Response:

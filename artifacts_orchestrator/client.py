@@ -116,6 +116,20 @@ class _Workspaces:
         suffix = "/events" + ("?" + urlencode(query) if query else "")
         return self._c._send(_Call("GET", _ws_path(ref, suffix), None, dict))
 
+    def references(self, ref: str) -> dict:
+        """Every S3 slice the workspace's metadata refers to, its pending deletes and the live
+        sessions' reserved slice ids (what ``artifacts gc`` and ``fsck`` compare objects with)."""
+        return self._c._send(_Call("GET", _ws_path(ref, "/references"), None, dict))
+
+    def quota(self, ref: str) -> m.Quota:
+        """The workspace's capacity and inode limits (0: unlimited) and what it uses."""
+        return self._c._send(_Call("GET", _ws_path(ref, "/quota"), None, m.Quota))
+
+    def set_quota(self, ref: str, *, capacity: int | None = None, inodes: int | None = None) -> m.Quota:
+        """Change the limits given (0 removes one; one left out keeps its value)."""
+        body = {k: v for k, v in (("capacity", capacity), ("inodes", inodes)) if v is not None}
+        return self._c._send(_Call("PUT", _ws_path(ref, "/quota"), body, m.Quota))
+
     def delete(self, ref: str) -> m.WorkspaceView:
         """Starts the delete flow (202); poll ``get`` until ``status == "deleted"``."""
         return self._c._send(_Call("DELETE", _ws_path(ref), None, m.WorkspaceView))

@@ -282,6 +282,23 @@ class WorkspaceList(msgspec.Struct, frozen=True, kw_only=True):
     workspaces: list[WorkspaceView]
 
 
+class Quota(msgspec.Struct, frozen=True, kw_only=True):
+    """A workspace's limits and what it uses (``artifacts quota show``); 0 means unlimited."""
+
+    workspace: str  # artifacts://handle/name
+    capacity: int  # bytes
+    inodes: int
+    used_bytes: int
+    used_inodes: int
+
+
+class SetQuotaRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """New limits; a field left out keeps its value, 0 removes the limit."""
+
+    capacity: int | None = None
+    inodes: int | None = None
+
+
 class SessionList(msgspec.Struct, frozen=True, kw_only=True):
     sessions: list[SessionView]
 

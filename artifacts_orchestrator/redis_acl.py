@@ -460,6 +460,24 @@ class RedisAdmin:
         values = self._owner(prefix).mget([prefix + c for c in COUNTERS])
         return {c: int(v) if v is not None else 0 for c, v in zip(COUNTERS, values, strict=True)}
 
+    def references(self, prefix: str) -> dict:
+        """What the workspace's metadata refers to in S3, for gc and fsck (``references.py``):
+        it takes SCAN, which sessions may not run."""
+        from artifacts_orchestrator.references import references
+
+        return references(self._owner(prefix), prefix)
+
+    def quota(self, prefix: str, *, capacity: int | None = None, inodes: int | None = None,
+              change: bool = False) -> dict:
+        """The workspace's limits and usage; with ``change``, set the given limits first
+        (``quota.py``: only the orchestrator may write the setting)."""
+        from artifacts_orchestrator import quota
+
+        node = self._owner(prefix)
+        if change:
+            return quota.change(node, prefix, capacity=capacity, inodes=inodes)
+        return quota.read(node, prefix)
+
     def count_keys(self, prefix: str) -> int:
         node = self._owner(prefix)
         return sum(1 for _ in node.scan_iter(match=Keys(prefix).pattern, count=SWEEP_BATCH))

@@ -115,11 +115,11 @@ class Routes:
     def post(self, path: str, summary: str, **kw: Any) -> Callable[[Handler], Handler]:
         return self.route("POST", path, summary, **kw)
 
-    def delete(self, path: str, summary: str, **kw: Any) -> Callable[[Handler], Handler]:
-        return self.route("DELETE", path, summary, **kw)
-
     def put(self, path: str, summary: str, **kw: Any) -> Callable[[Handler], Handler]:
         return self.route("PUT", path, summary, **kw)
+
+    def delete(self, path: str, summary: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self.route("DELETE", path, summary, **kw)
 
     def patch(self, path: str, summary: str, **kw: Any) -> Callable[[Handler], Handler]:
         return self.route("PATCH", path, summary, **kw)

@@ -332,6 +332,24 @@ class Service:
             out.update(reads_cursor=page.reads_next, reads_missed=page.reads_missed)
         return out
 
+    def workspace_references(self, account: m.Account, handle: str, name: str) -> dict:
+        """Every S3 slice the workspace's metadata refers to (``artifacts gc`` / ``fsck``)."""
+        ws = self.resolve(account, handle, name)
+        return {"workspace": self.view(ws).identifier, **self.redis.references(ws.key_prefix)}
+
+    def get_quota(self, account: m.Account, handle: str, name: str) -> m.Quota:
+        """The workspace's capacity and inode limits and what it uses (``artifacts quota show``)."""
+        ws = self.resolve(account, handle, name)
+        return m.Quota(workspace=self.view(ws).identifier, **self.redis.quota(ws.key_prefix))
+
+    def set_quota(self, account: m.Account, handle: str, name: str, req: m.SetQuotaRequest) -> m.Quota:
+        """Change the limits given (``artifacts quota set``); the workspace must be active."""
+        ws = self.resolve(account, handle, name)
+        if ws.status != "active":
+            raise WorkspaceNotActive(f"{handle}/{name} is {ws.status}; limits are set on an active workspace")
+        return m.Quota(workspace=self.view(ws).identifier,
+                       **self.redis.quota(ws.key_prefix, capacity=req.capacity, inodes=req.inodes, change=True))
+
     def delete_workspace(self, account: m.Account, handle: str, name: str) -> tuple[m.WorkspaceView, bool]:
         """Step 1 (row lock, ``deleting``). Returns the view and whether the rest must run."""
         ws = self.resolve(account, handle, name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import stat
 import subprocess
 import sys
@@ -119,10 +120,15 @@ def test_login_refuses_manual_code_and_non_keys(env):
     assert "not an API key" in p.stderr and "not-a-key" not in p.stderr
 
 
-def test_delete_needs_yes_and_status_migrate_are_stubs(env):
+def test_delete_needs_yes_status_without_a_login_and_migrate_is_a_stub(env):
     e = {**env, "TONBO_API_KEY": "tbo_" + "a" * 32}
     assert "--yes" in run(e, "workspace", "delete", "x", code=2).stderr
-    assert "not yet implemented" in run(env, "status").stdout
+    assert "Orchestrator: no login: not logged in" in run(env, "status").stdout
+    report = json.loads(run(env, "--format", "json", "status").stdout)
+    assert report["mounts"] == [] and report["local_stack"] == {} and report["healthy"]
+    unreachable = {**e, "ARTIFACTS_ORCHESTRATOR_URL": "http://127.0.0.1:9"}  # discard port: nothing listens
+    p = run(unreachable, "status", code=6)
+    assert p.stdout.startswith("Orchestrator: unreachable")
     assert json.loads(run(env, "--format", "json", "migrate").stdout) == {"implemented": False}
     p = run(env, "unmount", str(env["HOME"]), code=8)
     assert "is not mounted" in p.stderr
@@ -233,3 +239,45 @@ def test_up_without_the_local_extra_names_the_pip_command(tmp_path):
         assert not stack.exists() or not json.loads(stack.read_text()).get("redis")  # nothing was started
     finally:
         subprocess.run([*cmd, "down"], env=env, capture_output=True, timeout=120)
+
+
+def _bash_complete(env, line: str) -> list[str]:
+    """What bash offers for ``line`` (the last word is completed; a trailing space: a new word)."""
+    script = run(env, "completion", "bash").stdout
+    new_word = 'COMP_WORDS+=("")' if line.endswith(" ") else ""
+    prog = (f"{script}\nread -ra COMP_WORDS <<< {shlex.quote(line)}\n{new_word}\n"
+            "COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _artifacts; printf '%s\\n' \"${COMPREPLY[@]}\"")
+    p = subprocess.run(["bash", "-c", prog], env=env, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.split()
+
+
+def test_shell_completion_from_the_parser_in_bash_zsh_and_fish(env, tmp_path):
+    assert _bash_complete(env, "artifacts wo") == ["workspace"]
+    assert _bash_complete(env, "artifacts workspace cr") == ["create"]
+    assert _bash_complete(env, "artifacts fs ") == ["ls", "cat", "stat", "mkdir", "rm", "cp", "put", "get"]
+    assert _bash_complete(env, "artifacts fs cp --r") == ["--recursive"]
+    assert _bash_complete(env, "artifacts --format json fs cp --r") == ["--recursive"]  # flag values skipped
+    assert _bash_complete(env, "artifacts workspace create x --backend ") == ["managed", "byo"]
+    assert "--capacity" in _bash_complete(env, "artifacts quota set demo --")
+    (tmp_path / "somefile.txt").write_text("x")
+    assert _bash_complete(env, f"artifacts fs put {tmp_path}/some") == [f"{tmp_path}/somefile.txt"]
+
+    fish = tmp_path / "artifacts.fish"
+    fish.write_text(run(env, "completion", "fish").stdout)
+    p = subprocess.run(["fish", "--no-config", "-c", f"source {fish}; complete -C'artifacts workspace cr'; "
+                        "complete -C'artifacts fs cp --rec'; complete -C'artifacts --format '"],
+                       env=env, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    offered = [line.split("\t")[0] for line in p.stdout.splitlines()]
+    assert offered == ["create", "--recursive", "json", "text"], p.stdout
+
+    zsh = tmp_path / "_artifacts"
+    zsh.write_text(run(env, "completion", "zsh").stdout)
+    p = subprocess.run(["zsh", "-f", "-c", f"source {zsh}; print -r -- ${{_comps[artifacts]}}; setopt ksharrays; "
+                        "COMP_WORDS=(artifacts workspace cr); COMP_CWORD=2; _artifacts; print -r -- ${COMPREPLY[*]}"],
+                       env=env, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    registered, offered_zsh = p.stdout.splitlines()
+    assert "_artifacts" in registered and "create" in offered_zsh.split()
+    run(env, "completion", "tcsh", code=2)

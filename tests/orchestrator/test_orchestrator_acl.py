@@ -171,6 +171,13 @@ def test_rw_user_is_confined_to_its_workspace_and_to_functions(acl_redis, admin)
             with pytest.raises(rex.ResponseError) as e:
                 r.execute_command(*cmd)
             assert "NOPERM" in str(e.value) or "no permissions" in str(e.value), cmd
+        # nor may it change its own workspace's limits (quota): the setting key is not writable,
+        # and declaring its session key instead is refused by the function itself
+        setting = r.get(a + "setting")
+        with pytest.raises(rex.ResponseError, match=r"NOPERM|no permissions"):
+            r.execute_command("FCALL", "af_set_limits", 1, a + "setting", setting, setting, "0", "0")
+        with pytest.raises(rex.ResponseError, match="EPERM"):
+            r.execute_command("FCALL", "af_set_limits", 1, f"{a}sess{eng.sid}", setting, setting, "0", "0")
         assert admin_b.statfs()  # B untouched and still readable by its admin
     finally:
         eng.close()

@@ -57,3 +57,27 @@ redis.register_function('af_journal_reads', function(keys, args)
   redis.call('HSET', k_named(p, 'limits'), 'journal_reads', args[1])
   return 1
 end)
+
+-- af_set_limits: change the volume's capacity and inode limit (`artifacts quota set`).
+-- KEYS: setting. ARGV: the setting JSON as read, the new setting JSON (the same but for its
+-- capacity and inodes, encoded by the caller: Lua's cjson would round large integers), capacity
+-- bytes, inode limit (each a non-negative decimal integer; 0 = unlimited).
+-- Returns 1. Errors: EPERM when KEYS[1] is not the setting key (only a caller that may write the
+-- setting -- the orchestrator's admin user -- changes limits; sessions may not); ENOENT when no
+-- volume is formatted here; EAGAIN when the setting changed since the caller read it; EINVAL for
+-- a limit that is not a non-negative integer. A limit below what is used is allowed: nothing is
+-- removed, growth is refused (ENOSPC, check_quota) until usage falls below it.
+-- All checks before the first write.
+redis.register_function('af_set_limits', function(keys, args)
+  local p = prefix_of(keys)
+  if keys[1] ~= k_named(p, 'setting') then return fail('EPERM', 'limits are changed through the setting key') end
+  local current = redis.call('GET', k_named(p, 'setting'))
+  if not current then return fail('ENOENT', 'no volume is formatted under this prefix') end
+  if current ~= args[1] then return fail('EAGAIN', 'the volume setting changed meanwhile; read it again') end
+  if not string.match(args[3] or '', '^%d+$') or not string.match(args[4] or '', '^%d+$') then
+    return fail('EINVAL', 'limits must be non-negative integers')
+  end
+  redis.call('SET', k_named(p, 'setting'), args[2])
+  redis.call('HSET', k_named(p, 'limits'), 'capacity', args[3], 'inodes', args[4])
+  return 1
+end)

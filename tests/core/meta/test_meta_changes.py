@@ -24,6 +24,7 @@ from artifacts_core.types import ROOT_INO, TRASH_INO
 #: Mutating functions that announce nothing, and why.
 EXCLUDED = {
     "af_format": "creates the volume: no client can have cached any of it",
+    "af_set_limits": "the capacity and inode limits: every check and statfs reads them in Redis",
     "af_reserve_slices": "slice-id bookkeeping: nothing a client caches",
     "af_bgjob_elect": "background-job election bookkeeping",
     "af_reclaim_files": "releases the data of inodes no name refers to any more",

@@ -278,6 +278,15 @@ export interface PublicKeyList {
   keys: PublicKey[];
 }
 
+/** A workspace's limits and what it uses (``artifacts quota show``); 0 means unlimited. */
+export interface Quota {
+  workspace: string;
+  capacity: number;
+  inodes: number;
+  used_bytes: number;
+  used_inodes: number;
+}
+
 export interface RenewSessionRequest {
   /** @default null */
   ttl_seconds?: number | null;
@@ -359,6 +368,14 @@ export interface SessionView {
   grant_id: string;
   /** @default "" */
   ticket_id: string;
+}
+
+/** New limits; a field left out keeps its value, 0 removes the limit. */
+export interface SetQuotaRequest {
+  /** @default null */
+  capacity?: number | null;
+  /** @default null */
+  inodes?: number | null;
 }
 
 export interface SignInLink {
@@ -521,6 +538,9 @@ export const operations = {
   inspectWorkspace: { method: 'GET', path: '/workspaces/{handle}/{name}/inspect', success: [200], auth: 'api_key', idempotent: true },
   workspaceEvents: { method: 'GET', path: '/workspaces/{handle}/{name}/events', success: [200], auth: 'api_key', idempotent: true },
   workspaceEventsStream: { method: 'GET', path: '/workspaces/{handle}/{name}/events/stream', success: [200], auth: 'api_key', idempotent: true },
+  workspaceReferences: { method: 'GET', path: '/workspaces/{handle}/{name}/references', success: [200], auth: 'api_key', idempotent: true },
+  getQuota: { method: 'GET', path: '/workspaces/{handle}/{name}/quota', success: [200], auth: 'api_key', idempotent: true },
+  setQuota: { method: 'PUT', path: '/workspaces/{handle}/{name}/quota', success: [200], auth: 'api_key', idempotent: true },
   formatCompleted: { method: 'POST', path: '/workspaces/{handle}/{name}/format-completed', success: [200], auth: 'api_key', idempotent: true },
   createSession: { method: 'POST', path: '/workspaces/{handle}/{name}/sessions', success: [201], auth: 'api_key', idempotent: false },
   listSessions: { method: 'GET', path: '/workspaces/{handle}/{name}/sessions', success: [200], auth: 'api_key', idempotent: true },
@@ -676,6 +696,27 @@ export interface Operations {
     query: { since?: string; path?: string; actor?: string; reads?: string; reads_since?: number };
     body: undefined;
     response: undefined;
+  };
+  /** Every S3 slice the workspace's metadata refers to (gc, fsck) */
+  workspaceReferences: {
+    path: { handle: string; name: string };
+    query: Record<string, never>;
+    body: undefined;
+    response: Record<string, unknown>;
+  };
+  /** The workspace's capacity and inode limits and its usage */
+  getQuota: {
+    path: { handle: string; name: string };
+    query: Record<string, never>;
+    body: undefined;
+    response: Quota;
+  };
+  /** Change the workspace's capacity and inode limits (0: unlimited) */
+  setQuota: {
+    path: { handle: string; name: string };
+    query: Record<string, never>;
+    body: SetQuotaRequest;
+    response: Quota;
   };
   /** Activate a formatted workspace (phase 3 of create) */
   formatCompleted: {
