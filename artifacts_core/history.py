@@ -315,6 +315,7 @@ class Checkpoints:
     def restore(self, name: str, *, safety: str | None = None) -> dict[str, Any]:
         """Make the workspace what checkpoint ``name`` was, atomically, after a safety checkpoint."""
         self._writable()
+        self.get(name)  # the error with its hint; af_ck_restore checks again, atomically
         self.vfs.inodes.flush_dirty()
         safety = safety or f"before-restore-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{time.time_ns() % 1000000:06d}"
         made, restored, removed = self.meta.checkpoint_restore(name, safety, origin=self.origin,

@@ -49,7 +49,7 @@ from artifacts_core.trash import Trash
 from artifacts_core.vfs import cachectl
 from artifacts_core.vfs.background import Background, TickJob
 from artifacts_core.vfs.core import VFS
-from artifacts_core.vfs.maintenance import Maintenance
+from artifacts_core.vfs.maintenance import CHECKPOINT_INTERVAL, Maintenance
 from artifacts_core.vfs.pathapi import PathAPI
 
 log = logging.getLogger("artifacts")
@@ -248,7 +248,8 @@ class Volume(PathAPI):
                 jobs += [("sessions", config.heartbeat, meta.cleanup_stale_sessions),
                          ("reclaim", 10.0, self.maintenance.reclaim),
                          ("inline", 30.0, self.maintenance.migrate_inline),
-                         ("trash", 300.0, self.maintenance.expire_trash)]
+                         ("trash", 300.0, self.maintenance.expire_trash),
+                         ("checkpoints", CHECKPOINT_INTERVAL, self.maintenance.expire_checkpoints)]
                 if not meta.session_assigned:  # a session user may not trim: the orchestrator does
                     jobs.append(("journal", JOURNAL_TRIM_INTERVAL, self.maintenance.trim_journal))
             self._background = Background(tick_jobs=jobs, metrics=self.metrics)

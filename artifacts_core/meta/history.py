@@ -89,6 +89,10 @@ class HistoryOps(EngineState):
             if int(self.client.call("af_ck_delete", name, str(batch), str(float(grace)))) == 0:
                 return calls
 
+    def checkpoints_due(self, *, now_offset: float = 0.0) -> list[str]:
+        """Names of the checkpoints whose retention passed, or left half-deleted (``af_ck_due``)."""
+        return [n.decode() for n in self.client.call("af_ck_due", str(float(now_offset)), ro=True)]
+
     def checkpoint_changed(self, from_epoch: int, to_epoch: int = 0) -> list[str]:
         """Key suffixes changed between two checkpoints (``to_epoch`` 0: now)."""
         return [k.decode() for k in self.client.call("af_ck_changed", str(from_epoch), str(to_epoch), ro=True)]

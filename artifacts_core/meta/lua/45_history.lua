@@ -105,6 +105,30 @@ redis.register_function{
   flags = { 'no-writes' },
 }
 
+-- af_ck_due: the checkpoints the expiry job deletes: those whose retention has passed
+-- (`keep` > 0 and created + keep <= the server clock + offset), and those a stopped client left
+-- half-deleted (state 'deleting').
+-- KEYS: setting. ARGV: offset (seconds added to the server clock: tests). Returns {name, ...},
+-- oldest first. Errors: none. Read-only.
+redis.register_function{
+  function_name = 'af_ck_due',
+  callback = function(keys, args)
+    local p = prefix_of(keys)
+    local sec, ns_ = now()
+    local t = sec + ns_ / 1e9 + (tonumber(args[1]) or 0)
+    local out = {}
+    for _, name in ipairs(redis.call('ZRANGE', k_named(p, 'hepochs'), 0, -1)) do
+      local rec = HIST.record(p, name)
+      local keep = rec and tonumber(rec.keep) or 0
+      if rec and (rec.state == 'deleting' or (keep > 0 and rec.created + keep <= t)) then
+        out[#out + 1] = name
+      end
+    end
+    return out
+  end,
+  flags = { 'no-writes' },
+}
+
 -- af_ck_read: read keys as checkpoint `epoch` saw them (epoch 0: now), in one consistent call.
 -- KEYS: setting. ARGV: epoch, op, operands:
 --   'attr' ino...          -> {attr or false, ...}
