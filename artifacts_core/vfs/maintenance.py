@@ -34,6 +34,10 @@ COMPACT_PER_TICK = 4
 COMPACT_QUEUE_MAX = 1024
 #: Checkpoint retention is given in minutes to weeks: checking once a minute is plenty.
 CHECKPOINT_INTERVAL = 60.0
+#: What checkpoints pin is measured every 5 minutes: the measure reads every preserved chunk
+#: list, and capacity is a slow-moving limit (a workspace near it gets ENOSPC minutes late at
+#: worst, never data loss).
+HISTORY_ACCOUNT_INTERVAL = 300.0
 
 
 class Maintenance:
@@ -129,7 +133,16 @@ class Maintenance:
                 continue  # deleted meanwhile by someone else
             done.append(name)
             log.info("checkpoint %s expired and was deleted", name)
+        if done:
+            self.meta.account_history()
         return done
+
+    def account_history(self, *, interval: float | None = HISTORY_ACCOUNT_INTERVAL) -> int | None:
+        """Measure the bytes only checkpoints keep and charge them to capacity (``hpinned``).
+        Elected like the other jobs; returns the bytes, or None when another client runs it."""
+        if interval is not None and not self.meta.claim_job("history_space", interval):
+            return None
+        return self.meta.account_history()
 
     def check_memory(self) -> None:
         self.meta.refresh_inline_pressure()

@@ -76,6 +76,9 @@ def test_checkpoint_commands_end_to_end(stack):
     changes = {(c["kind"], c["path"]) for c in _json(env, "checkpoint", "diff", "hist", "second")}
     assert changes == {("modified", "/src/app.py"), ("removed", "/notes.md"), ("added", "/added.txt")}
 
+    # stats: the mount's counters show the workspace's checkpoints
+    stats = run(env, "stats", mp).stdout
+    assert "checkpoints_count" in stats and "checkpoints_pinned_bytes" in stats
     # the mount browses what the CLI took
     assert _read(os.path.join(mp, ".checkpoints", "before", "src", "app.py")) == "v = 1\n"
 

@@ -371,8 +371,13 @@ end
 local function check_quota(p, dspace, dinodes)
   local lim = limits(p)
   if dspace > 0 and lim.capacity > 0 then
-    local used = tonumber(redis.call('GET', k_named(p, 'usedspace')) or '0')
-    if used + dspace > lim.capacity then return fail('ENOSPC', 'volume capacity reached') end
+    -- `hpinned`: bytes only checkpoints still keep (docs/history.md "Capacity"), charged too
+    local v = redis.call('MGET', k_named(p, 'usedspace'), k_named(p, 'hpinned'))
+    local used = (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0)
+    if used + dspace > lim.capacity then
+      return fail('ENOSPC', 'volume capacity reached' .. ((tonumber(v[2]) or 0) > 0 and
+        ' (checkpoints keep ' .. istr(tonumber(v[2])) .. ' bytes: delete old ones to free them)' or ''))
+    end
   end
   if dinodes > 0 and lim.inodes > 0 then
     local total = tonumber(redis.call('GET', k_named(p, 'totalinodes')) or '0')

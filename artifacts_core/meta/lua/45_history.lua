@@ -129,6 +129,17 @@ redis.register_function{
   flags = { 'no-writes' },
 }
 
+-- af_ck_pinned: record the bytes only checkpoints still keep (`hpinned`), as the accounting job
+-- measured them (meta/history.py); the quota check and statfs add them to `usedspace`.
+-- KEYS: setting (or the caller's session key). ARGV: bytes. Returns 1. Errors: EINVAL.
+redis.register_function('af_ck_pinned', function(keys, args)
+  local p = prefix_of(keys)
+  local n = tonumber(args[1])
+  if not n or n < 0 then return fail('EINVAL', 'pinned bytes must be a number >= 0') end
+  if n == 0 then redis.call('DEL', k_named(p, 'hpinned')) else redis.call('SET', k_named(p, 'hpinned'), istr(n)) end
+  return 1
+end)
+
 -- af_ck_read: read keys as checkpoint `epoch` saw them (epoch 0: now), in one consistent call.
 -- KEYS: setting. ARGV: epoch, op, operands:
 --   'attr' ino...          -> {attr or false, ...}
