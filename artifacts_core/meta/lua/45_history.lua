@@ -48,21 +48,23 @@ function HIST.set_current(p)
     return
   end
   local rec = HIST.record(p, top[1])
-  redis.call('SET', k_named(p, 'hcur'), istr(rec.epoch) .. ':' .. istr(rec.maxino))
-  HIST.ep, HIST.max, HIST.seen = istr(rec.epoch), rec.maxino, {}
+  redis.call('SET', k_named(p, 'hcur'), istr(rec.epoch) .. ':' .. istr(rec.maxino) .. ':' .. (rec.stamp or ''))
+  HIST.ep, HIST.max, HIST.stamp, HIST.seen = istr(rec.epoch), rec.maxino, rec.stamp or '', {}
 end
 
 -- Writes: a new checkpoint record, the current epoch from now on. O(1).
 function HIST.take(p, name, origin, keep, kind)
   local e = redis.call('INCR', k_named(p, 'hnext'))
-  local sec, ns_ = now()
+  local sec, ns_, clock = now()
+  -- `stamp` (server time in µs) tells this checkpoint from one of the same epoch in an earlier
+  -- incarnation of the workspace's keys (deleted, then formatted again): HIST.known is keyed by it
   local rec = { name = name, epoch = e, created = sec + ns_ / 1e9,
     maxino = tonumber(redis.call('GET', k_named(p, 'nextinode')) or '0'),
-    origin = origin, keep = tonumber(keep) or 0, kind = kind, state = 'live' }
+    origin = origin, keep = tonumber(keep) or 0, kind = kind, state = 'live', stamp = clock[1] .. clock[2] }
   HIST.save(p, rec)
   redis.call('ZADD', k_named(p, 'hepochs'), e, name)
-  redis.call('SET', k_named(p, 'hcur'), istr(e) .. ':' .. istr(rec.maxino))
-  HIST.ep, HIST.max, HIST.seen = istr(e), rec.maxino, {}
+  redis.call('SET', k_named(p, 'hcur'), istr(e) .. ':' .. istr(rec.maxino) .. ':' .. rec.stamp)
+  HIST.ep, HIST.max, HIST.stamp, HIST.seen = istr(e), rec.maxino, rec.stamp, {}
   return rec
 end
 
