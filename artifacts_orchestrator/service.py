@@ -145,8 +145,7 @@ class Service:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._deleting: set[int] = set()
         self._lock = threading.Lock()
-        #: Checkpoint calls on a workspace's metadata (never its data): history.py.
-        self.history = WorkspaceHistory(redis.admin_url)
+        self._history: WorkspaceHistory | None = None
         #: Extensions (the platform layer, platform_service.py): called with a workspace whose
         #: delete was accepted, and with ``now`` on every reaper pass (returning counts).
         self.delete_hooks: list[Callable[[m.Workspace], None]] = []
@@ -352,6 +351,14 @@ class Service:
             raise WorkspaceNotActive(f"{handle}/{name} is {ws.status}; limits are set on an active workspace")
         return m.Quota(workspace=self.view(ws).identifier,
                        **self.redis.quota(ws.key_prefix, capacity=req.capacity, inodes=req.inodes, change=True))
+
+    @property
+    def history(self) -> WorkspaceHistory:
+        """Checkpoint calls on a workspace's metadata, never its data (history.py); made on first
+        use (the ``create-account`` command builds a service without Redis)."""
+        if self._history is None:
+            self._history = WorkspaceHistory(self.redis.admin_url)
+        return self._history
 
     def checkpoints(self, account: m.Account, handle: str, name: str, op: str, *args: Any) -> Any:
         """A history call (``history.WorkspaceHistory``: list, create, show, diff, restore, delete)
