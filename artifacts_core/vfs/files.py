@@ -326,9 +326,9 @@ class FileOps:
                     raise IsADirectory("cannot read a directory as a file")
                 if offset < 0 or size < 0:
                     raise InvalidArgument("negative offset or size")
-                data = h.internal.read(offset, size)
-                self.metrics.inc("read_bytes", len(data))
-                return data
+                got = h.internal.read(offset, size)
+                self.metrics.inc("read_bytes", len(got))
+                return got
         with self._op("read", h.ino, offset, size, caller=h.caller):
             if not h.readable:
                 raise error_for("EBADF", "file not open for reading")
