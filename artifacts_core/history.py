@@ -87,9 +87,10 @@ def _type_name(mode: int) -> str:
 
 
 class CheckpointView:
-    """A read-only tree: one checkpoint (``epoch`` > 0) or the live workspace (0)."""
+    """A read-only tree: one checkpoint (``epoch`` > 0) or the live workspace (0). Without a
+    ``vfs`` (the orchestrator: metadata only) names and attributes read, file contents do not."""
 
-    def __init__(self, reader: CheckpointReader, vfs: VFS, name: str = "") -> None:
+    def __init__(self, reader: CheckpointReader, vfs: VFS | None, name: str = "") -> None:
         self.reader = reader
         self.vfs = vfs
         self.name = name
@@ -178,6 +179,9 @@ class CheckpointView:
         return os.fsdecode(self.reader.readlink(ino) or b"")
 
     def read_ino(self, ino: Ino, attr: Attr, offset: int = 0, size: int | None = None) -> bytes:
+        if self.vfs is None:
+            raise InvalidArgument("file contents are read on the data path, not here",
+                                  hint="read them through a volume, a mount or the CLI")
         end = attr.length if size is None else min(attr.length, offset + size)
         out = bytearray()
         pos = offset
@@ -253,21 +257,23 @@ Changes = list[Change]
 
 
 class Checkpoints:
-    """``vol.checkpoints``: create, list, show, delete, restore, diff, view."""
+    """``vol.checkpoints``: create, list, show, delete, restore, diff, view. ``vfs`` None: the
+    orchestrator's metadata-only use (no client caches to flush or drop, no file contents)."""
 
-    def __init__(self, meta: RedisMetaEngine, vfs: VFS, *, origin: dict[str, Any]) -> None:
+    def __init__(self, meta: RedisMetaEngine, vfs: VFS | None, *, origin: dict[str, Any]) -> None:
         self.meta = meta
         self.vfs = vfs
         self.origin = origin
 
     def _writable(self) -> None:
-        if self.vfs.read_only:
+        if self.vfs is not None and self.vfs.read_only:
             raise ReadOnly("this session is read-only: it may list and read checkpoints, not change them")
 
     def create(self, name: str | None = None, *, keep: str | float | None = None) -> Checkpoint:
         """Take a checkpoint (this client's unflushed writes are committed first)."""
         self._writable()
-        self.vfs.inodes.flush_dirty()
+        if self.vfs is not None:
+            self.vfs.inodes.flush_dirty()
         name = name or time.strftime("ckpt-%Y%m%d-%H%M%S", time.gmtime()) + f"-{time.time_ns() % 1000000:06d}"
         return self.meta.checkpoint_create(name, origin=self.origin, keep=parse_duration(keep))
 
@@ -315,17 +321,24 @@ class Checkpoints:
     def restore(self, name: str, *, safety: str | None = None) -> dict[str, Any]:
         """Make the workspace what checkpoint ``name`` was, atomically, after a safety checkpoint."""
         self._writable()
-        self.vfs.inodes.flush_dirty()
+        self.get(name)  # the error with its hint; af_ck_restore checks again, atomically
+        if self.vfs is not None:
+            self.vfs.inodes.flush_dirty()
         safety = safety or f"before-restore-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{time.time_ns() % 1000000:06d}"
         made, restored, removed = self.meta.checkpoint_restore(name, safety, origin=self.origin,
                                                                grace=self.meta.slice_grace)
-        self.vfs.resolver.forget_all()
-        for st in self.vfs.inodes.all():
+        if self.vfs is not None:
+            self._forget_cached(self.vfs)
+        return {"restored": name, "safety": made.name, "keys": restored, "removed_inodes": removed}
+
+    def _forget_cached(self, vfs: VFS) -> None:
+        """This client's cached names and attributes go: the restore changed them wholesale."""
+        vfs.resolver.forget_all()
+        for st in vfs.inodes.all():
             a = self.meta.client.command("GET", self.meta.keys.inode(st.ino))
             if a:
                 from artifacts_core.meta.attrs import unpack_attr
-                self.vfs.inodes.adopt(st.ino, unpack_attr(a))
-        return {"restored": name, "safety": made.name, "keys": restored, "removed_inodes": removed}
+                vfs.inodes.adopt(st.ino, unpack_attr(a))
 
     def view(self, name: str | None) -> CheckpointView:
         """A read-only tree of checkpoint ``name`` (None: the live workspace)."""

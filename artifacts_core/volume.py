@@ -49,7 +49,7 @@ from artifacts_core.trash import Trash
 from artifacts_core.vfs import cachectl
 from artifacts_core.vfs.background import Background, TickJob
 from artifacts_core.vfs.core import VFS
-from artifacts_core.vfs.maintenance import Maintenance
+from artifacts_core.vfs.maintenance import CHECKPOINT_INTERVAL, HISTORY_ACCOUNT_INTERVAL, Maintenance
 from artifacts_core.vfs.pathapi import PathAPI
 
 log = logging.getLogger("artifacts")
@@ -225,6 +225,7 @@ class Volume(PathAPI):
                                                       "full": meta.client.full})
             self.metrics.add_source("volume", lambda: {"inline_bytes": meta.inline_bytes()})
             self.metrics.add_source("changes", self.vfs.changes.stats)
+            self.metrics.add_source("checkpoints", meta.history_stats)
             PathAPI.__init__(self, self.vfs)
             self._closed = False
             self._check_storage()
@@ -248,7 +249,9 @@ class Volume(PathAPI):
                 jobs += [("sessions", config.heartbeat, meta.cleanup_stale_sessions),
                          ("reclaim", 10.0, self.maintenance.reclaim),
                          ("inline", 30.0, self.maintenance.migrate_inline),
-                         ("trash", 300.0, self.maintenance.expire_trash)]
+                         ("trash", 300.0, self.maintenance.expire_trash),
+                         ("checkpoints", CHECKPOINT_INTERVAL, self.maintenance.expire_checkpoints),
+                         ("history_space", HISTORY_ACCOUNT_INTERVAL, self.maintenance.account_history)]
                 if not meta.session_assigned:  # a session user may not trim: the orchestrator does
                     jobs.append(("journal", JOURNAL_TRIM_INTERVAL, self.maintenance.trim_journal))
             self._background = Background(tick_jobs=jobs, metrics=self.metrics)

@@ -5,11 +5,11 @@ Moving parts:
   ``errors.py`` (unknown routes and methods included); an unexpected exception is logged with its
   traceback and answered 500 ``internal`` without details;
 - routes are declared once, beside their handlers (``ROUTES``, routing.py): method, path, body
-  and result types, auth, idempotency; ``make_app`` registers this table, the platform's
-  (``platform_routes.py``, when given a ``PlatformService``), the agents' and the console's
-  (``agent_routes.py``, ``console.py``, when given an ``AgentService``; docs/agents.md) and
-  openapi.py's, which serves the OpenAPI description generated from all of them at
-  ``GET /openapi.json``;
+  and result types, auth, idempotency; ``make_app`` registers this table, the history routes
+  (``history_routes.py``), the platform's (``platform_routes.py``, when given a
+  ``PlatformService``), the agents' and the console's (``agent_routes.py``, ``console.py``, when
+  given an ``AgentService``; docs/agents.md) and openapi.py's, which serves the OpenAPI
+  description generated from all of them at ``GET /openapi.json``;
 - handlers are a few lines: authenticate, decode the body into the declared msgspec request type
   (a bad body is 422 ``invalid_request``), call one ``Service`` method on the worker pool (SQLite,
   redis-py and botocore block), encode the result -- with the helpers of ``handlers.py``;
@@ -40,7 +40,7 @@ from aiohttp import web
 
 from artifacts_core.errors import ArtifactsError
 from artifacts_core.meta.journal import Waker
-from artifacts_orchestrator import agent_routes, console, openapi, platform_routes
+from artifacts_orchestrator import agent_routes, console, history_routes, openapi, platform_routes
 from artifacts_orchestrator import models as m
 from artifacts_orchestrator.agent_files import AgentFiles
 from artifacts_orchestrator.agents import AgentService
@@ -404,7 +404,7 @@ async def _periodic(app: web.Application, what: str, fn, interval: float) -> Non
 
 
 #: The route tables every app serves (the platform's are added when it has a PlatformService).
-CORE_TABLES = (openapi.ROUTES, ROUTES)
+CORE_TABLES = (openapi.ROUTES, ROUTES, history_routes.ROUTES)
 
 
 def served_routes(*, platform: bool = True, agents: bool = True) -> list[Route]:

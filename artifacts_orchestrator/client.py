@@ -8,6 +8,8 @@
     ...format with r.format.url, r.format.key_prefix, r.storage...
     api.workspaces.format_completed("notes")
     grant = api.sessions.create("notes", mode="ro")
+    api.checkpoints.create("notes", "before-agent", keep="7d")   # docs/history.md
+    api.checkpoints.restore("notes", "before-agent")
     issued = api.platform.create_mount_ticket("acme", "task-1", workspace="notes", ttl_seconds=3600)
     api.platform.revoke_access_grants(tenant_slug="acme", runtime_id="task-1")
     api.workspaces.delete("notes")
@@ -179,6 +181,38 @@ class _Sessions:
                              token="")
 
 
+class _Checkpoints:
+    """A workspace's checkpoints (docs/history.md): the orchestrator runs them on the workspace's
+    metadata with its admin rights, never on the data path. ``keep``: ``3600``, ``90m``, ``7d``."""
+
+    def __init__(self, client) -> None:
+        self._c = client
+
+    def list(self, ref: str) -> m.CheckpointList:
+        return self._c._send(_Call("GET", _ws_path(ref, "/checkpoints"), None, m.CheckpointList))
+
+    def create(self, ref: str, name: str | None = None, *, keep: str | None = None) -> m.CheckpointView:
+        return self._c._send(_Call("POST", _ws_path(ref, "/checkpoints"), {"name": name, "keep": keep},
+                                   m.CheckpointView))
+
+    def get(self, ref: str, name: str) -> m.CheckpointDetail:
+        return self._c._send(_Call("GET", _ws_path(ref, f"/checkpoints/{quote(name, safe='')}"), None,
+                                   m.CheckpointDetail))
+
+    def diff(self, ref: str, name: str, *, to: str | None = None) -> m.ChangeList:
+        query = "?" + urlencode({"to": to}) if to else ""
+        return self._c._send(_Call("GET", _ws_path(ref, f"/checkpoints/{quote(name, safe='')}/diff{query}"), None,
+                                   m.ChangeList))
+
+    def restore(self, ref: str, name: str, *, safety: str | None = None) -> m.RestoreResult:
+        return self._c._send(_Call("POST", _ws_path(ref, f"/checkpoints/{quote(name, safe='')}/restore"),
+                                   {"safety": safety}, m.RestoreResult))
+
+    def delete(self, ref: str, name: str) -> m.DeletedCheckpoint:
+        return self._c._send(_Call("DELETE", _ws_path(ref, f"/checkpoints/{quote(name, safe='')}"), None,
+                                   m.DeletedCheckpoint))
+
+
 class _Keys:
     def __init__(self, client) -> None:
         self._c = client
@@ -267,6 +301,7 @@ class _Base:
         self.timeout = timeout
         self.workspaces = _Workspaces(self)
         self.sessions = _Sessions(self)
+        self.checkpoints = _Checkpoints(self)
         self.keys = _Keys(self)
         self.platform = _Platform(self)
 

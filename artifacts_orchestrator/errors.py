@@ -182,6 +182,17 @@ class AgentBusy(ApiError):
     code, status = "agent_busy", 429
 
 
+# -- history (docs/history.md) --------------------------------------------------------------------
+
+
+class CheckpointNotFound(ApiError):
+    code, status = "checkpoint_not_found", 404
+
+
+class CheckpointExists(ApiError):
+    code, status = "checkpoint_exists", 409
+
+
 class OrchestratorUnavailable(ApiError):
     """Client side only: the orchestrator could not be reached (no HTTP answer at all)."""
 
@@ -194,7 +205,7 @@ ERRORS: dict[str, type[ApiError]] = {cls.code: cls for cls in (
     SettingKeyMissing, InvalidRequest, MetadataAclProvisioningFailed, StorageProvisioningFailed,
     InternalError, OrchestratorUnavailable, TenantNotFound, TenantExists, GrantNotFound, GrantRevoked,
     TicketInvalid, TicketExpired, TicketUsed, RenewalRefused, AgentNotFound, AgentTokenNotFound, WorkspaceOff,
-    StorageCheckFailed, AgentBusy)}
+    StorageCheckFailed, AgentBusy, CheckpointNotFound, CheckpointExists)}
 
 
 def error_from_body(status: int, body: Any) -> ApiError:

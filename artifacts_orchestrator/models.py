@@ -16,7 +16,7 @@ Validation of names lives here too, so the CLI can check a name before it calls.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 import msgspec
@@ -305,6 +305,79 @@ class SessionList(msgspec.Struct, frozen=True, kw_only=True):
 
 class KeyList(msgspec.Struct, frozen=True, kw_only=True):
     keys: list[KeyView]
+
+
+# -- history (docs/history.md) --------------------------------------------------------------------
+
+
+class CreateCheckpointRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """``name``: 1-63 letters, digits, ``_ . -`` (default ``ckpt-<UTC time>``); ``keep``: retention,
+    e.g. ``3600``, ``90m``, ``12h``, ``7d`` (default: until deleted)."""
+
+    name: str | None = None
+    keep: str | None = None
+
+
+class RestoreCheckpointRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """``safety``: the name of the checkpoint taken first (default ``before-restore-<time>``)."""
+
+    safety: str | None = None
+
+
+class CheckpointView(msgspec.Struct, frozen=True, kw_only=True):
+    """A checkpoint: ``created`` on the metadata server's clock; ``keep`` seconds of retention
+    (0: until deleted); ``kind`` ``user`` or ``safety``; ``changed_keys``: metadata keys
+    preserved for it so far (what changed since, as keys)."""
+
+    name: str
+    epoch: int
+    created: float
+    keep: float
+    kind: str
+    origin: dict[str, Any]
+    changed_keys: int
+
+
+class CheckpointList(msgspec.Struct, frozen=True, kw_only=True):
+    checkpoints: list[CheckpointView]
+
+
+class CheckpointDetail(msgspec.Struct, frozen=True, kw_only=True):
+    """``pinned_bytes``: data only this checkpoint's preserved lists still name (what deleting it
+    could free); ``changes_since``: paths changed since it was taken."""
+
+    checkpoint: CheckpointView
+    changes_since: int
+    changed_keys: int
+    pinned_bytes: int
+
+
+class ChangeView(msgspec.Struct, frozen=True, kw_only=True):
+    """One path that differs: ``kind`` added, removed, modified or renamed (``old_path`` set)."""
+
+    kind: str
+    path: str
+    old_path: str | None = None
+    type: str = "file"
+    diff: str | None = None
+
+
+class ChangeList(msgspec.Struct, frozen=True, kw_only=True):
+    changes: list[ChangeView]
+
+
+class RestoreResult(msgspec.Struct, frozen=True, kw_only=True):
+    """``safety``: the checkpoint taken first (restore it to undo); ``keys``: metadata keys
+    brought back; ``removed_inodes``: files created since the checkpoint that were removed."""
+
+    restored: str
+    safety: str
+    keys: int
+    removed_inodes: int
+
+
+class DeletedCheckpoint(msgspec.Struct, frozen=True, kw_only=True):
+    deleted: str
 
 
 def identifier(handle: str, name: str) -> str:

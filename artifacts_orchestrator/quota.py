@@ -11,7 +11,8 @@ the owner's account, through the orchestrator, can.
 
 A limit below what is used is accepted: nothing is removed; creates and growth are refused with
 ENOSPC until usage falls below it. Usage is the volume's counters, ``usedspace`` (bytes, each
-file rounded up to 4 KiB as ``statfs`` counts) and ``totalinodes``.
+file rounded up to 4 KiB as ``statfs`` counts) plus ``hpinned`` (bytes only checkpoints keep, as
+the quota check and statfs count them: docs/history.md "Capacity"), and ``totalinodes``.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ RETRIES = 5
 
 def read(node: redis.Redis, prefix: str) -> dict[str, int]:
     capacity, inodes = node.hmget(prefix + "limits", ["capacity", "inodes"])
-    used, total = node.mget([prefix + "usedspace", prefix + "totalinodes"])
-    return {"capacity": _int(capacity), "inodes": _int(inodes), "used_bytes": _int(used),
+    used, total, pinned = node.mget([prefix + "usedspace", prefix + "totalinodes", prefix + "hpinned"])
+    return {"capacity": _int(capacity), "inodes": _int(inodes), "used_bytes": _int(used) + _int(pinned),
             "used_inodes": _int(total)}
 
 

@@ -78,6 +78,7 @@ from artifacts_orchestrator.errors import (
     WorkspaceNotCompletable,
     WorkspaceNotFound,
 )
+from artifacts_orchestrator.history import WorkspaceHistory
 from artifacts_orchestrator.redis_acl import FORMAT_USER_PREFIX, SESSION_USER_PREFIX, RedisAdmin
 from artifacts_orchestrator.storage import ManagedStorage
 from artifacts_orchestrator.store import Store
@@ -144,6 +145,7 @@ class Service:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._deleting: set[int] = set()
         self._lock = threading.Lock()
+        self._history: WorkspaceHistory | None = None
         #: Extensions (the platform layer, platform_service.py): called with a workspace whose
         #: delete was accepted, and with ``now`` on every reaper pass (returning counts).
         self.delete_hooks: list[Callable[[m.Workspace], None]] = []
@@ -349,6 +351,22 @@ class Service:
             raise WorkspaceNotActive(f"{handle}/{name} is {ws.status}; limits are set on an active workspace")
         return m.Quota(workspace=self.view(ws).identifier,
                        **self.redis.quota(ws.key_prefix, capacity=req.capacity, inodes=req.inodes, change=True))
+
+    @property
+    def history(self) -> WorkspaceHistory:
+        """Checkpoint calls on a workspace's metadata, never its data (history.py); made on first
+        use (the ``create-account`` command builds a service without Redis)."""
+        if self._history is None:
+            self._history = WorkspaceHistory(self.redis.admin_url)
+        return self._history
+
+    def checkpoints(self, account: m.Account, handle: str, name: str, op: str, *args: Any) -> Any:
+        """A history call (``history.WorkspaceHistory``: list, create, show, diff, restore, delete)
+        on an active workspace, with the orchestrator's admin rights on its metadata only."""
+        ws = self.resolve(account, handle, name)
+        if ws.status != "active":
+            raise WorkspaceNotActive(f"{handle}/{name} is {ws.status}; only an active workspace has checkpoints")
+        return getattr(self.history, op)(ws.key_prefix, account.handle, *args)
 
     def delete_workspace(self, account: m.Account, handle: str, name: str) -> tuple[m.WorkspaceView, bool]:
         """Step 1 (row lock, ``deleting``). Returns the view and whether the rest must run."""

@@ -12,7 +12,8 @@ request, and copy-on-write runs inside the functions):
 2. per-operation overhead: two identical workspaces, one with a checkpoint taken after its
    files were made; create, write (an inline commit to an existing file: its first change after
    the checkpoint preserves its attr and chunk list) and rename run alternately on both, so noise
-   hits both alike; ratio = with / without (goal <= 1.10);
+   hits both alike; ratio = with / without (goal <= 1.10); and (2b, when it starts its own
+   servers) each side on its own redis-server, so Redis's own time per call is compared too;
 3. Redis memory of the history keys (``hx*``, ``hk*``) after changing k files (k = 0, 100, 1000)
    since a checkpoint: bytes per changed file.
 """
@@ -63,6 +64,20 @@ def server_usec(admin: redis.Redis, function: str) -> tuple[int, int]:
     return int(row.get("usec", 0)), int(row.get("calls", 0))
 
 
+def main_cpu_us(admin: redis.Redis) -> float:
+    """CPU time the server's main thread has used (where functions run), in µs: unlike the wall
+    time of commandstats, not inflated when the machine's other load deschedules the server."""
+    cpu = admin.info("cpu")
+    return (float(cpu["used_cpu_user_main_thread"]) + float(cpu["used_cpu_sys_main_thread"])) * 1e6
+
+
+def inner_calls(admin: redis.Redis) -> int:
+    """Commands run inside functions so far (every command but FCALL itself and INFO): a count,
+    so it compares the two sides exactly whatever the machine's load."""
+    return sum(int(v["calls"]) for k, v in admin.info("commandstats").items()
+               if k not in ("cmdstat_fcall", "cmdstat_info"))
+
+
 def time_creates(m: RedisMetaEngine, admin: redis.Redis, label: str, n: int = 50) -> dict:
     lat = []
     u0, c0 = server_usec(admin, "fcall")
@@ -93,8 +108,12 @@ def part1(url: str, files: int, admin: redis.Redis) -> None:
         m.close()
 
 
-def part2(url: str, ops: int) -> None:
-    plain, hist = fresh(url, 3), fresh(url, 4)
+def part2(url: str, ops: int, url_hist: str = "") -> None:
+    """``url_hist``: a second server for the side with the checkpoint, so each server's own time
+    per call (INFO commandstats) is one side's: the overhead without the client, the network and
+    the machine's other load, which the client-side ratio carries."""
+    plain, hist = fresh(url, 3), fresh(url_hist or url, 4)
+    admins = {plain.keys.prefix: redis.Redis.from_url(url), hist.keys.prefix: redis.Redis.from_url(url_hist or url)}
     sides = {}
     for m in (plain, hist):
         d, _ = m.mkdir(ROOT_INO, "work")
@@ -116,12 +135,23 @@ def part2(url: str, ops: int) -> None:
             m.rename(d, f"old{i:07d}", d, f"moved{i:07d}")
         return time.perf_counter_ns() - t
 
+    served: dict[str, dict[str, float]] = {kind: {} for kind in timings}
+    cpu: dict[str, dict[str, float]] = {kind: {} for kind in timings}
+    inner: dict[str, dict[str, float]] = {kind: {} for kind in timings}
     for kind in timings:
+        before = {k: server_usec(a, "fcall") for k, a in admins.items()}
+        cpu0 = {k: main_cpu_us(a) for k, a in admins.items()}
+        calls0 = {k: inner_calls(a) for k, a in admins.items()}
         for m in (plain, hist):
             timings[kind][m.keys.prefix] = []
         for i in range(ops):  # alternate: the same noise hits both sides
             for m in ((plain, hist) if i % 2 else (hist, plain)):
                 timings[kind][m.keys.prefix].append(measure(kind, m, i))
+        for k, a in admins.items():
+            u, c = server_usec(a, "fcall")
+            served[kind][k] = (u - before[k][0]) / max(1, c - before[k][1])
+            cpu[kind][k] = (main_cpu_us(a) - cpu0[k]) / ops
+            inner[kind][k] = (inner_calls(a) - calls0[k]) / ops
     print(f"\n2. per-operation cost, {ops} ops each, first change of each file after the checkpoint")
     print(f"{'op':<8}{'no ckpt us':>12}{'after ckpt us':>15}{'ratio (mean)':>14}{'ratio (p50)':>13}")
     for kind, by in timings.items():
@@ -131,6 +161,22 @@ def part2(url: str, ops: int) -> None:
         print(f"{kind:<8}{statistics.mean(a) / 1000:>12.1f}{statistics.mean(b) / 1000:>15.1f}"
               f"{ratio_mean:>14.3f}{ratio_p50:>13.3f}")
     print("goal: ratio <= 1.10")
+    if url_hist:
+        print("\n2b. Redis's own time per call (each side on its own server, INFO commandstats)")
+        print(f"{'op':<8}{'no ckpt us':>12}{'after ckpt us':>15}{'ratio':>8}"
+              f"{'cpu no ckpt us':>16}{'cpu after us':>14}{'cpu ratio':>11}")
+        for kind, by_side in served.items():
+            a_us, b_us = by_side[plain.keys.prefix], by_side[hist.keys.prefix]
+            a_cpu, b_cpu = cpu[kind][plain.keys.prefix], cpu[kind][hist.keys.prefix]
+            print(f"{kind:<8}{a_us:>12.1f}{b_us:>15.1f}{b_us / a_us:>8.3f}"
+                  f"{a_cpu:>16.1f}{b_cpu:>14.1f}{b_cpu / a_cpu:>11.3f}")
+        print("\n2c. Redis commands run inside each call (exact; INFO commandstats)")
+        print(f"{'op':<8}{'no ckpt':>10}{'after ckpt':>12}{'ratio':>8}")
+        for kind, by_side in inner.items():
+            a_n, b_n = by_side[plain.keys.prefix], by_side[hist.keys.prefix]
+            print(f"{kind:<8}{a_n:>10.2f}{b_n:>12.2f}{b_n / a_n:>8.3f}")
+    for a in admins.values():
+        a.close()
     plain.close()
     hist.close()
 
@@ -169,18 +215,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url", default="")
     args = ap.parse_args(argv)
 
-    def run(url: str) -> None:
+    def run(url: str, url_hist: str = "") -> None:
         admin = redis.Redis.from_url(url)
         part1(url, args.files, admin)
-        part2(url, args.ops)
+        part2(url, args.ops, url_hist)
         part3(url)
 
     if args.url:
         run(args.url)
     else:
-        with tempfile.TemporaryDirectory() as tmp, RedisServer.start(tmp, appendonly=True) as server:
-            print("redis-server, AOF everysec")
-            run(server.url)
+        with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as tmp2, \
+                RedisServer.start(tmp, appendonly=True) as server, RedisServer.start(tmp2, appendonly=True) as other:
+            print("redis-server, AOF everysec (two: part 2b times each side's server on its own)")
+            run(server.url, other.url)
     return 0
 
 

@@ -12,6 +12,8 @@ and for the live workspace, so diff and browsing compare two of them without car
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -22,6 +24,10 @@ from artifacts_core.types import ROOT_CALLER, Caller, Ino, SliceId
 
 #: Preserved keys handled per ``af_ck_delete`` call: a few milliseconds of Redis time at most.
 DELETE_BATCH = 1000
+#: Preserved chunk lists (and slice fields) read per pipelined round trip when measuring what
+#: checkpoints pin: a few hundred KB of reply at most.
+PINNED_BATCH = 500
+_CHUNK_LIST = re.compile(rb"c\d+_\d+")
 #: Inodes one ``af_clone`` call copies at most (CLONE.MAX in lua/46_clone.lua): a clone blocks
 #: the workspace's Redis for ~10 us per inode, so about 100 ms at worst.
 CLONE_MAX = 10000
@@ -53,6 +59,10 @@ def _checkpoint(raw: bytes | str, preserved: int = 0) -> Checkpoint:
     return Checkpoint(name=d["name"], epoch=int(d["epoch"]), created=float(d["created"]),
                       maxino=int(d["maxino"]), origin=origin, keep=float(d.get("keep") or 0),
                       kind=d.get("kind") or "user", state=d.get("state") or "live", preserved=preserved)
+
+
+def _lranges(keys: list[str]) -> Callable[[Any], object]:
+    return lambda pipe: [pipe.lrange(k, 0, -1) for k in keys]
 
 
 class HistoryOps(EngineState):
@@ -88,6 +98,53 @@ class HistoryOps(EngineState):
             calls += 1
             if int(self.client.call("af_ck_delete", name, str(batch), str(float(grace)))) == 0:
                 return calls
+
+    def history_pinned_bytes(self) -> int:
+        """Bytes of the slices only checkpoints still name: a slice whose every reference
+        (``sliceref`` holds references - 1, missing = 1) comes from a preserved chunk list. Read
+        in pipelined batches, not one function call: the cost grows with the history, and Redis
+        keeps serving between batches (an accounting figure, refreshed by the background job)."""
+        epochs = [c.epoch for c in self.checkpoint_list(include_deleting=True)]
+        indexes = self.client.pipeline(lambda pipe: [pipe.hgetall(self.keys.preserved_index(e)) for e in epochs])
+        lists = [self.keys.preserved(e, s.decode()) for e, idx in zip(epochs, indexes, strict=True)
+                 for s, v in idx.items() if v == b"1" and _CHUNK_LIST.fullmatch(s)]
+        held: dict[bytes, int] = {}  # "<id>_<size>" -> references from preserved lists
+        sizes: dict[bytes, int] = {}
+        for i in range(0, len(lists), PINNED_BATCH):
+            for recs in self.client.pipeline(_lranges(lists[i:i + PINNED_BATCH])):
+                for r in unpack_slices(b"".join(recs)):
+                    if r.id:
+                        f = f"{r.id}_{r.size}".encode()
+                        held[f] = held.get(f, 0) + 1
+                        sizes[f] = r.size
+        fields = list(held)
+        pinned = 0
+        for i in range(0, len(fields), PINNED_BATCH):
+            batch = fields[i:i + PINNED_BATCH]
+            extra = self.client.command("HMGET", self.keys.sliceref, *batch)
+            for field, more in zip(batch, extra, strict=True):
+                if held[field] >= 1 + int(more or 0):
+                    pinned += sizes[field]
+        return pinned
+
+    def account_history(self) -> int:
+        """Measure the bytes only checkpoints keep and record them (``hpinned``), where the quota
+        check and statfs charge them; returns them."""
+        pinned = self.history_pinned_bytes()
+        self.client.call("af_ck_pinned", str(pinned))
+        return pinned
+
+    def history_stats(self) -> dict[str, float]:
+        """For ``.stats``: live checkpoints, keys preserved for them, bytes only they keep (as
+        last measured)."""
+        live = self.checkpoint_list()
+        pinned = self.client.command("GET", self.keys.history("hpinned"))
+        return {"count": len(live), "preserved_keys": sum(c.preserved for c in live),
+                "pinned_bytes": int(pinned or 0)}
+
+    def checkpoints_due(self, *, now_offset: float = 0.0) -> list[str]:
+        """Names of the checkpoints whose retention passed, or left half-deleted (``af_ck_due``)."""
+        return [n.decode() for n in self.client.call("af_ck_due", str(float(now_offset)), ro=True)]
 
     def checkpoint_changed(self, from_epoch: int, to_epoch: int = 0) -> list[str]:
         """Key suffixes changed between two checkpoints (``to_epoch`` 0: now)."""

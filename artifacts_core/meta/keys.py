@@ -35,6 +35,7 @@ the functions wrote with Lua's, so the two cannot drift apart unnoticed.
 | ``sessusers`` | hash | session ACL user -> the id the orchestrator assigned it, and ``#<sid>`` -> user |
 | ``limits`` | hash | capacity, inodes, inline_limit, inline_cap, trash_days (the fields of ``setting`` the functions need) |
 | ``hnext`` / ``hcur`` | string | last checkpoint epoch handed out / ``<epoch>:<max ino>`` of the newest live checkpoint (docs/history.md) |
+| ``hpinned`` | string int | bytes only checkpoints keep, as the accounting job last measured them (charged to capacity) |
 | ``hepochs`` / ``hckpts`` | zset / hash | checkpoint name -> epoch / name -> JSON record |
 | ``hx<epoch>`` | hash | key suffix -> ``1`` (preserved in ``hk<epoch>:<suffix>``) or ``0`` (absent at that checkpoint) |
 | ``hk<epoch>:<suffix>`` | as the key | a key's value as that checkpoint saw it |
@@ -94,7 +95,7 @@ def check_prefix(prefix: str) -> str:
 DATA_KEY_PATTERNS = ("i[0-9]*", "d[0-9]*", "p[0-9]*", "c[0-9]*", "ci[0-9]*", "b[0-9]*", "s[0-9]*", "x[0-9]*",
                      "nextinode", "nextslice", "usedspace", "totalinodes", "inlinebytes", "sliceref",
                      "delfiles", "delslices", "commits", "inlinechunks", "slicebatches", "jobs",
-                     "hnext", "hcur", "hepochs", "hckpts", "hx[0-9]*", "hk[0-9]*", "trashinfo")
+                     "hnext", "hcur", "hepochs", "hckpts", "hpinned", "hx[0-9]*", "hk[0-9]*", "trashinfo")
 #: Written only when the volume is formatted.
 FORMAT_KEYS = ("setting", "limits")
 #: Session bookkeeping others depend on: written only by full-rights clients and the orchestrator.
@@ -228,8 +229,9 @@ class Keys:
         return self.prefix + "changes"
 
     def history(self, name: str) -> str:
-        """``hnext``, ``hcur``, ``hepochs``, ``hckpts``: checkpoint bookkeeping (docs/history.md)."""
-        assert name in ("hnext", "hcur", "hepochs", "hckpts")
+        """``hnext``, ``hcur``, ``hepochs``, ``hckpts``, ``hpinned``: checkpoint bookkeeping
+        (docs/history.md)."""
+        assert name in ("hnext", "hcur", "hepochs", "hckpts", "hpinned")
         return self.prefix + name
 
     def preserved_index(self, epoch: int) -> str:

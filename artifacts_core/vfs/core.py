@@ -39,7 +39,7 @@ from artifacts_core.types import (
     Caller,
     Ino,
 )
-from artifacts_core.vfs import internal
+from artifacts_core.vfs import checkpointfs, internal
 from artifacts_core.vfs.changes import Change, ChangeFeed
 from artifacts_core.vfs.files import FileOps
 from artifacts_core.vfs.replace import ContentOps
@@ -89,6 +89,10 @@ class VFS(FileOps):
                     return f.ino, internal.internal_attr(f)
                 if name == internal.TRASH_NAME:
                     return TRASH_INO, self.meta.getattr(TRASH_INO)
+                if name == internal.CHECKPOINTS_NAME:
+                    return checkpointfs.CHECKPOINTS_INO, self.checkpoint_tree.getattr(checkpointfs.CHECKPOINTS_INO)
+            if checkpointfs.is_virtual(parent):
+                return self.checkpoint_tree.lookup(parent, name)
             ino, attr = self.meta.lookup(parent, name, caller)
             return ino, self.inodes.preview(ino, attr)
 
@@ -97,6 +101,8 @@ class VFS(FileOps):
             f = internal.BY_INO.get(ino)
             if f is not None:
                 return internal.internal_attr(f)
+            if checkpointfs.is_virtual(ino):
+                return self.checkpoint_tree.getattr(ino)
             return self.inodes.preview(ino, self.meta.getattr(ino))
 
     def setattr(self, ino: Ino, *, mode: int | None = None, uid: int | None = None, gid: int | None = None,
@@ -119,8 +125,10 @@ class VFS(FileOps):
 
     def access(self, ino: Ino, mask: int, caller: Caller = ROOT_CALLER) -> None:
         with self._op("access", ino, mask, caller=caller):
-            if internal.is_internal(ino):
-                return
+            if mask & 2 and checkpointfs.is_virtual(ino):
+                raise checkpointfs.read_only()
+            if internal.is_internal(ino) or checkpointfs.is_virtual(ino):
+                return  # the mount's kernel checks permissions from the attributes (default_permissions)
             if mask & 2 and self.read_only:
                 raise ReadOnly("the workspace is mounted read-only")
             self.meta.access(ino, mask, caller)
@@ -146,6 +154,9 @@ class VFS(FileOps):
         Returns (new inode, inodes cloned)."""
         with self._op("clone", src, parent, name, caller=caller):
             self._writable(parent, caller=caller)
+            if checkpointfs.is_virtual(src):
+                raise error_for(errno.EXDEV, "a file in .checkpoints cannot be cloned",
+                                hint="copy it out by reading it, or restore the checkpoint")
             self._new_name(parent, name)
             self.inodes.flush_dirty()
             return self.meta.clone(src, parent, check_name(name), caller)
@@ -160,6 +171,8 @@ class VFS(FileOps):
 
     def readlink(self, ino: Ino) -> str:
         with self._op("readlink", ino):
+            if checkpointfs.is_virtual(ino):
+                return self.checkpoint_tree.readlink(ino)
             return self.meta.readlink(ino).decode("utf-8", "surrogateescape")
 
     def link(self, ino: Ino, new_parent: Ino, new_name: str, caller: Caller = ROOT_CALLER) -> Attr:
@@ -170,6 +183,8 @@ class VFS(FileOps):
 
     def unlink(self, parent: Ino, name: str, caller: Caller = ROOT_CALLER) -> None:
         with self._op("unlink", parent, name, caller=caller):
+            if parent == ROOT_INO and name == internal.CHECKPOINTS_NAME:
+                raise checkpointfs.read_only(name)
             if parent == ROOT_INO and (name in internal.BY_NAME or name == internal.TRASH_NAME):
                 raise PermissionDenied("internal files cannot be removed", path=name)
             self._writable(parent, caller=caller)
@@ -182,6 +197,8 @@ class VFS(FileOps):
         with self._op("rmdir", parent, name, caller=caller):
             if parent == ROOT_INO and name == internal.TRASH_NAME:
                 raise PermissionDenied("the trash cannot be removed", path=name)
+            if parent == ROOT_INO and name == internal.CHECKPOINTS_NAME:
+                raise checkpointfs.read_only(name)
             self._writable(parent, caller=caller)
             try:
                 self.meta.rmdir(parent, name, caller)
@@ -192,6 +209,8 @@ class VFS(FileOps):
                caller: Caller = ROOT_CALLER) -> None:
         with self._op("rename", parent, name, new_parent, new_name, flags, caller=caller):
             for p, n in ((parent, name), (new_parent, new_name)):
+                if p == ROOT_INO and n == internal.CHECKPOINTS_NAME:
+                    raise checkpointfs.read_only(n)
                 if p == ROOT_INO and (n in internal.BY_NAME or n == internal.TRASH_NAME):
                     raise PermissionDenied("internal files cannot be renamed", path=n)
             if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
@@ -208,8 +227,11 @@ class VFS(FileOps):
     def readdir(self, ino: Ino, cursor: int = 0, count: int = 1000, *, plus: bool = False,
                 caller: Caller = ROOT_CALLER):
         """One page of entries ``(name, ino, attr-or-type)`` and the next cursor (0 when done).
-        The root's first page also lists the internal files and ``.trash``."""
+        The root's first page also lists the internal files and ``.trash`` (not ``.checkpoints``:
+        reachable by name only). A directory in ``.checkpoints`` comes in one page."""
         with self._op("readdir", ino, cursor, caller=caller):
+            if checkpointfs.is_virtual(ino):
+                return (self.checkpoint_tree.readdir(ino, plus=plus) if cursor == 0 else []), 0
             page, nxt = self.meta.readdir(ino, cursor, count, caller, plus=plus)
             entries = [(e.name.decode("utf-8", "surrogateescape"), e.ino, e.attr if plus else e.type)
                        for e in page]
@@ -260,6 +282,11 @@ class VFS(FileOps):
 
     def getxattr(self, ino: Ino, name: str) -> bytes:
         with self._op("getxattr", ino, name):
+            if checkpointfs.is_virtual(ino):
+                value = self.checkpoint_tree.xattrs(ino).get(name.encode("utf-8", "surrogateescape"))
+                if value is None:
+                    raise error_for(errno.ENODATA, "no such attribute")
+                return value
             if internal.is_internal(ino):
                 raise error_for(errno.ENODATA, "no such attribute")
             return self.meta.getxattr(ino, name)
@@ -273,6 +300,8 @@ class VFS(FileOps):
         with self._op("listxattr", ino):
             if internal.is_internal(ino):
                 return []
+            if checkpointfs.is_virtual(ino):
+                return [n.decode("utf-8", "surrogateescape") for n in sorted(self.checkpoint_tree.xattrs(ino))]
             return [n.decode("utf-8", "surrogateescape") for n in self.meta.listxattr(ino)]
 
     def removexattr(self, ino: Ino, name: str, caller: Caller = ROOT_CALLER) -> None:
@@ -312,6 +341,8 @@ class VFS(FileOps):
         """Resolve ``parent/name`` and read ``size`` bytes from ``offset`` (to the end when None):
         one round trip for a file within one chunk; a symlink raises EntryIsSymlink."""
         with self._op("read_named", parent, name, offset, size, caller=caller):
+            if checkpointfs.is_virtual(parent):
+                return self.checkpoint_tree.read_named(parent, name, offset, size)
             ino, attr, data = self.content.read_named(parent, name, offset, size, caller)
             if data:
                 self.metrics.inc("read_bytes", len(data))
@@ -321,6 +352,8 @@ class VFS(FileOps):
         """The file's attr and ``size`` bytes from ``offset`` (to the end when None), each chunk
         read at one instant with its attr; this client's dirty data is committed first."""
         with self._op("read_snapshot", ino, offset, size):
+            if checkpointfs.is_virtual(ino):
+                return self.checkpoint_tree.read(ino, offset, size)
             attr, data = self.content.read_snapshot(ino, offset, size)
             if data:
                 self.metrics.inc("read_bytes", len(data))
@@ -329,5 +362,7 @@ class VFS(FileOps):
     def share_copy(self, src: Ino, dst: Ino, length: int, *, caller: Caller = ROOT_CALLER) -> Attr:
         """Copy ``length`` bytes of ``src`` into ``dst`` at 0 by sharing slices (no data copied)."""
         with self._op("share_copy", src, dst, length, caller=caller):
-            self._writable(caller=caller)
+            self._writable(dst, caller=caller)
+            if checkpointfs.is_virtual(src):
+                raise error_for(errno.EXDEV, "a checkpoint's blocks are copied by reading them")
             return self.content.share_copy(src, dst, length, caller=caller)

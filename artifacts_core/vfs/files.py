@@ -35,6 +35,7 @@ from artifacts_core.chunk.store import ChunkStore
 from artifacts_core.config import VolumeConfig
 from artifacts_core.errors import (
     ArtifactsError,
+    Exists,
     InvalidArgument,
     IsADirectory,
     NoSpace,
@@ -48,7 +49,8 @@ from artifacts_core.meta.engine import RedisMetaEngine
 from artifacts_core.metrics import Metrics
 from artifacts_core.paths import check_name
 from artifacts_core.types import CHUNK_SIZE, ROOT_CALLER, ROOT_INO, TRASH_INO, Attr, Caller, Ino
-from artifacts_core.vfs import internal
+from artifacts_core.vfs import checkpointfs, internal
+from artifacts_core.vfs.checkpointfs import CheckpointTree
 from artifacts_core.vfs.reader import CompactionHint, Readahead, Reader, WholeFiles
 from artifacts_core.vfs.state import InodeState, InodeTable
 from artifacts_core.vfs.writer import FileWriter, WriterState
@@ -72,7 +74,7 @@ class Handle:
     flags: int
     caller: Caller
     readahead: Readahead | None = None
-    internal: internal.InternalHandle | None = None
+    internal: internal.ReadHandle | None = None  # an internal file's or a checkpoint file's reader
     lock_owners: set[int] = field(default_factory=set)  # owners that locked through this handle
     gen: int = -1  # the inode's change counter when it was opened (frontends' page-cache checks)
     is_dir: bool = False  # a directory opened read-only: read(2) on it is EISDIR
@@ -100,6 +102,8 @@ class FileOps:
         self.on_compaction_hint: CompactionHint = _no_compaction
         self.inodes = InodeTable()
         self.reader = Reader(meta, chunks, read_only=read_only, hint=self._compaction_hint, metrics=metrics)
+        #: ``.checkpoints``: every checkpoint, browsed read-only (``checkpointfs.py``).
+        self.checkpoint_tree = CheckpointTree(meta, self.reader)
         self._fhs = itertools.count(1)
         self.whole_files = WholeFiles(config.prefetch_whole_file)
         self._handles: dict[int, Handle] = {}
@@ -117,6 +121,8 @@ class FileOps:
         if self.read_only:
             raise ReadOnly("the workspace is mounted read-only")
         for p in parents:
+            if checkpointfs.is_virtual(p):
+                raise checkpointfs.read_only()
             if internal.is_internal(p):
                 raise PermissionDenied("internal files cannot be changed")
             if p == TRASH_INO and caller.uid != 0:
@@ -126,6 +132,9 @@ class FileOps:
     def _new_name(parent: Ino, name: str) -> None:
         """No new entry of the root may take an internal name: a real ``.stats`` there was
         shadowed by the internal file and could be neither read nor removed by name."""
+        if parent == ROOT_INO and name == internal.CHECKPOINTS_NAME:  # it exists, read-only
+            raise Exists(f"{name} exists: it holds the workspace's checkpoints, read-only", path=name,
+                         hint="choose another name")
         if parent == ROOT_INO and name in internal.RESERVED_NAMES:
             raise PermissionDenied(f"{name} is reserved at the workspace root", path=name,
                                    hint="choose another name")
@@ -214,6 +223,12 @@ class FileOps:
                 ih = internal.open_internal(f, stats=self.metrics.render, config=self._describe_config,
                                             accesslog=self.metrics.accesslog)
                 return self._new_handle(ino, flags, caller, ih)
+            if checkpointfs.is_virtual(ino):
+                writable = flags & _ACCMODE != os.O_RDONLY or flags & os.O_TRUNC
+                cf, attr = self.checkpoint_tree.open(ino, bool(writable))
+                fh = self._new_handle(ino, flags, caller, cf)
+                self._handles[fh].gen, self._handles[fh].is_dir = attr.gen, attr.is_dir
+                return fh
             writable = flags & _ACCMODE != os.O_RDONLY or flags & os.O_TRUNC
             if writable and self.read_only:
                 raise ReadOnly("the workspace is mounted read-only")
@@ -256,7 +271,7 @@ class FileOps:
             self.whole_files.start(lambda: self.reader.prefetch(st, 0, attr.length))
         return fh
 
-    def _new_handle(self, ino: Ino, flags: int, caller: Caller, ih=None) -> int:
+    def _new_handle(self, ino: Ino, flags: int, caller: Caller, ih: internal.ReadHandle | None = None) -> int:
         fh = next(self._fhs)
         cfg = self.config
         self._handles[fh] = Handle(fh, ino, flags, caller,
@@ -303,8 +318,17 @@ class FileOps:
         """:meth:`read` without the final copy: a read inside one cached block comes back as a
         read-only view of the cache's buffer (frontends copy it into their reply once)."""
         h = self._handle(fh)
-        if h.internal is not None:  # not logged: reading .accesslog would log its own reads forever
-            return h.internal.read(offset, size)
+        if h.internal is not None and internal.is_internal(h.ino):
+            return h.internal.read(offset, size)  # not logged: .accesslog would log its own reads forever
+        if h.internal is not None:
+            with self._op("read", h.ino, offset, size, caller=h.caller):
+                if h.is_dir:
+                    raise IsADirectory("cannot read a directory as a file")
+                if offset < 0 or size < 0:
+                    raise InvalidArgument("negative offset or size")
+                got = h.internal.read(offset, size)
+                self.metrics.inc("read_bytes", len(got))
+                return got
         with self._op("read", h.ino, offset, size, caller=h.caller):
             if not h.readable:
                 raise error_for("EBADF", "file not open for reading")
@@ -397,8 +421,7 @@ class FileOps:
 
     def truncate(self, ino: Ino, length: int, *, caller: Caller = ROOT_CALLER) -> Attr:
         with self._op("truncate", ino, length, caller=caller):
-            if self.read_only:
-                raise ReadOnly("the workspace is mounted read-only")
+            self._writable(ino)
             if length < 0:
                 raise InvalidArgument("negative length")
             st = self.inodes.state(ino)
@@ -410,8 +433,7 @@ class FileOps:
 
     def fallocate(self, ino: Ino, mode: int, offset: int, length: int) -> Attr:
         with self._op("fallocate", ino, mode, offset, length):
-            if self.read_only:
-                raise ReadOnly("the workspace is mounted read-only")
+            self._writable(ino)
             st = self.inodes.state(ino)
             with st.lock:
                 st.flush()
@@ -422,8 +444,9 @@ class FileOps:
     def copy_file_range(self, fh_in: int, off_in: int, fh_out: int, off_out: int, length: int) -> int:
         src, dst = self._handle(fh_in), self._handle(fh_out)
         with self._op("copy_file_range", src.ino, off_in, dst.ino, off_out, length):
-            if self.read_only:
-                raise ReadOnly("the workspace is mounted read-only")
+            self._writable(dst.ino)
+            if checkpointfs.is_virtual(src.ino):  # cp falls back to read and write
+                raise error_for("EXDEV", "a checkpoint's blocks are copied by reading them")
             self.inodes.flush(src.ino)
             self.inodes.flush(dst.ino)
             copied, attr = self.meta.copy_file_range(src.ino, off_in, dst.ino, off_out, length)

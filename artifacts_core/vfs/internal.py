@@ -1,4 +1,5 @@
-"""Internal files at the workspace root: ``.stats``, ``.config``, ``.accesslog`` (and ``.trash``).
+"""Internal files at the workspace root: ``.stats``, ``.config``, ``.accesslog`` (and ``.trash``,
+``.checkpoints``).
 
 They are served by the VFS so every frontend (FUSE, path API, agent API) sees the same ones:
 
@@ -8,6 +9,7 @@ They are served by the VFS so every frontend (FUSE, path API, agent API) sees th
 | ``.config`` | 0400 | the running configuration as JSON, secrets removed |
 | ``.accesslog`` | 0400 | one line per operation, streamed while it is open |
 | ``.trash`` | 0555 dir | the volume's trash (inode 2), read-only to everyone but root |
+| ``.checkpoints`` | 0555 dir | every checkpoint, read-only; not listed, reachable by name (``checkpointfs.py``) |
 
 Internal inode numbers sit at the top of the 64-bit range, far above anything the ``nextinode``
 counter will reach, so they never collide with real files.
@@ -19,6 +21,7 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from artifacts_core.types import Attr, Ino
 
@@ -40,8 +43,18 @@ ACCESSLOG = InternalFile(".accesslog", Ino(INTERNAL_BASE + 3), stat.S_IFREG | 0o
 BY_NAME = {f.name: f for f in (STATS, CONFIG, ACCESSLOG)}
 BY_INO = {f.ino: f for f in (STATS, CONFIG, ACCESSLOG)}
 TRASH_NAME = ".trash"
+#: Checkpoints, browsed read-only (``checkpointfs.py``); hidden from the root's listing.
+CHECKPOINTS_NAME = ".checkpoints"
 #: Names no entry of the root may have: they would shadow (or be shadowed by) the internal files.
-RESERVED_NAMES = frozenset((*BY_NAME, TRASH_NAME))
+RESERVED_NAMES = frozenset((*BY_NAME, TRASH_NAME, CHECKPOINTS_NAME))
+
+
+class ReadHandle(Protocol):
+    """What an open handle not backed by a live file reads through (internal files, checkpoints)."""
+
+    def read(self, offset: int, size: int) -> bytes: ...
+
+    def close(self) -> None: ...
 
 
 def is_internal(ino: int) -> bool:

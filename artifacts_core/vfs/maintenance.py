@@ -1,5 +1,6 @@
 """Background maintenance every open volume runs: compaction, cold-inline migration, reclaiming
-deleted data, trash expiry and the inline-memory check (DESIGN.md §3, §10).
+deleted data, trash expiry, checkpoint expiry (docs/history.md "Retention") and the
+inline-memory check (DESIGN.md §3, §10).
 
 - Compaction is *requested* by the data path: a commit whose chunk list grew past the soft
   threshold, or a read that found many merged segments, queues ``(ino, chunk)``; the background
@@ -18,6 +19,7 @@ import threading
 
 from artifacts_core.chunk.store import ChunkStore
 from artifacts_core.config import VolumeConfig
+from artifacts_core.errors import NotFound
 from artifacts_core.meta.attrs import SLICE_INLINE, SLICE_S3, SliceRecord
 from artifacts_core.meta.engine import RedisMetaEngine
 from artifacts_core.meta.slices import COMPACT_NOW, COMPACT_SOON
@@ -30,6 +32,12 @@ log = logging.getLogger("artifacts.vfs")
 COMPACT_PER_TICK = 4
 #: Queue bound: past it new requests are dropped (the next read or commit asks again).
 COMPACT_QUEUE_MAX = 1024
+#: Checkpoint retention is given in minutes to weeks: checking once a minute is plenty.
+CHECKPOINT_INTERVAL = 60.0
+#: What checkpoints pin is measured every 5 minutes: the measure reads every preserved chunk
+#: list, and capacity is a slow-moving limit (a workspace near it gets ENOSPC minutes late at
+#: worst, never data loss).
+HISTORY_ACCOUNT_INTERVAL = 300.0
 
 
 class Maintenance:
@@ -108,6 +116,33 @@ class Maintenance:
             self._journal_ticked = True
             return
         self.meta.trim_journal()
+
+    def expire_checkpoints(self, *, now_offset: float = 0.0,
+                           interval: float | None = CHECKPOINT_INTERVAL) -> list[str] | None:
+        """Delete the checkpoints whose retention (``keep``) passed, and finish deletions a
+        stopped client left half done; what only they pinned goes through the normal reclaim.
+        Elected: one client of the workspace runs it per ``interval`` (None: no election).
+        Returns the names deleted, or None when another client runs it."""
+        if interval is not None and not self.meta.claim_job("checkpoints", interval, now_offset=now_offset):
+            return None
+        done = []
+        for name in self.meta.checkpoints_due(now_offset=now_offset):
+            try:
+                self.meta.checkpoint_delete(name, grace=self.meta.slice_grace)
+            except NotFound:
+                continue  # deleted meanwhile by someone else
+            done.append(name)
+            log.info("checkpoint %s expired and was deleted", name)
+        if done:
+            self.meta.account_history()
+        return done
+
+    def account_history(self, *, interval: float | None = HISTORY_ACCOUNT_INTERVAL) -> int | None:
+        """Measure the bytes only checkpoints keep and charge them to capacity (``hpinned``).
+        Elected like the other jobs; returns the bytes, or None when another client runs it."""
+        if interval is not None and not self.meta.claim_job("history_space", interval):
+            return None
+        return self.meta.account_history()
 
     def check_memory(self) -> None:
         self.meta.refresh_inline_pressure()

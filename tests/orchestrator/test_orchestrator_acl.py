@@ -137,7 +137,7 @@ def test_every_key_kind_is_in_exactly_one_write_class():
              k.inlinechunks, k.sessions, k.sessusers, k.jobs, k.session(12), k.session_opens(12),
              k.session_locks(12), *(k.counter(c) for c in ("nextinode", "nextslice", "nextsession", "usedspace",
                                                            "totalinodes", "inlinebytes")),
-             k.prefix + "slicebatches", *(k.history(n) for n in ("hnext", "hcur", "hepochs", "hckpts")),
+             k.prefix + "slicebatches", *(k.history(n) for n in ("hnext", "hcur", "hepochs", "hckpts", "hpinned")),
              k.preserved_index(3), k.preserved(3, "c5_0"), k.trashinfo, k.journal, k.journal_base, k.reads, k.reads_base]
     for key in built:
         name = key[len(k.prefix):]

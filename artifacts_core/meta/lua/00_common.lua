@@ -42,22 +42,27 @@ end
 -- `hk<E>:<suffix>` (or notes in `hx<E>` that it did not exist), inside the same function call.
 -- The hook is the library's `redis.call` itself (the local `redis` below shadows the server's
 -- table for every file of the library), so no function can write a versioned key and forget
--- it. Per call: one GET of `hcur` on the first versioned write, one HEXISTS per distinct key.
+-- it. Per call: one GET of `hcur` on the first versioned write, one HEXISTS per distinct key
+-- not yet known to be preserved (HIST.known: a directory or a counter is asked about once).
 -- COPY is not used (session ACL users may not run it: it can reach another database); each kind
 -- is copied by its own commands.
 -- The server's `redis` table, looked up when used: the one a library sees while loading has no
 -- `call` (only registration); the callbacks run later with the full one.
 local function server() return redis end
 local function raw_call(...) return server().call(...) end
-local HIST = { ep = nil, max = 0, seen = {} }  -- per-call state, reset by every callback wrapper
+local HIST = { ep = nil, max = 0, stamp = '', seen = {} }  -- per-call state, reset by every callback wrapper
 HIST.COPY_BATCH = 1000  -- fields per HSET/RPUSH/SADD: well under Lua's unpack limit (~8000)
 
 -- Versioned key kinds: the namespace and data map, and the counters a restore brings back.
 -- Returns the inode the key belongs to ('' for a counter), or nil for a key that is not versioned.
+-- Dispatched on the first byte: this runs for every write command of every call.
+local V_INODE = { [105] = true, [100] = true, [112] = true, [115] = true, [120] = true }  -- i d p s x
 function HIST.versioned(suffix)
-  local ino = string.match(suffix, '^[idpsx](%d+)$') or string.match(suffix, '^c(%d+)_%d+$')
-    or string.match(suffix, '^ci(%d+)$')
-  if ino then return ino end
+  local b = string.byte(suffix, 1)
+  if V_INODE[b] then return string.match(suffix, '^.(%d+)$') end
+  if b == 99 then  -- c
+    return string.match(suffix, '^c(%d+)_%d+$') or string.match(suffix, '^ci(%d+)$')
+  end
   if suffix == 'usedspace' or suffix == 'totalinodes' then return '' end
   return nil
 end
@@ -108,28 +113,76 @@ function HIST.ref_records(p, recs)
   end
 end
 
--- The current checkpoint epoch (nil when none), read once per call.
+-- The current checkpoint epoch (nil when none), read once per call: `hcur` is
+-- "<epoch>:<max ino>:<stamp>" (the stamp may be empty: a checkpoint taken before stamps).
 function HIST.current(p)
   if HIST.ep == nil then
     local v = raw_call('GET', p .. 'hcur')
-    local e, mx = string.match(v or '', '^(%d+):(%d+)$')
-    HIST.ep, HIST.max = e or false, tonumber(mx) or 0
+    local e, mx, stamp = string.match(v or '', '^(%d+):(%d+):?(%d*)$')
+    HIST.ep, HIST.max, HIST.stamp = e or false, tonumber(mx) or 0, stamp or ''
   end
   return HIST.ep or nil
 end
 
--- Preserve `key` for the current checkpoint if this is its first change since: the hook.
+-- Keys known to be preserved in a checkpoint, kept across calls (the library's locals outlive a
+-- call): a directory or a counter written by every call then costs no HEXISTS from its third
+-- change on. Only keys changed at least twice are remembered (the second change finds them
+-- preserved), so a run of first changes -- a build writing each file once -- does not grow the
+-- cache. Only a hint that saves a read: an entry is true for good (it is keyed by the
+-- checkpoint's `hx<e>` key and its stamp, so a workspace deleted and formatted again under the
+-- same prefix never meets an old entry; an `hx<e>` entry leaves only while `e` itself is deleted,
+-- when preserving for it no longer matters), and an empty cache (a restart, a reload, a
+-- failover) just asks Redis again. A checkpoint without a stamp is not cached. Bounded: past
+-- KNOWN_MAX entries it starts over (a few MB of Lua memory at most).
+HIST.KNOWN_MAX = 100000
+HIST.known, HIST.known_n = {}, 0
+local NO_CACHE = {}  -- a table nothing is remembered in (see remember)
+function HIST.known_of(hx)
+  if HIST.stamp == '' then return NO_CACHE end
+  local id = hx .. '@' .. HIST.stamp
+  local t = HIST.known[id]
+  if not t then
+    t = {}
+    HIST.known[id] = t
+  end
+  return t
+end
+function HIST.remember(known, suffix)
+  if known == NO_CACHE then return end
+  if HIST.known_n >= HIST.KNOWN_MAX then
+    HIST.known, HIST.known_n = {}, 0
+    return
+  end
+  known[suffix] = true
+  HIST.known_n = HIST.known_n + 1
+end
+
+-- Preserve `key` for the current checkpoint if this is its first change since: the hook. Cheap
+-- exits first: once a call knows there is no checkpoint (one GET of `hcur`, at its first
+-- versioned write), every later write of it costs one table lookup; the calling workspace's
+-- prefix (HIST.p, from KEYS[1]) is compared as a plain prefix (a pattern match only for a key
+-- of another form), and the kind is told by its first byte.
 function HIST.cow(key)
-  if HIST.seen[key] then return end
-  local p, suffix = HIST.split(key)
-  if not p then return end
+  if HIST.ep == false or HIST.seen[key] then return end
+  local p, suffix = HIST.p, nil
+  if p and string.sub(key, 1, #p) == p then
+    suffix = string.sub(key, #p + 1)
+  else
+    p, suffix = HIST.split(key)
+    if not p then return end
+  end
   local ino = HIST.versioned(suffix)
   if not ino then return end
   HIST.seen[key] = true
   local e = HIST.current(p)
   if not e or (ino ~= '' and tonumber(ino) > HIST.max) then return end
   local hx = p .. 'hx' .. e
-  if raw_call('HEXISTS', hx, suffix) == 1 then return end
+  local known = HIST.known_of(hx)
+  if known[suffix] then return end
+  if raw_call('HEXISTS', hx, suffix) == 1 then
+    HIST.remember(known, suffix)  -- changed again: a key worth remembering (a dir, a counter)
+    return
+  end
   local had, recs = HIST.copy(key, p .. 'hk' .. e .. ':' .. suffix, suffix)
   raw_call('HSET', hx, suffix, had and '1' or '0')
   if recs then HIST.ref_records(p, recs) end
@@ -161,6 +214,7 @@ end
 local function fresh(callback)
   return function(keys, args)
     HIST.ep, HIST.max, HIST.seen, HIST.declared = nil, 0, {}, keys[1] or ''
+    HIST.p = string.match(HIST.declared, '^({u_%d+_w_%d+}:)')
     return callback(keys, args)
   end
 end
@@ -371,8 +425,13 @@ end
 local function check_quota(p, dspace, dinodes)
   local lim = limits(p)
   if dspace > 0 and lim.capacity > 0 then
-    local used = tonumber(redis.call('GET', k_named(p, 'usedspace')) or '0')
-    if used + dspace > lim.capacity then return fail('ENOSPC', 'volume capacity reached') end
+    -- `hpinned`: bytes only checkpoints still keep (docs/history.md "Capacity"), charged too
+    local v = redis.call('MGET', k_named(p, 'usedspace'), k_named(p, 'hpinned'))
+    local used = (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0)
+    if used + dspace > lim.capacity then
+      return fail('ENOSPC', 'volume capacity reached' .. ((tonumber(v[2]) or 0) > 0 and
+        ' (checkpoints keep ' .. istr(tonumber(v[2])) .. ' bytes: delete old ones to free them)' or ''))
+    end
   end
   if dinodes > 0 and lim.inodes > 0 then
     local total = tonumber(redis.call('GET', k_named(p, 'totalinodes')) or '0')

@@ -336,14 +336,16 @@ redis.register_function{
 }
 
 -- af_statfs: what statfs needs, in one round trip.
--- KEYS: setting. ARGV: none. Returns {used space, used inodes, capacity (0 = unlimited),
--- inode limit (0 = unlimited)}. Errors: none. Read-only.
+-- KEYS: setting. ARGV: none. Returns {used space (live files plus what only checkpoints keep,
+-- `hpinned`), used inodes, capacity (0 = unlimited), inode limit (0 = unlimited)}. Errors: none.
+-- Read-only.
 redis.register_function{
   function_name = 'af_statfs',
   callback = function(keys, args)
     local p = prefix_of(keys)
     local lim = limits(p)
-    return { tonumber(redis.call('GET', k_named(p, 'usedspace')) or '0'),
+    local v = redis.call('MGET', k_named(p, 'usedspace'), k_named(p, 'hpinned'))
+    return { (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0),
       tonumber(redis.call('GET', k_named(p, 'totalinodes')) or '0'), lim.capacity, lim.inodes }
   end,
   flags = { 'no-writes' },

@@ -48,21 +48,23 @@ function HIST.set_current(p)
     return
   end
   local rec = HIST.record(p, top[1])
-  redis.call('SET', k_named(p, 'hcur'), istr(rec.epoch) .. ':' .. istr(rec.maxino))
-  HIST.ep, HIST.max, HIST.seen = istr(rec.epoch), rec.maxino, {}
+  redis.call('SET', k_named(p, 'hcur'), istr(rec.epoch) .. ':' .. istr(rec.maxino) .. ':' .. (rec.stamp or ''))
+  HIST.ep, HIST.max, HIST.stamp, HIST.seen = istr(rec.epoch), rec.maxino, rec.stamp or '', {}
 end
 
 -- Writes: a new checkpoint record, the current epoch from now on. O(1).
 function HIST.take(p, name, origin, keep, kind)
   local e = redis.call('INCR', k_named(p, 'hnext'))
-  local sec, ns_ = now()
+  local sec, ns_, clock = now()
+  -- `stamp` (server time in µs) tells this checkpoint from one of the same epoch in an earlier
+  -- incarnation of the workspace's keys (deleted, then formatted again): HIST.known is keyed by it
   local rec = { name = name, epoch = e, created = sec + ns_ / 1e9,
     maxino = tonumber(redis.call('GET', k_named(p, 'nextinode')) or '0'),
-    origin = origin, keep = tonumber(keep) or 0, kind = kind, state = 'live' }
+    origin = origin, keep = tonumber(keep) or 0, kind = kind, state = 'live', stamp = clock[1] .. clock[2] }
   HIST.save(p, rec)
   redis.call('ZADD', k_named(p, 'hepochs'), e, name)
-  redis.call('SET', k_named(p, 'hcur'), istr(e) .. ':' .. istr(rec.maxino))
-  HIST.ep, HIST.max, HIST.seen = istr(e), rec.maxino, {}
+  redis.call('SET', k_named(p, 'hcur'), istr(e) .. ':' .. istr(rec.maxino) .. ':' .. rec.stamp)
+  HIST.ep, HIST.max, HIST.stamp, HIST.seen = istr(e), rec.maxino, rec.stamp, {}
   return rec
 end
 
@@ -104,6 +106,41 @@ redis.register_function{
   end,
   flags = { 'no-writes' },
 }
+
+-- af_ck_due: the checkpoints the expiry job deletes: those whose retention has passed
+-- (`keep` > 0 and created + keep <= the server clock + offset), and those a stopped client left
+-- half-deleted (state 'deleting').
+-- KEYS: setting. ARGV: offset (seconds added to the server clock: tests). Returns {name, ...},
+-- oldest first. Errors: none. Read-only.
+redis.register_function{
+  function_name = 'af_ck_due',
+  callback = function(keys, args)
+    local p = prefix_of(keys)
+    local sec, ns_ = now()
+    local t = sec + ns_ / 1e9 + (tonumber(args[1]) or 0)
+    local out = {}
+    for _, name in ipairs(redis.call('ZRANGE', k_named(p, 'hepochs'), 0, -1)) do
+      local rec = HIST.record(p, name)
+      local keep = rec and tonumber(rec.keep) or 0
+      if rec and (rec.state == 'deleting' or (keep > 0 and rec.created + keep <= t)) then
+        out[#out + 1] = name
+      end
+    end
+    return out
+  end,
+  flags = { 'no-writes' },
+}
+
+-- af_ck_pinned: record the bytes only checkpoints still keep (`hpinned`), as the accounting job
+-- measured them (meta/history.py); the quota check and statfs add them to `usedspace`.
+-- KEYS: setting (or the caller's session key). ARGV: bytes. Returns 1. Errors: EINVAL.
+redis.register_function('af_ck_pinned', function(keys, args)
+  local p = prefix_of(keys)
+  local n = tonumber(args[1])
+  if not n or n < 0 then return fail('EINVAL', 'pinned bytes must be a number >= 0') end
+  if n == 0 then redis.call('DEL', k_named(p, 'hpinned')) else redis.call('SET', k_named(p, 'hpinned'), istr(n)) end
+  return 1
+end)
 
 -- af_ck_read: read keys as checkpoint `epoch` saw them (epoch 0: now), in one consistent call.
 -- KEYS: setting. ARGV: epoch, op, operands:

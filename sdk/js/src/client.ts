@@ -4,6 +4,7 @@
 
 import type { HealthzResponse } from './types.js';
 import type { WhoAmI } from './generated/openapi.js';
+import { Checkpoints } from './resources/checkpoints.js';
 import { Keys } from './resources/keys.js';
 import { Platform } from './resources/platform.js';
 import { Sessions } from './resources/sessions.js';
@@ -19,6 +20,8 @@ export class Artifacts {
   readonly sessions: Sessions;
   /** The account's API keys. */
   readonly keys: Keys;
+  /** A workspace's checkpoints: list, create, get, diff, restore, delete. */
+  readonly checkpoints: Checkpoints;
   readonly #t: Transport;
 
   /**
@@ -31,6 +34,7 @@ export class Artifacts {
     this.platform = new Platform(this.#t);
     this.sessions = new Sessions(this.#t);
     this.keys = new Keys(this.#t);
+    this.checkpoints = new Checkpoints(this.#t);
   }
 
   /** The orchestrator this client talks to. */

@@ -11,6 +11,7 @@ export {
 } from './errors.js';
 export * from './generated/openapi.js';
 export { parseWorkspaceRef, WORKSPACE_NAME_RE } from './refs.js';
+export type { CreateCheckpointOptions } from './resources/checkpoints.js';
 export type { CreateSessionOptions } from './resources/sessions.js';
 export type {
   CreateAccessGrantOptions,

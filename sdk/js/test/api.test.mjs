@@ -66,6 +66,24 @@ describe('against one account with one active workspace', () => {
     await rejectsWith(artifacts.workspaces.get(`${stack.handle}/anything`), 'forbidden', 403);
   });
 
+  test('checkpoints: create, list, get, diff, restore, delete, and their errors', async () => {
+    const made = await artifacts.checkpoints.create(ws, { name: 'node-1', keep: '1d' });
+    assert.equal(made.name, 'node-1');
+    assert.equal(made.keep, 86400);
+    assert.deepEqual((await artifacts.checkpoints.list(ws)).checkpoints.map((c) => c.name), ['node-1']);
+    const detail = await artifacts.checkpoints.get(ws, 'node-1');
+    assert.equal(detail.checkpoint.name, 'node-1');
+    assert.equal(detail.changes_since, 0);
+    assert.deepEqual((await artifacts.checkpoints.diff(ws, 'node-1')).changes, []);
+    const r = await artifacts.checkpoints.restore(ws, 'node-1', { safety: 'node-undo' });
+    assert.equal(r.safety, 'node-undo');
+    assert.deepEqual((await artifacts.checkpoints.delete(ws, 'node-undo')), { deleted: 'node-undo' });
+    await rejectsWith(artifacts.checkpoints.get(ws, 'nope'), 'checkpoint_not_found', 404);
+    await rejectsWith(artifacts.checkpoints.create(ws, { name: 'node-1' }), 'checkpoint_exists', 409);
+    await rejectsWith(artifacts.checkpoints.create(ws, { name: 'bad name!' }), 'invalid_request', 422);
+    await artifacts.checkpoints.delete(ws, 'node-1');
+  });
+
   test('workspaces: list, get by every reference form, inspect', async () => {
     const name = ws.split('/')[1];
     const { workspaces } = await artifacts.workspaces.list();

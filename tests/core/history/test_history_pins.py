@@ -103,3 +103,37 @@ def test_two_hosts_writing_while_checkpoints_are_taken_get_consistent_cuts(volum
     view = a.checkpoints.view(names[3])
     for f in view.listdir("/"):
         assert b.read_bytes(f) == view.read_bytes(f)
+
+
+def test_a_workspace_formatted_again_under_its_prefix_preserves_afresh(redis_url, key_prefix):
+    """The copy-on-write hook remembers, across calls, which keys a checkpoint already preserved
+    (docs/history.md "Copy-on-write"); a workspace deleted and formatted again under the same
+    prefix restarts its epochs at 1, and must not inherit what was remembered for the old one."""
+    from artifacts_core.meta.engine import RedisMetaEngine
+    from artifacts_core.meta.format import Setting, new_uuid
+    from artifacts_core.types import ROOT_INO
+
+    def incarnation() -> RedisMetaEngine:
+        m = RedisMetaEngine(redis_url, key_prefix)
+        m.format(Setting(name="again", uuid=new_uuid(), trash_days=0), require_aof=False)
+        return m
+
+    def set_mode(m: RedisMetaEngine, ino, mode: int) -> None:
+        m.setattr(ino, mode=mode)
+
+    m = incarnation()
+    ino = m.create(ROOT_INO, "f")[0]
+    m.checkpoint_create("c1")
+    set_mode(m, ino, 0o600)  # preserves i<ino> for epoch 1: remembered
+    node = m.client.node()
+    node.delete(*node.scan_iter(match=key_prefix.replace("{", "\\{").replace("}", "\\}") + "*", count=1000))
+    m.close()
+    m = incarnation()
+    ino2 = m.create(ROOT_INO, "f")[0]
+    assert ino2 == ino  # the same inode number, the same key
+    set_mode(m, ino2, 0o640)
+    c = m.checkpoint_create("c1")
+    assert c.epoch == 1  # the same epoch number as the old incarnation's
+    set_mode(m, ino2, 0o604)  # must preserve 0o640 for the new c1
+    assert m.checkpoint_reader(c.epoch).attr(ino2).mode & 0o777 == 0o640
+    m.close()

@@ -48,6 +48,7 @@ EXCLUDED = {
     "af_journal_trim": "the journal's retention (full rights only): nothing a client caches",
     "af_session_tag": "session bookkeeping (the tag later change records carry)",
     "af_journal_reads": "a volume setting (the read audit on or off): nothing a client caches",
+    "af_ck_pinned": "records what checkpoints keep (an accounting figure): nothing a client caches",
 }
 
 

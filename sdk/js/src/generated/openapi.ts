@@ -72,6 +72,52 @@ export interface AgentWorkspaceView {
   secret_access_key: string;
 }
 
+export interface ChangeList {
+  changes: ChangeView[];
+}
+
+/** One path that differs: ``kind`` added, removed, modified or renamed (``old_path`` set). */
+export interface ChangeView {
+  kind: string;
+  path: string;
+  /** @default null */
+  old_path: string | null;
+  /** @default "file" */
+  type: string;
+  /** @default null */
+  diff: string | null;
+}
+
+/**
+ * ``pinned_bytes``: data only this checkpoint's preserved lists still name (what deleting it
+ * could free); ``changes_since``: paths changed since it was taken.
+ */
+export interface CheckpointDetail {
+  checkpoint: CheckpointView;
+  changes_since: number;
+  changed_keys: number;
+  pinned_bytes: number;
+}
+
+export interface CheckpointList {
+  checkpoints: CheckpointView[];
+}
+
+/**
+ * A checkpoint: ``created`` on the metadata server's clock; ``keep`` seconds of retention
+ * (0: until deleted); ``kind`` ``user`` or ``safety``; ``changed_keys``: metadata keys
+ * preserved for it so far (what changed since, as keys).
+ */
+export interface CheckpointView {
+  name: string;
+  epoch: number;
+  created: number;
+  keep: number;
+  kind: string;
+  origin: Record<string, unknown>;
+  changed_keys: number;
+}
+
 export interface CreateAccountRequest {
   handle: string;
   /** @default "default" */
@@ -85,6 +131,17 @@ export interface CreateAgentRequest {
 export interface CreateAgentTokenRequest {
   /** @default "" */
   name?: string;
+}
+
+/**
+ * ``name``: 1-63 letters, digits, ``_ . -`` (default ``ckpt-<UTC time>``); ``keep``: retention,
+ * e.g. ``3600``, ``90m``, ``12h``, ``7d`` (default: until deleted).
+ */
+export interface CreateCheckpointRequest {
+  /** @default null */
+  name?: string | null;
+  /** @default null */
+  keep?: string | null;
 }
 
 export interface CreateGrantRequest {
@@ -162,9 +219,13 @@ export interface CustomS3Request {
   endpoint?: string;
 }
 
+export interface DeletedCheckpoint {
+  deleted: string;
+}
+
 /** Every failure's body. `existing` accompanies `workspace_exists` (the live workspace); `check` accompanies `storage_check_failed` (what the custom S3 check found). */
 export interface ErrorBody {
-  code: "account_exists" | "agent_busy" | "agent_not_found" | "agent_token_not_found" | "forbidden" | "grant_not_found" | "grant_revoked" | "internal" | "invalid_request" | "key_not_found" | "metadata_acl_provisioning_failed" | "method_not_allowed" | "not_found" | "renewal_refused" | "session_not_found" | "setting_key_missing" | "storage_check_failed" | "storage_provisioning_failed" | "tenant_exists" | "tenant_not_found" | "ticket_expired" | "ticket_invalid" | "ticket_used" | "unauthorized" | "workspace_exists" | "workspace_not_active" | "workspace_not_completable" | "workspace_not_found" | "workspace_off";
+  code: "account_exists" | "agent_busy" | "agent_not_found" | "agent_token_not_found" | "checkpoint_exists" | "checkpoint_not_found" | "forbidden" | "grant_not_found" | "grant_revoked" | "internal" | "invalid_request" | "key_not_found" | "metadata_acl_provisioning_failed" | "method_not_allowed" | "not_found" | "renewal_refused" | "session_not_found" | "setting_key_missing" | "storage_check_failed" | "storage_provisioning_failed" | "tenant_exists" | "tenant_not_found" | "ticket_expired" | "ticket_invalid" | "ticket_used" | "unauthorized" | "workspace_exists" | "workspace_not_active" | "workspace_not_completable" | "workspace_not_found" | "workspace_off";
   message: string;
   existing?: WorkspaceView;
   check?: StorageCheck;
@@ -305,6 +366,23 @@ export interface RenewWithTokenRequest {
 export interface Renewal {
   token: string;
   ttl_seconds: number;
+}
+
+/** ``safety``: the name of the checkpoint taken first (default ``before-restore-<time>``). */
+export interface RestoreCheckpointRequest {
+  /** @default null */
+  safety?: string | null;
+}
+
+/**
+ * ``safety``: the checkpoint taken first (restore it to undo); ``keys``: metadata keys
+ * brought back; ``removed_inodes``: files created since the checkpoint that were removed.
+ */
+export interface RestoreResult {
+  restored: string;
+  safety: string;
+  keys: number;
+  removed_inodes: number;
 }
 
 /** One of: ``grant_id``; ``tenant_slug`` (the whole tenant); ``tenant_slug`` + ``runtime_id``. */
@@ -495,6 +573,8 @@ export const ERROR_STATUSES: Readonly<Record<ErrorCode, number>> = {
   agent_busy: 429,
   agent_not_found: 404,
   agent_token_not_found: 404,
+  checkpoint_exists: 409,
+  checkpoint_not_found: 404,
   forbidden: 403,
   grant_not_found: 404,
   grant_revoked: 403,
@@ -547,6 +627,12 @@ export const operations = {
   revokeSession: { method: 'DELETE', path: '/workspaces/{handle}/{name}/sessions/{sid}', success: [200], auth: 'api_key', idempotent: true },
   renewSession: { method: 'POST', path: '/workspaces/{handle}/{name}/sessions/{sid}/renew', success: [200], auth: 'api_key', idempotent: true },
   renewWithToken: { method: 'POST', path: '/sessions/renew', success: [200], auth: 'none', idempotent: true },
+  listCheckpoints: { method: 'GET', path: '/workspaces/{handle}/{name}/checkpoints', success: [200], auth: 'api_key', idempotent: true },
+  createCheckpoint: { method: 'POST', path: '/workspaces/{handle}/{name}/checkpoints', success: [201], auth: 'api_key', idempotent: false },
+  getCheckpoint: { method: 'GET', path: '/workspaces/{handle}/{name}/checkpoints/{checkpoint}', success: [200], auth: 'api_key', idempotent: true },
+  deleteCheckpoint: { method: 'DELETE', path: '/workspaces/{handle}/{name}/checkpoints/{checkpoint}', success: [200], auth: 'api_key', idempotent: true },
+  diffCheckpoint: { method: 'GET', path: '/workspaces/{handle}/{name}/checkpoints/{checkpoint}/diff', success: [200], auth: 'api_key', idempotent: true },
+  restoreCheckpoint: { method: 'POST', path: '/workspaces/{handle}/{name}/checkpoints/{checkpoint}/restore', success: [200], auth: 'api_key', idempotent: false },
   createTenant: { method: 'POST', path: '/tenants', success: [201], auth: 'api_key', idempotent: false },
   listTenants: { method: 'GET', path: '/tenants', success: [200], auth: 'api_key', idempotent: true },
   getTenant: { method: 'GET', path: '/tenants/{slug}', success: [200], auth: 'api_key', idempotent: true },
@@ -759,6 +845,48 @@ export interface Operations {
     query: Record<string, never>;
     body: RenewWithTokenRequest;
     response: SessionRenewed;
+  };
+  /** List a workspace's checkpoints, oldest first */
+  listCheckpoints: {
+    path: { handle: string; name: string };
+    query: Record<string, never>;
+    body: undefined;
+    response: CheckpointList;
+  };
+  /** Take a checkpoint of the whole workspace (constant time) */
+  createCheckpoint: {
+    path: { handle: string; name: string };
+    query: Record<string, never>;
+    body: CreateCheckpointRequest;
+    response: CheckpointView;
+  };
+  /** A checkpoint, what changed since, and the bytes only it keeps */
+  getCheckpoint: {
+    path: { handle: string; name: string; checkpoint: string };
+    query: Record<string, never>;
+    body: undefined;
+    response: CheckpointDetail;
+  };
+  /** Delete a checkpoint (what only it pinned is freed through the normal reclaim) */
+  deleteCheckpoint: {
+    path: { handle: string; name: string; checkpoint: string };
+    query: Record<string, never>;
+    body: undefined;
+    response: DeletedCheckpoint;
+  };
+  /** Paths added, removed, modified, renamed since a checkpoint (or between two) */
+  diffCheckpoint: {
+    path: { handle: string; name: string; checkpoint: string };
+    query: { to?: string };
+    body: undefined;
+    response: ChangeList;
+  };
+  /** Make the workspace what a checkpoint was (atomic; a safety checkpoint first) */
+  restoreCheckpoint: {
+    path: { handle: string; name: string; checkpoint: string };
+    query: Record<string, never>;
+    body: RestoreCheckpointRequest;
+    response: RestoreResult;
   };
   /** Create a tenant */
   createTenant: {
