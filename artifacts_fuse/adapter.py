@@ -29,9 +29,11 @@ import os
 import stat as _stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from artifacts_core.types import ROOT_INO, Attr, Caller, Ino
+from artifacts_core.vfs.core import VFS
 from artifacts_fuse import lowlevel as ll
 
 #: Largest FUSE read/write asked of the kernel: 256 pages, the kernel's default max_pages limit.
@@ -141,7 +143,8 @@ class DirHandle:
 
 
 class Adapter:
-    def __init__(self, vfs, *, entry_ttl: float, attr_ttl: float, on_ready=None) -> None:
+    def __init__(self, vfs: VFS, *, entry_ttl: float, attr_ttl: float,
+                 on_ready: Callable[[], None] | None = None) -> None:
         self.vfs = vfs
         self.entry_ttl = entry_ttl
         self.attr_ttl = attr_ttl
