@@ -88,11 +88,17 @@ def _wait_for(check, *, timeout: float, what: str, proc: subprocess.Popen | None
         delay = min(delay * 1.5, 0.25)
 
 
-def _stop(proc: subprocess.Popen, *, grace: float) -> None:
+def stop_process(proc: subprocess.Popen, *, grace: float, signum: int = signal.SIGTERM,
+                 group: bool = True) -> None:
+    """Send ``signum`` (to the process group, or with ``group=False`` to the process alone), wait
+    up to ``grace`` seconds, then SIGKILL the group."""
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
+        if group:
+            os.killpg(proc.pid, signum)
+        else:
+            os.kill(proc.pid, signum)
     try:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
@@ -187,7 +193,7 @@ class RedisServer:
         self._wait_ready()
 
     def stop(self) -> None:
-        _stop(self.proc, grace=10)
+        stop_process(self.proc, grace=10)
 
     def __enter__(self) -> RedisServer:
         return self
@@ -385,7 +391,7 @@ class SeaweedS3:
 
     def stop(self) -> None:
         # weed can take over 10 s on SIGTERM; give it a short grace, then SIGKILL.
-        _stop(self.proc, grace=3)
+        stop_process(self.proc, grace=3)
         for name, port in self.ports.items():  # weed leaves its gRPC sockets behind in /tmp
             with contextlib.suppress(OSError):
                 os.unlink(grpc_socket(name, port))

@@ -19,7 +19,6 @@ are root (PostgreSQL refuses to run as root).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from artifacts_core.servers import LOOPBACK, RedisServer, SeaweedS3, _wait_for, free_port
+from artifacts_core.servers import LOOPBACK, RedisServer, SeaweedS3, _wait_for, free_port, stop_process
 from artifacts_orchestrator.redis_acl import initial_aclfile_text
 
 ADMIN_USER = "artifacts-admin"
@@ -207,14 +206,6 @@ class PostgresServer:
 
 
 def _stop_pid(proc: subprocess.Popen) -> None:
-    """SIGINT is PostgreSQL's fast shutdown (open sessions are rolled back, no wait for clients)."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=PG_STOP_GRACE)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    """SIGINT to the postmaster alone is PostgreSQL's fast shutdown (open sessions are rolled back,
+    no wait for clients)."""
+    stop_process(proc, grace=PG_STOP_GRACE, signum=signal.SIGINT, group=False)
